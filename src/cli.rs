@@ -1,0 +1,244 @@
+//! The command line: parse arguments, call the library, print, pick the exit code.
+
+use crate::check::check_file;
+use crate::plan::Plan;
+use crate::render::{render_dot, render_mermaid};
+use crate::report::{render_github, render_human, render_json, HumanStyle, Outcome};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit code: everything valid / succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: invalid file (validate, plan, graph) or a failed process (run).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage error, or an invalid file given to `run`.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "jobgraph", version, about = "Run a declared graph of OS processes: pipes, queues, locks, parents and daemons")]
+#[command(propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Validate, then launch, supervise and join the graph.
+    Run(RunArgs),
+    /// Run every static check; never starts a process.
+    Validate {
+        /// Job files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
+        format: ValidateFormat,
+    },
+    /// Show the launch order as stages, with why each process waits.
+    Plan {
+        /// Job file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// Draw the graph for Graphviz or Mermaid.
+    Graph {
+        /// Job file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Print the JSON Schema of the job-file format.
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Job file.
+    file: PathBuf,
+    /// Run only these processes plus what they need.
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    only: Vec<String>,
+    /// Keep going after a failure: run everything that does not depend on it.
+    #[arg(long)]
+    keep_going: bool,
+    /// Processes running at once (overrides [graph] max_parallel).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_parallel: Option<u32>,
+    /// Write NDJSON events to PATH, or - for stdout.
+    #[arg(long, value_name = "PATH")]
+    events: Option<String>,
+    /// One log file per process in DIR.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Only the summary and errors.
+    #[arg(long)]
+    quiet: bool,
+    /// Show the plan and stop (same as `jobgraph plan`).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ValidateFormat {
+    /// Source snippets with labels and help, on stderr.
+    Human,
+    /// One JSON document on stdout.
+    Json,
+    /// GitHub Actions workflow commands on stdout.
+    Github,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum PlanFormat {
+    /// Text.
+    Human,
+    /// JSON.
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    ExitCode::from(match cli.command {
+        Cmd::Validate { files, format } => validate(&files, format),
+        Cmd::Plan { file, format } => plan(&file, format),
+        Cmd::Graph { file, format } => graph(&file, format),
+        Cmd::Schema => {
+            print(&crate::schema::schema_text());
+            EXIT_OK
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "jobgraph", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Cmd::Run(args) => run(&args),
+    })
+}
+
+fn human_style() -> HumanStyle {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    HumanStyle { color, width: 100 }
+}
+
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not an error worth a panic.
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn eprint(s: &str) {
+    let _ = std::io::stderr().write_all(s.as_bytes());
+}
+
+fn outcome(path: &Path) -> Outcome {
+    match check_file(path) {
+        Ok(c) => Outcome::Checked(Box::new(c)),
+        Err(e) => Outcome::Unreadable(path.to_path_buf(), e),
+    }
+}
+
+fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
+    let outcomes: Vec<Outcome> = files.iter().map(|f| outcome(f)).collect();
+    match format {
+        ValidateFormat::Human => {
+            let style = human_style();
+            for o in &outcomes {
+                eprint(&render_human(o, style));
+            }
+        }
+        ValidateFormat::Json => print(&render_json(&outcomes)),
+        ValidateFormat::Github => print(&render_github(&outcomes)),
+    }
+    if outcomes.iter().all(Outcome::is_valid) {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Checks one file for plan/graph/run; prints diagnostics when there are any.
+fn checked_graph(path: &Path) -> Result<crate::graph::Graph, ()> {
+    let o = outcome(path);
+    let quiet_ok = matches!(&o, Outcome::Checked(c) if c.diagnostics.is_empty());
+    if !quiet_ok {
+        eprint(&render_human(&o, human_style()));
+    }
+    match o {
+        Outcome::Checked(c) => c.graph.ok_or(()),
+        Outcome::Unreadable(..) => Err(()),
+    }
+}
+
+fn plan(path: &Path, format: PlanFormat) -> u8 {
+    let Ok(g) = checked_graph(path) else { return EXIT_FAILED };
+    let plan = Plan::new(&g);
+    match format {
+        PlanFormat::Human => print(&plan.render()),
+        PlanFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&plan).unwrap_or_default();
+            s.push('\n');
+            print(&s);
+        }
+    }
+    EXIT_OK
+}
+
+fn graph(path: &Path, format: GraphFormat) -> u8 {
+    let Ok(g) = checked_graph(path) else { return EXIT_FAILED };
+    print(&match format {
+        GraphFormat::Dot => render_dot(&g),
+        GraphFormat::Mermaid => render_mermaid(&g),
+    });
+    EXIT_OK
+}
+
+fn run(args: &RunArgs) -> u8 {
+    let Ok(g) = checked_graph(&args.file) else { return EXIT_USAGE };
+    for name in &args.only {
+        if g.process_index(name).is_none() {
+            eprint(&format!("error: --only {name}: no process `{name}` in {}\n", args.file.display()));
+            return EXIT_USAGE;
+        }
+    }
+    if args.dry_run {
+        print(&Plan::new(&g).render());
+        return EXIT_OK;
+    }
+    eprint(&format!(
+        "error: {} is valid, but this build of jobgraph cannot run graphs yet (the runtime is not implemented).\n\
+         help: `jobgraph plan {}` shows what would run, in order\n",
+        args.file.display(),
+        args.file.display()
+    ));
+    EXIT_USAGE
+}

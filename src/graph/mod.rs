@@ -1,0 +1,170 @@
+//! The validated graph: references resolved, every cross-value check of
+//! SPEC §4 applied, and the analysis that `plan`, `graph` and the runtime
+//! share — stream groups, descriptor numbers, launch stages.
+
+mod cycles;
+mod references;
+mod stages;
+mod streams;
+mod warnings;
+
+pub use streams::{Direction, EdgeKind, Endpoint, StreamGroup};
+
+use crate::code::Code;
+use crate::diagnostic::{Diagnostic, Span};
+use crate::source::SourceFile;
+use crate::spec::{Condition, JobFile};
+use std::collections::HashMap;
+
+/// Why one process waits for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepKind {
+    /// An `after` entry with its condition.
+    After(Condition),
+    /// The other process is this one's `parent`: it must be running.
+    Parent,
+}
+
+impl DepKind {
+    /// Short text for messages and plans.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DepKind::After(c) => c.as_str(),
+            DepKind::Parent => "parent",
+        }
+    }
+}
+
+/// A resolved dependency: the waiting process waits for `target`.
+#[derive(Debug, Clone)]
+pub struct Dep {
+    /// Index of the process waited for.
+    pub target: usize,
+    /// After (with condition) or parent.
+    pub kind: DepKind,
+    /// The reference in the file.
+    pub span: Span,
+}
+
+/// A job file that passed every check, with its analysis.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// The decoded file.
+    pub file: JobFile,
+    /// `[graph] name`, or the file stem.
+    pub name: String,
+    /// Per process (file order): what it waits for.
+    pub deps: Vec<Vec<Dep>>,
+    /// Per process: indices of the locks it takes (into `file.locks`).
+    pub locks: Vec<Vec<usize>>,
+    /// Per process: its children (processes naming it as `parent`).
+    pub children: Vec<Vec<usize>>,
+    /// Stream groups; every process is in exactly one (alone if it has no stream edge).
+    pub groups: Vec<StreamGroup>,
+    /// Per process: index into `groups`.
+    pub group_of: Vec<usize>,
+    /// Per process: its stream endpoints in descriptor order.
+    pub endpoints: Vec<Vec<Endpoint>>,
+    /// Launch stages: group indices; a group depends only on groups of earlier stages.
+    pub stages: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    /// The index of a process by name.
+    pub fn process_index(&self, name: &str) -> Option<usize> {
+        self.file.processes.iter().position(|p| p.name.value == name)
+    }
+
+    /// Total instances (replicas counted).
+    pub fn instance_count(&self) -> u64 {
+        self.file.processes.iter().map(|p| u64::from(p.replicas.value)).sum()
+    }
+}
+
+/// Resolves and checks a decoded file. Returns the graph only when no error was found.
+pub fn analyze(file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let index: HashMap<&str, usize> = file
+        .processes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.value.as_str(), i))
+        .collect();
+    let refs = references::resolve(&file, &index, &mut diags);
+    let streams = streams::analyze(&file, &index, &mut diags);
+    let cyclic = cycles::check_cycles(&file, &refs.deps, &mut diags);
+    let mut stages = Vec::new();
+    if !cyclic {
+        match stages::launch_stages(&file, &refs.deps, &streams, &mut diags) {
+            Some(s) => stages = s,
+            None => {
+                // A deadlock was reported; no stages to show.
+            }
+        }
+    }
+    streams::check_group_limits(&file, &refs.locks, &streams, &mut diags);
+    warnings::check(&file, source, &refs.locks, &mut diags);
+    let name = file
+        .graph
+        .name
+        .as_ref()
+        .map(|n| n.value.clone())
+        .unwrap_or_else(|| {
+            source
+                .path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "graph".into())
+        });
+    if diags.iter().any(|d| d.is_error()) {
+        return (None, diags);
+    }
+    let graph = Graph {
+        name,
+        deps: refs.deps,
+        locks: refs.locks,
+        children: refs.children,
+        groups: streams.groups,
+        group_of: streams.group_of,
+        endpoints: streams.endpoints,
+        stages,
+        file,
+    };
+    (Some(graph), diags)
+}
+
+/// "did you mean" help over process names.
+pub(crate) fn suggest_process(file: &JobFile, name: &str) -> Option<String> {
+    let names = file.processes.iter().map(|p| p.name.value.as_str());
+    crate::spec::did_you_mean(name, names).map(|s| format!("did you mean `{s}`?"))
+}
+
+pub(crate) fn unknown_process(file: &JobFile, name: &str, span: Span, what: &str) -> Diagnostic {
+    let help = suggest_process(file, name).or_else(|| {
+        Some(format!(
+            "declare it with [process.{name}], or use one of: {}",
+            list_some(file.processes.iter().map(|p| p.name.value.as_str()))
+        ))
+    });
+    Diagnostic::at(Code::UnknownProcess, span, format!("{what} `{name}` is not a declared process"))
+        .label("unknown process")
+        .maybe_help(help)
+}
+
+/// Up to eight names, then "…".
+pub(crate) fn list_some<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut more = false;
+    for n in names {
+        if out.len() == 8 {
+            more = true;
+            break;
+        }
+        out.push(n);
+    }
+    let mut s = out.join(", ");
+    if more {
+        s.push_str(", …");
+    }
+    s
+}

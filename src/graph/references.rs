@@ -1,0 +1,113 @@
+//! Resolving names: `after`, `parent` and `locks` to indices, with the checks
+//! that need only one reference at a time.
+
+use super::{unknown_process, Dep, DepKind};
+use crate::code::Code;
+use crate::diagnostic::Diagnostic;
+use crate::spec::{Condition, JobFile};
+use std::collections::HashMap;
+
+pub(super) struct Refs {
+    pub deps: Vec<Vec<Dep>>,
+    pub locks: Vec<Vec<usize>>,
+    pub children: Vec<Vec<usize>>,
+}
+
+pub(super) fn resolve(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) -> Refs {
+    let n = file.processes.len();
+    let lock_index: HashMap<&str, usize> =
+        file.locks.iter().enumerate().map(|(i, l)| (l.name.value.as_str(), i)).collect();
+    let mut refs = Refs {
+        deps: vec![Vec::new(); n],
+        locks: vec![Vec::new(); n],
+        children: vec![Vec::new(); n],
+    };
+    for (i, p) in file.processes.iter().enumerate() {
+        for a in &p.after {
+            let Some(&t) = index.get(a.process.value.as_str()) else {
+                diags.push(unknown_process(file, &a.process, a.process.span.clone(), "`after` names"));
+                continue;
+            };
+            let target = &file.processes[t];
+            if a.condition == Condition::Ready && target.ready.is_none() {
+                diags.push(
+                    Diagnostic::at(
+                        Code::ReadyWithoutProbe,
+                        a.process.span.clone(),
+                        format!("`{}` waits for `{}` to be ready, but `{}` has no `ready` probe", p.name.value, target.name.value, target.name.value),
+                    )
+                    .label("waits for readiness")
+                    .related(target.name.span.clone(), "declared here without `ready`")
+                    .help(format!(
+                        "add a probe to {}, e.g. ready = {{ tcp = \"127.0.0.1:8080\" }}, or wait for \"start\" instead",
+                        target.name.value
+                    )),
+                );
+            }
+            refs.deps[i].push(Dep {
+                target: t,
+                kind: DepKind::After(a.condition),
+                span: a.process.span.clone(),
+            });
+        }
+        if let Some(parent) = &p.parent {
+            match index.get(parent.value.as_str()) {
+                None => diags.push(unknown_process(file, parent, parent.span.clone(), "`parent` names")),
+                Some(&t) => {
+                    let pp = &file.processes[t];
+                    if pp.daemon.value {
+                        diags.push(
+                            Diagnostic::at(
+                                Code::DaemonWithChildren,
+                                parent.span.clone(),
+                                format!("`{}` is a daemon, and daemons may not have children", pp.name.value),
+                            )
+                            .label("child of a daemon")
+                            .related(pp.daemon.span.clone(), "declared a daemon here")
+                            .help(format!(
+                                "make `{}` a top-level process or a child of a non-daemon, or drop daemon = true on `{}`",
+                                p.name.value, pp.name.value
+                            )),
+                        );
+                    }
+                    if pp.replicas.value > 1 {
+                        diags.push(
+                            Diagnostic::at(
+                                Code::ParentReplicated,
+                                parent.span.clone(),
+                                format!("`{}` has {} replicas, so it cannot be a parent", pp.name.value, pp.replicas.value),
+                            )
+                            .label("replicated parent")
+                            .related(pp.replicas.span.clone(), "replicated here")
+                            .help("a child belongs to one process; give it a non-replicated parent, or use after"),
+                        );
+                    }
+                    refs.children[t].push(i);
+                    refs.deps[i].push(Dep {
+                        target: t,
+                        kind: DepKind::Parent,
+                        span: parent.span.clone(),
+                    });
+                }
+            }
+        }
+        for l in &p.locks {
+            match lock_index.get(l.value.as_str()) {
+                Some(&li) => refs.locks[i].push(li),
+                None => {
+                    let names = file.locks.iter().map(|l| l.name.value.as_str());
+                    let help = match crate::spec::did_you_mean(&l.value, names) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("declare it with [lock.{}]", l.value),
+                    };
+                    diags.push(
+                        Diagnostic::at(Code::UnknownLock, l.span.clone(), format!("lock `{}` is not declared", l.value))
+                            .label("unknown lock")
+                            .help(help),
+                    );
+                }
+            }
+        }
+    }
+    refs
+}

@@ -1,0 +1,141 @@
+//! Launch stages over stream groups, and the deadlock check that needs them:
+//! a group launches as one unit, so a dependency inside a group, or a loop
+//! through several groups, can never be satisfied.
+
+use super::cycles::{find_cycle, strongly_connected};
+use super::streams::Streams;
+use super::Dep;
+use crate::code::Code;
+use crate::diagnostic::Diagnostic;
+use crate::spec::JobFile;
+use std::collections::VecDeque;
+
+/// Stages of group indices, or `None` after reporting a deadlock.
+pub(super) fn launch_stages(
+    file: &JobFile,
+    deps: &[Vec<Dep>],
+    streams: &Streams,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<Vec<usize>>> {
+    let groups = &streams.groups;
+    let group_of = &streams.group_of;
+    let name = |i: usize| file.processes[i].name.value.as_str();
+    let mut waits: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+    // One witness per group edge: (waiting process, process waited for).
+    let mut witness: std::collections::HashMap<(usize, usize), (usize, usize)> = Default::default();
+    let mut deadlock = false;
+    for (p, ds) in deps.iter().enumerate() {
+        for d in ds {
+            let (gp, gt) = (group_of[p], group_of[d.target]);
+            if gp == gt {
+                deadlock = true;
+                let g = &groups[gp];
+                let how = if d.kind == super::DepKind::Parent { "is a child of" } else { "starts after" };
+                diags.push(
+                    Diagnostic::at(
+                        Code::StreamGroupDeadlock,
+                        d.span.clone(),
+                        format!(
+                            "`{}` {how} `{}`, but both are in one stream group (joined by {}) and launch together",
+                            name(p),
+                            name(d.target),
+                            describe_edges(file, &g.edges)
+                        ),
+                    )
+                    .label("can never be satisfied")
+                    .help("processes joined by pipes or queues start at the same time; drop this dependency, or move the stream edge"),
+                );
+                continue;
+            }
+            if !waits[gp].contains(&gt) {
+                waits[gp].push(gt);
+                witness.insert((gp, gt), (p, d.target));
+            }
+        }
+    }
+    for component in strongly_connected(&waits) {
+        let Some(path) = find_cycle(&waits, &component, component[0]) else { continue };
+        deadlock = true;
+        let hops: Vec<(usize, usize)> =
+            (0..path.len()).map(|k| witness[&(path[k], path[(k + 1) % path.len()])]).collect();
+        let span = deps[hops[0].0].iter().find(|d| d.target == hops[0].1).map(|d| d.span.clone());
+        let mut text = name(hops[0].0).to_string();
+        let mut at = hops[0].0;
+        for &(p, t) in &hops {
+            if p != at {
+                text.push_str(" ~ ");
+                text.push_str(name(p));
+            }
+            text.push_str(" -> ");
+            text.push_str(name(t));
+            at = t;
+        }
+        if at != hops[0].0 {
+            text.push_str(" ~ ");
+            text.push_str(name(hops[0].0));
+        }
+        diags.push(
+            Diagnostic::new(Code::StreamGroupDeadlock, span, format!("launch deadlock through stream groups: {text}"))
+                .label("part of the loop")
+                .help("`~` joins members of one stream group, which launch together; break one `->` dependency"),
+        );
+    }
+    if deadlock {
+        return None;
+    }
+    Some(layers(&waits))
+}
+
+fn describe_edges(file: &JobFile, edges: &[String]) -> String {
+    let mut parts = Vec::new();
+    for e in edges.iter().take(3) {
+        let kind = if file.queues.iter().any(|q| &q.name.value == e) { "queue" } else { "pipe" };
+        parts.push(format!("{kind} `{e}`"));
+    }
+    if edges.len() > 3 {
+        parts.push("…".into());
+    }
+    parts.join(", ")
+}
+
+/// Kahn's algorithm, keeping depth: a group's stage is one past the deepest group it waits for.
+fn layers(waits: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = waits.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut pending: Vec<usize> = vec![0; n];
+    for (g, ws) in waits.iter().enumerate() {
+        pending[g] = ws.len();
+        for &w in ws {
+            dependents[w].push(g);
+        }
+    }
+    let mut level = vec![0usize; n];
+    let mut queue: VecDeque<usize> = (0..n).filter(|&g| pending[g] == 0).collect();
+    while let Some(g) = queue.pop_front() {
+        for &d in &dependents[g] {
+            level[d] = level[d].max(level[g] + 1);
+            pending[d] -= 1;
+            if pending[d] == 0 {
+                queue.push_back(d);
+            }
+        }
+    }
+    let depth = level.iter().copied().max().map_or(0, |m| m + 1);
+    let mut stages = vec![Vec::new(); if n == 0 { 0 } else { depth }];
+    for (g, &l) in level.iter().enumerate() {
+        stages[l].push(g);
+    }
+    stages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layers;
+
+    #[test]
+    fn diamond_has_three_stages() {
+        // 0 <- 1, 0 <- 2, {1,2} <- 3
+        let waits = vec![vec![], vec![0], vec![0], vec![1, 2]];
+        assert_eq!(layers(&waits), vec![vec![0], vec![1, 2], vec![3]]);
+    }
+}

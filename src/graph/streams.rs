@@ -1,0 +1,372 @@
+//! Stream edges: their checks, the stream groups they form, and the
+//! descriptor each endpoint gets (SPEC §2 "Descriptors").
+
+use super::{list_some, unknown_process};
+use crate::code::Code;
+use crate::diagnostic::Diagnostic;
+use crate::spec::{JobFile, PipeEnds, Sp};
+use std::collections::HashMap;
+
+/// The kind of a stream edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeKind {
+    /// A one-way kernel pipe.
+    Pipe,
+    /// A duplex socketpair.
+    Duplex,
+    /// A queue through the engine's broker.
+    Queue,
+}
+
+impl EdgeKind {
+    /// The table the edge is declared in.
+    pub fn table(self) -> &'static str {
+        match self {
+            EdgeKind::Pipe | EdgeKind::Duplex => "pipe",
+            EdgeKind::Queue => "queue",
+        }
+    }
+}
+
+/// Which way data flows through an endpoint, seen from its process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The process reads.
+    In,
+    /// The process writes.
+    Out,
+    /// The process reads and writes (duplex).
+    Both,
+}
+
+/// One end of a stream edge, as its process sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Endpoint {
+    /// The edge's name.
+    pub edge: String,
+    /// Pipe, duplex pipe or queue.
+    pub kind: EdgeKind,
+    /// Reading, writing or both.
+    pub direction: Direction,
+    /// The descriptor number in the process.
+    pub fd: i32,
+    /// `JOBGRAPH_FD_<EDGE>`.
+    pub env: String,
+    /// The processes at the other end.
+    pub peers: Vec<String>,
+}
+
+/// Processes joined by pipes and queues: they launch together and fail together.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StreamGroup {
+    /// Member processes, in file order.
+    pub members: Vec<usize>,
+    /// Names of the edges joining them, in file order.
+    pub edges: Vec<String>,
+}
+
+pub(super) struct Streams {
+    pub groups: Vec<StreamGroup>,
+    pub group_of: Vec<usize>,
+    pub endpoints: Vec<Vec<Endpoint>>,
+}
+
+/// `JOBGRAPH_FD_` and the edge name, upper-cased, `-` as `_`.
+pub fn fd_env_name(edge: &str) -> String {
+    let mut s = String::with_capacity(12 + edge.len());
+    s.push_str("JOBGRAPH_FD_");
+    s.extend(edge.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+    s
+}
+
+struct RawEnd {
+    process: usize,
+    order: usize,
+    edge: String,
+    kind: EdgeKind,
+    direction: Direction,
+    peers: Vec<String>,
+}
+
+pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) -> Streams {
+    let n = file.processes.len();
+    let mut uf = UnionFind::new(n);
+    let mut ends: Vec<RawEnd> = Vec::new();
+    let mut edge_names: HashMap<String, Sp<String>> = HashMap::new();
+    let resolve = |name: &Sp<String>, what: &str, diags: &mut Vec<Diagnostic>| match index.get(name.value.as_str()) {
+        Some(&i) => Some(i),
+        None => {
+            diags.push(unknown_process(file, name, name.span.clone(), what));
+            None
+        }
+    };
+    let mut clash = |name: &Sp<String>, table: &str, diags: &mut Vec<Diagnostic>| {
+        let env = fd_env_name(&name.value);
+        if let Some(prev) = edge_names.get(&env) {
+            diags.push(
+                Diagnostic::at(
+                    Code::EdgeNameClash,
+                    name.span.clone(),
+                    format!("{table} `{}` and `{}` would both be {env}", name.value, prev.value),
+                )
+                .label("same variable name")
+                .related(prev.span.clone(), "first declared here")
+                .help("rename one of them: endpoint variables upper-case the name and turn `-` into `_`"),
+            );
+        } else {
+            edge_names.insert(env, name.clone());
+        }
+    };
+
+    for q in &file.queues {
+        clash(&q.name, "queue", diags);
+        let qn = &q.name.value;
+        if q.from.value.is_empty() {
+            diags.push(
+                Diagnostic::at(Code::QueueWithoutProducers, q.from.span.clone(), format!("queue `{qn}` has no producer"))
+                    .label("no process writes to it")
+                    .help(format!("name its producers: from = [\"producer\"] under [queue.{qn}]")),
+            );
+        }
+        if q.to.value.is_empty() {
+            diags.push(
+                Diagnostic::at(Code::QueueWithoutConsumers, q.to.span.clone(), format!("queue `{qn}` has no consumer"))
+                    .label("no process reads from it")
+                    .help(format!("name its consumers: to = [\"worker\"] under [queue.{qn}]")),
+            );
+        }
+        let producers: Vec<usize> = q.from.value.iter().filter_map(|p| resolve(p, "queue producer", diags)).collect();
+        let consumers: Vec<usize> = q.to.value.iter().filter_map(|p| resolve(p, "queue consumer", diags)).collect();
+        for c in q.to.value.iter() {
+            if let Some(p) = q.from.value.iter().find(|p| p.value == c.value) {
+                diags.push(
+                    Diagnostic::at(
+                        Code::QueueSelfFeed,
+                        c.span.clone(),
+                        format!("`{}` is both a producer and a consumer of queue `{qn}`", c.value),
+                    )
+                    .label("also a consumer")
+                    .related(p.span.clone(), "a producer here")
+                    .help("a process would read back its own messages; use two queues, one each way"),
+                );
+            }
+        }
+        let names = |ids: &[usize]| ids.iter().map(|&i| file.processes[i].name.value.clone()).collect::<Vec<_>>();
+        let all: Vec<usize> = producers.iter().chain(&consumers).copied().collect();
+        for w in all.windows(2) {
+            uf.union(w[0], w[1]);
+        }
+        for &p in &producers {
+            ends.push(RawEnd {
+                process: p,
+                order: q.name.span.start,
+                edge: qn.clone(),
+                kind: EdgeKind::Queue,
+                direction: Direction::Out,
+                peers: names(&consumers),
+            });
+        }
+        for &c in &consumers {
+            if producers.contains(&c) {
+                continue;
+            }
+            ends.push(RawEnd {
+                process: c,
+                order: q.name.span.start,
+                edge: qn.clone(),
+                kind: EdgeKind::Queue,
+                direction: Direction::In,
+                peers: names(&producers),
+            });
+        }
+    }
+
+    for pipe in &file.pipes {
+        clash(&pipe.name, "pipe", diags);
+        let pn = &pipe.name.value;
+        let (a, b, kind) = match &pipe.ends {
+            PipeEnds::OneWay { from, to } => (from, to, EdgeKind::Pipe),
+            PipeEnds::Duplex { between } => (&between[0], &between[1], EdgeKind::Duplex),
+            PipeEnds::Invalid => continue,
+        };
+        if a.value == b.value {
+            diags.push(
+                Diagnostic::at(Code::PipeToItself, b.span.clone(), format!("pipe `{pn}` joins `{}` to itself", a.value))
+                    .label("same process at both ends")
+                    .help("a pipe joins two different processes"),
+            );
+            continue;
+        }
+        let (Some(ia), Some(ib)) = (resolve(a, "pipe end", diags), resolve(b, "pipe end", diags)) else {
+            continue;
+        };
+        let mut replicated = false;
+        for (end, i) in [(a, ia), (b, ib)] {
+            let p = &file.processes[i];
+            if p.replicas.value > 1 {
+                replicated = true;
+                let shape = if kind == EdgeKind::Duplex { "duplex" } else { "one-way" };
+                diags.push(
+                    Diagnostic::at(
+                        Code::PipeReplicatedEndpoint,
+                        end.span.clone(),
+                        format!("`{}` has {} replicas, but a {shape} pipe has one process at each end", p.name.value, p.replicas.value),
+                    )
+                    .label("replicated endpoint")
+                    .related(p.replicas.span.clone(), "replicated here")
+                    .help("to fan out to replicas or collect from them, use a [queue]"),
+                );
+            }
+        }
+        if replicated {
+            continue;
+        }
+        uf.union(ia, ib);
+        let (da, db) = match kind {
+            EdgeKind::Duplex => (Direction::Both, Direction::Both),
+            _ => (Direction::Out, Direction::In),
+        };
+        for (me, dir, peer) in [(ia, da, b), (ib, db, a)] {
+            ends.push(RawEnd {
+                process: me,
+                order: pipe.name.span.start,
+                edge: pn.clone(),
+                kind,
+                direction: dir,
+                peers: vec![peer.value.clone()],
+            });
+        }
+    }
+
+    // Groups, numbered in file order of their first member.
+    let mut group_of = vec![usize::MAX; n];
+    let mut groups: Vec<StreamGroup> = Vec::new();
+    let mut root_group: HashMap<usize, usize> = HashMap::new();
+    for (i, slot) in group_of.iter_mut().enumerate() {
+        let root = uf.find(i);
+        let g = *root_group.entry(root).or_insert_with(|| {
+            groups.push(StreamGroup::default());
+            groups.len() - 1
+        });
+        groups[g].members.push(i);
+        *slot = g;
+    }
+
+    // Descriptors: first incoming -> 0, first outgoing -> 1, the rest 3, 4, ... in file order.
+    // Duplex ends always take 3+: a socket on stdout would swallow the process's logging.
+    ends.sort_by_key(|e| (e.process, e.order));
+    let mut endpoints: Vec<Vec<Endpoint>> = vec![Vec::new(); n];
+    for e in ends {
+        let list = &mut endpoints[e.process];
+        let has_in = list.iter().any(|x| x.fd == 0);
+        let has_out = list.iter().any(|x| x.fd == 1);
+        let next = 3 + list.iter().filter(|x| x.fd >= 3).count() as i32;
+        let fd = match e.direction {
+            Direction::In if !has_in => 0,
+            Direction::Out if !has_out => 1,
+            _ => next,
+        };
+        let g = group_of[e.process];
+        if !groups[g].edges.contains(&e.edge) {
+            groups[g].edges.push(e.edge.clone());
+        }
+        list.push(Endpoint {
+            env: fd_env_name(&e.edge),
+            edge: e.edge,
+            kind: e.kind,
+            direction: e.direction,
+            fd,
+            peers: e.peers,
+        });
+    }
+    for list in &mut endpoints {
+        list.sort_by_key(|e| e.fd);
+    }
+    Streams {
+        groups,
+        group_of,
+        endpoints,
+    }
+}
+
+/// Checks that need whole groups: `max_parallel` and locks, since a group launches at once.
+pub(super) fn check_group_limits(file: &JobFile, locks: &[Vec<usize>], streams: &Streams, diags: &mut Vec<Diagnostic>) {
+    for group in streams.groups.iter().filter(|g| !g.edges.is_empty()) {
+        let size: u64 = group.members.iter().map(|&m| u64::from(file.processes[m].replicas.value)).sum();
+        let members = || list_some(group.members.iter().map(|&m| file.processes[m].name.value.as_str()));
+        if let Some(max) = &file.graph.max_parallel {
+            if size > u64::from(max.value) {
+                diags.push(
+                    Diagnostic::at(
+                        Code::MaxParallelTooSmall,
+                        max.span.clone(),
+                        format!(
+                            "max_parallel is {}, but the stream group {{{}}} runs {size} processes at once",
+                            max.value,
+                            members()
+                        ),
+                    )
+                    .label("too small for a stream group")
+                    .help(format!("processes joined by pipes or queues start together: set max_parallel = {size} or more")),
+                );
+            }
+        }
+        let mut demand: Vec<(usize, u64, usize)> = Vec::new();
+        for &m in &group.members {
+            for &l in &locks[m] {
+                let r = u64::from(file.processes[m].replicas.value);
+                match demand.iter_mut().find(|d| d.0 == l) {
+                    Some(d) => d.1 += r,
+                    None => demand.push((l, r, m)),
+                }
+            }
+        }
+        for (l, need, first) in demand {
+            let lock = &file.locks[l];
+            if need > u64::from(lock.capacity.value) {
+                let p = &file.processes[first];
+                let span = p.locks.iter().find(|x| x.value == lock.name.value).map(|x| x.span.clone()).unwrap_or(p.name.span.clone());
+                diags.push(
+                    Diagnostic::at(
+                        Code::StreamGroupLock,
+                        span,
+                        format!(
+                            "the stream group {{{}}} needs lock `{}` {need} times at once, but its capacity is {}",
+                            members(),
+                            lock.name.value,
+                            lock.capacity.value
+                        ),
+                    )
+                    .label("taken by a member of a stream group")
+                    .related(lock.capacity.span.clone(), "capacity set here")
+                    .help(format!("members of a stream group run together: raise capacity to {need}, or take the lock in one member only")),
+                );
+            }
+        }
+    }
+}
+
+struct UnionFind {
+    parent: Vec<usize>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        UnionFind { parent: (0..n).collect() }
+    }
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}

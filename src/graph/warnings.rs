@@ -1,0 +1,108 @@
+//! Warnings: things that are legal but probably not what was meant.
+
+use crate::code::Code;
+use crate::diagnostic::Diagnostic;
+use crate::source::SourceFile;
+use crate::spec::{Command, JobFile, Process};
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub(super) fn check(file: &JobFile, source: &SourceFile, locks: &[Vec<usize>], diags: &mut Vec<Diagnostic>) {
+    let mut used = vec![false; file.locks.len()];
+    for l in locks.iter().flatten() {
+        used[*l] = true;
+    }
+    for (lock, used) in file.locks.iter().zip(used) {
+        if !used {
+            diags.push(
+                Diagnostic::at(Code::UnusedLock, lock.name.span.clone(), format!("lock `{}` is not taken by any process", lock.name.value))
+                    .label("unused")
+                    .help(format!("add locks = [\"{}\"] to the processes that share it, or remove it", lock.name.value)),
+            );
+        }
+    }
+    if !file.processes.is_empty() && file.processes.iter().all(|p| p.daemon.value) {
+        diags.push(
+            Diagnostic::at(Code::DaemonsOnly, file.processes[0].daemon.span.clone(), "every process is a daemon, so the run ends as soon as it starts")
+                .label("daemon")
+                .help("daemons are stopped once every non-daemon process finished; make the main process a non-daemon"),
+        );
+    }
+    let mut finder = ProgramFinder::new(source.base_dir(), file);
+    for p in &file.processes {
+        let Command::Argv(argv) = &p.command else { continue };
+        let Some(program) = argv.first() else { continue };
+        if program.value.is_empty() || program.value.contains("{replica}") {
+            continue;
+        }
+        if let Some(problem) = finder.problem(p, &program.value) {
+            diags.push(
+                Diagnostic::at(Code::CommandNotFound, program.span.clone(), format!("`{}` {problem}", program.value))
+                    .label("program")
+                    .help(if program.value.contains('/') {
+                        "relative paths are resolved against the process's cwd (by default, the job file's directory)".to_string()
+                    } else {
+                        "install it, give its full path, or add its directory to PATH in [env]".to_string()
+                    }),
+            );
+        }
+    }
+}
+
+/// Looks programs up the way exec would, caching answers: a generated graph
+/// may run the same program 100,000 times.
+struct ProgramFinder {
+    base: PathBuf,
+    graph_path: Option<String>,
+    engine_path: String,
+    cache: HashMap<(String, String, PathBuf), Option<String>>,
+}
+
+impl ProgramFinder {
+    fn new(base: PathBuf, file: &JobFile) -> Self {
+        let graph_path = file.env.iter().find(|(k, _)| k.value == "PATH").map(|(_, v)| v.value.clone());
+        ProgramFinder {
+            base,
+            graph_path,
+            engine_path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Why `program` would not start, or `None` if it looks fine.
+    fn problem(&mut self, p: &Process, program: &str) -> Option<String> {
+        let own_path = p.env.iter().find(|(k, _)| k.value == "PATH").map(|(_, v)| v.value.clone());
+        // Both start methods keep the engine's PATH (spawn passes PATH through).
+        let search = own_path
+            .or_else(|| self.graph_path.clone())
+            .unwrap_or_else(|| self.engine_path.clone());
+        let cwd = match &p.cwd {
+            Some(c) if !c.value.contains("{replica}") => self.base.join(&c.value),
+            _ => self.base.clone(),
+        };
+        let key = (program.to_string(), search.clone(), cwd.clone());
+        if let Some(answer) = self.cache.get(&key) {
+            return answer.clone();
+        }
+        let answer = if program.contains('/') {
+            let path = cwd.join(program);
+            executable_problem(&path)
+        } else if search.split(':').any(|dir| !dir.is_empty() && executable_problem(&Path::new(dir).join(program)).is_none()) {
+            None
+        } else {
+            Some("is not found on PATH".to_string())
+        };
+        self.cache.insert(key, answer.clone());
+        answer
+    }
+}
+
+fn executable_problem(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(_) => Some(format!("does not exist ({})", path.display())),
+        Ok(m) if m.is_dir() => Some("is a directory".to_string()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_string()),
+        Ok(_) => None,
+    }
+}

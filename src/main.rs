@@ -1,0 +1,5 @@
+//! The `jobgraph` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    jobgraph::cli::main()
+}

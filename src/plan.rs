@@ -1,0 +1,242 @@
+//! The launch plan: stages of stream groups, and for each process what it
+//! waits for and which descriptors it gets. `jobgraph plan` prints it; the
+//! runtime follows the same analysis.
+
+use crate::graph::{DepKind, Endpoint, Graph};
+use crate::spec::{format_duration, Command};
+use std::fmt::Write;
+
+/// A whole plan, serialisable for `plan --format json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    /// Graph name.
+    pub graph: String,
+    /// Processes declared.
+    pub processes: usize,
+    /// Instances, replicas counted.
+    pub instances: u64,
+    /// `max_parallel`, if set.
+    pub max_parallel: Option<u32>,
+    /// `shutdown_grace` as written.
+    pub shutdown_grace: String,
+    /// `fail_fast`.
+    pub fail_fast: bool,
+    /// Stages in launch order.
+    pub stages: Vec<Stage>,
+}
+
+/// Everything that can launch once earlier stages allow it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stage {
+    /// 1-based.
+    pub number: usize,
+    /// Launch units: one process, or a stream group launching as one.
+    pub units: Vec<Unit>,
+}
+
+/// Processes that launch together.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unit {
+    /// Edges joining the group (empty for a lone process).
+    pub joined_by: Vec<String>,
+    /// Members.
+    pub processes: Vec<Step>,
+}
+
+/// One process of the plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    /// Name.
+    pub name: String,
+    /// Instance names (`w[0]`…) when replicated, else just the name.
+    pub instances: Vec<String>,
+    /// The command as it would be shown.
+    pub command: String,
+    /// Run through `/bin/sh -c`.
+    pub shell: bool,
+    /// Daemon.
+    pub daemon: bool,
+    /// What it waits for, in words.
+    pub waits_for: Vec<String>,
+    /// Locks it takes.
+    pub locks: Vec<String>,
+    /// Its stream endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Plan {
+    /// Builds the plan of a validated graph.
+    pub fn new(g: &Graph) -> Plan {
+        let f = &g.file;
+        let name = |i: usize| f.processes[i].name.value.clone();
+        let stages = g
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(k, groups)| Stage {
+                number: k + 1,
+                units: groups
+                    .iter()
+                    .map(|&gi| {
+                        let group = &g.groups[gi];
+                        Unit {
+                            joined_by: group.edges.clone(),
+                            processes: group
+                                .members
+                                .iter()
+                                .map(|&i| {
+                                    let p = &f.processes[i];
+                                    let waits_for = g.deps[i]
+                                        .iter()
+                                        .map(|d| match d.kind {
+                                            DepKind::Parent => format!("{} to be running (parent)", name(d.target)),
+                                            DepKind::After(c) => {
+                                                let what = match c {
+                                                    crate::spec::Condition::Success => "to succeed",
+                                                    crate::spec::Condition::Exit => "to exit",
+                                                    crate::spec::Condition::Ready => "to be ready",
+                                                    crate::spec::Condition::Start => "to start",
+                                                };
+                                                format!("{} {what}", name(d.target))
+                                            }
+                                        })
+                                        .collect();
+                                    let (command, shell) = match &p.command {
+                                        Command::Argv(a) => (shell_words(a.iter().map(|s| s.value.as_str())), false),
+                                        Command::Shell(s) => (s.value.clone(), true),
+                                        Command::Missing => (String::new(), false),
+                                    };
+                                    let n = p.replicas.value;
+                                    Step {
+                                        name: p.name.value.clone(),
+                                        instances: if n > 1 {
+                                            (0..n).map(|r| format!("{}[{r}]", p.name.value)).collect()
+                                        } else {
+                                            vec![p.name.value.clone()]
+                                        },
+                                        command,
+                                        shell,
+                                        daemon: p.daemon.value,
+                                        waits_for,
+                                        locks: g.locks[i].iter().map(|&l| f.locks[l].name.value.clone()).collect(),
+                                        endpoints: g.endpoints[i].clone(),
+                                    }
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Plan {
+            graph: g.name.clone(),
+            processes: f.processes.len(),
+            instances: g.instance_count(),
+            max_parallel: f.graph.max_parallel.as_ref().map(|m| m.value),
+            shutdown_grace: format_duration(f.graph.shutdown_grace),
+            fail_fast: f.graph.fail_fast,
+            stages,
+        }
+    }
+
+    /// The plan as text for people.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "graph {}: {} processes ({} instances) in {} stages",
+            self.graph,
+            self.processes,
+            self.instances,
+            self.stages.len()
+        );
+        let _ = writeln!(
+            o,
+            "max_parallel {} · shutdown_grace {} · fail_fast {}",
+            self.max_parallel.map_or("unlimited".to_string(), |m| m.to_string()),
+            self.shutdown_grace,
+            if self.fail_fast { "on" } else { "off" }
+        );
+        for stage in &self.stages {
+            let _ = writeln!(o, "\nstage {}", stage.number);
+            for unit in &stage.units {
+                if !unit.joined_by.is_empty() {
+                    let names: Vec<&str> = unit.processes.iter().map(|p| p.name.as_str()).collect();
+                    let _ = writeln!(
+                        o,
+                        "  stream group {{{}}} via {} — launches together, fails together",
+                        names.join(", "),
+                        unit.joined_by.join(", ")
+                    );
+                }
+                let indent = if unit.joined_by.is_empty() { "  " } else { "    " };
+                for p in &unit.processes {
+                    let mut title = p.name.clone();
+                    if p.instances.len() > 1 {
+                        let _ = write!(title, "[0..{}]", p.instances.len() - 1);
+                    }
+                    if p.daemon {
+                        title.push_str(" (daemon)");
+                    }
+                    let cmd = if p.shell { format!("sh -c {}", quote(&p.command)) } else { p.command.clone() };
+                    let _ = writeln!(o, "{indent}{title:<24} {cmd}");
+                    if !p.waits_for.is_empty() {
+                        let _ = writeln!(o, "{indent}  waits for: {}", p.waits_for.join(", "));
+                    }
+                    if !p.locks.is_empty() {
+                        let _ = writeln!(o, "{indent}  locks: {}", p.locks.join(", "));
+                    }
+                    for e in &p.endpoints {
+                        let arrow = match e.direction {
+                            crate::graph::Direction::In => "<-",
+                            crate::graph::Direction::Out => "->",
+                            crate::graph::Direction::Both => "<->",
+                        };
+                        let _ = writeln!(
+                            o,
+                            "{indent}  fd {} {arrow} {} {} ({}) {}={}",
+                            e.fd,
+                            e.kind.table(),
+                            e.edge,
+                            e.peers.join(", "),
+                            e.env,
+                            e.fd
+                        );
+                    }
+                }
+            }
+        }
+        if self.max_parallel.is_some() {
+            let _ = writeln!(o, "\nstages show dependencies; max_parallel and locks may spread a stage over time.");
+        }
+        o
+    }
+}
+
+/// Joins argv for display, quoting words a shell would split.
+fn shell_words<'a>(words: impl Iterator<Item = &'a str>) -> String {
+    words.map(quote).collect::<Vec<_>>().join(" ")
+}
+
+fn quote(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}[]".contains(c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quotes_only_when_needed() {
+        assert_eq!(quote("ls"), "ls");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+    }
+}

@@ -1,0 +1,53 @@
+//! `--format github`: workflow commands that GitHub Actions turns into
+//! annotations on the pull request's lines.
+
+use super::{located, Outcome};
+use crate::diagnostic::Severity;
+use std::fmt::Write;
+
+/// Renders one `::error` / `::warning` line per diagnostic.
+pub fn render_github(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        for d in located(o) {
+            let level = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let mut props = format!("file={}", escape_property(&d.file));
+            if let (Some(l), Some(c)) = (d.line, d.column) {
+                let _ = write!(props, ",line={l},col={c}");
+                if let (Some(el), Some(ec)) = (d.end_line, d.end_column) {
+                    let _ = write!(props, ",endLine={el},endColumn={ec}");
+                }
+            }
+            let _ = write!(props, ",title={}", escape_property(&format!("jobgraph {}", d.code)));
+            let mut message = d.message.clone();
+            if let Some(help) = &d.help {
+                message.push_str("\nhelp: ");
+                message.push_str(help);
+            }
+            let _ = writeln!(out, "::{level} {props}::{}", escape_data(&message));
+        }
+    }
+    out
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_per_workflow_command_rules() {
+        assert_eq!(escape_data("50%\nx"), "50%25%0Ax");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+}

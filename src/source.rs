@@ -1,0 +1,165 @@
+//! Reading a job file from disk, and mapping byte offsets to line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Job files larger than this are refused before they are read: a job file is
+/// written by people or generators, and 32 MiB holds several hundred thousand
+/// processes. The cap keeps a stray `jobgraph validate big.log` from eating memory.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A job file's text, with an index of where its lines start.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    path: PathBuf,
+    text: String,
+    line_starts: Vec<usize>,
+}
+
+/// Why a job file could not be read. Each renders as one line.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The OS refused to open or read the file.
+    Io(PathBuf, std::io::Error),
+    /// The path is a directory, FIFO, socket or device, not a regular file.
+    NotAFile(PathBuf, &'static str),
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    TooLarge(PathBuf, u64),
+    /// The bytes are not UTF-8 (TOML requires it); line and column of the first bad byte.
+    NotUtf8(PathBuf, usize, usize),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io(path, err) => {
+                let why = match err.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    _ => err.to_string(),
+                };
+                write!(f, "cannot read {}: {why}", path.display())
+            }
+            LoadError::NotAFile(path, what) => {
+                write!(f, "cannot read {}: it is a {what}, not a job file", path.display())
+            }
+            LoadError::TooLarge(path, size) => write!(
+                f,
+                "cannot read {}: it is {:.1} MiB, and job files are limited to {} MiB",
+                path.display(),
+                *size as f64 / (1024.0 * 1024.0),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+            LoadError::NotUtf8(path, line, col) => write!(
+                f,
+                "cannot read {}:{line}:{col}: the file is not UTF-8 text (TOML files must be UTF-8)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl SourceFile {
+    /// Reads a job file, refusing anything that is not a regular UTF-8 file of
+    /// reasonable size. Never blocks on a FIFO: the type is checked before opening.
+    pub fn load(path: &Path) -> Result<SourceFile, LoadError> {
+        let meta = std::fs::metadata(path).map_err(|e| LoadError::Io(path.to_path_buf(), e))?;
+        let ft = meta.file_type();
+        if !ft.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if ft.is_dir() {
+                "directory"
+            } else if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "device"
+            } else {
+                "special file"
+            };
+            return Err(LoadError::NotAFile(path.to_path_buf(), what));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(LoadError::TooLarge(path.to_path_buf(), meta.len()));
+        }
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Io(path.to_path_buf(), e))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(LoadError::TooLarge(path.to_path_buf(), bytes.len() as u64));
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(SourceFile::new(path, text)),
+            Err(err) => {
+                let good = err.utf8_error().valid_up_to();
+                let bytes = err.into_bytes();
+                // The valid prefix is UTF-8 by definition, so the lossy view is exact.
+                let prefix = String::from_utf8_lossy(&bytes[..good]).into_owned();
+                let probe = SourceFile::new(path, prefix);
+                let (line, col) = probe.line_col(good);
+                Err(LoadError::NotUtf8(path.to_path_buf(), line, col))
+            }
+        }
+    }
+
+    /// Wraps text already in memory (tests, stdin, generated files).
+    pub fn new(path: impl Into<PathBuf>, text: String) -> SourceFile {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceFile {
+            path: path.into(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// The path as given by the user.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let start = self.line_starts[line];
+        let mut end = offset;
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let col = self.text[start..end].chars().count() + 1;
+        (line + 1, col)
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one_and_in_characters() {
+        let f = SourceFile::new("x.toml", "ab\nçd\n".to_string());
+        assert_eq!(f.line_col(0), (1, 1));
+        assert_eq!(f.line_col(1), (1, 2));
+        assert_eq!(f.line_col(3), (2, 1));
+        assert_eq!(f.line_col(5), (2, 2)); // after the two-byte 'ç'
+        assert_eq!(f.line_col(100), (3, 1));
+    }
+}

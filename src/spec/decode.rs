@@ -1,0 +1,871 @@
+//! TOML text to [`JobFile`], checking each value on its own.
+//!
+//! The walk is by hand over toml's spanned document rather than through
+//! `#[derive(Deserialize)]`: serde stops at the first error and loses spans of
+//! keys, while users want every problem at once, each with a line, a column and
+//! a "did you mean".
+
+use super::*;
+use crate::code::Code;
+use crate::diagnostic::Diagnostic;
+use crate::source::SourceFile;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Keys allowed at the top level.
+pub const KEYS_TOP: &[&str] = &["version", "graph", "env", "lock", "process", "queue", "pipe"];
+/// Keys of `[graph]`.
+pub const KEYS_GRAPH: &[&str] = &["name", "max_parallel", "shutdown_grace", "fail_fast"];
+/// Keys of `[lock.NAME]`.
+pub const KEYS_LOCK: &[&str] = &["capacity"];
+/// Keys of `[process.NAME]`.
+pub const KEYS_PROCESS: &[&str] = &[
+    "cmd", "shell", "cwd", "env", "start", "after", "parent", "daemon", "replicas", "ready",
+    "timeout", "retries", "retry_delay", "restart", "max_restarts", "locks", "stop_signal",
+    "success_codes", "stdin", "stdout", "stderr",
+];
+/// Keys of a process's `ready` table.
+pub const KEYS_READY: &[&str] = &["tcp", "cmd", "log", "file", "interval", "timeout"];
+/// Keys of `[queue.NAME]`.
+pub const KEYS_QUEUE: &[&str] = &["from", "to", "capacity", "mode", "framing"];
+/// Keys of `[pipe.NAME]`.
+pub const KEYS_PIPE: &[&str] = &["from", "to", "between"];
+
+const CONDITIONS: &[&str] = &["success", "exit", "ready", "start"];
+const MAX_REPLICAS: i64 = 65_536;
+const MAX_QUEUE_CAPACITY: i64 = 16 * 1024 * 1024;
+const MAX_COUNT: i64 = 1_000_000;
+
+type Value<'i> = Spanned<DeValue<'i>>;
+type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
+
+/// Decodes a job file. `None` when the TOML itself does not parse; otherwise
+/// the model, with every invalid value replaced by its default and reported.
+pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
+    let mut d = Decoder { diags: Vec::new() };
+    let root = match DeTable::parse(source.text()) {
+        Ok(root) => root,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            let message = err.message().trim().to_string();
+            let diag = Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
+                .label(message);
+            return (None, vec![diag]);
+        }
+    };
+    let file = d.file(root.get_ref());
+    if file.processes.is_empty() && !d.diags.iter().any(|x| x.is_error()) {
+        d.diags.push(
+            Diagnostic::new(Code::EmptyGraph, None, "the file declares no process")
+                .help("add a process, e.g. [process.hello] with cmd = [\"echo\", \"hello\"]"),
+        );
+    }
+    (Some(file), d.diags)
+}
+
+struct Decoder {
+    diags: Vec<Diagnostic>,
+}
+
+fn key_str<'a>(k: &'a Key<'_>) -> &'a str {
+    k.get_ref().as_ref()
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl Decoder {
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn unknown_key(&mut self, key: &Key<'_>, allowed: &[&str], context: &str) {
+        let name = key_str(key);
+        let help = match did_you_mean(name, allowed.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("{context} takes: {}", allowed.join(", ")),
+        };
+        self.push(
+            Diagnostic::at(Code::UnknownKey, key.span(), format!("unknown key `{name}` in {context}"))
+                .label("unknown key")
+                .help(help),
+        );
+    }
+
+    fn wrong_type(&mut self, what: &str, expected: &str, v: &Value<'_>, help: Option<String>) {
+        self.push(
+            Diagnostic::at(
+                Code::WrongType,
+                v.span(),
+                format!("`{what}` must be {expected}, not {}", type_name(v.get_ref())),
+            )
+            .label(format!("expected {expected}"))
+            .maybe_help(help),
+        );
+    }
+
+    fn table<'a, 'i>(&mut self, what: &str, v: &'a Value<'i>) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong_type(what, "a table", v, None);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, what: &str, v: &Value<'_>) -> Option<Sp<String>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Sp::new(s.to_string(), v.span())),
+            _ => {
+                self.wrong_type(what, "a string", v, None);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, what: &str, v: &Value<'_>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                let help = match v.get_ref() {
+                    DeValue::String(s) if matches!(s.as_ref(), "true" | "yes" | "on") => {
+                        Some(format!("write {what} = true, without quotes"))
+                    }
+                    DeValue::String(s) if matches!(s.as_ref(), "false" | "no" | "off") => {
+                        Some(format!("write {what} = false, without quotes"))
+                    }
+                    _ => None,
+                };
+                self.wrong_type(what, "true or false", v, help);
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`; out of range is reported under `code`.
+    fn int(&mut self, what: &str, v: &Value<'_>, code: Code, min: i64, max: i64) -> Option<i64> {
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+            _ => {
+                self.wrong_type(what, "an integer", v, None);
+                return None;
+            }
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                let shown = match v.get_ref() {
+                    DeValue::Integer(i) => i.to_string(),
+                    _ => String::new(),
+                };
+                self.push(
+                    Diagnostic::at(
+                        code,
+                        v.span(),
+                        format!("`{what}` is {shown}, but it must be between {min} and {max}"),
+                    )
+                    .label("out of range"),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, what: &str, v: &Value<'_>, help: Option<String>) -> Option<Vec<Sp<String>>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(what, "an array of strings", v, help);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(Sp::new(s.to_string(), item.span())),
+                _ => {
+                    self.wrong_type(&format!("each item of `{what}`"), "a string", item, None);
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn duration(&mut self, what: &str, v: &Value<'_>, allow_zero: bool) -> Option<Duration> {
+        let text = match v.get_ref() {
+            DeValue::String(s) => s.as_ref(),
+            DeValue::Integer(i) => {
+                let help = format!("durations are strings with a unit: {what} = \"{i}s\"");
+                self.wrong_type(what, "a duration string", v, Some(help));
+                return None;
+            }
+            _ => {
+                self.wrong_type(what, "a duration string", v, None);
+                return None;
+            }
+        };
+        let problem = match parse_duration(text) {
+            Ok(d) if d.is_zero() && !allow_zero => "it must be longer than zero".to_string(),
+            Ok(d) => return Some(d),
+            Err(e) => e,
+        };
+        self.push(
+            Diagnostic::at(Code::BadDuration, v.span(), format!("`{what}` is not a valid duration: {problem}"))
+                .label("invalid duration")
+                .help("write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""),
+        );
+        None
+    }
+
+    /// One of `choices`; returns its index.
+    fn choice(&mut self, what: &str, v: &Value<'_>, choices: &[&str]) -> Option<usize> {
+        let s = self.string(what, v)?;
+        if let Some(i) = choices.iter().position(|c| *c == s.value) {
+            return Some(i);
+        }
+        let list = choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let help = match did_you_mean(&s.value, choices.iter().copied()) {
+            Some(c) => format!("did you mean \"{c}\"?"),
+            None => format!("use one of {list}"),
+        };
+        self.push(
+            Diagnostic::at(Code::UnknownValue, s.span, format!("`{what}` cannot be \"{}\"; it is one of {list}", s.value))
+                .label("unknown value")
+                .help(help),
+        );
+        None
+    }
+
+    fn name(&mut self, kind: &str, key: &Key<'_>) -> Sp<String> {
+        let name = key_str(key);
+        if !is_valid_name(name) {
+            let fixed: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+                .collect();
+            let fixed = match fixed.chars().next() {
+                Some(c) if c.is_ascii_alphabetic() || c == '_' => fixed,
+                _ => format!("_{fixed}"),
+            };
+            self.push(
+                Diagnostic::at(Code::BadName, key.span(), format!("`{name}` is not a valid {kind} name"))
+                    .label("invalid name")
+                    .help(format!(
+                        "names start with a letter or `_`, then letters, digits, `_` or `-`: try `{fixed}`"
+                    )),
+            );
+        }
+        Sp::new(name.to_string(), key.span())
+    }
+
+    fn env(&mut self, what: &str, t: &DeTable<'_>) -> Vec<(Sp<String>, Sp<String>)> {
+        let mut out = Vec::with_capacity(t.len());
+        for (k, v) in t.iter() {
+            let name = key_str(k);
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                self.push(
+                    Diagnostic::at(Code::BadName, k.span(), format!("`{name}` is not a valid environment variable name"))
+                        .label("invalid name")
+                        .help("environment variable names are non-empty and contain no `=`"),
+                );
+                continue;
+            }
+            let value = match v.get_ref() {
+                DeValue::String(s) => s.to_string(),
+                DeValue::Integer(i) => i.to_string(),
+                DeValue::Float(f) => f.as_str().to_string(),
+                DeValue::Boolean(b) => b.to_string(),
+                _ => {
+                    self.wrong_type(&format!("{what}.{name}"), "a string", v, None);
+                    continue;
+                }
+            };
+            out.push((Sp::new(name.to_string(), k.span()), Sp::new(value, v.span())));
+        }
+        out
+    }
+
+    fn file(&mut self, root: &DeTable<'_>) -> JobFile {
+        let mut file = JobFile::default();
+        for (k, v) in root.iter() {
+            match key_str(k) {
+                "version" => {
+                    let ok = matches!(v.get_ref(), DeValue::Integer(i) if i.as_str() == "1" && i.radix() == 10);
+                    if !ok {
+                        self.push(
+                            Diagnostic::at(Code::UnsupportedVersion, v.span(), "this jobgraph reads version 1 files only")
+                                .label("unsupported version")
+                                .help("write version = 1, or remove the line"),
+                        );
+                    }
+                }
+                "graph" => {
+                    if let Some(t) = self.table("graph", v) {
+                        file.graph = self.graph(t);
+                    }
+                }
+                "env" => {
+                    if let Some(t) = self.table("env", v) {
+                        file.env = self.env("env", t);
+                    }
+                }
+                "lock" => self.each_named("lock", v, |d, name, t| {
+                    if let Some(lock) = d.lock(name, t) {
+                        file.locks.push(lock);
+                    }
+                }),
+                "process" => self.each_named("process", v, |d, name, t| file.processes.push(d.process(name, t))),
+                "queue" => self.each_named("queue", v, |d, name, t| file.queues.push(d.queue(name, t))),
+                "pipe" => self.each_named("pipe", v, |d, name, t| file.pipes.push(d.pipe(name, t))),
+                _ => self.unknown_key(k, KEYS_TOP, "the top level"),
+            }
+        }
+        file
+    }
+
+    /// Walks `[kind.NAME]` tables, checking names, calling `f` for each.
+    fn each_named(&mut self, kind: &str, v: &Value<'_>, mut f: impl FnMut(&mut Self, Sp<String>, &DeTable<'_>)) {
+        let Some(t) = self.table(kind, v) else { return };
+        for (k, v) in t.iter() {
+            let name = self.name(kind, k);
+            match v.get_ref() {
+                DeValue::Table(inner) => f(self, name, inner),
+                _ => {
+                    let help = Some(format!("declare it as a table: [{kind}.{}]", name.value));
+                    self.wrong_type(&format!("{kind}.{}", name.value), "a table", v, help);
+                }
+            }
+        }
+    }
+
+    fn graph(&mut self, t: &DeTable<'_>) -> GraphSettings {
+        let mut g = GraphSettings::default();
+        for (k, v) in t.iter() {
+            match key_str(k) {
+                "name" => {
+                    if let Some(s) = self.string("graph.name", v) {
+                        if s.value.trim().is_empty() {
+                            self.push(Diagnostic::at(Code::BadName, v.span(), "`graph.name` is empty").label("empty name"));
+                        } else {
+                            g.name = Some(s);
+                        }
+                    }
+                }
+                "max_parallel" => {
+                    if let Some(n) = self.int("graph.max_parallel", v, Code::BadNumber, 1, u32::MAX as i64) {
+                        g.max_parallel = Some(Sp::new(n as u32, v.span()));
+                    }
+                }
+                "shutdown_grace" => {
+                    if let Some(d) = self.duration("graph.shutdown_grace", v, true) {
+                        g.shutdown_grace = d;
+                    }
+                }
+                "fail_fast" => {
+                    if let Some(b) = self.boolean("graph.fail_fast", v) {
+                        g.fail_fast = b;
+                    }
+                }
+                _ => self.unknown_key(k, KEYS_GRAPH, "[graph]"),
+            }
+        }
+        g
+    }
+
+    fn lock(&mut self, name: Sp<String>, t: &DeTable<'_>) -> Option<Lock> {
+        let mut capacity = Sp::new(1, name.span.clone());
+        for (k, v) in t.iter() {
+            match key_str(k) {
+                "capacity" => {
+                    let what = format!("lock.{}.capacity", name.value);
+                    if let Some(n) = self.int(&what, v, Code::BadCapacity, 1, MAX_COUNT) {
+                        capacity = Sp::new(n as u32, v.span());
+                    }
+                }
+                _ => self.unknown_key(k, KEYS_LOCK, "a lock"),
+            }
+        }
+        Some(Lock { name, capacity })
+    }
+
+    fn process(&mut self, name: Sp<String>, t: &DeTable<'_>) -> Process {
+        let mut p = Process::new(name);
+        let n = p.name.value.clone();
+        let q = |key: &str| format!("process.{n}.{key}");
+        let mut cmd: Option<(Command, std::ops::Range<usize>)> = None;
+        let mut shell: Option<(Command, std::ops::Range<usize>)> = None;
+        let mut typo_command = false;
+        for (k, v) in t.iter() {
+            match key_str(k) {
+                "cmd" => {
+                    let help = Some(format!(
+                        "cmd takes an argv array such as [\"ls\", \"-l\"]; for a shell command line write shell = \"...\""
+                    ));
+                    if let Some(argv) = self.strings(&q("cmd"), v, help) {
+                        if argv.is_empty() {
+                            self.push(
+                                Diagnostic::at(Code::EmptyArgv, v.span(), format!("`{}` is empty", q("cmd")))
+                                    .label("no program")
+                                    .help("name the program and its arguments: cmd = [\"echo\", \"hi\"]"),
+                            );
+                        } else if argv[0].value.is_empty() {
+                            self.push(
+                                Diagnostic::at(Code::EmptyArgv, argv[0].span.clone(), "the program name is empty")
+                                    .label("empty program name"),
+                            );
+                        }
+                        cmd = Some((Command::Argv(argv), k.span()));
+                    } else {
+                        cmd = Some((Command::Missing, k.span()));
+                    }
+                }
+                "shell" => {
+                    if let Some(s) = self.string(&q("shell"), v) {
+                        if s.value.trim().is_empty() {
+                            self.push(
+                                Diagnostic::at(Code::EmptyArgv, v.span(), format!("`{}` is empty", q("shell")))
+                                    .label("empty command line"),
+                            );
+                        }
+                        shell = Some((Command::Shell(s), k.span()));
+                    } else {
+                        shell = Some((Command::Missing, k.span()));
+                    }
+                }
+                "cwd" => p.cwd = self.string(&q("cwd"), v),
+                "env" => {
+                    if let Some(t) = self.table(&q("env"), v) {
+                        p.env = self.env(&q("env"), t);
+                    }
+                }
+                "start" => {
+                    if let Some(i) = self.choice(&q("start"), v, &["fork", "spawn"]) {
+                        p.start = [StartMethod::Fork, StartMethod::Spawn][i];
+                    }
+                }
+                "after" => p.after = self.after(&q("after"), v),
+                "parent" => p.parent = self.string(&q("parent"), v),
+                "daemon" => {
+                    if let Some(b) = self.boolean(&q("daemon"), v) {
+                        p.daemon = Sp::new(b, v.span());
+                    }
+                }
+                "replicas" => {
+                    if let Some(r) = self.int(&q("replicas"), v, Code::BadReplicas, 1, MAX_REPLICAS) {
+                        p.replicas = Sp::new(r as u32, v.span());
+                    }
+                }
+                "ready" => p.ready = self.ready(&q("ready"), v),
+                "timeout" => p.timeout = self.duration(&q("timeout"), v, false),
+                "retries" => {
+                    if let Some(r) = self.int(&q("retries"), v, Code::BadNumber, 0, MAX_COUNT) {
+                        p.retries = r as u32;
+                    }
+                }
+                "retry_delay" => {
+                    if let Some(d) = self.duration(&q("retry_delay"), v, true) {
+                        p.retry_delay = d;
+                    }
+                }
+                "restart" => {
+                    if let Some(i) = self.choice(&q("restart"), v, &["never", "on-failure", "always"]) {
+                        p.restart = [Restart::Never, Restart::OnFailure, Restart::Always][i];
+                    }
+                }
+                "max_restarts" => {
+                    if let Some(r) = self.int(&q("max_restarts"), v, Code::BadNumber, 0, MAX_COUNT) {
+                        p.max_restarts = r as u32;
+                    }
+                }
+                "locks" => {
+                    let help = Some(format!("write locks = [\"{}\"]", match v.get_ref() {
+                        DeValue::String(s) => s.as_ref(),
+                        _ => "db",
+                    }));
+                    p.locks = self.strings(&q("locks"), v, help).unwrap_or_default();
+                }
+                "stop_signal" => {
+                    if let Some(s) = self.string(&q("stop_signal"), v) {
+                        match parse_signal(&s.value) {
+                            Ok(sig) => p.stop_signal = sig,
+                            Err(suggestion) => self.push(
+                                Diagnostic::at(Code::BadSignal, s.span, format!("`{}` is not a signal", s.value))
+                                    .label("unknown signal")
+                                    .help(match suggestion {
+                                        Some(s) => format!("did you mean \"{s}\"?"),
+                                        None => "use a signal name such as \"SIGTERM\", \"SIGINT\" or \"SIGHUP\"".into(),
+                                    }),
+                            ),
+                        }
+                    }
+                }
+                "success_codes" => {
+                    if let Some(codes) = self.success_codes(&q("success_codes"), v) {
+                        p.success_codes = codes;
+                    }
+                }
+                "stdin" => {
+                    if let Some(i) = self.choice(&q("stdin"), v, &["null", "inherit"]) {
+                        p.stdin = [Stdin::Null, Stdin::Inherit][i];
+                    }
+                }
+                "stdout" => {
+                    if let Some(o) = self.output(&q("stdout"), v) {
+                        p.stdout = o;
+                    }
+                }
+                "stderr" => {
+                    if let Some(o) = self.output(&q("stderr"), v) {
+                        p.stderr = o;
+                    }
+                }
+                other => {
+                    // A misspelt `cmd`/`shell` is reported once, not again as a missing command.
+                    typo_command |= matches!(did_you_mean(other, ["cmd", "shell"]), Some(_));
+                    self.unknown_key(k, KEYS_PROCESS, "a process");
+                }
+            }
+        }
+        p.command = match (cmd, shell) {
+            (Some((c, _)), None) | (None, Some((c, _))) => c,
+            (Some((c, cmd_span)), Some((_, shell_span))) => {
+                self.push(
+                    Diagnostic::at(Code::CommandConflict, shell_span, format!("process `{n}` has both `cmd` and `shell`"))
+                        .label("second command")
+                        .related(cmd_span, "first command")
+                        .help("keep `cmd` to exec a program directly, or `shell` to run a command line through /bin/sh"),
+                );
+                c
+            }
+            (None, None) if typo_command => Command::Missing,
+            (None, None) => {
+                self.push(
+                    Diagnostic::at(Code::CommandMissing, p.name.span.clone(), format!("process `{n}` has no command"))
+                        .label("no `cmd` or `shell`")
+                        .help("add cmd = [\"program\", \"arg\"] or shell = \"a | command line\""),
+                );
+                Command::Missing
+            }
+        };
+        p
+    }
+
+    fn after(&mut self, what: &str, v: &Value<'_>) -> Vec<After> {
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                let mut out = Vec::with_capacity(t.len());
+                for (k, cond) in t.iter() {
+                    let condition = match self.choice(&format!("{what}.{}", key_str(k)), cond, CONDITIONS) {
+                        Some(i) => [Condition::Success, Condition::Exit, Condition::Ready, Condition::Start][i],
+                        None => continue,
+                    };
+                    out.push(After {
+                        process: Sp::new(key_str(k).to_string(), k.span()),
+                        condition,
+                    });
+                }
+                out
+            }
+            _ => {
+                let help = match v.get_ref() {
+                    DeValue::String(s) => Some(format!("write {} = [\"{s}\"]", what.rsplit('.').next().unwrap_or(what))),
+                    _ => Some("write after = [\"name\"] or after = { name = \"ready\" }".into()),
+                };
+                let names = self.strings(what, v, help).unwrap_or_default();
+                names
+                    .into_iter()
+                    .map(|process| After {
+                        process,
+                        condition: Condition::Success,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn success_codes(&mut self, what: &str, v: &Value<'_>) -> Option<Vec<i32>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(what, "an array of integers", v, Some(format!("write {} = [0, 1]", "success_codes")));
+            return None;
+        };
+        if items.is_empty() {
+            self.push(
+                Diagnostic::at(Code::BadNumber, v.span(), format!("`{what}` is empty, so the process could never succeed"))
+                    .label("empty")
+                    .help("list at least one exit code, e.g. [0]"),
+            );
+            return None;
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            out.push(self.int(&format!("each item of `{what}`"), item, Code::BadNumber, 0, 255)? as i32);
+        }
+        Some(out)
+    }
+
+    fn output(&mut self, what: &str, v: &Value<'_>) -> Option<Output> {
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                let mut path = None;
+                for (k, fv) in t.iter() {
+                    match key_str(k) {
+                        "file" => path = self.string(&format!("{what}.file"), fv),
+                        _ => self.unknown_key(k, &["file"], &format!("`{what}`")),
+                    }
+                }
+                match path {
+                    Some(p) if !p.value.is_empty() => Some(Output::File(p.value)),
+                    _ => {
+                        self.push(
+                            Diagnostic::at(Code::WrongType, v.span(), format!("`{what}` as a table needs a non-empty `file`"))
+                                .help(format!("write {} = {{ file = \"out.log\" }}", what.rsplit('.').next().unwrap_or(what))),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                let i = self.choice(what, v, &["log", "null", "inherit"])?;
+                Some([Output::Log, Output::Null, Output::Inherit][i].clone())
+            }
+        }
+    }
+
+    fn ready(&mut self, what: &str, v: &Value<'_>) -> Option<Ready> {
+        let t = self.table(what, v)?;
+        let mut interval = Duration::from_millis(200);
+        let mut timeout = Duration::from_secs(30);
+        let mut probe: Option<(Probe, std::ops::Range<usize>)> = None;
+        let mut ok = true;
+        for (k, pv) in t.iter() {
+            let key = key_str(k);
+            let found = match key {
+                "interval" => {
+                    if let Some(d) = self.duration(&format!("{what}.interval"), pv, false) {
+                        interval = d;
+                    }
+                    continue;
+                }
+                "timeout" => {
+                    if let Some(d) = self.duration(&format!("{what}.timeout"), pv, false) {
+                        timeout = d;
+                    }
+                    continue;
+                }
+                "tcp" => self.tcp_probe(&format!("{what}.tcp"), pv),
+                "cmd" => self.strings(&format!("{what}.cmd"), pv, None).and_then(|argv| {
+                    if argv.first().is_none_or(|a| a.value.is_empty()) {
+                        self.push(Diagnostic::at(Code::BadProbe, pv.span(), "the probe command is empty").label("no program"));
+                        None
+                    } else {
+                        Some(Probe::Cmd(argv.into_iter().map(|a| a.value).collect()))
+                    }
+                }),
+                "log" => self.string(&format!("{what}.log"), pv).and_then(|re| match regex::Regex::new(&re.value) {
+                    Ok(_) => Some(Probe::Log(re.value)),
+                    Err(e) => {
+                        let detail = e.to_string();
+                        let last = detail.lines().last().unwrap_or("invalid regex").trim();
+                        let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
+                        self.push(
+                            Diagnostic::at(Code::BadProbe, pv.span(), format!("the log probe is not a valid regex: {last}"))
+                                .label("invalid regex")
+                                .help("the syntax is Rust's regex crate (like RE2); escape literal brackets with \\\\"),
+                        );
+                        None
+                    }
+                }),
+                "file" => self.string(&format!("{what}.file"), pv).and_then(|f| {
+                    if f.value.is_empty() {
+                        self.push(Diagnostic::at(Code::BadProbe, pv.span(), "the file probe's path is empty"));
+                        None
+                    } else {
+                        Some(Probe::File(f.value))
+                    }
+                }),
+                _ => {
+                    self.unknown_key(k, KEYS_READY, "`ready`");
+                    continue;
+                }
+            };
+            match (found, &probe) {
+                (_, Some((_, first))) => {
+                    ok = false;
+                    self.push(
+                        Diagnostic::at(Code::BadProbe, k.span(), format!("`{what}` has more than one probe"))
+                            .label("second probe")
+                            .related(first.clone(), "first probe")
+                            .help("keep one of tcp, cmd, log or file; chain checks in a cmd probe if you need several"),
+                    );
+                }
+                (Some(p), None) => probe = Some((p, pv.span())),
+                (None, None) => ok = false,
+            }
+        }
+        match probe {
+            Some((p, span)) if ok => Some(Ready {
+                probe: Sp::new(p, span),
+                interval,
+                timeout,
+            }),
+            Some(_) => None,
+            None if ok => {
+                self.push(
+                    Diagnostic::at(Code::BadProbe, v.span(), format!("`{what}` has no probe"))
+                        .label("no probe")
+                        .help("add one of tcp = \"127.0.0.1:8080\", cmd = [...], log = \"regex\" or file = \"path\""),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn tcp_probe(&mut self, what: &str, v: &Value<'_>) -> Option<Probe> {
+        let s = self.string(what, v)?;
+        let parsed = s.value.rsplit_once(':').and_then(|(host, port)| {
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+            (!host.is_empty()).then(|| (host.to_string(), port))
+        });
+        match parsed {
+            Some((host, port)) => Some(Probe::Tcp { host, port }),
+            None => {
+                self.push(
+                    Diagnostic::at(Code::BadProbe, s.span, format!("`{what}` is not host:port"))
+                        .label("expected host:port")
+                        .help("write tcp = \"127.0.0.1:8080\" (a port from 1 to 65535)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn queue(&mut self, name: Sp<String>, t: &DeTable<'_>) -> Queue {
+        let n = name.value.clone();
+        let empty = Sp::new(Vec::new(), name.span.clone());
+        let mut q = Queue {
+            from: empty.clone(),
+            to: empty,
+            name,
+            capacity: 1024,
+            mode: QueueMode::Balance,
+            framing: Framing::Line,
+        };
+        for (k, v) in t.iter() {
+            let what = format!("queue.{n}.{}", key_str(k));
+            match key_str(k) {
+                "from" | "to" => {
+                    let help = match v.get_ref() {
+                        DeValue::String(s) => Some(format!("write {} = [\"{s}\"]", key_str(k))),
+                        _ => None,
+                    };
+                    if let Some(list) = self.strings(&what, v, help) {
+                        let list = Sp::new(list, v.span());
+                        if key_str(k) == "from" {
+                            q.from = list;
+                        } else {
+                            q.to = list;
+                        }
+                    }
+                }
+                "capacity" => {
+                    if let Some(c) = self.int(&what, v, Code::BadCapacity, 1, MAX_QUEUE_CAPACITY) {
+                        q.capacity = c as u32;
+                    }
+                }
+                "mode" => {
+                    if let Some(i) = self.choice(&what, v, &["balance", "broadcast"]) {
+                        q.mode = [QueueMode::Balance, QueueMode::Broadcast][i];
+                    }
+                }
+                "framing" => {
+                    if let Some(i) = self.choice(&what, v, &["line", "nul"]) {
+                        q.framing = [Framing::Line, Framing::Nul][i];
+                    }
+                }
+                _ => self.unknown_key(k, KEYS_QUEUE, "a queue"),
+            }
+        }
+        q
+    }
+
+    fn pipe(&mut self, name: Sp<String>, t: &DeTable<'_>) -> Pipe {
+        let n = name.value.clone();
+        let (mut from, mut to, mut between) = (None, None, None);
+        let mut bad = false;
+        for (k, v) in t.iter() {
+            let what = format!("pipe.{n}.{}", key_str(k));
+            match key_str(k) {
+                "from" | "to" => {
+                    let help = match v.get_ref() {
+                        DeValue::Array(a) if a.len() == 1 => Some(format!("a pipe joins one process to one: write {} = \"…\"", key_str(k))),
+                        DeValue::Array(_) => Some("a pipe joins one process to one; for many producers or consumers use a [queue]".into()),
+                        _ => None,
+                    };
+                    let value = match v.get_ref() {
+                        DeValue::String(s) => Some(Sp::new(s.to_string(), v.span())),
+                        _ => {
+                            self.wrong_type(&what, "a process name", v, help);
+                            bad = true;
+                            None
+                        }
+                    };
+                    if key_str(k) == "from" {
+                        from = Some((value, k.span()));
+                    } else {
+                        to = Some((value, k.span()));
+                    }
+                }
+                "between" => match self.strings(&what, v, None) {
+                    Some(list) if list.len() == 2 => between = Some((list, k.span())),
+                    Some(list) => {
+                        bad = true;
+                        self.push(
+                            Diagnostic::at(Code::PipeShape, v.span(), format!("`{what}` names {} processes; a duplex pipe joins exactly two", list.len()))
+                                .label("expected two names")
+                                .help("write between = [\"client\", \"server\"]; for more processes use a [queue]"),
+                        );
+                    }
+                    None => bad = true,
+                },
+                _ => self.unknown_key(k, KEYS_PIPE, "a pipe"),
+            }
+        }
+        let ends = match (from, to, between) {
+            (Some((Some(from), _)), Some((Some(to), _)), None) => PipeEnds::OneWay { from, to },
+            (None, None, Some((list, _))) => {
+                let mut it = list.into_iter();
+                match (it.next(), it.next()) {
+                    (Some(a), Some(b)) => PipeEnds::Duplex { between: [a, b] },
+                    _ => PipeEnds::Invalid,
+                }
+            }
+            _ if bad => PipeEnds::Invalid,
+            (f, t, b) => {
+                let (span, message) = match (&f, &t, &b) {
+                    (_, _, Some((_, bs))) if f.is_some() || t.is_some() => {
+                        (bs.clone(), format!("pipe `{n}` has both `between` and `from`/`to`"))
+                    }
+                    (Some((_, fs)), None, None) => (fs.clone(), format!("pipe `{n}` has `from` but no `to`")),
+                    (None, Some((_, ts)), None) => (ts.clone(), format!("pipe `{n}` has `to` but no `from`")),
+                    _ => (name.span.clone(), format!("pipe `{n}` has no ends")),
+                };
+                self.push(
+                    Diagnostic::at(Code::PipeShape, span, message)
+                        .help("a pipe is one-way (from = \"a\", to = \"b\") or duplex (between = [\"a\", \"b\"])"),
+                );
+                PipeEnds::Invalid
+            }
+        };
+        Pipe { name, ends }
+    }
+}

@@ -1,0 +1,50 @@
+//! Durations as written in job files: `250ms`, `10s`, `5m`, `1h30m`.
+
+use std::time::Duration;
+
+/// Parses a duration; the error says what is wrong in words.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("the duration is empty".into());
+    }
+    if trimmed.starts_with('-') {
+        return Err("a duration cannot be negative".into());
+    }
+    if trimmed.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("`{trimmed}` has no unit"));
+    }
+    humantime::parse_duration(trimmed).map_err(|e| e.to_string())
+}
+
+/// Formats a duration the way a user would write it (`1h30m`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_spec_examples() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for s in ["250ms", "10s", "5m", "1h30m"] {
+            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+}
