@@ -194,13 +194,17 @@ impl Plan {
                         };
                         let _ = writeln!(
                             o,
-                            "{indent}  fd {} {arrow} {} {} ({}) {}={}",
+                            "{indent}  fd {} {arrow} {} {} ({} {}) as ${}",
                             e.fd,
                             e.kind.table(),
                             e.edge,
+                            match e.direction {
+                                crate::graph::Direction::In => "from",
+                                crate::graph::Direction::Out => "to",
+                                crate::graph::Direction::Both => "with",
+                            },
                             e.peers.join(", "),
                             e.env,
-                            e.fd
                         );
                     }
                 }

@@ -187,11 +187,11 @@ impl Decoder {
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
-        for item in items.iter() {
+        for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
                 DeValue::String(s) => out.push(Sp::new(s.to_string(), item.span())),
                 _ => {
-                    self.wrong_type(&format!("each item of `{what}`"), "a string", item, None);
+                    self.wrong_type(&format!("{what}[{i}]"), "a string", item, None);
                     return None;
                 }
             }
@@ -605,8 +605,8 @@ impl Decoder {
             return None;
         }
         let mut out = Vec::with_capacity(items.len());
-        for item in items.iter() {
-            out.push(self.int(&format!("each item of `{what}`"), item, Code::BadNumber, 0, 255)? as i32);
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.int(&format!("{what}[{i}]"), item, Code::BadNumber, 0, 255)? as i32);
         }
         Some(out)
     }

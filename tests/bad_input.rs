@@ -1,0 +1,86 @@
+//! Files that are not job files at all: one clear line, exit 1 (2 from run),
+//! never a panic or a hang.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn one_line_error(args: &[&str], path: &std::path::Path, code: i32, needle: &str) {
+    let out = jobgraph().args(args).arg(path).timeout(Duration::from_secs(20)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(needle), "expected `{needle}` in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.lines().count() <= 2, "not brief: {stderr}");
+}
+
+#[test]
+fn missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope.toml");
+    one_line_error(&["validate"], &p, 1, "no such file");
+    one_line_error(&["run"], &p, 2, "no such file");
+}
+
+#[test]
+fn directory() {
+    let dir = tempfile::tempdir().unwrap();
+    one_line_error(&["validate"], dir.path(), 1, "it is a directory");
+    one_line_error(&["run"], dir.path(), 2, "it is a directory");
+}
+
+#[test]
+fn empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("empty.toml");
+    std::fs::write(&p, "").unwrap();
+    one_line_error(&["validate"], &p, 1, "declares no process");
+    one_line_error(&["run"], &p, 2, "declares no process");
+}
+
+#[test]
+fn non_utf8_file_names_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("latin1.toml");
+    std::fs::write(&p, b"[process.a]\ncmd = [\"caf\xe9\"]\n").unwrap();
+    one_line_error(&["validate"], &p, 1, "latin1.toml:2:12: the file is not UTF-8");
+    one_line_error(&["run"], &p, 2, "not UTF-8");
+}
+
+#[test]
+fn fifty_megabyte_file_is_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.toml");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(50 * 1024 * 1024).unwrap();
+    one_line_error(&["validate"], &p, 1, "limited to 32 MiB");
+    one_line_error(&["run"], &p, 2, "limited to 32 MiB");
+}
+
+#[test]
+fn fifo_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    one_line_error(&["validate"], &p, 1, "FIFO");
+}
+
+#[test]
+fn deeply_nested_toml_does_not_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("deep.toml");
+    std::fs::write(&p, format!("x = {}", "[".repeat(100_000))).unwrap();
+    let out = jobgraph().arg("validate").arg(&p).timeout(Duration::from_secs(20)).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn binary_garbage_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("garbage.toml");
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&p, bytes).unwrap();
+    let out = jobgraph().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
