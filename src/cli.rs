@@ -17,7 +17,11 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "jobgraph", version, about = "Run a declared graph of OS processes: pipes, queues, locks, parents and daemons")]
+#[command(
+    name = "jobgraph",
+    version,
+    about = "Run a declared graph of OS processes: pipes, queues, locks, parents and daemons"
+)]
 #[command(propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
@@ -145,7 +149,8 @@ pub fn main() -> ExitCode {
 }
 
 fn human_style() -> HumanStyle {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     HumanStyle { color, width: 100 }
 }
 
@@ -200,7 +205,9 @@ fn checked_graph(path: &Path) -> Result<crate::graph::Graph, ()> {
 }
 
 fn plan(path: &Path, format: PlanFormat) -> u8 {
-    let Ok(g) = checked_graph(path) else { return EXIT_FAILED };
+    let Ok(g) = checked_graph(path) else {
+        return EXIT_FAILED;
+    };
     let plan = Plan::new(&g);
     match format {
         PlanFormat::Human => print(&plan.render()),
@@ -214,7 +221,9 @@ fn plan(path: &Path, format: PlanFormat) -> u8 {
 }
 
 fn graph(path: &Path, format: GraphFormat) -> u8 {
-    let Ok(g) = checked_graph(path) else { return EXIT_FAILED };
+    let Ok(g) = checked_graph(path) else {
+        return EXIT_FAILED;
+    };
     print(&match format {
         GraphFormat::Dot => render_dot(&g),
         GraphFormat::Mermaid => render_mermaid(&g),
@@ -223,10 +232,15 @@ fn graph(path: &Path, format: GraphFormat) -> u8 {
 }
 
 fn run(args: &RunArgs) -> u8 {
-    let Ok(g) = checked_graph(&args.file) else { return EXIT_USAGE };
+    let Ok(g) = checked_graph(&args.file) else {
+        return EXIT_USAGE;
+    };
     for name in &args.only {
         if g.process_index(name).is_none() {
-            eprint(&format!("error: --only {name}: no process `{name}` in {}\n", args.file.display()));
+            eprint(&format!(
+                "error: --only {name}: no process `{name}` in {}\n",
+                args.file.display()
+            ));
             return EXIT_USAGE;
         }
     }

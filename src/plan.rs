@@ -89,7 +89,9 @@ impl Plan {
                                     let waits_for = g.deps[i]
                                         .iter()
                                         .map(|d| match d.kind {
-                                            DepKind::Parent => format!("{} to be running (parent)", name(d.target)),
+                                            DepKind::Parent => {
+                                                format!("{} to be running (parent)", name(d.target))
+                                            }
                                             DepKind::After(c) => {
                                                 let what = match c {
                                                     crate::spec::Condition::Success => "to succeed",
@@ -102,7 +104,9 @@ impl Plan {
                                         })
                                         .collect();
                                     let (command, shell) = match &p.command {
-                                        Command::Argv(a) => (shell_words(a.iter().map(|s| s.value.as_str())), false),
+                                        Command::Argv(a) => {
+                                            (shell_words(a.iter().map(|s| s.value.as_str())), false)
+                                        }
                                         Command::Shell(s) => (s.value.clone(), true),
                                         Command::Missing => (String::new(), false),
                                     };
@@ -110,7 +114,9 @@ impl Plan {
                                     Step {
                                         name: p.name.value.clone(),
                                         instances: if n > 1 {
-                                            (0..n).map(|r| format!("{}[{r}]", p.name.value)).collect()
+                                            (0..n)
+                                                .map(|r| format!("{}[{r}]", p.name.value))
+                                                .collect()
                                         } else {
                                             vec![p.name.value.clone()]
                                         },
@@ -118,7 +124,10 @@ impl Plan {
                                         shell,
                                         daemon: p.daemon.value,
                                         waits_for,
-                                        locks: g.locks[i].iter().map(|&l| f.locks[l].name.value.clone()).collect(),
+                                        locks: g.locks[i]
+                                            .iter()
+                                            .map(|&l| f.locks[l].name.value.clone())
+                                            .collect(),
                                         endpoints: g.endpoints[i].clone(),
                                     }
                                 })
@@ -153,7 +162,8 @@ impl Plan {
         let _ = writeln!(
             o,
             "max_parallel {} · shutdown_grace {} · fail_fast {}",
-            self.max_parallel.map_or("unlimited".to_string(), |m| m.to_string()),
+            self.max_parallel
+                .map_or("unlimited".to_string(), |m| m.to_string()),
             self.shutdown_grace,
             if self.fail_fast { "on" } else { "off" }
         );
@@ -169,7 +179,11 @@ impl Plan {
                         unit.joined_by.join(", ")
                     );
                 }
-                let indent = if unit.joined_by.is_empty() { "  " } else { "    " };
+                let indent = if unit.joined_by.is_empty() {
+                    "  "
+                } else {
+                    "    "
+                };
                 for p in &unit.processes {
                     let mut title = p.name.clone();
                     if p.instances.len() > 1 {
@@ -178,7 +192,11 @@ impl Plan {
                     if p.daemon {
                         title.push_str(" (daemon)");
                     }
-                    let cmd = if p.shell { format!("sh -c {}", quote(&p.command)) } else { p.command.clone() };
+                    let cmd = if p.shell {
+                        format!("sh -c {}", quote(&p.command))
+                    } else {
+                        p.command.clone()
+                    };
                     let _ = writeln!(o, "{indent}{title:<24} {cmd}");
                     if !p.waits_for.is_empty() {
                         let _ = writeln!(o, "{indent}  waits for: {}", p.waits_for.join(", "));
@@ -211,7 +229,10 @@ impl Plan {
             }
         }
         if self.max_parallel.is_some() {
-            let _ = writeln!(o, "\nstages show dependencies; max_parallel and locks may spread a stage over time.");
+            let _ = writeln!(
+                o,
+                "\nstages show dependencies; max_parallel and locks may spread a stage over time."
+            );
         }
         o
     }
@@ -224,7 +245,8 @@ fn shell_words<'a>(words: impl Iterator<Item = &'a str>) -> String {
 
 fn quote(w: &str) -> String {
     let plain = !w.is_empty()
-        && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}[]".contains(c));
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}[]".contains(c));
     if plain {
         w.to_string()
     } else {

@@ -263,10 +263,16 @@ pub fn schema() -> Value {
     }
     if let Some(defs) = v.get_mut("$defs").and_then(Value::as_object_mut) {
         if let Some(p) = defs.get_mut("ProcessTable").and_then(Value::as_object_mut) {
-            p.insert("oneOf".into(), json!([{ "required": ["cmd"] }, { "required": ["shell"] }]));
+            p.insert(
+                "oneOf".into(),
+                json!([{ "required": ["cmd"] }, { "required": ["shell"] }]),
+            );
         }
         if let Some(p) = defs.get_mut("PipeTable").and_then(Value::as_object_mut) {
-            p.insert("oneOf".into(), json!([{ "required": ["from", "to"] }, { "required": ["between"] }]));
+            p.insert(
+                "oneOf".into(),
+                json!([{ "required": ["from", "to"] }, { "required": ["between"] }]),
+            );
         }
         if let Some(p) = defs.get_mut("ReadyTable").and_then(Value::as_object_mut) {
             p.insert(
@@ -298,7 +304,12 @@ mod tests {
             Some(d) => &v["$defs"][d],
             None => v,
         };
-        let mut k: Vec<String> = obj["properties"].as_object().unwrap().keys().cloned().collect();
+        let mut k: Vec<String> = obj["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         k.sort();
         k
     }

@@ -6,7 +6,12 @@ use common::*;
 use std::time::Duration;
 
 fn one_line_error(args: &[&str], path: &std::path::Path, code: i32, needle: &str) {
-    let out = jobgraph().args(args).arg(path).timeout(Duration::from_secs(20)).output().unwrap();
+    let out = jobgraph()
+        .args(args)
+        .arg(path)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{stderr}");
     assert!(stderr.contains(needle), "expected `{needle}` in {stderr}");
@@ -43,7 +48,12 @@ fn non_utf8_file_names_the_position() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("latin1.toml");
     std::fs::write(&p, b"[process.a]\ncmd = [\"caf\xe9\"]\n").unwrap();
-    one_line_error(&["validate"], &p, 1, "latin1.toml:2:12: the file is not UTF-8");
+    one_line_error(
+        &["validate"],
+        &p,
+        1,
+        "latin1.toml:2:12: the file is not UTF-8",
+    );
     one_line_error(&["run"], &p, 2, "not UTF-8");
 }
 
@@ -70,15 +80,27 @@ fn deeply_nested_toml_does_not_crash() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("deep.toml");
     std::fs::write(&p, format!("x = {}", "[".repeat(100_000))).unwrap();
-    let out = jobgraph().arg("validate").arg(&p).timeout(Duration::from_secs(20)).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = jobgraph()
+        .arg("validate")
+        .arg(&p)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn binary_garbage_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("garbage.toml");
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&p, bytes).unwrap();
     let out = jobgraph().arg("validate").arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

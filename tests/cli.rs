@@ -7,7 +7,10 @@ use common::*;
 fn usage_errors_exit_2() {
     jobgraph().arg("validate").assert().code(2);
     jobgraph().arg("frobnicate").assert().code(2);
-    jobgraph().args(["graph", "--format", "png", "jobs/hello.toml"]).assert().code(2);
+    jobgraph()
+        .args(["graph", "--format", "png", "jobs/hello.toml"])
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -18,34 +21,52 @@ fn help_and_version_exit_0() {
 
 #[test]
 fn plan_and_graph_refuse_invalid_files_with_1() {
-    jobgraph().args(["plan", "tests/invalid/cycle.toml"]).assert().code(1);
-    jobgraph().args(["graph", "tests/invalid/cycle.toml"]).assert().code(1);
+    jobgraph()
+        .args(["plan", "tests/invalid/cycle.toml"])
+        .assert()
+        .code(1);
+    jobgraph()
+        .args(["graph", "tests/invalid/cycle.toml"])
+        .assert()
+        .code(1);
 }
 
 #[test]
 fn run_validates_first_and_exits_2_on_invalid_files() {
-    let out = jobgraph().args(["run", "tests/invalid/cycle.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["run", "tests/invalid/cycle.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dependency cycle"));
 }
 
 #[test]
 fn run_says_plainly_that_it_cannot_run_yet() {
-    let out = jobgraph().args(["run", "jobs/hello.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["run", "jobs/hello.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run graphs yet"));
 }
 
 #[test]
 fn run_dry_run_prints_the_plan() {
-    let out = jobgraph().args(["run", "--dry-run", "jobs/five.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["run", "--dry-run", "jobs/five.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("stage 1"));
 }
 
 #[test]
 fn run_only_rejects_unknown_names() {
-    let out = jobgraph().args(["run", "--dry-run", "--only", "nope", "--", "jobs/five.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["run", "--dry-run", "--only", "nope", "--", "jobs/five.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -65,13 +86,19 @@ fn schema_is_json_and_matches_the_committed_copy() {
 
 #[test]
 fn plan_json_has_stages_in_dependency_order() {
-    let out = jobgraph().args(["plan", "--format", "json", "jobs/five.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["plan", "--format", "json", "jobs/five.toml"])
+        .output()
+        .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut stage_of = std::collections::HashMap::new();
     for stage in plan["stages"].as_array().unwrap() {
         for unit in stage["units"].as_array().unwrap() {
             for p in unit["processes"].as_array().unwrap() {
-                stage_of.insert(p["name"].as_str().unwrap().to_string(), stage["number"].as_u64().unwrap());
+                stage_of.insert(
+                    p["name"].as_str().unwrap().to_string(),
+                    stage["number"].as_u64().unwrap(),
+                );
             }
         }
     }
@@ -79,7 +106,12 @@ fn plan_json_has_stages_in_dependency_order() {
     let text = std::fs::read_to_string(root().join("jobs/five.toml")).unwrap();
     let file: toml::Table = toml::from_str(&text).unwrap();
     for (name, p) in file["process"].as_table().unwrap() {
-        for dep in p.get("after").and_then(|a| a.as_array()).into_iter().flatten() {
+        for dep in p
+            .get("after")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
             let dep = dep.as_str().unwrap();
             assert!(stage_of[name] > stage_of[dep], "{name} after {dep}");
         }
@@ -88,7 +120,10 @@ fn plan_json_has_stages_in_dependency_order() {
 
 #[test]
 fn plan_shows_descriptors_of_stream_endpoints() {
-    let out = jobgraph().args(["plan", "--format", "json", "jobs/nightly.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["plan", "--format", "json", "jobs/nightly.toml"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut fds = Vec::new();
@@ -96,14 +131,27 @@ fn plan_shows_descriptors_of_stream_endpoints() {
         for unit in stage["units"].as_array().unwrap() {
             for p in unit["processes"].as_array().unwrap() {
                 for e in p["endpoints"].as_array().unwrap() {
-                    fds.push((p["name"].as_str().unwrap().to_string(), e["env"].as_str().unwrap().to_string(), e["fd"].as_i64().unwrap()));
+                    fds.push((
+                        p["name"].as_str().unwrap().to_string(),
+                        e["env"].as_str().unwrap().to_string(),
+                        e["fd"].as_i64().unwrap(),
+                    ));
                 }
             }
         }
     }
-    assert!(fds.contains(&("load".into(), "JOBGRAPH_FD_TASKS".into(), 1)), "{fds:?}");
-    assert!(fds.contains(&("worker".into(), "JOBGRAPH_FD_TASKS".into(), 0)), "{fds:?}");
-    assert!(fds.contains(&("client".into(), "JOBGRAPH_FD_RPC".into(), 3)), "{fds:?}");
+    assert!(
+        fds.contains(&("load".into(), "JOBGRAPH_FD_TASKS".into(), 1)),
+        "{fds:?}"
+    );
+    assert!(
+        fds.contains(&("worker".into(), "JOBGRAPH_FD_TASKS".into(), 0)),
+        "{fds:?}"
+    );
+    assert!(
+        fds.contains(&("client".into(), "JOBGRAPH_FD_RPC".into(), 3)),
+        "{fds:?}"
+    );
 }
 
 #[test]

@@ -11,10 +11,19 @@ fn there_are_at_least_ten_examples() {
 #[test]
 fn every_example_validates_without_warnings() {
     for path in toml_files("jobs") {
-        let out = jobgraph().args(["validate", "--format", "json"]).arg(rel(&path)).output().unwrap();
+        let out = jobgraph()
+            .args(["validate", "--format", "json"])
+            .arg(rel(&path))
+            .output()
+            .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(doc["valid"], true, "{}: {doc:#}", rel(&path));
-        assert_eq!(doc["diagnostics"].as_array().unwrap().len(), 0, "{}: {doc:#}", rel(&path));
+        assert_eq!(
+            doc["diagnostics"].as_array().unwrap().len(),
+            0,
+            "{}: {doc:#}",
+            rel(&path)
+        );
         assert_eq!(out.status.code(), Some(0));
     }
 }
@@ -24,8 +33,17 @@ fn every_example_starts_with_schema_directive_and_header() {
     for path in toml_files("jobs") {
         let text = std::fs::read_to_string(&path).unwrap();
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some("#:schema ../docs/jobgraph.schema.json"), "{}", rel(&path));
-        assert!(lines.next().unwrap_or_default().starts_with("# "), "{} lacks a header comment", rel(&path));
+        assert_eq!(
+            lines.next(),
+            Some("#:schema ../docs/jobgraph.schema.json"),
+            "{}",
+            rel(&path)
+        );
+        assert!(
+            lines.next().unwrap_or_default().starts_with("# "),
+            "{} lacks a header comment",
+            rel(&path)
+        );
     }
 }
 
@@ -50,12 +68,19 @@ fn have(tool: &str) -> bool {
 fn dot_output_is_accepted_by_graphviz() {
     if !have("dot") {
         // CI installs graphviz (.ci/run), so there this check always runs.
-        assert!(std::env::var_os("CI").is_none(), "graphviz `dot` is required in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "graphviz `dot` is required in CI"
+        );
         eprintln!("skipped: graphviz `dot` is not installed");
         return;
     }
     for path in toml_files("jobs") {
-        let out = jobgraph().args(["graph", "--format", "dot"]).arg(rel(&path)).output().unwrap();
+        let out = jobgraph()
+            .args(["graph", "--format", "dot"])
+            .arg(rel(&path))
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0));
         let dot = std::process::Command::new("dot")
             .arg("-Tsvg")
@@ -67,7 +92,12 @@ fn dot_output_is_accepted_by_graphviz() {
         use std::io::Write;
         dot.stdin.as_ref().unwrap().write_all(&out.stdout).unwrap();
         let res = dot.wait_with_output().unwrap();
-        assert!(res.status.success(), "{}: dot rejected:\n{}", rel(&path), String::from_utf8_lossy(&res.stderr));
+        assert!(
+            res.status.success(),
+            "{}: dot rejected:\n{}",
+            rel(&path),
+            String::from_utf8_lossy(&res.stderr)
+        );
         assert!(String::from_utf8_lossy(&res.stdout).contains("<svg"));
     }
 }
@@ -75,9 +105,18 @@ fn dot_output_is_accepted_by_graphviz() {
 #[test]
 fn graph_snapshots() {
     for fmt in ["dot", "mermaid"] {
-        let out = jobgraph().args(["graph", "--format", fmt, "jobs/nightly.toml"]).output().unwrap();
-        insta::assert_snapshot!(format!("graph_nightly_{fmt}"), String::from_utf8(out.stdout).unwrap());
+        let out = jobgraph()
+            .args(["graph", "--format", fmt, "jobs/nightly.toml"])
+            .output()
+            .unwrap();
+        insta::assert_snapshot!(
+            format!("graph_nightly_{fmt}"),
+            String::from_utf8(out.stdout).unwrap()
+        );
     }
-    let out = jobgraph().args(["plan", "jobs/nightly.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["plan", "jobs/nightly.toml"])
+        .output()
+        .unwrap();
     insta::assert_snapshot!("plan_nightly", String::from_utf8(out.stdout).unwrap());
 }

@@ -9,7 +9,11 @@ fn job_file(n: usize, edges: &[(usize, usize)]) -> String {
     let mut s = String::new();
     for i in 0..n {
         s.push_str(&format!("[process.p{i}]\ncmd = [\"true\"]\n"));
-        let deps: Vec<String> = edges.iter().filter(|e| e.0 == i).map(|e| format!("\"p{}\"", e.1)).collect();
+        let deps: Vec<String> = edges
+            .iter()
+            .filter(|e| e.0 == i)
+            .map(|e| format!("\"p{}\"", e.1))
+            .collect();
         if !deps.is_empty() {
             s.push_str(&format!("after = [{}]\n", deps.join(", ")));
         }

@@ -22,9 +22,39 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    "[", "]", "{", "}", "=", "\"", "'", ",", "\n", "#", "after", "parent", "daemon", "true", "-1", "0",
-    "99999999999999999999", "\"ready\"", "[process.x]", "[queue.q]", "[pipe.p]", "between", "from", "to",
-    "replicas", "\"1h30m\"", "\"\"", "é", "\\u0000", "[[process]]", "inf", "nan", "1979-05-27",
+    "[",
+    "]",
+    "{",
+    "}",
+    "=",
+    "\"",
+    "'",
+    ",",
+    "\n",
+    "#",
+    "after",
+    "parent",
+    "daemon",
+    "true",
+    "-1",
+    "0",
+    "99999999999999999999",
+    "\"ready\"",
+    "[process.x]",
+    "[queue.q]",
+    "[pipe.p]",
+    "between",
+    "from",
+    "to",
+    "replicas",
+    "\"1h30m\"",
+    "\"\"",
+    "é",
+    "\\u0000",
+    "[[process]]",
+    "inf",
+    "nan",
+    "1979-05-27",
 ];
 
 fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {
@@ -71,7 +101,10 @@ fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {
 fn thousands_of_mutations_never_panic_in_the_library() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut count = 0;
-    for path in toml_files("jobs").into_iter().chain(toml_files("tests/invalid")) {
+    for path in toml_files("jobs")
+        .into_iter()
+        .chain(toml_files("tests/invalid"))
+    {
         let text = std::fs::read_to_string(&path).unwrap();
         for _ in 0..150 {
             let bytes = mutate(&text, &mut rng);
@@ -79,7 +112,10 @@ fn thousands_of_mutations_never_panic_in_the_library() {
             let checked = check_source(SourceFile::new("mutant.toml", text));
             // Either valid, or at least one error that says something.
             if checked.graph.is_none() {
-                assert!(checked.diagnostics.iter().any(|d| d.is_error() && !d.message.is_empty()));
+                assert!(checked
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.is_error() && !d.message.is_empty()));
             }
             count += 1;
         }
@@ -97,11 +133,23 @@ fn mutants_through_the_binary_exit_0_or_1_with_a_message() {
         let path = dir.path().join(format!("m{k}.toml"));
         std::fs::write(&path, mutate(&text, &mut rng)).unwrap();
         for fmt in ["human", "json"] {
-            let out = jobgraph().args(["validate", "--format", fmt]).arg(&path).output().unwrap();
+            let out = jobgraph()
+                .args(["validate", "--format", fmt])
+                .arg(&path)
+                .output()
+                .unwrap();
             let code = out.status.code();
-            let said = if fmt == "human" { out.stderr } else { out.stdout };
+            let said = if fmt == "human" {
+                out.stderr
+            } else {
+                out.stdout
+            };
             let said = String::from_utf8_lossy(&said);
-            assert!(matches!(code, Some(0) | Some(1)), "exit {code:?} for {}:\n{said}", path.display());
+            assert!(
+                matches!(code, Some(0) | Some(1)),
+                "exit {code:?} for {}:\n{said}",
+                path.display()
+            );
             assert!(!said.trim().is_empty(), "silent on {}", path.display());
             assert!(!said.contains("panicked"), "{said}");
         }
@@ -129,10 +177,15 @@ fn value() -> impl Strategy<Value = String> {
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
+            proptest::collection::vec(inner.clone(), 0..4)
+                .prop_map(|v| format!("[{}]", v.join(", "))),
             proptest::collection::vec((key(), inner), 0..4).prop_map(|kv| {
                 let mut seen = std::collections::HashSet::new();
-                let items: Vec<String> = kv.into_iter().filter(|(k, _)| seen.insert(k.clone())).map(|(k, v)| format!("{k} = {v}")).collect();
+                let items: Vec<String> = kv
+                    .into_iter()
+                    .filter(|(k, _)| seen.insert(k.clone()))
+                    .map(|(k, v)| format!("{k} = {v}"))
+                    .collect();
                 format!("{{ {} }}", items.join(", "))
             }),
         ]
@@ -149,7 +202,11 @@ fn document() -> impl Strategy<Value = String> {
         let mut s = String::new();
         let mut headers = std::collections::HashSet::new();
         for (kind, n, kvs) in tables {
-            let header = if matches!(kind, "graph" | "env") { format!("[{kind}]") } else { format!("[{kind}.p{n}]") };
+            let header = if matches!(kind, "graph" | "env") {
+                format!("[{kind}]")
+            } else {
+                format!("[{kind}.p{n}]")
+            };
             if !headers.insert(header.clone()) {
                 continue;
             }

@@ -13,11 +13,16 @@ use std::collections::VecDeque;
 
 /// Reports every cycle; returns true if there was one.
 pub(super) fn check_cycles(file: &JobFile, deps: &[Vec<Dep>], diags: &mut Vec<Diagnostic>) -> bool {
-    let adj: Vec<Vec<usize>> = deps.iter().map(|ds| ds.iter().map(|d| d.target).collect()).collect();
+    let adj: Vec<Vec<usize>> = deps
+        .iter()
+        .map(|ds| ds.iter().map(|d| d.target).collect())
+        .collect();
     let mut found = false;
     for component in strongly_connected(&adj) {
         let start = component[0];
-        let Some(path) = find_cycle(&adj, &component, start) else { continue };
+        let Some(path) = find_cycle(&adj, &component, start) else {
+            continue;
+        };
         found = true;
         diags.push(cycle_diagnostic(file, deps, &path));
     }
@@ -51,9 +56,13 @@ pub(crate) fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
 
 /// A shortest loop from `start` back to itself, staying inside `component`
 /// (sorted). Returns the nodes in order, `start` first, not repeated at the end.
-pub(crate) fn find_cycle(adj: &[Vec<usize>], component: &[usize], start: usize) -> Option<Vec<usize>> {
+pub(crate) fn find_cycle(
+    adj: &[Vec<usize>],
+    component: &[usize],
+    start: usize,
+) -> Option<Vec<usize>> {
     let inside = |n: usize| component.binary_search(&n).is_ok();
-    let mut prev: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut prev: rustc_hash::FxHashMap<usize, usize> = rustc_hash::FxHashMap::default();
     let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
         for &next in &adj[node] {
@@ -90,14 +99,24 @@ fn cycle_diagnostic(file: &JobFile, deps: &[Vec<Dep>], path: &[usize]) -> Diagno
     let (from, to, first) = hop(0);
     let describe = |from: usize, to: usize, d: Option<&Dep>| match d.map(|d| d.kind) {
         Some(DepKind::Parent) => format!("`{}` is a child of `{}`", name(from), name(to)),
-        Some(k) => format!("`{}` starts after `{}` ({})", name(from), name(to), k.describe()),
+        Some(k) => format!(
+            "`{}` starts after `{}` ({})",
+            name(from),
+            name(to),
+            k.describe()
+        ),
         None => format!("`{}` waits for `{}`", name(from), name(to)),
     };
-    let span = first.map(|d| d.span.clone()).unwrap_or_else(|| file.processes[from].name.span.clone());
+    let span = first
+        .map(|d| d.span.clone())
+        .unwrap_or_else(|| file.processes[from].name.span.clone());
     let mut diag = Diagnostic::at(Code::Cycle, span, format!("dependency cycle: {text}"))
         .label(describe(from, to, first))
         .help(if path.len() == 1 {
-            format!("a process cannot wait for itself: remove `{}` from its own after/parent", name(path[0]))
+            format!(
+                "a process cannot wait for itself: remove `{}` from its own after/parent",
+                name(path[0])
+            )
         } else {
             "nothing in a cycle can ever start: remove one of these dependencies".to_string()
         });
@@ -133,7 +152,9 @@ mod tests {
     #[test]
     fn long_chain_does_not_overflow_the_stack() {
         let n = 200_000;
-        let adj: Vec<Vec<usize>> = (0..n).map(|i| if i + 1 < n { vec![i + 1] } else { vec![] }).collect();
+        let adj: Vec<Vec<usize>> = (0..n)
+            .map(|i| if i + 1 < n { vec![i + 1] } else { vec![] })
+            .collect();
         assert!(strongly_connected(&adj).is_empty());
     }
 }

@@ -14,7 +14,7 @@ use crate::code::Code;
 use crate::diagnostic::{Diagnostic, Span};
 use crate::source::SourceFile;
 use crate::spec::{Condition, JobFile};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Why one process waits for another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,17 +67,23 @@ pub struct Graph {
     pub endpoints: Vec<Vec<Endpoint>>,
     /// Launch stages: group indices; a group depends only on groups of earlier stages.
     pub stages: Vec<Vec<usize>>,
+    /// Process name to index.
+    pub index: HashMap<String, usize>,
 }
 
 impl Graph {
     /// The index of a process by name.
     pub fn process_index(&self, name: &str) -> Option<usize> {
-        self.file.processes.iter().position(|p| p.name.value == name)
+        self.index.get(name).copied()
     }
 
     /// Total instances (replicas counted).
     pub fn instance_count(&self) -> u64 {
-        self.file.processes.iter().map(|p| u64::from(p.replicas.value)).sum()
+        self.file
+            .processes
+            .iter()
+            .map(|p| u64::from(p.replicas.value))
+            .sum()
     }
 }
 
@@ -119,7 +125,9 @@ pub fn analyze(file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Diagno
     if diags.iter().any(|d| d.is_error()) {
         return (None, diags);
     }
+    let index = index.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let graph = Graph {
+        index,
         name,
         deps: refs.deps,
         locks: refs.locks,
@@ -146,9 +154,13 @@ pub(crate) fn unknown_process(file: &JobFile, name: &str, span: Span, what: &str
             list_some(file.processes.iter().map(|p| p.name.value.as_str()))
         ))
     });
-    Diagnostic::at(Code::UnknownProcess, span, format!("{what} `{name}` is not a declared process"))
-        .label("unknown process")
-        .maybe_help(help)
+    Diagnostic::at(
+        Code::UnknownProcess,
+        span,
+        format!("{what} `{name}` is not a declared process"),
+    )
+    .label("unknown process")
+    .maybe_help(help)
 }
 
 /// Up to eight names, then "…".

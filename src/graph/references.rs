@@ -5,7 +5,7 @@ use super::{unknown_process, Dep, DepKind};
 use crate::code::Code;
 use crate::diagnostic::Diagnostic;
 use crate::spec::{Condition, JobFile};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 pub(super) struct Refs {
     pub deps: Vec<Vec<Dep>>,
@@ -13,10 +13,18 @@ pub(super) struct Refs {
     pub children: Vec<Vec<usize>>,
 }
 
-pub(super) fn resolve(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) -> Refs {
+pub(super) fn resolve(
+    file: &JobFile,
+    index: &HashMap<&str, usize>,
+    diags: &mut Vec<Diagnostic>,
+) -> Refs {
     let n = file.processes.len();
-    let lock_index: HashMap<&str, usize> =
-        file.locks.iter().enumerate().map(|(i, l)| (l.name.value.as_str(), i)).collect();
+    let lock_index: HashMap<&str, usize> = file
+        .locks
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.value.as_str(), i))
+        .collect();
     let mut refs = Refs {
         deps: vec![Vec::new(); n],
         locks: vec![Vec::new(); n],
@@ -25,7 +33,12 @@ pub(super) fn resolve(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
     for (i, p) in file.processes.iter().enumerate() {
         for a in &p.after {
             let Some(&t) = index.get(a.process.value.as_str()) else {
-                diags.push(unknown_process(file, &a.process, a.process.span.clone(), "`after` names"));
+                diags.push(unknown_process(
+                    file,
+                    &a.process,
+                    a.process.span.clone(),
+                    "`after` names",
+                ));
                 continue;
             };
             let target = &file.processes[t];
@@ -52,7 +65,12 @@ pub(super) fn resolve(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
         }
         if let Some(parent) = &p.parent {
             match index.get(parent.value.as_str()) {
-                None => diags.push(unknown_process(file, parent, parent.span.clone(), "`parent` names")),
+                None => diags.push(unknown_process(
+                    file,
+                    parent,
+                    parent.span.clone(),
+                    "`parent` names",
+                )),
                 Some(&t) => {
                     let pp = &file.processes[t];
                     if pp.daemon.value {
@@ -101,9 +119,13 @@ pub(super) fn resolve(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
                         None => format!("declare it with [lock.{}]", l.value),
                     };
                     diags.push(
-                        Diagnostic::at(Code::UnknownLock, l.span.clone(), format!("lock `{}` is not declared", l.value))
-                            .label("unknown lock")
-                            .help(help),
+                        Diagnostic::at(
+                            Code::UnknownLock,
+                            l.span.clone(),
+                            format!("lock `{}` is not declared", l.value),
+                        )
+                        .label("unknown lock")
+                        .help(help),
                     );
                 }
             }

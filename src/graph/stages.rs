@@ -22,7 +22,7 @@ pub(super) fn launch_stages(
     let name = |i: usize| file.processes[i].name.value.as_str();
     let mut waits: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
     // One witness per group edge: (waiting process, process waited for).
-    let mut witness: std::collections::HashMap<(usize, usize), (usize, usize)> = Default::default();
+    let mut witness: rustc_hash::FxHashMap<(usize, usize), (usize, usize)> = Default::default();
     let mut deadlock = false;
     for (p, ds) in deps.iter().enumerate() {
         for d in ds {
@@ -30,7 +30,11 @@ pub(super) fn launch_stages(
             if gp == gt {
                 deadlock = true;
                 let g = &groups[gp];
-                let how = if d.kind == super::DepKind::Parent { "is a child of" } else { "starts after" };
+                let how = if d.kind == super::DepKind::Parent {
+                    "is a child of"
+                } else {
+                    "starts after"
+                };
                 diags.push(
                     Diagnostic::at(
                         Code::StreamGroupDeadlock,
@@ -54,11 +58,17 @@ pub(super) fn launch_stages(
         }
     }
     for component in strongly_connected(&waits) {
-        let Some(path) = find_cycle(&waits, &component, component[0]) else { continue };
+        let Some(path) = find_cycle(&waits, &component, component[0]) else {
+            continue;
+        };
         deadlock = true;
-        let hops: Vec<(usize, usize)> =
-            (0..path.len()).map(|k| witness[&(path[k], path[(k + 1) % path.len()])]).collect();
-        let span = deps[hops[0].0].iter().find(|d| d.target == hops[0].1).map(|d| d.span.clone());
+        let hops: Vec<(usize, usize)> = (0..path.len())
+            .map(|k| witness[&(path[k], path[(k + 1) % path.len()])])
+            .collect();
+        let span = deps[hops[0].0]
+            .iter()
+            .find(|d| d.target == hops[0].1)
+            .map(|d| d.span.clone());
         let mut text = name(hops[0].0).to_string();
         let mut at = hops[0].0;
         for &(p, t) in &hops {
@@ -89,7 +99,11 @@ pub(super) fn launch_stages(
 fn describe_edges(file: &JobFile, edges: &[String]) -> String {
     let mut parts = Vec::new();
     for e in edges.iter().take(3) {
-        let kind = if file.queues.iter().any(|q| &q.name.value == e) { "queue" } else { "pipe" };
+        let kind = if file.queues.iter().any(|q| &q.name.value == e) {
+            "queue"
+        } else {
+            "pipe"
+        };
         parts.push(format!("{kind} `{e}`"));
     }
     if edges.len() > 3 {

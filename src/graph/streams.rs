@@ -5,7 +5,7 @@ use super::{list_some, unknown_process};
 use crate::code::Code;
 use crate::diagnostic::Diagnostic;
 use crate::spec::{JobFile, PipeEnds, Sp};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The kind of a stream edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -77,7 +77,13 @@ pub(super) struct Streams {
 pub fn fd_env_name(edge: &str) -> String {
     let mut s = String::with_capacity(12 + edge.len());
     s.push_str("JOBGRAPH_FD_");
-    s.extend(edge.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+    s.extend(edge.chars().map(|c| {
+        if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
     s
 }
 
@@ -90,12 +96,18 @@ struct RawEnd {
     peers: Vec<String>,
 }
 
-pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) -> Streams {
+pub(super) fn analyze(
+    file: &JobFile,
+    index: &HashMap<&str, usize>,
+    diags: &mut Vec<Diagnostic>,
+) -> Streams {
     let n = file.processes.len();
     let mut uf = UnionFind::new(n);
     let mut ends: Vec<RawEnd> = Vec::new();
-    let mut edge_names: HashMap<String, Sp<String>> = HashMap::new();
-    let resolve = |name: &Sp<String>, what: &str, diags: &mut Vec<Diagnostic>| match index.get(name.value.as_str()) {
+    let mut edge_names: HashMap<String, Sp<String>> = HashMap::default();
+    let resolve = |name: &Sp<String>, what: &str, diags: &mut Vec<Diagnostic>| match index
+        .get(name.value.as_str())
+    {
         Some(&i) => Some(i),
         None => {
             diags.push(unknown_process(file, name, name.span.clone(), what));
@@ -125,35 +137,65 @@ pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
         let qn = &q.name.value;
         if q.from.value.is_empty() {
             diags.push(
-                Diagnostic::at(Code::QueueWithoutProducers, q.from.span.clone(), format!("queue `{qn}` has no producer"))
-                    .label("no process writes to it")
-                    .help(format!("name its producers: from = [\"producer\"] under [queue.{qn}]")),
+                Diagnostic::at(
+                    Code::QueueWithoutProducers,
+                    q.from.span.clone(),
+                    format!("queue `{qn}` has no producer"),
+                )
+                .label("no process writes to it")
+                .help(format!(
+                    "name its producers: from = [\"producer\"] under [queue.{qn}]"
+                )),
             );
         }
         if q.to.value.is_empty() {
             diags.push(
-                Diagnostic::at(Code::QueueWithoutConsumers, q.to.span.clone(), format!("queue `{qn}` has no consumer"))
-                    .label("no process reads from it")
-                    .help(format!("name its consumers: to = [\"worker\"] under [queue.{qn}]")),
+                Diagnostic::at(
+                    Code::QueueWithoutConsumers,
+                    q.to.span.clone(),
+                    format!("queue `{qn}` has no consumer"),
+                )
+                .label("no process reads from it")
+                .help(format!(
+                    "name its consumers: to = [\"worker\"] under [queue.{qn}]"
+                )),
             );
         }
-        let producers: Vec<usize> = q.from.value.iter().filter_map(|p| resolve(p, "queue producer", diags)).collect();
-        let consumers: Vec<usize> = q.to.value.iter().filter_map(|p| resolve(p, "queue consumer", diags)).collect();
+        let producers: Vec<usize> = q
+            .from
+            .value
+            .iter()
+            .filter_map(|p| resolve(p, "queue producer", diags))
+            .collect();
+        let consumers: Vec<usize> =
+            q.to.value
+                .iter()
+                .filter_map(|p| resolve(p, "queue consumer", diags))
+                .collect();
         for c in q.to.value.iter() {
             if let Some(p) = q.from.value.iter().find(|p| p.value == c.value) {
                 diags.push(
                     Diagnostic::at(
                         Code::QueueSelfFeed,
                         c.span.clone(),
-                        format!("`{}` is both a producer and a consumer of queue `{qn}`", c.value),
+                        format!(
+                            "`{}` is both a producer and a consumer of queue `{qn}`",
+                            c.value
+                        ),
                     )
                     .label("also a consumer")
                     .related(p.span.clone(), "a producer here")
-                    .help("a process would read back its own messages; use two queues, one each way"),
+                    .help(
+                        "a process would read back its own messages; use two queues, one each way",
+                    ),
                 );
             }
         }
-        let names = |ids: &[usize]| ids.iter().map(|&i| file.processes[i].name.value.clone()).collect::<Vec<_>>();
+        let names = |ids: &[usize]| {
+            ids.iter()
+                .map(|&i| file.processes[i].name.value.clone())
+                .collect::<Vec<_>>()
+        };
         let all: Vec<usize> = producers.iter().chain(&consumers).copied().collect();
         for w in all.windows(2) {
             uf.union(w[0], w[1]);
@@ -193,13 +235,18 @@ pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
         };
         if a.value == b.value {
             diags.push(
-                Diagnostic::at(Code::PipeToItself, b.span.clone(), format!("pipe `{pn}` joins `{}` to itself", a.value))
-                    .label("same process at both ends")
-                    .help("a pipe joins two different processes"),
+                Diagnostic::at(
+                    Code::PipeToItself,
+                    b.span.clone(),
+                    format!("pipe `{pn}` joins `{}` to itself", a.value),
+                )
+                .label("same process at both ends")
+                .help("a pipe joins two different processes"),
             );
             continue;
         }
-        let (Some(ia), Some(ib)) = (resolve(a, "pipe end", diags), resolve(b, "pipe end", diags)) else {
+        let (Some(ia), Some(ib)) = (resolve(a, "pipe end", diags), resolve(b, "pipe end", diags))
+        else {
             continue;
         };
         let mut replicated = false;
@@ -207,12 +254,19 @@ pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
             let p = &file.processes[i];
             if p.replicas.value > 1 {
                 replicated = true;
-                let shape = if kind == EdgeKind::Duplex { "duplex" } else { "one-way" };
+                let shape = if kind == EdgeKind::Duplex {
+                    "duplex"
+                } else {
+                    "one-way"
+                };
                 diags.push(
                     Diagnostic::at(
                         Code::PipeReplicatedEndpoint,
                         end.span.clone(),
-                        format!("`{}` has {} replicas, but a {shape} pipe has one process at each end", p.name.value, p.replicas.value),
+                        format!(
+                            "`{}` has {} replicas, but a {shape} pipe has one process at each end",
+                            p.name.value, p.replicas.value
+                        ),
                     )
                     .label("replicated endpoint")
                     .related(p.replicas.span.clone(), "replicated here")
@@ -243,7 +297,7 @@ pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
     // Groups, numbered in file order of their first member.
     let mut group_of = vec![usize::MAX; n];
     let mut groups: Vec<StreamGroup> = Vec::new();
-    let mut root_group: HashMap<usize, usize> = HashMap::new();
+    let mut root_group: HashMap<usize, usize> = HashMap::default();
     for (i, slot) in group_of.iter_mut().enumerate() {
         let root = uf.find(i);
         let g = *root_group.entry(root).or_insert_with(|| {
@@ -292,10 +346,26 @@ pub(super) fn analyze(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut 
 }
 
 /// Checks that need whole groups: `max_parallel` and locks, since a group launches at once.
-pub(super) fn check_group_limits(file: &JobFile, locks: &[Vec<usize>], streams: &Streams, diags: &mut Vec<Diagnostic>) {
+pub(super) fn check_group_limits(
+    file: &JobFile,
+    locks: &[Vec<usize>],
+    streams: &Streams,
+    diags: &mut Vec<Diagnostic>,
+) {
     for group in streams.groups.iter().filter(|g| !g.edges.is_empty()) {
-        let size: u64 = group.members.iter().map(|&m| u64::from(file.processes[m].replicas.value)).sum();
-        let members = || list_some(group.members.iter().map(|&m| file.processes[m].name.value.as_str()));
+        let size: u64 = group
+            .members
+            .iter()
+            .map(|&m| u64::from(file.processes[m].replicas.value))
+            .sum();
+        let members = || {
+            list_some(
+                group
+                    .members
+                    .iter()
+                    .map(|&m| file.processes[m].name.value.as_str()),
+            )
+        };
         if let Some(max) = &file.graph.max_parallel {
             if size > u64::from(max.value) {
                 diags.push(
@@ -327,7 +397,12 @@ pub(super) fn check_group_limits(file: &JobFile, locks: &[Vec<usize>], streams: 
             let lock = &file.locks[l];
             if need > u64::from(lock.capacity.value) {
                 let p = &file.processes[first];
-                let span = p.locks.iter().find(|x| x.value == lock.name.value).map(|x| x.span.clone()).unwrap_or(p.name.span.clone());
+                let span = p
+                    .locks
+                    .iter()
+                    .find(|x| x.value == lock.name.value)
+                    .map(|x| x.span.clone())
+                    .unwrap_or(p.name.span.clone());
                 diags.push(
                     Diagnostic::at(
                         Code::StreamGroupLock,
@@ -354,7 +429,9 @@ struct UnionFind {
 
 impl UnionFind {
     fn new(n: usize) -> Self {
-        UnionFind { parent: (0..n).collect() }
+        UnionFind {
+            parent: (0..n).collect(),
+        }
     }
     fn find(&mut self, mut x: usize) -> usize {
         while self.parent[x] != x {

@@ -4,11 +4,16 @@ use crate::code::Code;
 use crate::diagnostic::Diagnostic;
 use crate::source::SourceFile;
 use crate::spec::{Command, JobFile, Process};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub(super) fn check(file: &JobFile, source: &SourceFile, locks: &[Vec<usize>], diags: &mut Vec<Diagnostic>) {
+pub(super) fn check(
+    file: &JobFile,
+    source: &SourceFile,
+    locks: &[Vec<usize>],
+    diags: &mut Vec<Diagnostic>,
+) {
     let mut used = vec![false; file.locks.len()];
     for l in locks.iter().flatten() {
         used[*l] = true;
@@ -16,9 +21,16 @@ pub(super) fn check(file: &JobFile, source: &SourceFile, locks: &[Vec<usize>], d
     for (lock, used) in file.locks.iter().zip(used) {
         if !used {
             diags.push(
-                Diagnostic::at(Code::UnusedLock, lock.name.span.clone(), format!("lock `{}` is not taken by any process", lock.name.value))
-                    .label("unused")
-                    .help(format!("add locks = [\"{}\"] to the processes that share it, or remove it", lock.name.value)),
+                Diagnostic::at(
+                    Code::UnusedLock,
+                    lock.name.span.clone(),
+                    format!("lock `{}` is not taken by any process", lock.name.value),
+                )
+                .label("unused")
+                .help(format!(
+                    "add locks = [\"{}\"] to the processes that share it, or remove it",
+                    lock.name.value
+                )),
             );
         }
     }
@@ -31,8 +43,12 @@ pub(super) fn check(file: &JobFile, source: &SourceFile, locks: &[Vec<usize>], d
     }
     let mut finder = ProgramFinder::new(source.base_dir(), file);
     for p in &file.processes {
-        let Command::Argv(argv) = &p.command else { continue };
-        let Some(program) = argv.first() else { continue };
+        let Command::Argv(argv) = &p.command else {
+            continue;
+        };
+        let Some(program) = argv.first() else {
+            continue;
+        };
         if program.value.is_empty() || program.value.contains("{replica}") {
             continue;
         }
@@ -57,22 +73,48 @@ struct ProgramFinder {
     graph_path: Option<String>,
     engine_path: String,
     cache: HashMap<(String, String, PathBuf), Option<String>>,
+    /// The common case — no own PATH, no cwd — keyed by program alone.
+    plain: HashMap<String, Option<String>>,
 }
 
 impl ProgramFinder {
     fn new(base: PathBuf, file: &JobFile) -> Self {
-        let graph_path = file.env.iter().find(|(k, _)| k.value == "PATH").map(|(_, v)| v.value.clone());
+        let graph_path = file
+            .env
+            .iter()
+            .find(|(k, _)| k.value == "PATH")
+            .map(|(_, v)| v.value.clone());
         ProgramFinder {
             base,
             graph_path,
-            engine_path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            cache: HashMap::new(),
+            engine_path: std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            cache: HashMap::default(),
+            plain: HashMap::default(),
         }
     }
 
     /// Why `program` would not start, or `None` if it looks fine.
     fn problem(&mut self, p: &Process, program: &str) -> Option<String> {
-        let own_path = p.env.iter().find(|(k, _)| k.value == "PATH").map(|(_, v)| v.value.clone());
+        let plain = p.cwd.is_none() && !p.env.iter().any(|(k, _)| k.value == "PATH");
+        if plain {
+            if let Some(answer) = self.plain.get(program) {
+                return answer.clone();
+            }
+        }
+        let answer = self.lookup(p, program);
+        if plain {
+            self.plain.insert(program.to_string(), answer.clone());
+        }
+        answer
+    }
+
+    fn lookup(&mut self, p: &Process, program: &str) -> Option<String> {
+        let own_path = p
+            .env
+            .iter()
+            .find(|(k, _)| k.value == "PATH")
+            .map(|(_, v)| v.value.clone());
         // Both start methods keep the engine's PATH (spawn passes PATH through).
         let search = own_path
             .or_else(|| self.graph_path.clone())
@@ -88,7 +130,9 @@ impl ProgramFinder {
         let answer = if program.contains('/') {
             let path = cwd.join(program);
             executable_problem(&path)
-        } else if search.split(':').any(|dir| !dir.is_empty() && executable_problem(&Path::new(dir).join(program)).is_none()) {
+        } else if search.split(':').any(|dir| {
+            !dir.is_empty() && executable_problem(&Path::new(dir).join(program)).is_none()
+        }) {
             None
         } else {
             Some("is not found on PATH".to_string())

@@ -32,11 +32,18 @@ pub fn render_dot(g: &Graph) -> String {
     }
     for e in edges(g) {
         let _ = match e {
-            Edge::After { from, to, condition } => {
+            Edge::After {
+                from,
+                to,
+                condition,
+            } => {
                 writeln!(o, "  p{from} -> p{to} [label={}];", quote(condition))
             }
             Edge::Child { parent, child } => {
-                writeln!(o, "  p{parent} -> p{child} [style=dashed, arrowhead=odiamond, label=\"child\"];")
+                writeln!(
+                    o,
+                    "  p{parent} -> p{child} [style=dashed, arrowhead=odiamond, label=\"child\"];"
+                )
             }
             Edge::Pipe { from, to, name } => writeln!(
                 o,

@@ -25,7 +25,11 @@ pub fn render_mermaid(g: &Graph) -> String {
     let mut styles: Vec<(usize, &str)> = Vec::new();
     for (k, e) in edges(g).into_iter().enumerate() {
         let _ = match e {
-            Edge::After { from, to, condition } => writeln!(o, "  p{from} -->|\"{condition}\"| p{to}"),
+            Edge::After {
+                from,
+                to,
+                condition,
+            } => writeln!(o, "  p{from} -->|\"{condition}\"| p{to}"),
             Edge::Child { parent, child } => writeln!(o, "  p{parent} -.->|\"child\"| p{child}"),
             Edge::Pipe { from, to, name } => {
                 styles.push((k, "stroke:#15803d,stroke-width:3px"));

@@ -17,11 +17,19 @@ use crate::spec::PipeEnds;
 /// A drawable edge, shared by both renderers.
 pub(crate) enum Edge {
     /// `to` starts after `from` (condition).
-    After { from: usize, to: usize, condition: &'static str },
+    After {
+        from: usize,
+        to: usize,
+        condition: &'static str,
+    },
     /// `parent` → `child`.
     Child { parent: usize, child: usize },
     /// A one-way pipe.
-    Pipe { from: usize, to: usize, name: String },
+    Pipe {
+        from: usize,
+        to: usize,
+        name: String,
+    },
     /// A duplex pipe.
     Duplex { a: usize, b: usize, name: String },
     /// Producer → queue node.
@@ -35,8 +43,15 @@ pub(crate) fn edges(g: &Graph) -> Vec<Edge> {
     for (i, ds) in g.deps.iter().enumerate() {
         for d in ds {
             out.push(match d.kind {
-                DepKind::After(c) => Edge::After { from: d.target, to: i, condition: c.as_str() },
-                DepKind::Parent => Edge::Child { parent: d.target, child: i },
+                DepKind::After(c) => Edge::After {
+                    from: d.target,
+                    to: i,
+                    condition: c.as_str(),
+                },
+                DepKind::Parent => Edge::Child {
+                    parent: d.target,
+                    child: i,
+                },
             });
         }
     }
@@ -45,12 +60,20 @@ pub(crate) fn edges(g: &Graph) -> Vec<Edge> {
         match &pipe.ends {
             PipeEnds::OneWay { from, to } => {
                 if let (Some(from), Some(to)) = (idx(from), idx(to)) {
-                    out.push(Edge::Pipe { from, to, name: pipe.name.value.clone() });
+                    out.push(Edge::Pipe {
+                        from,
+                        to,
+                        name: pipe.name.value.clone(),
+                    });
                 }
             }
             PipeEnds::Duplex { between } => {
                 if let (Some(a), Some(b)) = (idx(&between[0]), idx(&between[1])) {
-                    out.push(Edge::Duplex { a, b, name: pipe.name.value.clone() });
+                    out.push(Edge::Duplex {
+                        a,
+                        b,
+                        name: pipe.name.value.clone(),
+                    });
                 }
             }
             PipeEnds::Invalid => {}

@@ -21,7 +21,11 @@ pub fn render_github(outcomes: &[Outcome]) -> String {
                     let _ = write!(props, ",endLine={el},endColumn={ec}");
                 }
             }
-            let _ = write!(props, ",title={}", escape_property(&format!("jobgraph {}", d.code)));
+            let _ = write!(
+                props,
+                ",title={}",
+                escape_property(&format!("jobgraph {}", d.code))
+            );
             let mut message = d.message.clone();
             if let Some(help) = &d.help {
                 message.push_str("\nhelp: ");
@@ -34,7 +38,9 @@ pub fn render_github(outcomes: &[Outcome]) -> String {
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {

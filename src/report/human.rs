@@ -50,7 +50,10 @@ impl miette::Diagnostic for Report<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.diag.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -116,7 +119,13 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
         ));
     }
     let (errors, warnings) = (c.count(Severity::Error), c.count(Severity::Warning));
-    let plural = |n: usize, w: &str| if n == 1 { format!("1 {w}") } else { format!("{n} {w}s") };
+    let plural = |n: usize, w: &str| {
+        if n == 1 {
+            format!("1 {w}")
+        } else {
+            format!("{n} {w}s")
+        }
+    };
     if errors == 0 {
         if warnings == 0 {
             out.push_str(&format!("{name}: valid\n"));
@@ -124,7 +133,11 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
             out.push_str(&format!("{name}: valid, {}\n", plural(warnings, "warning")));
         }
     } else {
-        out.push_str(&format!("{name}: invalid, {}, {}\n", plural(errors, "error"), plural(warnings, "warning")));
+        out.push_str(&format!(
+            "{name}: invalid, {}, {}\n",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        ));
     }
     out
 }

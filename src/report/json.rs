@@ -39,7 +39,10 @@ pub fn render_json(outcomes: &[Outcome]) -> String {
             file,
             valid: o.is_valid(),
             errors: ds.iter().filter(|d| d.severity == Severity::Error).count(),
-            warnings: ds.iter().filter(|d| d.severity == Severity::Warning).count(),
+            warnings: ds
+                .iter()
+                .filter(|d| d.severity == Severity::Warning)
+                .count(),
         });
         diagnostics.extend(ds);
     }
@@ -49,7 +52,8 @@ pub fn render_json(outcomes: &[Outcome]) -> String {
         files,
         diagnostics,
     };
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
 }

@@ -13,16 +13,36 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// Keys allowed at the top level.
-pub const KEYS_TOP: &[&str] = &["version", "graph", "env", "lock", "process", "queue", "pipe"];
+pub const KEYS_TOP: &[&str] = &[
+    "version", "graph", "env", "lock", "process", "queue", "pipe",
+];
 /// Keys of `[graph]`.
 pub const KEYS_GRAPH: &[&str] = &["name", "max_parallel", "shutdown_grace", "fail_fast"];
 /// Keys of `[lock.NAME]`.
 pub const KEYS_LOCK: &[&str] = &["capacity"];
 /// Keys of `[process.NAME]`.
 pub const KEYS_PROCESS: &[&str] = &[
-    "cmd", "shell", "cwd", "env", "start", "after", "parent", "daemon", "replicas", "ready",
-    "timeout", "retries", "retry_delay", "restart", "max_restarts", "locks", "stop_signal",
-    "success_codes", "stdin", "stdout", "stderr",
+    "cmd",
+    "shell",
+    "cwd",
+    "env",
+    "start",
+    "after",
+    "parent",
+    "daemon",
+    "replicas",
+    "ready",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "restart",
+    "max_restarts",
+    "locks",
+    "stop_signal",
+    "success_codes",
+    "stdin",
+    "stdout",
+    "stderr",
 ];
 /// Keys of a process's `ready` table.
 pub const KEYS_READY: &[&str] = &["tcp", "cmd", "log", "file", "interval", "timeout"];
@@ -37,23 +57,42 @@ const MAX_QUEUE_CAPACITY: i64 = 16 * 1024 * 1024;
 const MAX_COUNT: i64 = 1_000_000;
 
 type Value<'i> = Spanned<DeValue<'i>>;
+
+/// `prefix.key`, formatted only when a message needs it.
+struct Dotted<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Dotted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
 type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
 
 /// Decodes a job file. `None` when the TOML itself does not parse; otherwise
 /// the model, with every invalid value replaced by its default and reported.
 pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
-    let mut d = Decoder { diags: Vec::new() };
-    let root = match DeTable::parse(source.text()) {
-        Ok(root) => root,
-        Err(err) => {
-            let span = err.span().unwrap_or(0..0);
-            let message = err.message().trim().to_string();
-            let diag = Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
-                .label(message);
-            return (None, vec![diag]);
-        }
+    let text = source.text();
+    let mut d = Decoder {
+        diags: Vec::new(),
+        offset: 0,
+        seen: Default::default(),
     };
-    let file = d.file(root.get_ref());
+    let mut file = JobFile::default();
+    for piece in pieces(text) {
+        d.offset = piece.start;
+        let root = match DeTable::parse(&text[piece.clone()]) {
+            Ok(root) => root,
+            Err(err) => {
+                let span = d.at(err.span().unwrap_or(0..0));
+                let message = err.message().trim().to_string();
+                let diag =
+                    Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
+                        .label(message);
+                return (None, vec![diag]);
+            }
+        };
+        d.file(root.into_inner(), &mut file);
+    }
     if file.processes.is_empty() && !d.diags.iter().any(|x| x.is_error()) {
         d.diags.push(
             Diagnostic::new(Code::EmptyGraph, None, "the file declares no process")
@@ -63,8 +102,175 @@ pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
     (Some(file), d.diags)
 }
 
+/// Files above this size are parsed in pieces.
+const PIECE_BYTES: usize = 512 * 1024;
+
+/// Byte ranges to parse one at a time. toml builds a token and an event list
+/// for the whole document before its tree, which more than doubles the peak
+/// memory of a large generated file; parsing it in pieces cut at table headers
+/// keeps that transient small. Cutting is only done where it cannot change
+/// the meaning: at a `[kind.name...]` header whose `kind.name` prefix is not
+/// open across the cut, in files without array-of-tables, quoted header keys,
+/// or dotted keys at the top level. Anything unusual is parsed whole.
+pub(crate) fn pieces(text: &str) -> Vec<std::ops::Range<usize>> {
+    let whole = || std::iter::once(0..text.len()).collect();
+    if text.len() <= PIECE_BYTES {
+        return whole();
+    }
+    let Some(headers) = scan_headers(text) else {
+        return whole();
+    };
+    // A cut before header i is unsafe if some prefix appears both before and at/after i.
+    let mut first: rustc_hash::FxHashMap<&str, usize> = Default::default();
+    let mut last: rustc_hash::FxHashMap<&str, usize> = Default::default();
+    for (i, h) in headers.iter().enumerate() {
+        first.entry(h.prefix).or_insert(i);
+        last.insert(h.prefix, i);
+    }
+    let mut open = vec![0i32; headers.len() + 1];
+    for (p, &f) in &first {
+        let l = last[p];
+        if l > f {
+            open[f + 1] += 1;
+            open[l + 1] -= 1;
+        }
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut depth = 0;
+    for (i, h) in headers.iter().enumerate() {
+        depth += open[i];
+        if depth == 0 && h.components >= 2 && h.pos >= start + PIECE_BYTES {
+            out.push(start..h.pos);
+            start = h.pos;
+        }
+    }
+    out.push(start..text.len());
+    out
+}
+
+struct Header<'a> {
+    pos: usize,
+    prefix: &'a str,
+    components: usize,
+}
+
+/// Table headers of a simple document, or `None` when the layout is unusual.
+fn scan_headers(text: &str) -> Option<Vec<Header<'_>>> {
+    let mut headers = Vec::new();
+    let mut depth = 0i32;
+    let mut multiline: Option<&str> = None;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let start = pos;
+        pos += line.len();
+        if multiline.is_none() && depth == 0 {
+            let t = line.trim_start();
+            if let Some(rest) = t.strip_prefix('[') {
+                if rest.starts_with('[') {
+                    return None;
+                }
+                let key = &rest[..rest.find(']')?];
+                if key.contains(['"', '\'']) {
+                    return None;
+                }
+                let parts: Vec<&str> = key.split('.').map(str::trim).collect();
+                if parts.len() == 1 && !matches!(parts[0], "graph" | "env") {
+                    return None;
+                }
+                let prefix_len = if parts.len() >= 2 {
+                    key.find('.')
+                        .and_then(|d| key[d + 1..].find('.').map(|e| d + 1 + e))
+                        .unwrap_or(key.len())
+                } else {
+                    key.len()
+                };
+                headers.push(Header {
+                    pos: start + (line.len() - t.len()),
+                    prefix: key[..prefix_len].trim(),
+                    components: parts.len(),
+                });
+                continue;
+            }
+            if headers.is_empty() {
+                if let Some(eq) = t.find('=') {
+                    if t[..eq].contains(['.', '"', '\'']) {
+                        return None;
+                    }
+                }
+            }
+        }
+        scan_line(line, &mut multiline, &mut depth)?;
+    }
+    (multiline.is_none() && depth == 0).then_some(headers)
+}
+
+/// Tracks multi-line strings and bracket depth across one line of values.
+fn scan_line(line: &str, multiline: &mut Option<&'static str>, depth: &mut i32) -> Option<()> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(delim) = *multiline {
+            if delim == "\"\"\"" && b[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            if line[i..].starts_with(delim) {
+                *multiline = None;
+                i += 3;
+                while i < b.len() && b[i] == delim.as_bytes()[0] {
+                    i += 1; // up to two quotes may close the string's content
+                }
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        match b[i] {
+            b'#' => return Some(()),
+            b'"' | b'\'' => {
+                let q = b[i];
+                if line[i..].starts_with("\"\"\"") || line[i..].starts_with("\'\'\'") {
+                    *multiline = Some(if q == b'"' { "\"\"\"" } else { "\'\'\'" });
+                    i += 3;
+                    continue;
+                }
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None | Some(b'\n') => return None,
+                        Some(b'\\') if q == b'"' => i += 2,
+                        Some(&c) if c == q => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                *depth += 1;
+                i += 1;
+            }
+            b']' | b'}' => {
+                *depth -= 1;
+                if *depth < 0 {
+                    return None;
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(())
+}
+
 struct Decoder {
     diags: Vec<Diagnostic>,
+    /// Where the piece being decoded starts in the file (see [`pieces`]).
+    offset: usize,
+    /// Tables already decoded from earlier pieces, to catch redefinitions across pieces.
+    seen: rustc_hash::FxHashSet<String>,
 }
 
 fn key_str<'a>(k: &'a Key<'_>) -> &'a str {
@@ -84,6 +290,28 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
 }
 
 impl Decoder {
+    /// A span of the current piece, as a span of the whole file.
+    fn at(&self, span: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        span.start + self.offset..span.end + self.offset
+    }
+
+    /// Reports a table defined twice, in two pieces; within one piece, toml reports it.
+    fn first_definition(&mut self, what: String, span: std::ops::Range<usize>) -> bool {
+        if self.seen.insert(what.clone()) {
+            return true;
+        }
+        self.push(
+            Diagnostic::at(
+                Code::TomlSyntax,
+                span,
+                format!("invalid TOML: `{what}` is defined twice"),
+            )
+            .label("duplicate definition")
+            .help("merge the two definitions into one table"),
+        );
+        false
+    }
+
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
@@ -95,25 +323,42 @@ impl Decoder {
             None => format!("{context} takes: {}", allowed.join(", ")),
         };
         self.push(
-            Diagnostic::at(Code::UnknownKey, key.span(), format!("unknown key `{name}` in {context}"))
-                .label("unknown key")
-                .help(help),
+            Diagnostic::at(
+                Code::UnknownKey,
+                self.at(key.span()),
+                format!("unknown key `{name}` in {context}"),
+            )
+            .label("unknown key")
+            .help(help),
         );
     }
 
-    fn wrong_type(&mut self, what: &str, expected: &str, v: &Value<'_>, help: Option<String>) {
+    fn wrong_type(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        expected: &str,
+        v: &Value<'_>,
+        help: Option<String>,
+    ) {
         self.push(
             Diagnostic::at(
                 Code::WrongType,
-                v.span(),
-                format!("`{what}` must be {expected}, not {}", type_name(v.get_ref())),
+                self.at(v.span()),
+                format!(
+                    "`{what}` must be {expected}, not {}",
+                    type_name(v.get_ref())
+                ),
             )
             .label(format!("expected {expected}"))
             .maybe_help(help),
         );
     }
 
-    fn table<'a, 'i>(&mut self, what: &str, v: &'a Value<'i>) -> Option<&'a DeTable<'i>> {
+    fn table<'a, 'i>(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &'a Value<'i>,
+    ) -> Option<&'a DeTable<'i>> {
         match v.get_ref() {
             DeValue::Table(t) => Some(t),
             _ => {
@@ -123,9 +368,9 @@ impl Decoder {
         }
     }
 
-    fn string(&mut self, what: &str, v: &Value<'_>) -> Option<Sp<String>> {
+    fn string(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Sp<String>> {
         match v.get_ref() {
-            DeValue::String(s) => Some(Sp::new(s.to_string(), v.span())),
+            DeValue::String(s) => Some(Sp::new(s.to_string(), self.at(v.span()))),
             _ => {
                 self.wrong_type(what, "a string", v, None);
                 None
@@ -133,7 +378,7 @@ impl Decoder {
         }
     }
 
-    fn boolean(&mut self, what: &str, v: &Value<'_>) -> Option<bool> {
+    fn boolean(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<bool> {
         match v.get_ref() {
             DeValue::Boolean(b) => Some(*b),
             _ => {
@@ -153,7 +398,14 @@ impl Decoder {
     }
 
     /// An integer in `min..=max`; out of range is reported under `code`.
-    fn int(&mut self, what: &str, v: &Value<'_>, code: Code, min: i64, max: i64) -> Option<i64> {
+    fn int(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        code: Code,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         let n = match v.get_ref() {
             DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
             _ => {
@@ -171,7 +423,7 @@ impl Decoder {
                 self.push(
                     Diagnostic::at(
                         code,
-                        v.span(),
+                        self.at(v.span()),
                         format!("`{what}` is {shown}, but it must be between {min} and {max}"),
                     )
                     .label("out of range"),
@@ -181,15 +433,20 @@ impl Decoder {
         }
     }
 
-    fn strings(&mut self, what: &str, v: &Value<'_>, help: Option<String>) -> Option<Vec<Sp<String>>> {
+    fn strings(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        help: &dyn Fn() -> Option<String>,
+    ) -> Option<Vec<Sp<String>>> {
         let DeValue::Array(items) = v.get_ref() else {
-            self.wrong_type(what, "an array of strings", v, help);
+            self.wrong_type(what, "an array of strings", v, help());
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::String(s) => out.push(Sp::new(s.to_string(), item.span())),
+                DeValue::String(s) => out.push(Sp::new(s.to_string(), self.at(item.span()))),
                 _ => {
                     self.wrong_type(&format!("{what}[{i}]"), "a string", item, None);
                     return None;
@@ -199,7 +456,12 @@ impl Decoder {
         Some(out)
     }
 
-    fn duration(&mut self, what: &str, v: &Value<'_>, allow_zero: bool) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        allow_zero: bool,
+    ) -> Option<Duration> {
         let text = match v.get_ref() {
             DeValue::String(s) => s.as_ref(),
             DeValue::Integer(i) => {
@@ -218,28 +480,45 @@ impl Decoder {
             Err(e) => e,
         };
         self.push(
-            Diagnostic::at(Code::BadDuration, v.span(), format!("`{what}` is not a valid duration: {problem}"))
-                .label("invalid duration")
-                .help("write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""),
+            Diagnostic::at(
+                Code::BadDuration,
+                self.at(v.span()),
+                format!("`{what}` is not a valid duration: {problem}"),
+            )
+            .label("invalid duration")
+            .help("write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""),
         );
         None
     }
 
     /// One of `choices`; returns its index.
-    fn choice(&mut self, what: &str, v: &Value<'_>, choices: &[&str]) -> Option<usize> {
+    fn choice(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        choices: &[&str],
+    ) -> Option<usize> {
         let s = self.string(what, v)?;
         if let Some(i) = choices.iter().position(|c| *c == s.value) {
             return Some(i);
         }
-        let list = choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let list = choices
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let help = match did_you_mean(&s.value, choices.iter().copied()) {
             Some(c) => format!("did you mean \"{c}\"?"),
             None => format!("use one of {list}"),
         };
         self.push(
-            Diagnostic::at(Code::UnknownValue, s.span, format!("`{what}` cannot be \"{}\"; it is one of {list}", s.value))
-                .label("unknown value")
-                .help(help),
+            Diagnostic::at(
+                Code::UnknownValue,
+                s.span,
+                format!("`{what}` cannot be \"{}\"; it is one of {list}", s.value),
+            )
+            .label("unknown value")
+            .help(help),
         );
         None
     }
@@ -249,32 +528,46 @@ impl Decoder {
         if !is_valid_name(name) {
             let fixed: String = name
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             let fixed = match fixed.chars().next() {
                 Some(c) if c.is_ascii_alphabetic() || c == '_' => fixed,
                 _ => format!("_{fixed}"),
             };
             self.push(
-                Diagnostic::at(Code::BadName, key.span(), format!("`{name}` is not a valid {kind} name"))
+                Diagnostic::at(Code::BadName, self.at(key.span()), format!("`{name}` is not a valid {kind} name"))
                     .label("invalid name")
                     .help(format!(
                         "names start with a letter or `_`, then letters, digits, `_` or `-`: try `{fixed}`"
                     )),
             );
         }
-        Sp::new(name.to_string(), key.span())
+        Sp::new(name.to_string(), self.at(key.span()))
     }
 
-    fn env(&mut self, what: &str, t: &DeTable<'_>) -> Vec<(Sp<String>, Sp<String>)> {
+    fn env(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        t: &DeTable<'_>,
+    ) -> Vec<(Sp<String>, Sp<String>)> {
         let mut out = Vec::with_capacity(t.len());
         for (k, v) in t.iter() {
             let name = key_str(k);
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 self.push(
-                    Diagnostic::at(Code::BadName, k.span(), format!("`{name}` is not a valid environment variable name"))
-                        .label("invalid name")
-                        .help("environment variable names are non-empty and contain no `=`"),
+                    Diagnostic::at(
+                        Code::BadName,
+                        self.at(k.span()),
+                        format!("`{name}` is not a valid environment variable name"),
+                    )
+                    .label("invalid name")
+                    .help("environment variable names are non-empty and contain no `=`"),
                 );
                 continue;
             }
@@ -288,33 +581,47 @@ impl Decoder {
                     continue;
                 }
             };
-            out.push((Sp::new(name.to_string(), k.span()), Sp::new(value, v.span())));
+            out.push((
+                Sp::new(name.to_string(), self.at(k.span())),
+                Sp::new(value, self.at(v.span())),
+            ));
         }
         out
     }
 
-    fn file(&mut self, root: &DeTable<'_>) -> JobFile {
-        let mut file = JobFile::default();
-        for (k, v) in root.iter() {
+    /// Consumes the document table by table, so that a large file's parsed
+    /// form is freed while the model is built rather than held until the end.
+    fn file(&mut self, root: DeTable<'_>, file: &mut JobFile) {
+        for (k, v) in root {
+            let k = &k;
+            if matches!(key_str(k), "version" | "graph" | "env")
+                && !self.first_definition(key_str(k).to_string(), self.at(k.span()))
+            {
+                continue;
+            }
             match key_str(k) {
                 "version" => {
                     let ok = matches!(v.get_ref(), DeValue::Integer(i) if i.as_str() == "1" && i.radix() == 10);
                     if !ok {
                         self.push(
-                            Diagnostic::at(Code::UnsupportedVersion, v.span(), "this jobgraph reads version 1 files only")
-                                .label("unsupported version")
-                                .help("write version = 1, or remove the line"),
+                            Diagnostic::at(
+                                Code::UnsupportedVersion,
+                                self.at(v.span()),
+                                "this jobgraph reads version 1 files only",
+                            )
+                            .label("unsupported version")
+                            .help("write version = 1, or remove the line"),
                         );
                     }
                 }
                 "graph" => {
-                    if let Some(t) = self.table("graph", v) {
+                    if let Some(t) = self.table(&"graph", &v) {
                         file.graph = self.graph(t);
                     }
                 }
                 "env" => {
-                    if let Some(t) = self.table("env", v) {
-                        file.env = self.env("env", t);
+                    if let Some(t) = self.table(&"env", &v) {
+                        file.env = self.env(&"env", t);
                     }
                 }
                 "lock" => self.each_named("lock", v, |d, name, t| {
@@ -322,19 +629,36 @@ impl Decoder {
                         file.locks.push(lock);
                     }
                 }),
-                "process" => self.each_named("process", v, |d, name, t| file.processes.push(d.process(name, t))),
-                "queue" => self.each_named("queue", v, |d, name, t| file.queues.push(d.queue(name, t))),
+                "process" => self.each_named("process", v, |d, name, t| {
+                    file.processes.push(d.process(name, t))
+                }),
+                "queue" => {
+                    self.each_named("queue", v, |d, name, t| file.queues.push(d.queue(name, t)))
+                }
                 "pipe" => self.each_named("pipe", v, |d, name, t| file.pipes.push(d.pipe(name, t))),
                 _ => self.unknown_key(k, KEYS_TOP, "the top level"),
             }
         }
-        file
     }
 
     /// Walks `[kind.NAME]` tables, checking names, calling `f` for each.
-    fn each_named(&mut self, kind: &str, v: &Value<'_>, mut f: impl FnMut(&mut Self, Sp<String>, &DeTable<'_>)) {
-        let Some(t) = self.table(kind, v) else { return };
-        for (k, v) in t.iter() {
+    fn each_named(
+        &mut self,
+        kind: &str,
+        v: Value<'_>,
+        mut f: impl FnMut(&mut Self, Sp<String>, &DeTable<'_>),
+    ) {
+        if self.table(&kind, &v).is_none() {
+            return;
+        }
+        let DeValue::Table(t) = v.into_inner() else {
+            return;
+        };
+        for (k, v) in t {
+            let (k, v) = (&k, &v);
+            if !self.first_definition(format!("{kind}.{}", key_str(k)), self.at(k.span())) {
+                continue;
+            }
             let name = self.name(kind, k);
             match v.get_ref() {
                 DeValue::Table(inner) => f(self, name, inner),
@@ -351,26 +675,39 @@ impl Decoder {
         for (k, v) in t.iter() {
             match key_str(k) {
                 "name" => {
-                    if let Some(s) = self.string("graph.name", v) {
+                    if let Some(s) = self.string(&"graph.name", v) {
                         if s.value.trim().is_empty() {
-                            self.push(Diagnostic::at(Code::BadName, v.span(), "`graph.name` is empty").label("empty name"));
+                            self.push(
+                                Diagnostic::at(
+                                    Code::BadName,
+                                    self.at(v.span()),
+                                    "`graph.name` is empty",
+                                )
+                                .label("empty name"),
+                            );
                         } else {
                             g.name = Some(s);
                         }
                     }
                 }
                 "max_parallel" => {
-                    if let Some(n) = self.int("graph.max_parallel", v, Code::BadNumber, 1, u32::MAX as i64) {
-                        g.max_parallel = Some(Sp::new(n as u32, v.span()));
+                    if let Some(n) = self.int(
+                        &"graph.max_parallel",
+                        v,
+                        Code::BadNumber,
+                        1,
+                        u32::MAX as i64,
+                    ) {
+                        g.max_parallel = Some(Sp::new(n as u32, self.at(v.span())));
                     }
                 }
                 "shutdown_grace" => {
-                    if let Some(d) = self.duration("graph.shutdown_grace", v, true) {
+                    if let Some(d) = self.duration(&"graph.shutdown_grace", v, true) {
                         g.shutdown_grace = d;
                     }
                 }
                 "fail_fast" => {
-                    if let Some(b) = self.boolean("graph.fail_fast", v) {
+                    if let Some(b) = self.boolean(&"graph.fail_fast", v) {
                         g.fail_fast = b;
                     }
                 }
@@ -387,7 +724,7 @@ impl Decoder {
                 "capacity" => {
                     let what = format!("lock.{}.capacity", name.value);
                     if let Some(n) = self.int(&what, v, Code::BadCapacity, 1, MAX_COUNT) {
-                        capacity = Sp::new(n as u32, v.span());
+                        capacity = Sp::new(n as u32, self.at(v.span()));
                     }
                 }
                 _ => self.unknown_key(k, KEYS_LOCK, "a lock"),
@@ -399,45 +736,60 @@ impl Decoder {
     fn process(&mut self, name: Sp<String>, t: &DeTable<'_>) -> Process {
         let mut p = Process::new(name);
         let n = p.name.value.clone();
-        let q = |key: &str| format!("process.{n}.{key}");
+        let prefix = format!("process.{n}");
+        let q = |key: &'static str| Dotted(&prefix, key);
         let mut cmd: Option<(Command, std::ops::Range<usize>)> = None;
         let mut shell: Option<(Command, std::ops::Range<usize>)> = None;
         let mut typo_command = false;
         for (k, v) in t.iter() {
             match key_str(k) {
                 "cmd" => {
-                    let help = Some(format!(
-                        "cmd takes an argv array such as [\"ls\", \"-l\"]; for a shell command line write shell = \"...\""
-                    ));
-                    if let Some(argv) = self.strings(&q("cmd"), v, help) {
+                    let help = || {
+                        Some("cmd takes an argv array such as [\"ls\", \"-l\"]; for a shell command line write shell = \"...\"".to_string())
+                    };
+                    if let Some(argv) = self.strings(&q("cmd"), v, &help) {
                         if argv.is_empty() {
                             self.push(
-                                Diagnostic::at(Code::EmptyArgv, v.span(), format!("`{}` is empty", q("cmd")))
-                                    .label("no program")
-                                    .help("name the program and its arguments: cmd = [\"echo\", \"hi\"]"),
+                                Diagnostic::at(
+                                    Code::EmptyArgv,
+                                    self.at(v.span()),
+                                    format!("`{}` is empty", q("cmd")),
+                                )
+                                .label("no program")
+                                .help(
+                                    "name the program and its arguments: cmd = [\"echo\", \"hi\"]",
+                                ),
                             );
                         } else if argv[0].value.is_empty() {
                             self.push(
-                                Diagnostic::at(Code::EmptyArgv, argv[0].span.clone(), "the program name is empty")
-                                    .label("empty program name"),
+                                Diagnostic::at(
+                                    Code::EmptyArgv,
+                                    argv[0].span.clone(),
+                                    "the program name is empty",
+                                )
+                                .label("empty program name"),
                             );
                         }
-                        cmd = Some((Command::Argv(argv), k.span()));
+                        cmd = Some((Command::Argv(argv), self.at(k.span())));
                     } else {
-                        cmd = Some((Command::Missing, k.span()));
+                        cmd = Some((Command::Missing, self.at(k.span())));
                     }
                 }
                 "shell" => {
                     if let Some(s) = self.string(&q("shell"), v) {
                         if s.value.trim().is_empty() {
                             self.push(
-                                Diagnostic::at(Code::EmptyArgv, v.span(), format!("`{}` is empty", q("shell")))
-                                    .label("empty command line"),
+                                Diagnostic::at(
+                                    Code::EmptyArgv,
+                                    self.at(v.span()),
+                                    format!("`{}` is empty", q("shell")),
+                                )
+                                .label("empty command line"),
                             );
                         }
-                        shell = Some((Command::Shell(s), k.span()));
+                        shell = Some((Command::Shell(s), self.at(k.span())));
                     } else {
-                        shell = Some((Command::Missing, k.span()));
+                        shell = Some((Command::Missing, self.at(k.span())));
                     }
                 }
                 "cwd" => p.cwd = self.string(&q("cwd"), v),
@@ -455,12 +807,13 @@ impl Decoder {
                 "parent" => p.parent = self.string(&q("parent"), v),
                 "daemon" => {
                     if let Some(b) = self.boolean(&q("daemon"), v) {
-                        p.daemon = Sp::new(b, v.span());
+                        p.daemon = Sp::new(b, self.at(v.span()));
                     }
                 }
                 "replicas" => {
-                    if let Some(r) = self.int(&q("replicas"), v, Code::BadReplicas, 1, MAX_REPLICAS) {
-                        p.replicas = Sp::new(r as u32, v.span());
+                    if let Some(r) = self.int(&q("replicas"), v, Code::BadReplicas, 1, MAX_REPLICAS)
+                    {
+                        p.replicas = Sp::new(r as u32, self.at(v.span()));
                     }
                 }
                 "ready" => p.ready = self.ready(&q("ready"), v),
@@ -476,21 +829,29 @@ impl Decoder {
                     }
                 }
                 "restart" => {
-                    if let Some(i) = self.choice(&q("restart"), v, &["never", "on-failure", "always"]) {
+                    if let Some(i) =
+                        self.choice(&q("restart"), v, &["never", "on-failure", "always"])
+                    {
                         p.restart = [Restart::Never, Restart::OnFailure, Restart::Always][i];
                     }
                 }
                 "max_restarts" => {
-                    if let Some(r) = self.int(&q("max_restarts"), v, Code::BadNumber, 0, MAX_COUNT) {
+                    if let Some(r) = self.int(&q("max_restarts"), v, Code::BadNumber, 0, MAX_COUNT)
+                    {
                         p.max_restarts = r as u32;
                     }
                 }
                 "locks" => {
-                    let help = Some(format!("write locks = [\"{}\"]", match v.get_ref() {
-                        DeValue::String(s) => s.as_ref(),
-                        _ => "db",
-                    }));
-                    p.locks = self.strings(&q("locks"), v, help).unwrap_or_default();
+                    let help = || {
+                        Some(format!(
+                            "write locks = [\"{}\"]",
+                            match v.get_ref() {
+                                DeValue::String(s) => s.as_ref(),
+                                _ => "db",
+                            }
+                        ))
+                    };
+                    p.locks = self.strings(&q("locks"), v, &help).unwrap_or_default();
                 }
                 "stop_signal" => {
                     if let Some(s) = self.string(&q("stop_signal"), v) {
@@ -529,7 +890,7 @@ impl Decoder {
                 }
                 other => {
                     // A misspelt `cmd`/`shell` is reported once, not again as a missing command.
-                    typo_command |= matches!(did_you_mean(other, ["cmd", "shell"]), Some(_));
+                    typo_command |= did_you_mean(other, ["cmd", "shell"]).is_some();
                     self.unknown_key(k, KEYS_PROCESS, "a process");
                 }
             }
@@ -548,9 +909,13 @@ impl Decoder {
             (None, None) if typo_command => Command::Missing,
             (None, None) => {
                 self.push(
-                    Diagnostic::at(Code::CommandMissing, p.name.span.clone(), format!("process `{n}` has no command"))
-                        .label("no `cmd` or `shell`")
-                        .help("add cmd = [\"program\", \"arg\"] or shell = \"a | command line\""),
+                    Diagnostic::at(
+                        Code::CommandMissing,
+                        p.name.span.clone(),
+                        format!("process `{n}` has no command"),
+                    )
+                    .label("no `cmd` or `shell`")
+                    .help("add cmd = [\"program\", \"arg\"] or shell = \"a | command line\""),
                 );
                 Command::Missing
             }
@@ -558,28 +923,34 @@ impl Decoder {
         p
     }
 
-    fn after(&mut self, what: &str, v: &Value<'_>) -> Vec<After> {
+    fn after(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Vec<After> {
         match v.get_ref() {
             DeValue::Table(t) => {
                 let mut out = Vec::with_capacity(t.len());
                 for (k, cond) in t.iter() {
-                    let condition = match self.choice(&format!("{what}.{}", key_str(k)), cond, CONDITIONS) {
-                        Some(i) => [Condition::Success, Condition::Exit, Condition::Ready, Condition::Start][i],
-                        None => continue,
-                    };
+                    let condition =
+                        match self.choice(&format!("{what}.{}", key_str(k)), cond, CONDITIONS) {
+                            Some(i) => [
+                                Condition::Success,
+                                Condition::Exit,
+                                Condition::Ready,
+                                Condition::Start,
+                            ][i],
+                            None => continue,
+                        };
                     out.push(After {
-                        process: Sp::new(key_str(k).to_string(), k.span()),
+                        process: Sp::new(key_str(k).to_string(), self.at(k.span())),
                         condition,
                     });
                 }
                 out
             }
             _ => {
-                let help = match v.get_ref() {
-                    DeValue::String(s) => Some(format!("write {} = [\"{s}\"]", what.rsplit('.').next().unwrap_or(what))),
+                let help = || match v.get_ref() {
+                    DeValue::String(s) => Some(format!("write after = [\"{s}\"]")),
                     _ => Some("write after = [\"name\"] or after = { name = \"ready\" }".into()),
                 };
-                let names = self.strings(what, v, help).unwrap_or_default();
+                let names = self.strings(what, v, &help).unwrap_or_default();
                 names
                     .into_iter()
                     .map(|process| After {
@@ -591,16 +962,25 @@ impl Decoder {
         }
     }
 
-    fn success_codes(&mut self, what: &str, v: &Value<'_>) -> Option<Vec<i32>> {
+    fn success_codes(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Vec<i32>> {
         let DeValue::Array(items) = v.get_ref() else {
-            self.wrong_type(what, "an array of integers", v, Some(format!("write {} = [0, 1]", "success_codes")));
+            self.wrong_type(
+                what,
+                "an array of integers",
+                v,
+                Some(format!("write {} = [0, 1]", "success_codes")),
+            );
             return None;
         };
         if items.is_empty() {
             self.push(
-                Diagnostic::at(Code::BadNumber, v.span(), format!("`{what}` is empty, so the process could never succeed"))
-                    .label("empty")
-                    .help("list at least one exit code, e.g. [0]"),
+                Diagnostic::at(
+                    Code::BadNumber,
+                    self.at(v.span()),
+                    format!("`{what}` is empty, so the process could never succeed"),
+                )
+                .label("empty")
+                .help("list at least one exit code, e.g. [0]"),
             );
             return None;
         }
@@ -611,7 +991,7 @@ impl Decoder {
         Some(out)
     }
 
-    fn output(&mut self, what: &str, v: &Value<'_>) -> Option<Output> {
+    fn output(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Output> {
         match v.get_ref() {
             DeValue::Table(t) => {
                 let mut path = None;
@@ -625,8 +1005,15 @@ impl Decoder {
                     Some(p) if !p.value.is_empty() => Some(Output::File(p.value)),
                     _ => {
                         self.push(
-                            Diagnostic::at(Code::WrongType, v.span(), format!("`{what}` as a table needs a non-empty `file`"))
-                                .help(format!("write {} = {{ file = \"out.log\" }}", what.rsplit('.').next().unwrap_or(what))),
+                            Diagnostic::at(
+                                Code::WrongType,
+                                self.at(v.span()),
+                                format!("`{what}` as a table needs a non-empty `file`"),
+                            )
+                            .help(format!(
+                                "write {} = {{ file = \"out.log\" }}",
+                                what.to_string().rsplit('.').next().unwrap_or("stdout")
+                            )),
                         );
                         None
                     }
@@ -639,7 +1026,7 @@ impl Decoder {
         }
     }
 
-    fn ready(&mut self, what: &str, v: &Value<'_>) -> Option<Ready> {
+    fn ready(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Ready> {
         let t = self.table(what, v)?;
         let mut interval = Duration::from_millis(200);
         let mut timeout = Duration::from_secs(30);
@@ -661,9 +1048,9 @@ impl Decoder {
                     continue;
                 }
                 "tcp" => self.tcp_probe(&format!("{what}.tcp"), pv),
-                "cmd" => self.strings(&format!("{what}.cmd"), pv, None).and_then(|argv| {
+                "cmd" => self.strings(&format!("{what}.cmd"), pv, &|| None).and_then(|argv| {
                     if argv.first().is_none_or(|a| a.value.is_empty()) {
-                        self.push(Diagnostic::at(Code::BadProbe, pv.span(), "the probe command is empty").label("no program"));
+                        self.push(Diagnostic::at(Code::BadProbe, self.at(pv.span()), "the probe command is empty").label("no program"));
                         None
                     } else {
                         Some(Probe::Cmd(argv.into_iter().map(|a| a.value).collect()))
@@ -676,7 +1063,7 @@ impl Decoder {
                         let last = detail.lines().last().unwrap_or("invalid regex").trim();
                         let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
                         self.push(
-                            Diagnostic::at(Code::BadProbe, pv.span(), format!("the log probe is not a valid regex: {last}"))
+                            Diagnostic::at(Code::BadProbe, self.at(pv.span()), format!("the log probe is not a valid regex: {last}"))
                                 .label("invalid regex")
                                 .help("the syntax is Rust's regex crate (like RE2); escape literal brackets with \\\\"),
                         );
@@ -685,7 +1072,7 @@ impl Decoder {
                 }),
                 "file" => self.string(&format!("{what}.file"), pv).and_then(|f| {
                     if f.value.is_empty() {
-                        self.push(Diagnostic::at(Code::BadProbe, pv.span(), "the file probe's path is empty"));
+                        self.push(Diagnostic::at(Code::BadProbe, self.at(pv.span()), "the file probe's path is empty"));
                         None
                     } else {
                         Some(Probe::File(f.value))
@@ -700,13 +1087,13 @@ impl Decoder {
                 (_, Some((_, first))) => {
                     ok = false;
                     self.push(
-                        Diagnostic::at(Code::BadProbe, k.span(), format!("`{what}` has more than one probe"))
+                        Diagnostic::at(Code::BadProbe, self.at(k.span()), format!("`{what}` has more than one probe"))
                             .label("second probe")
                             .related(first.clone(), "first probe")
                             .help("keep one of tcp, cmd, log or file; chain checks in a cmd probe if you need several"),
                     );
                 }
-                (Some(p), None) => probe = Some((p, pv.span())),
+                (Some(p), None) => probe = Some((p, self.at(pv.span()))),
                 (None, None) => ok = false,
             }
         }
@@ -719,7 +1106,7 @@ impl Decoder {
             Some(_) => None,
             None if ok => {
                 self.push(
-                    Diagnostic::at(Code::BadProbe, v.span(), format!("`{what}` has no probe"))
+                    Diagnostic::at(Code::BadProbe, self.at(v.span()), format!("`{what}` has no probe"))
                         .label("no probe")
                         .help("add one of tcp = \"127.0.0.1:8080\", cmd = [...], log = \"regex\" or file = \"path\""),
                 );
@@ -729,10 +1116,13 @@ impl Decoder {
         }
     }
 
-    fn tcp_probe(&mut self, what: &str, v: &Value<'_>) -> Option<Probe> {
+    fn tcp_probe(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Probe> {
         let s = self.string(what, v)?;
         let parsed = s.value.rsplit_once(':').and_then(|(host, port)| {
-            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
             let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
             (!host.is_empty()).then(|| (host.to_string(), port))
         });
@@ -764,12 +1154,12 @@ impl Decoder {
             let what = format!("queue.{n}.{}", key_str(k));
             match key_str(k) {
                 "from" | "to" => {
-                    let help = match v.get_ref() {
+                    let help = || match v.get_ref() {
                         DeValue::String(s) => Some(format!("write {} = [\"{s}\"]", key_str(k))),
                         _ => None,
                     };
-                    if let Some(list) = self.strings(&what, v, help) {
-                        let list = Sp::new(list, v.span());
+                    if let Some(list) = self.strings(&what, v, &help) {
+                        let list = Sp::new(list, self.at(v.span()));
                         if key_str(k) == "from" {
                             q.from = list;
                         } else {
@@ -812,7 +1202,7 @@ impl Decoder {
                         _ => None,
                     };
                     let value = match v.get_ref() {
-                        DeValue::String(s) => Some(Sp::new(s.to_string(), v.span())),
+                        DeValue::String(s) => Some(Sp::new(s.to_string(), self.at(v.span()))),
                         _ => {
                             self.wrong_type(&what, "a process name", v, help);
                             bad = true;
@@ -820,17 +1210,17 @@ impl Decoder {
                         }
                     };
                     if key_str(k) == "from" {
-                        from = Some((value, k.span()));
+                        from = Some((value, self.at(k.span())));
                     } else {
-                        to = Some((value, k.span()));
+                        to = Some((value, self.at(k.span())));
                     }
                 }
-                "between" => match self.strings(&what, v, None) {
-                    Some(list) if list.len() == 2 => between = Some((list, k.span())),
+                "between" => match self.strings(&what, v, &|| None) {
+                    Some(list) if list.len() == 2 => between = Some((list, self.at(k.span()))),
                     Some(list) => {
                         bad = true;
                         self.push(
-                            Diagnostic::at(Code::PipeShape, v.span(), format!("`{what}` names {} processes; a duplex pipe joins exactly two", list.len()))
+                            Diagnostic::at(Code::PipeShape, self.at(v.span()), format!("`{what}` names {} processes; a duplex pipe joins exactly two", list.len()))
                                 .label("expected two names")
                                 .help("write between = [\"client\", \"server\"]; for more processes use a [queue]"),
                         );
@@ -852,11 +1242,16 @@ impl Decoder {
             _ if bad => PipeEnds::Invalid,
             (f, t, b) => {
                 let (span, message) = match (&f, &t, &b) {
-                    (_, _, Some((_, bs))) if f.is_some() || t.is_some() => {
-                        (bs.clone(), format!("pipe `{n}` has both `between` and `from`/`to`"))
+                    (_, _, Some((_, bs))) if f.is_some() || t.is_some() => (
+                        bs.clone(),
+                        format!("pipe `{n}` has both `between` and `from`/`to`"),
+                    ),
+                    (Some((_, fs)), None, None) => {
+                        (fs.clone(), format!("pipe `{n}` has `from` but no `to`"))
                     }
-                    (Some((_, fs)), None, None) => (fs.clone(), format!("pipe `{n}` has `from` but no `to`")),
-                    (None, Some((_, ts)), None) => (ts.clone(), format!("pipe `{n}` has `to` but no `from`")),
+                    (None, Some((_, ts)), None) => {
+                        (ts.clone(), format!("pipe `{n}` has `to` but no `from`"))
+                    }
                     _ => (name.span.clone(), format!("pipe `{n}` has no ends")),
                 };
                 self.push(
@@ -867,5 +1262,92 @@ impl Decoder {
             }
         };
         Pipe { name, ends }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn big(n: usize, extra: &str) -> String {
+        let mut s = String::from("version = 1\n");
+        for i in 0..n {
+            s.push_str(&format!(
+                "[process.p{i}]\ncmd = [\"true\", \"{}\"]\n\n",
+                "x".repeat(40)
+            ));
+        }
+        s.push_str(extra);
+        s
+    }
+
+    fn check(text: String) -> (Option<JobFile>, Vec<Diagnostic>, SourceFile) {
+        let src = SourceFile::new("big.toml", text);
+        let (f, d) = decode(&src);
+        (f, d, src)
+    }
+
+    #[test]
+    fn large_files_are_cut_at_headers() {
+        let text = big(20_000, "");
+        let ps = pieces(&text);
+        assert!(ps.len() > 1, "{} bytes, one piece", text.len());
+        for p in &ps[1..] {
+            assert!(text[p.clone()].starts_with("[process."));
+        }
+        let (f, d, _) = check(text);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(f.unwrap().processes.len(), 20_000);
+    }
+
+    #[test]
+    fn spans_in_later_pieces_point_at_the_right_line() {
+        let text = big(20_000, "[process.last]\ncmd = \"oops\"\n");
+        let lines = text.lines().count();
+        let (_, d, src) = check(text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(src.line_col(d[0].span.clone().unwrap().start), (lines, 7));
+    }
+
+    #[test]
+    fn a_table_defined_twice_across_pieces_is_an_error() {
+        let text = big(20_000, "[process.p3]\ncmd = [\"true\"]\n");
+        let (_, d, src) = check(text.clone());
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::TomlSyntax);
+        let line = src.line_col(d[0].span.clone().unwrap().start).0;
+        assert_eq!(line, text.lines().count() - 1);
+    }
+
+    #[test]
+    fn sub_tables_are_never_cut_from_their_table() {
+        let text = big(20_000, "[process.p0.env]\nA = \"1\"\n");
+        let ps = pieces(&text);
+        assert_eq!(ps.len(), 1, "p0 is open until its env table");
+        let (f, d, _) = check(text);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(f.unwrap().processes[0].env.len(), 1);
+    }
+
+    #[test]
+    fn headers_inside_multiline_strings_are_not_headers() {
+        let mut text = big(10_000, "");
+        text.push_str("[process.s]\nshell = '''\n[process.fake]\ncmd = 1\n'''\n");
+        text.push_str(
+            &big(10_000, "")
+                .replace("[process.p", "[process.q")
+                .replace("version = 1\n", ""),
+        );
+        let (f, d, _) = check(text);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(f.unwrap().processes.len(), 20_001);
+    }
+
+    #[test]
+    fn unusual_layouts_are_parsed_whole() {
+        let text = big(20_000, "[[process.arr]]\n");
+        assert_eq!(pieces(&text).len(), 1);
+        let text = format!("process.a.cmd = [\"true\"]\n{}", big(20_000, ""));
+        assert_eq!(pieces(&text).len(), 1);
     }
 }

@@ -11,7 +11,9 @@ mod name;
 mod signal;
 mod suggest;
 
-pub use decode::{decode, KEYS_GRAPH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY, KEYS_TOP};
+pub use decode::{
+    decode, KEYS_GRAPH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY, KEYS_TOP,
+};
 pub use duration::{format_duration, parse_duration};
 pub use name::is_valid_name;
 pub use signal::parse_signal;

@@ -11,7 +11,9 @@ pub fn root() -> PathBuf {
 /// `jobgraph` with a fixed, colour-free environment.
 pub fn jobgraph() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("jobgraph").expect("binary built");
-    cmd.current_dir(root()).env("NO_COLOR", "1").env_remove("CLICOLOR_FORCE");
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("CLICOLOR_FORCE");
     cmd
 }
 
@@ -28,12 +30,19 @@ pub fn toml_files(dir: &str) -> Vec<PathBuf> {
 
 /// A path relative to the repo root, as the tests pass it on the command line.
 pub fn rel(path: &Path) -> String {
-    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// The code a corpus file declares on its first line (`# expect: CODE`).
 pub fn expected_code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).expect("readable");
     let first = text.lines().next().unwrap_or_default();
-    first.strip_prefix("# expect: ").unwrap_or_else(|| panic!("{} lacks `# expect: CODE`", path.display())).trim().to_string()
+    first
+        .strip_prefix("# expect: ")
+        .unwrap_or_else(|| panic!("{} lacks `# expect: CODE`", path.display()))
+        .trim()
+        .to_string()
 }
