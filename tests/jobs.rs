@@ -120,3 +120,46 @@ fn graph_snapshots() {
         .unwrap();
     insta::assert_snapshot!("plan_nightly", String::from_utf8(out.stdout).unwrap());
 }
+
+#[test]
+fn mermaid_output_is_accepted_by_mermaid() {
+    let checker = root().join("tests/mermaid");
+    if !checker.join("node_modules/mermaid").exists() || !have("node") {
+        // CI runs `npm ci --prefix tests/mermaid` (.ci/run), so there this check always runs.
+        assert!(std::env::var_os("CI").is_none(), "tests/mermaid is not installed: npm ci --prefix tests/mermaid");
+        eprintln!("skipped: run `npm ci --prefix tests/mermaid` to enable");
+        return;
+    }
+    for path in toml_files("jobs") {
+        let out = jobgraph().args(["graph", "--format", "mermaid"]).arg(rel(&path)).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let mut node = std::process::Command::new("node")
+            .arg("check.mjs")
+            .current_dir(&checker)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        node.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        let res = node.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&res.stdout);
+        assert!(res.status.success() && said.starts_with("ok"), "{}: mermaid rejected:\n{said}", rel(&path));
+    }
+}
+
+#[test]
+fn the_mermaid_checker_can_fail() {
+    // Guards the guard: a broken flowchart must be rejected by tests/mermaid/check.mjs.
+    let checker = root().join("tests/mermaid");
+    if !checker.join("node_modules/mermaid").exists() || !have("node") {
+        assert!(std::env::var_os("CI").is_none());
+        return;
+    }
+    let out = std::process::Command::new("sh")
+        .args(["-c", "printf 'flowchart LR\\n  a --> b c\\n' | node check.mjs"])
+        .current_dir(&checker)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
