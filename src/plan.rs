@@ -153,11 +153,11 @@ impl Plan {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "graph {}: {} processes ({} instances) in {} stages",
+            "graph {}: {} ({} instances) in {}",
             self.graph,
-            self.processes,
+            plural(self.processes, "process", "processes"),
             self.instances,
-            self.stages.len()
+            plural(self.stages.len(), "stage", "stages")
         );
         let _ = writeln!(
             o,
@@ -197,6 +197,7 @@ impl Plan {
                     } else {
                         p.command.clone()
                     };
+                    let cmd = one_line(&cmd, 72);
                     let _ = writeln!(o, "{indent}{title:<24} {cmd}");
                     if !p.waits_for.is_empty() {
                         let _ = writeln!(o, "{indent}  waits for: {}", p.waits_for.join(", "));
@@ -238,6 +239,20 @@ impl Plan {
     }
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The first line of a command, cut to `max` characters, marked `…` when cut.
+fn one_line(cmd: &str, max: usize) -> String {
+    let first = cmd.lines().next().unwrap_or_default();
+    let mut out: String = first.chars().take(max).collect();
+    if out.len() < cmd.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Joins argv for display, quoting words a shell would split.
 fn shell_words<'a>(words: impl Iterator<Item = &'a str>) -> String {
     words.map(quote).collect::<Vec<_>>().join(" ")
@@ -257,6 +272,13 @@ fn quote(w: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::quote;
+
+    #[test]
+    fn long_commands_are_cut_to_one_line() {
+        assert_eq!(super::one_line("echo hi", 72), "echo hi");
+        assert_eq!(super::one_line("a\nb", 72), "a…");
+        assert_eq!(super::one_line("abcdef", 3), "abc…");
+    }
 
     #[test]
     fn quotes_only_when_needed() {
