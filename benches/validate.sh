@@ -22,4 +22,17 @@ for i in $(seq "$runs"); do
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "median: $(median "${walls[@]}")s wall, $(( $(median "${rss[@]}") / 1024 )) MiB peak RSS"
-echo "floor (reading the file): $( { /usr/bin/time -f '%e' cat "$tmp/big.toml" > /dev/null; } 2>&1 )s for cat"
+# Peers on the same file, same run: parsing alone, with no checks at all.
+peer() { # name, command...
+  local name=$1; shift
+  local ws=()
+  for i in $(seq 3); do
+    /usr/bin/time -f '%e %M' -o "$tmp/ptime" "$@" > /dev/null 2>&1 || { echo "peer $name: failed"; return; }
+    read -r w k < "$tmp/ptime"; ws+=("$w"); pk=$k
+  done
+  echo "peer $name (parse only): median $(median "${ws[@]}")s wall, $((pk / 1024)) MiB peak RSS"
+}
+if command -v python3 >/dev/null; then
+  peer "python3 tomllib" python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp/big.toml"
+fi
+peer "cat (reading the file)" cat "$tmp/big.toml"

@@ -70,8 +70,8 @@ enum Cmd {
 struct RunArgs {
     /// Job file.
     file: PathBuf,
-    /// Run only these processes plus what they need.
-    #[arg(long, num_args = 1.., value_name = "NAME")]
+    /// Run only these processes plus what they need (repeat, or separate with commas).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
     /// Keep going after a failure: run everything that does not depend on it.
     #[arg(long)]

@@ -74,9 +74,11 @@ codes! {
     QueueWithoutProducers = "queue-without-producers", Error;
     /// A queue with no consumer.
     QueueWithoutConsumers = "queue-without-consumers", Error;
+    /// A name listed twice in one `after`, `locks`, `from` or `to`.
+    DuplicateReference = "duplicate-reference", Error;
     /// A process that is both producer and consumer of one queue.
     QueueSelfFeed = "queue-self-feed", Error;
-    /// A replicated process at an end of a one-way pipe.
+    /// A replicated process at an end of a pipe (one-way or duplex).
     PipeReplicatedEndpoint = "pipe-replicated-endpoint", Error;
     /// A pipe from a process to itself.
     PipeToItself = "pipe-to-itself", Error;

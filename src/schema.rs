@@ -137,6 +137,7 @@ struct ReadyTable {
     /// "host:port" that accepts a TCP connection.
     tcp: Option<String>,
     /// A command that exits 0 when ready.
+    #[schemars(length(min = 1))]
     cmd: Option<Vec<String>>,
     /// A regex matched against the process's output lines.
     log: Option<String>,
@@ -176,14 +177,14 @@ struct ProcessTable {
     /// Run-time limit.
     timeout: Option<DurationText>,
     /// Re-runs after failure.
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1000000))]
     retries: Option<u32>,
     /// Pause before a retry.
     retry_delay: Option<DurationText>,
     /// Restart policy for long-running processes.
     restart: Option<Restart>,
     /// Restarts allowed; default 10.
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1000000))]
     max_restarts: Option<u32>,
     /// Locks held while running, taken all-or-nothing.
     locks: Option<Vec<String>>,

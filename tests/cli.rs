@@ -64,7 +64,7 @@ fn run_dry_run_prints_the_plan() {
 #[test]
 fn run_only_rejects_unknown_names() {
     let out = jobgraph()
-        .args(["run", "--dry-run", "--only", "nope", "--", "jobs/five.toml"])
+        .args(["run", "--dry-run", "--only", "nope", "jobs/five.toml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

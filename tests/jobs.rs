@@ -126,12 +126,19 @@ fn mermaid_output_is_accepted_by_mermaid() {
     let checker = root().join("tests/mermaid");
     if !checker.join("node_modules/mermaid").exists() || !have("node") {
         // CI runs `npm ci --prefix tests/mermaid` (.ci/run), so there this check always runs.
-        assert!(std::env::var_os("CI").is_none(), "tests/mermaid is not installed: npm ci --prefix tests/mermaid");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tests/mermaid is not installed: npm ci --prefix tests/mermaid"
+        );
         eprintln!("skipped: run `npm ci --prefix tests/mermaid` to enable");
         return;
     }
     for path in toml_files("jobs") {
-        let out = jobgraph().args(["graph", "--format", "mermaid"]).arg(rel(&path)).output().unwrap();
+        let out = jobgraph()
+            .args(["graph", "--format", "mermaid"])
+            .arg(rel(&path))
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0));
         let mut node = std::process::Command::new("node")
             .arg("check.mjs")
@@ -144,7 +151,11 @@ fn mermaid_output_is_accepted_by_mermaid() {
         node.stdin.take().unwrap().write_all(&out.stdout).unwrap();
         let res = node.wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&res.stdout);
-        assert!(res.status.success() && said.starts_with("ok"), "{}: mermaid rejected:\n{said}", rel(&path));
+        assert!(
+            res.status.success() && said.starts_with("ok"),
+            "{}: mermaid rejected:\n{said}",
+            rel(&path)
+        );
     }
 }
 
@@ -157,9 +168,48 @@ fn the_mermaid_checker_can_fail() {
         return;
     }
     let out = std::process::Command::new("sh")
-        .args(["-c", "printf 'flowchart LR\\n  a --> b c\\n' | node check.mjs"])
+        .args([
+            "-c",
+            "printf 'flowchart LR\\n  a --> b c\\n' | node check.mjs",
+        ])
         .current_dir(&checker)
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn outputs_shown_in_docs_are_what_the_binary_prints() {
+    if !have("python3") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 is required in CI"
+        );
+        return;
+    }
+    let docs: Vec<String> = toml_files_ext("docs", "md");
+    let out = std::process::Command::new("python3")
+        .arg("scripts/verify-doc-outputs.py")
+        .args(&docs)
+        .current_dir(root())
+        .env("JOBGRAPH_BIN", assert_cmd::cargo::cargo_bin("jobgraph"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docs show stale output (fix: python3 scripts/verify-doc-outputs.py --fix docs/*.md):\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn toml_files_ext(dir: &str, ext: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .map(|p| rel(&p))
+        .collect();
+    v.sort();
+    v
 }

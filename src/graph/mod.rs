@@ -157,7 +157,7 @@ pub(crate) fn unknown_process(file: &JobFile, name: &str, span: Span, what: &str
     Diagnostic::at(
         Code::UnknownProcess,
         span,
-        format!("{what} `{name}` is not a declared process"),
+        format!("unknown process `{name}` in {what}"),
     )
     .label("unknown process")
     .maybe_help(help)

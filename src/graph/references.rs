@@ -37,7 +37,7 @@ pub(super) fn resolve(
                     file,
                     &a.process,
                     a.process.span.clone(),
-                    "`after` names",
+                    "`after`",
                 ));
                 continue;
             };
@@ -69,7 +69,7 @@ pub(super) fn resolve(
                     file,
                     parent,
                     parent.span.clone(),
-                    "`parent` names",
+                    "`parent`",
                 )),
                 Some(&t) => {
                     let pp = &file.processes[t];

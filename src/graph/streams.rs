@@ -165,12 +165,12 @@ pub(super) fn analyze(
             .from
             .value
             .iter()
-            .filter_map(|p| resolve(p, "queue producer", diags))
+            .filter_map(|p| resolve(p, "the queue's `from`", diags))
             .collect();
         let consumers: Vec<usize> =
             q.to.value
                 .iter()
-                .filter_map(|p| resolve(p, "queue consumer", diags))
+                .filter_map(|p| resolve(p, "the queue's `to`", diags))
                 .collect();
         for c in q.to.value.iter() {
             if let Some(p) = q.from.value.iter().find(|p| p.value == c.value) {
@@ -245,8 +245,10 @@ pub(super) fn analyze(
             );
             continue;
         }
-        let (Some(ia), Some(ib)) = (resolve(a, "pipe end", diags), resolve(b, "pipe end", diags))
-        else {
+        let (Some(ia), Some(ib)) = (
+            resolve(a, "the pipe's ends", diags),
+            resolve(b, "the pipe's ends", diags),
+        ) else {
             continue;
         };
         let mut replicated = false;
@@ -312,6 +314,7 @@ pub(super) fn analyze(
     // Duplex ends always take 3+: a socket on stdout would swallow the process's logging.
     ends.sort_by_key(|e| (e.process, e.order));
     let mut endpoints: Vec<Vec<Endpoint>> = vec![Vec::new(); n];
+    let mut group_edges: Vec<Vec<(usize, String)>> = vec![Vec::new(); groups.len()];
     for e in ends {
         let list = &mut endpoints[e.process];
         let has_in = list.iter().any(|x| x.fd == 0);
@@ -323,8 +326,8 @@ pub(super) fn analyze(
             _ => next,
         };
         let g = group_of[e.process];
-        if !groups[g].edges.contains(&e.edge) {
-            groups[g].edges.push(e.edge.clone());
+        if !group_edges[g].iter().any(|(_, name)| *name == e.edge) {
+            group_edges[g].push((e.order, e.edge.clone()));
         }
         list.push(Endpoint {
             env: fd_env_name(&e.edge),
@@ -337,6 +340,10 @@ pub(super) fn analyze(
     }
     for list in &mut endpoints {
         list.sort_by_key(|e| e.fd);
+    }
+    for (group, mut edges) in groups.iter_mut().zip(group_edges) {
+        edges.sort();
+        group.edges = edges.into_iter().map(|(_, name)| name).collect();
     }
     Streams {
         groups,

@@ -42,6 +42,11 @@ pub(super) fn check(
         );
     }
     let mut finder = ProgramFinder::new(source.base_dir(), file);
+    let by_name: HashMap<&str, &Process> = file
+        .processes
+        .iter()
+        .map(|p| (p.name.value.as_str(), p))
+        .collect();
     for p in &file.processes {
         let Command::Argv(argv) = &p.command else {
             continue;
@@ -52,7 +57,7 @@ pub(super) fn check(
         if program.value.is_empty() || program.value.contains("{replica}") {
             continue;
         }
-        if let Some(problem) = finder.problem(p, &program.value) {
+        if let Some(problem) = finder.problem(&by_name, p, &program.value) {
             diags.push(
                 Diagnostic::at(Code::CommandNotFound, program.span.clone(), format!("`{}` {problem}", program.value))
                     .label("program")
@@ -95,21 +100,32 @@ impl ProgramFinder {
     }
 
     /// Why `program` would not start, or `None` if it looks fine.
-    fn problem(&mut self, p: &Process, program: &str) -> Option<String> {
-        let plain = p.cwd.is_none() && !p.env.iter().any(|(k, _)| k.value == "PATH");
+    fn problem(
+        &mut self,
+        by_name: &HashMap<&str, &Process>,
+        p: &Process,
+        program: &str,
+    ) -> Option<String> {
+        let plain =
+            p.cwd.is_none() && p.parent.is_none() && !p.env.iter().any(|(k, _)| k.value == "PATH");
         if plain {
             if let Some(answer) = self.plain.get(program) {
                 return answer.clone();
             }
         }
-        let answer = self.lookup(p, program);
+        let answer = self.lookup(by_name, p, program);
         if plain {
             self.plain.insert(program.to_string(), answer.clone());
         }
         answer
     }
 
-    fn lookup(&mut self, p: &Process, program: &str) -> Option<String> {
+    fn lookup(
+        &mut self,
+        by_name: &HashMap<&str, &Process>,
+        p: &Process,
+        program: &str,
+    ) -> Option<String> {
         let own_path = p
             .env
             .iter()
@@ -119,16 +135,25 @@ impl ProgramFinder {
         let search = own_path
             .or_else(|| self.graph_path.clone())
             .unwrap_or_else(|| self.engine_path.clone());
-        let cwd = match &p.cwd {
-            Some(c) if !c.value.contains("{replica}") => self.base.join(&c.value),
-            _ => self.base.clone(),
-        };
+        // Like the runtime: own cwd, else (fork) the nearest ancestor's, else the file's directory.
+        let mut cwd = self.base.clone();
+        for a in lineage(by_name, p) {
+            match &a.cwd {
+                Some(c) if c.value.contains("{replica}") => return None,
+                Some(c) => cwd = self.base.join(&c.value),
+                None => {}
+            }
+        }
         let key = (program.to_string(), search.clone(), cwd.clone());
         if let Some(answer) = self.cache.get(&key) {
             return answer.clone();
         }
         let answer = if program.contains('/') {
-            let path = cwd.join(program);
+            let path: PathBuf = cwd
+                .join(program)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
             executable_problem(&path)
         } else if search.split(':').any(|dir| {
             !dir.is_empty() && executable_problem(&Path::new(dir).join(program)).is_none()
@@ -140,6 +165,27 @@ impl ProgramFinder {
         self.cache.insert(key, answer.clone());
         answer
     }
+}
+
+/// The parent chain from the top down to `p`, as the runtime walks it for `fork`.
+fn lineage<'a>(by_name: &HashMap<&str, &'a Process>, p: &'a Process) -> Vec<&'a Process> {
+    let mut chain = vec![p];
+    if p.start == crate::spec::StartMethod::Fork {
+        let mut cur = p;
+        while let Some(parent) = cur
+            .parent
+            .as_ref()
+            .and_then(|n| by_name.get(n.value.as_str()).copied())
+        {
+            if chain.len() > by_name.len() {
+                break;
+            }
+            chain.push(parent);
+            cur = parent;
+        }
+    }
+    chain.reverse();
+    chain
 }
 
 fn executable_problem(path: &Path) -> Option<String> {

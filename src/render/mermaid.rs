@@ -8,6 +8,7 @@ use std::fmt::Write;
 pub fn render_mermaid(g: &Graph) -> String {
     let mut o = String::from("flowchart LR\n");
     let mut daemons = Vec::new();
+    let mut parents = Vec::new();
     for (i, p) in g.file.processes.iter().enumerate() {
         let label = text(&process_label(g, i));
         if p.replicas.value > 1 {
@@ -17,10 +18,16 @@ pub fn render_mermaid(g: &Graph) -> String {
         }
         if p.daemon.value {
             daemons.push(format!("p{i}"));
+        } else if !g.children[i].is_empty() {
+            parents.push(format!("p{i}"));
         }
     }
     for (qi, q) in g.file.queues.iter().enumerate() {
-        let _ = writeln!(o, "  q{qi}[(\"queue {}\")]", text(&q.name.value));
+        let mode = match q.mode {
+            crate::spec::QueueMode::Balance => "balance",
+            crate::spec::QueueMode::Broadcast => "broadcast",
+        };
+        let _ = writeln!(o, "  q{qi}[(\"queue {} ({mode})\")]", text(&q.name.value));
     }
     let mut styles: Vec<(usize, &str)> = Vec::new();
     for (k, e) in edges(g).into_iter().enumerate() {
@@ -51,6 +58,10 @@ pub fn render_mermaid(g: &Graph) -> String {
     }
     for (k, style) in styles {
         let _ = writeln!(o, "  linkStyle {k} {style}");
+    }
+    if !parents.is_empty() {
+        o.push_str("  classDef parent stroke-width:3px\n");
+        let _ = writeln!(o, "  class {} parent", parents.join(","));
     }
     if !daemons.is_empty() {
         o.push_str("  classDef daemon stroke-dasharray: 5 5\n");

@@ -1,5 +1,5 @@
 //! `--format json`: one document for all files. The shape is documented in
-//! docs/validate.md and kept stable: fields are only ever added.
+//! docs/commands.md and kept stable: fields are only ever added.
 
 use super::{located, Located, Outcome};
 use crate::diagnostic::Severity;

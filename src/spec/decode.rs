@@ -58,6 +58,22 @@ const MAX_COUNT: i64 = 1_000_000;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
+fn is_signal_name(text: &str) -> bool {
+    use std::str::FromStr;
+    let full = if text.starts_with("SIG") {
+        text.to_string()
+    } else {
+        format!("SIG{text}")
+    };
+    nix::sys::signal::Signal::from_str(&full).is_ok()
+}
+
+/// The last component of a dotted name: what the user writes inside the table.
+fn last_key(what: &dyn std::fmt::Display) -> String {
+    let s = what.to_string();
+    s.rsplit('.').next().unwrap_or(&s).to_string()
+}
+
 /// `prefix.key`, formatted only when a message needs it.
 struct Dotted<'a>(&'a str, &'a str);
 
@@ -384,10 +400,10 @@ impl Decoder {
             _ => {
                 let help = match v.get_ref() {
                     DeValue::String(s) if matches!(s.as_ref(), "true" | "yes" | "on") => {
-                        Some(format!("write {what} = true, without quotes"))
+                        Some(format!("write {} = true, without quotes", last_key(what)))
                     }
                     DeValue::String(s) if matches!(s.as_ref(), "false" | "no" | "off") => {
-                        Some(format!("write {what} = false, without quotes"))
+                        Some(format!("write {} = false, without quotes", last_key(what)))
                     }
                     _ => None,
                 };
@@ -456,6 +472,43 @@ impl Decoder {
         Some(out)
     }
 
+    /// A list of names: an array of strings, each at most once. A bare string is
+    /// reported with its fix and then taken as a one-element list, so that
+    /// later checks do not pile up errors that the fix would also remove.
+    fn names(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        help: &dyn Fn() -> Option<String>,
+    ) -> Vec<Sp<String>> {
+        let list = match v.get_ref() {
+            DeValue::String(s) => {
+                self.wrong_type(what, "an array of strings", v, help());
+                vec![Sp::new(s.to_string(), self.at(v.span()))]
+            }
+            _ => self.strings(what, v, help).unwrap_or_default(),
+        };
+        let mut out: Vec<Sp<String>> = Vec::with_capacity(list.len());
+        for item in list {
+            if let Some(first) = out.iter().find(|o| o.value == item.value) {
+                let first = first.span.clone();
+                self.push(
+                    Diagnostic::at(
+                        Code::DuplicateReference,
+                        item.span.clone(),
+                        format!("`{}` is listed twice in `{what}`", item.value),
+                    )
+                    .label("listed again")
+                    .related(first, "first listed here")
+                    .help("remove the repeated name"),
+                );
+            } else {
+                out.push(item);
+            }
+        }
+        out
+    }
+
     fn duration(
         &mut self,
         what: &dyn std::fmt::Display,
@@ -465,7 +518,10 @@ impl Decoder {
         let text = match v.get_ref() {
             DeValue::String(s) => s.as_ref(),
             DeValue::Integer(i) => {
-                let help = format!("durations are strings with a unit: {what} = \"{i}s\"");
+                let help = format!(
+                    "durations are strings with a unit: {} = \"{i}s\"",
+                    last_key(what)
+                );
                 self.wrong_type(what, "a duration string", v, Some(help));
                 return None;
             }
@@ -577,7 +633,12 @@ impl Decoder {
                 DeValue::Float(f) => f.as_str().to_string(),
                 DeValue::Boolean(b) => b.to_string(),
                 _ => {
-                    self.wrong_type(&format!("{what}.{name}"), "a string", v, None);
+                    self.wrong_type(
+                        &format!("{what}.{name}"),
+                        "a string, number or boolean",
+                        v,
+                        None,
+                    );
                     continue;
                 }
             };
@@ -851,15 +912,23 @@ impl Decoder {
                             }
                         ))
                     };
-                    p.locks = self.strings(&q("locks"), v, &help).unwrap_or_default();
+                    p.locks = self.names(&q("locks"), v, &help);
                 }
                 "stop_signal" => {
                     if let Some(s) = self.string(&q("stop_signal"), v) {
                         match parse_signal(&s.value) {
                             Ok(sig) => p.stop_signal = sig,
                             Err(suggestion) => self.push(
-                                Diagnostic::at(Code::BadSignal, s.span, format!("`{}` is not a signal", s.value))
-                                    .label("unknown signal")
+                                Diagnostic::at(
+                                    Code::BadSignal,
+                                    s.span,
+                                    if is_signal_name(&s.value) {
+                                        format!("`{}` pauses or resumes a process; it cannot stop one", s.value)
+                                    } else {
+                                        format!("`{}` is not a signal", s.value)
+                                    },
+                                )
+                                .label("unusable signal")
                                     .help(match suggestion {
                                         Some(s) => format!("did you mean \"{s}\"?"),
                                         None => "use a signal name such as \"SIGTERM\", \"SIGINT\" or \"SIGHUP\"".into(),
@@ -950,7 +1019,7 @@ impl Decoder {
                     DeValue::String(s) => Some(format!("write after = [\"{s}\"]")),
                     _ => Some("write after = [\"name\"] or after = { name = \"ready\" }".into()),
                 };
-                let names = self.strings(what, v, &help).unwrap_or_default();
+                let names = self.names(what, v, &help);
                 names
                     .into_iter()
                     .map(|process| After {
@@ -1124,7 +1193,8 @@ impl Decoder {
                 .and_then(|h| h.strip_suffix(']'))
                 .unwrap_or(host);
             let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-            (!host.is_empty()).then(|| (host.to_string(), port))
+            // An IPv6 address needs brackets, or its last group reads as the port.
+            (!host.is_empty() && !host.contains(':')).then(|| (host.to_string(), port))
         });
         match parsed {
             Some((host, port)) => Some(Probe::Tcp { host, port }),
@@ -1132,7 +1202,7 @@ impl Decoder {
                 self.push(
                     Diagnostic::at(Code::BadProbe, s.span, format!("`{what}` is not host:port"))
                         .label("expected host:port")
-                        .help("write tcp = \"127.0.0.1:8080\" (a port from 1 to 65535)"),
+                        .help("write tcp = \"127.0.0.1:8080\" (a port from 1 to 65535; IPv6 as \"[::1]:8080\")"),
                 );
                 None
             }
@@ -1158,8 +1228,8 @@ impl Decoder {
                         DeValue::String(s) => Some(format!("write {} = [\"{s}\"]", key_str(k))),
                         _ => None,
                     };
-                    if let Some(list) = self.strings(&what, v, &help) {
-                        let list = Sp::new(list, self.at(v.span()));
+                    {
+                        let list = Sp::new(self.names(&what, v, &help), self.at(v.span()));
                         if key_str(k) == "from" {
                             q.from = list;
                         } else {
@@ -1220,7 +1290,7 @@ impl Decoder {
                     Some(list) => {
                         bad = true;
                         self.push(
-                            Diagnostic::at(Code::PipeShape, self.at(v.span()), format!("`{what}` names {} processes; a duplex pipe joins exactly two", list.len()))
+                            Diagnostic::at(Code::PipeShape, self.at(v.span()), format!("`{what}` names {} process(es); a duplex pipe joins exactly two", list.len()))
                                 .label("expected two names")
                                 .help("write between = [\"client\", \"server\"]; for more processes use a [queue]"),
                         );

@@ -11,6 +11,15 @@ pub fn parse_signal(text: &str) -> Result<Signal, Option<String>> {
         format!("SIG{text}")
     };
     match nix::sys::signal::Signal::from_str(&full) {
+        // These pause or resume rather than end a process: a stop would wait out the grace period.
+        Ok(sig)
+            if matches!(
+                sig.as_str(),
+                "SIGSTOP" | "SIGTSTP" | "SIGTTIN" | "SIGTTOU" | "SIGCONT"
+            ) =>
+        {
+            Err(None)
+        }
         Ok(sig) => Ok(Signal {
             number: sig as i32,
             name: sig.as_str(),

@@ -1,0 +1,273 @@
+"""Regenerates docs/checks.md from tests/invalid/ and the real binary's output.
+Run after changing a diagnostic:  cargo build && python3 scripts/gen-checks-doc.py"""
+import re, subprocess, os, textwrap
+def wrap(t):
+    return "\n\n".join(textwrap.fill(p.strip(), width=79, break_long_words=False, break_on_hyphens=False) for p in t.strip().split("\n\n"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+J = ROOT + "/target/debug/jobgraph"
+src = open(ROOT + "/src/code.rs").read()
+codes = re.findall(r'(\w+) = "([a-z-]+)", (Error|Warning);', src)
+
+P = {}  # code -> (rule, fix, extra)
+
+P["unreadable-file"] = (
+"""The file could not be read as a job file: it does not exist, it cannot be opened, it is not a regular file (a directory, FIFO, socket or device), it is larger than 32 MiB, or it is not valid UTF-8. jobgraph looks at the file's type before it opens it, so a FIFO never makes `validate` hang.
+
+This is the only code without an example file in `tests/invalid/`, because the problem is the file itself. `tests/bad_input.rs` covers it. The diagnostic has no line or column, except that for non-UTF-8 input the message gives the line and column of the first bad byte.""",
+"""Pass the path of a regular TOML file. Convert files in other encodings to UTF-8 (TOML requires it). Split generated files that are larger than 32 MiB.""",
+None)
+
+P["toml-syntax"] = (
+"""The file is not valid TOML 1.0: an unclosed string or array, a key defined twice, a table defined twice, and so on. Nothing else is checked until the syntax is fixed, because there is no document to check yet. The message is the TOML parser's own.""",
+"""Fix the syntax at the marked place. Remember that in TOML a table header (`[process.setup]`) may appear only once, and a key only once per table.""",
+["toml-syntax-2", "toml-syntax-3"])
+
+P["unknown-key"] = (
+"""A key that the format does not have, at the top level or inside any table. Misspelt keys are errors rather than being ignored: a silently ignored `timout` would leave a process with no time limit. When a known key is close, the help suggests it. Otherwise the help lists the keys that the table accepts.""",
+"""Correct the spelling, or remove the key. The [format reference](format.md) lists every key.""",
+["unknown-key-2", "unknown-key-3", "unknown-key-4", "unknown-key-5", "unknown-key-6"])
+
+P["unknown-value"] = (
+"""A string key that takes one of a fixed set of words has some other value: `start`, an `after` condition, `restart`, `stdin`, `stdout` / `stderr`, a queue's `mode` or `framing`. The message lists the allowed words, and the help suggests the closest one.""",
+"""Use one of the listed values. They are lower case and spelled exactly as shown (`"on-failure"`, not `"on_failure"`).""",
+["unknown-value-2", "unknown-value-3", "unknown-value-4", "unknown-value-5", "unknown-value-6"])
+
+P["wrong-type"] = (
+"""A value has the wrong TOML type. Typical cases: `cmd` given as a string, `daemon = "yes"`, `timeout = 10` without a unit, `replicas = "4"`, a bare string where a list is required (`after`, `locks`, a queue's `from` / `to`), a list where a pipe wants one name, an `env` value that is an array or a table, or `stdout = { … }` without a non-empty `file`. When the fix is clear, the help shows it.""",
+"""Write the value with the type shown in the message. For example `after = ["setup"]`, `daemon = true` without quotes, and `timeout = "10s"` as a string with a unit.""",
+["wrong-type-2", "wrong-type-3", "wrong-type-4", "wrong-type-5", "wrong-type-6"])
+
+P["unsupported-version"] = (
+"""`version` is present but is not the integer `1`. Only format version 1 exists. A file written for a later format must not be read as if it were version 1.""",
+"""Write `version = 1`, or remove the line (it is optional).""",
+None)
+
+P["empty-graph"] = (
+"""The file declares no process: it is empty, or it has only `[graph]`, `[env]`, locks and the like. A run would do nothing, which is almost certainly a mistake (a wrong file, or `[proces.x]`). The rule applies to the whole file, so the diagnostic has no line, and the human format prints it on one line. It is not reported when the file has other errors, since those errors may be the reason no process was found.""",
+"""Add at least one `[process.NAME]` table.""",
+None)
+
+P["command-conflict"] = (
+"""A process has both `cmd` and `shell`. They are two different ways of running a program (directly, or through `/bin/sh -c`), and jobgraph does not guess which one you meant.
+
+In the real output below, a [`command-not-found`](#command-not-found) warning comes first, because `./load.sh` does not exist next to the example file. Diagnostics are listed in file order.""",
+"""Keep `cmd` to run a program with exact arguments. Keep `shell` when you need pipes, redirection or variable expansion.""",
+None)
+
+P["command-missing"] = (
+"""A process has neither `cmd` nor `shell`, so there is nothing to run. When the process has a misspelt key close to `cmd` or `shell` (say `shel`), only that [`unknown-key`](#unknown-key) is reported, not this as well.""",
+"""Add `cmd = ["program", "arg", …]` or `shell = "command line"`.""",
+None)
+
+P["empty-argv"] = (
+"""`cmd = []` has no program. `cmd = ["", …]` has an empty program name. `shell = ""` (or only spaces) has an empty command line. None of them can be run.""",
+"""Name the program: `cmd = ["echo", "hi"]`, or write a real `shell` command.""",
+["empty-argv-2", "empty-argv-3"])
+
+P["bad-name"] = (
+"""A process, lock, queue or pipe name does not match `[A-Za-z_][A-Za-z0-9_-]*`. Names appear in messages, in `plan`, in `JOBGRAPH_FD_<EDGE>` variable names and in instance names like `worker[3]`, so they are kept to a plain set of characters. The help suggests a fixed name. The same code is used for an empty `[graph] name` and for an environment variable name that is empty or contains `=`.""",
+"""Rename the table, and every reference to it, to a valid name, for example the one the help suggests.""",
+["bad-name-2", "bad-name-3"])
+
+P["unknown-process"] = (
+"""A process name in `after`, `parent`, a queue's `from` / `to`, or a pipe's `from` / `to` / `between` is not declared. The help suggests a close name when there is one. Otherwise it lists the declared processes (up to eight).""",
+"""Fix the spelling, or declare the missing process with `[process.NAME]`.""",
+["unknown-process-2", "unknown-process-3", "unknown-process-4"])
+
+P["unknown-lock"] = (
+"""A process lists a lock in `locks` that has no `[lock.NAME]` table. Locks are declared explicitly, so a typo cannot silently create a new lock that protects nothing.""",
+"""Declare the lock (`[lock.db]`, with `capacity = 1` as the default), or fix the name.""",
+None)
+
+P["cycle"] = (
+"""The `after` and `parent` links form a loop, so no process in the loop can ever start. (A child needs its parent to be running, so `parent` counts as a dependency.) The message prints the whole loop, and each arrow reads "waits for": `extract -> load` means `extract` waits for `load`. Every link of the loop is marked in the file. A process that waits for itself is a loop of one.""",
+"""Remove one of the links. Usually one of them is reversed by mistake.""",
+["cycle-2", "cycle-3"])
+
+P["daemon-with-children"] = (
+"""A process names a daemon as its `parent`. Daemons are stopped as soon as their own parent (or the whole graph) has finished, so they cannot guarantee a lifetime to children of their own. Python's `multiprocessing` forbids this too ("daemonic processes are not allowed to have children").""",
+"""Make the child a child of a non-daemon process, or a top-level process. Or drop `daemon = true` from the parent.""",
+None)
+
+P["ready-without-probe"] = (
+"""A process waits for another with the condition `"ready"`, but the other process has no `ready` table, so it could never become ready.""",
+"""Add a probe to the other process (`ready = { tcp = "127.0.0.1:8080" }`, or a `cmd`, `log` or `file` probe). Or wait for `"start"` instead.""",
+None)
+
+P["stream-group-deadlock"] = (
+"""Processes joined by pipes and queues form a [stream group](format.md#stream-groups), and a group launches as one unit. So an `after` or `parent` link between two members of the same group can never be satisfied: the waiting member would have to start after the other, but they start at the same moment.
+
+The same holds for a loop that runs through several groups. If group A waits for group B, and something in B waits for A, neither group can launch. Such a loop is printed with `->` for "waits for" and `~` joining two members of one group: `sum -> check -> gen ~ sum` means `sum` waits for `check`, `check` waits for `gen`, and `gen` launches together with `sum`.""",
+"""Remove the dependency, or move the stream edge so that the two processes are not in one group. If a consumer must really wait until the producer has finished, write to a file instead of a stream and use `after`.""",
+["stream-group-deadlock-2", "stream-group-deadlock-3"])
+
+P["queue-without-producers"] = (
+"""A queue has an empty (or missing) `from`. With no producer it never gets a message, and its consumers would only ever see end-of-file.""",
+"""List the producers: `from = ["load"]`. Or remove the queue.""",
+None)
+
+P["queue-without-consumers"] = (
+"""A queue has an empty (or missing) `to`. Its messages would go nowhere, and once the buffer is full its producers would block forever.""",
+"""List the consumers: `to = ["worker"]`. Or remove the queue.""",
+None)
+
+P["duplicate-reference"] = (
+"""A name appears twice in one list: `after`, `locks`, or a queue's `from` or `to`. A repeated dependency or lock is at best noise; a repeated queue endpoint would give the process two descriptors for one queue. The second mention is marked, and the first is shown too.""",
+"""Remove the repeated name.""",
+["duplicate-reference-2"])
+
+P["queue-self-feed"] = (
+"""A process is both a producer and a consumer of one queue. It would read back its own messages, and the queue could never reach end-of-file while that process runs.""",
+"""Use two queues, one for each direction. For request/response between two processes, a duplex pipe (`between = […]`) is simpler.""",
+None)
+
+P["pipe-replicated-endpoint"] = (
+"""One end of a pipe is a replicated process. A pipe joins exactly one process to one process (a kernel pipe or one socketpair), so it cannot fan out to N replicas or collect from them. This applies to one-way and duplex pipes alike.""",
+"""Use a `[queue]`: a replicated consumer means all its replicas (`balance` spreads the messages over them), and a replicated producer means all of them.""",
+["pipe-replicated-endpoint-2"])
+
+P["pipe-to-itself"] = (
+"""Both ends of a pipe are the same process. A one-way pipe to itself would fill up and block, and a socketpair with itself has no one to talk to.""",
+"""Point the other end at a different process, or remove the pipe.""",
+["pipe-to-itself-2"])
+
+P["pipe-shape"] = (
+"""A pipe must be either one-way (`from` and `to`, each one process name) or duplex (`between`, exactly two names). This rule reports a pipe that mixes the two forms, has only one of `from` / `to`, has no ends at all, or has a `between` that does not name exactly two processes.""",
+"""Write `from = "a"` with `to = "b"`, or write `between = ["a", "b"]`. For more than two processes, use a `[queue]`.""",
+["pipe-shape-2"])
+
+P["max-parallel-too-small"] = (
+"""`[graph] max_parallel` is smaller than a stream group, counting replicas. A stream group has to launch all at once, so with this limit it could never start.""",
+"""Raise `max_parallel` to at least the number in the help, or make the group smaller.""",
+["max-parallel-too-small-2"])
+
+P["bad-duration"] = (
+"""A duration string does not parse. Causes: an unknown unit, no unit at all (`"10"`), a negative value, an empty string, a number too large, or zero where zero makes no sense (`timeout`, `ready.interval`, `ready.timeout`). A bare number without quotes is [`wrong-type`](#wrong-type) instead. See [Durations](format.md#durations).""",
+"""Write a number and a unit: `"250ms"`, `"10s"`, `"5m"`, `"1h30m"`.""",
+["bad-duration-2", "bad-duration-3"])
+
+P["bad-signal"] = (
+"""`stop_signal` is not a signal name, or names a signal that pauses or resumes a process instead of ending it (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`, `SIGTTOU`, `SIGCONT`): stopping with one of those would only wait out the grace period. Names are upper case, with or without the `SIG` prefix (`"SIGTERM"`, `"TERM"`). A name that is right except for case gets the correct spelling as its suggestion. Other names get the closest known signal, when one is close.""",
+"""Use a standard signal name in upper case, such as `"SIGTERM"`, `"SIGINT"` or `"SIGHUP"`.""",
+["bad-signal-2", "bad-signal-3"])
+
+P["bad-capacity"] = (
+"""A queue's `capacity` is outside 1 – 16,777,216, or a lock's `capacity` is outside 1 – 1,000,000. A queue with no buffer could pass no message. A lock that nobody may hold would block its processes forever. The upper limits keep memory bounded and catch typos.""",
+"""Use a value in the range. The defaults are 1024 for a queue and 1 for a lock.""",
+["bad-capacity-2"])
+
+P["bad-replicas"] = (
+"""`replicas` is outside 1 – 65,536. Zero replicas would silently remove the process, and a very large count is almost always a typo that would exhaust the machine.""",
+"""Use a count from 1 to 65,536. To disable a process, remove it or comment it out.""",
+["bad-replicas-2"])
+
+P["bad-number"] = (
+"""Another number is out of range: `retries` or `max_restarts` outside 0 – 1,000,000, an exit code in `success_codes` outside 0 – 255 (exit codes are one byte, so 256 could never match), an empty `success_codes` (the process could never succeed), or `max_parallel` below 1.""",
+"""Use a value in the range that the message gives.""",
+["bad-number-2", "bad-number-3"])
+
+P["bad-probe"] = (
+"""A `ready` table does not hold exactly one valid probe. The cases: no probe at all (only `interval` / `timeout`), two or more probes, a `tcp` value that is not `host:port` with a port from 1 to 65535, an empty `cmd` or `file`, or a `log` regex that does not compile. The regex syntax is Rust's `regex` crate, which has no backreferences or look-around.""",
+"""Keep exactly one of `tcp`, `cmd`, `log` or `file`. If you need several conditions, combine them in one `cmd` probe (`cmd = ["sh", "-c", "test -f a && nc -z host 80"]`).""",
+["bad-probe-2", "bad-probe-3", "bad-probe-4", "bad-probe-5"])
+
+P["edge-name-clash"] = (
+"""Two stream edges (queues or pipes, in any combination) would get the same `JOBGRAPH_FD_<EDGE>` variable. The variable upper-cases the name and turns `-` into `_`, so `raw-events`, `raw_events` and `Raw_Events` all give `JOBGRAPH_FD_RAW_EVENTS`, and a process on both edges could not tell them apart.""",
+"""Rename one of the edges.""",
+None)
+
+P["stream-group-lock"] = (
+"""The members of a stream group launch together, so they must all hold their locks at the same time. This rule reports a group whose members, replicas counted, need a lock more times than its `capacity` allows. Such a group could never start. The spec does not list this check. jobgraph adds it because the alternative is a run that hangs.""",
+"""Raise the lock's `capacity` to the number in the message, or take the lock in only one member of the group.""",
+None)
+
+P["parent-replicated"] = (
+"""A process names a replicated process as its `parent`. A child belongs to exactly one parent, and with N replicas it is unclear whose lifetime would govern it: whether it starts once or N times, and which replica's end stops it. See [decisions](decisions.md#a-replicated-process-cannot-be-a-parent).""",
+"""Give the child a parent that is not replicated. To make it wait for the replicated process, use `after` instead. To get one helper per replica, start the helper from the replica's own command.""",
+None)
+
+P["command-not-found"] = (
+"""**Warning.** The program in `cmd` would not start. Either it is not found on the PATH, or, for a program with a `/`, the path does not exist, is a directory, or is not executable. The PATH searched is the process's own `env.PATH`, else `[env] PATH`, else jobgraph's own PATH. A relative path with a `/` is resolved against the process's `cwd`, which defaults to the job file's directory.
+
+This is a warning, not an error, because the machine that runs the graph may differ from the one that validates it. `shell` commands are not checked, since only the shell knows what they run. Neither are programs that contain `{replica}`. `validate` only looks at the file system. It never runs the program.""",
+"""Install the program, give its full path, or add its directory to `PATH` in `[env]` or in the process's `env`.""",
+None)
+
+P["unused-lock"] = (
+"""**Warning.** A `[lock.NAME]` is declared, but no process lists it in `locks`. It is harmless, but it usually means that a `locks = […]` line is missing, so processes you meant to serialize would run at the same time.""",
+"""Add `locks = ["NAME"]` to the processes that share the resource, or remove the lock.""",
+None)
+
+P["daemons-only"] = (
+"""**Warning.** Every process is a daemon. Top-level daemons are stopped once every non-daemon process has finished, and here there are none, so the run would end as soon as it starts.""",
+"""Make the main process a non-daemon (`daemon = false`, the default). Its daemons then live as long as it does.""",
+None)
+
+ALSO = {"stream-group-deadlock": ["stream-group-deadlock-3"], "wrong-type": ["wrong-type-3"], "bad-signal": ["bad-signal-2"]}
+
+def run(args):
+    env = dict(os.environ, NO_COLOR="1")
+    r = subprocess.run([J] + args, cwd=ROOT, capture_output=True, text=True, env=env)
+    return r.stdout + r.stderr, r.returncode
+
+out = []
+out.append("""# Checks
+
+`jobgraph validate` (and `plan`, `graph` and `run`, before they do anything
+else) checks a job file against the rules below. Each rule has a stable
+kebab-case **code**. The code appears in the human output, in the `code` field
+of `--format json`, and in the title of GitHub annotations, so scripts can
+match on it.
+
+- **Errors** make the file invalid: `validate` exits 1, and `plan`, `graph` and
+  `run` refuse the file.
+- **Warnings** (the last three codes) are reported, but the file stays valid
+  and `validate` exits 0.
+
+jobgraph reports every problem it can find in one pass, not only the first
+one. The exceptions: a TOML syntax error stops all other checks, and a problem
+found while reading a value (a bad type, for example) can hide the
+graph-level checks that depend on that value.
+
+Each section below gives the rule and the reason for it, the smallest file that
+breaks it (the file from `tests/invalid/`), the real output of
+`jobgraph validate` on that file, and how to fix it.
+
+""")
+rows = []
+for variant, code, sev in codes:
+    rows.append(f"| [`{code}`](#{code}) | {sev.lower()} |")
+out.append("| code | severity |\n|---|---|\n" + "\n".join(rows) + "\n\n")
+
+for variant, code, sev in codes:
+    rule, fix, extra = P[code]
+    out.append(f"## {code}\n\n")
+    out.append(f"*{sev.lower()}*\n\n")
+    out.append(wrap(rule) + "\n\n")
+    if code == "unreadable-file":
+        o1, rc1 = run(["validate", "jobs/"])
+        o2, rc2 = run(["validate", "tests/invalid/missing.toml"])
+        out.append("Output:\n\n```text\n$ jobgraph validate jobs/\n" + o1 + "$ jobgraph validate tests/invalid/missing.toml\n" + o2 + "```\n\n")
+        out.append(f"Exit status: {rc1}.\n\n")
+    else:
+        path = f"tests/invalid/{code}.toml"
+        text = open(os.path.join(ROOT, path)).read()
+        o, rc = run(["validate", path])
+        out.append(f"Example (`{path}`):\n\n```toml\n{text}```\n\n")
+        out.append(f"Output:\n\n```text\n$ jobgraph validate {path}\n{o}```\n\n")
+        out.append(f"Exit status: {rc}.\n\n")
+        for alt in ALSO.get(code, []):
+            apath = f"tests/invalid/{alt}.toml"
+            atext = open(os.path.join(ROOT, apath)).read()
+            ao, arc = run(["validate", apath])
+            out.append(f"A second example (`{apath}`):\n\n```toml\n{atext}```\n\n")
+            out.append(f"```text\n$ jobgraph validate {apath}\n{ao}```\n\n")
+            extra = [e for e in extra if e != alt]
+        if extra:
+            links = ", ".join(f"[`{e}.toml`](../tests/invalid/{e}.toml)" for e in extra)
+            out.append(f"More examples: {links}.\n\n")
+    out.append(wrap("**Fix:** " + fix.strip()) + "\n\n")
+
+open(ROOT + "/docs/checks.md", "w").write("".join(out).rstrip() + "\n")
+missing = [c for _, c, _ in codes if c not in P]
+print("codes:", len(codes), "missing prose:", missing)
