@@ -59,6 +59,12 @@ enum Cmd {
     },
     /// Print the JSON Schema of the job-file format.
     Schema,
+    /// The watchdog a run starts to clean up if the engine dies (internal).
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The run's marker.
+        marker: String,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -145,6 +151,7 @@ pub fn main() -> ExitCode {
             EXIT_OK
         }
         Cmd::Run(args) => run(&args),
+        Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,
     })
 }
 
@@ -248,11 +255,46 @@ fn run(args: &RunArgs) -> u8 {
         print(&Plan::new(&g).render());
         return EXIT_OK;
     }
-    eprint(&format!(
-        "error: {} is valid, but this build of jobgraph cannot run graphs yet (the runtime is not implemented).\n\
-         help: `jobgraph plan {}` shows what would run, in order\n",
-        args.file.display(),
-        args.file.display()
-    ));
-    EXIT_USAGE
+    let missing = crate::runtime::unsupported(&g);
+    if !missing.is_empty() {
+        eprint(&format!(
+            "error: {} is valid, but this version of jobgraph cannot run {} yet.\n\
+             help: `jobgraph plan {}` shows what would run, in order\n",
+            args.file.display(),
+            missing.join(", "),
+            args.file.display()
+        ));
+        return EXIT_USAGE;
+    }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let logs_to_stderr = args.events.as_deref() == Some("-");
+    let logs_tty = if logs_to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let opts = crate::runtime::RunOptions {
+        only: args.only.clone(),
+        keep_going: args.keep_going,
+        max_parallel: args.max_parallel,
+        events: args.events.clone(),
+        log_dir: args.log_dir.clone(),
+        console: crate::report::live::ConsoleStyle {
+            color: logs_tty && !no_color,
+            progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
+            quiet: args.quiet,
+            logs_to_stderr,
+        },
+    };
+    let base = crate::source::SourceFile::new(&args.file, String::new()).base_dir();
+    match crate::runtime::run(&g, &base, &opts) {
+        Ok(outcome) => {
+            eprint(&format!("\n{}", outcome.summary));
+            outcome.exit_code
+        }
+        Err(message) => {
+            eprint(&format!("error: {message}\n"));
+            EXIT_USAGE
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod graph;
 pub mod plan;
 pub mod render;
+pub mod runtime;
 pub mod schema;
 pub mod source;
 pub mod spec;

@@ -42,13 +42,11 @@ fn run_validates_first_and_exits_2_on_invalid_files() {
 }
 
 #[test]
-fn run_says_plainly_that_it_cannot_run_yet() {
-    let out = jobgraph()
-        .args(["run", "jobs/hello.toml"])
-        .output()
-        .unwrap();
+fn run_says_plainly_what_it_cannot_run_yet() {
+    let out = jobgraph().args(["run", "jobs/queue.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run graphs yet"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot run stream edges (pipes and queues) yet"), "{stderr}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod github;
 mod human;
 mod json;
+pub mod live;
 
 pub use github::render_github;
 pub use human::{render_human, HumanStyle};

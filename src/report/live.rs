@@ -1,0 +1,389 @@
+//! What a run shows while it runs: prefixed log lines in a stable colour per
+//! process, an optional progress bar that never garbles them, engine notes,
+//! the NDJSON event stream, per-process log files, and the closing summary.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// ANSI colours cycled over process names (no red: that is for failures).
+const COLOURS: &[&str] = &["36", "32", "33", "35", "34", "96", "92", "93", "95", "94"];
+
+/// How the console looks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleStyle {
+    /// ANSI colours on log prefixes and notes.
+    pub color: bool,
+    /// Show the progress bar (on a terminal only).
+    pub progress: bool,
+    /// Suppress log lines and non-error notes.
+    pub quiet: bool,
+    /// Log lines go to stderr (when stdout carries the event stream).
+    pub logs_to_stderr: bool,
+}
+
+/// The console: log lines, notes, progress.
+pub struct Console {
+    style: ConsoleStyle,
+    width: usize,
+    bar: Option<ProgressBar>,
+    pending: Vec<u8>,
+    log_dir: Option<PathBuf>,
+    log_files: Vec<Option<std::fs::File>>,
+}
+
+/// A stable colour for a name: the same process gets the same colour every run.
+pub fn colour_of(name: &str) -> &'static str {
+    let h = name.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
+    COLOURS[h as usize % COLOURS.len()]
+}
+
+impl Console {
+    /// A console for instances with these names (for padding), `total` of them.
+    pub fn new(
+        style: ConsoleStyle,
+        names: &[String],
+        log_dir: Option<&Path>,
+    ) -> std::io::Result<Console> {
+        let width = names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(32);
+        let bar = if style.progress && !style.quiet {
+            let bar = ProgressBar::with_draw_target(
+                Some(names.len() as u64),
+                ProgressDrawTarget::stderr(),
+            );
+            let template = if style.color {
+                "{spinner:.cyan} {elapsed_precise} [{bar:28.cyan/blue}] {pos}/{len} done {msg}"
+            } else {
+                "{spinner} {elapsed_precise} [{bar:28}] {pos}/{len} done {msg}"
+            };
+            if let Ok(st) = ProgressStyle::with_template(template) {
+                bar.set_style(st.progress_chars("=> "));
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Some(bar)
+        } else {
+            None
+        };
+        let mut log_files = Vec::new();
+        if let Some(dir) = log_dir {
+            std::fs::create_dir_all(dir)?;
+            for n in names {
+                let file = dir.join(format!("{}.log", log_file_stem(n)));
+                log_files.push(Some(std::fs::File::create(&file)?));
+            }
+        }
+        Ok(Console {
+            style,
+            width,
+            bar,
+            pending: Vec::with_capacity(64 * 1024),
+            log_dir: log_dir.map(Path::to_path_buf),
+            log_files,
+        })
+    }
+
+    /// Queues one log line of instance `inst` (named `name`); `flush` prints the batch.
+    pub fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
+        if let Some(Some(f)) = self.log_files.get_mut(inst) {
+            let _ = f.write_all(line);
+            let _ = f.write_all(b"\n");
+        }
+        if self.style.quiet {
+            return;
+        }
+        let pad = self.width.saturating_sub(name.chars().count());
+        if self.style.color {
+            let _ = write!(
+                self.pending,
+                "\x1b[{}m{name}{:pad$} |\x1b[0m ",
+                colour_of(name),
+                ""
+            );
+        } else {
+            let _ = write!(self.pending, "{name}{:pad$} | ", "");
+        }
+        self.pending.extend_from_slice(line);
+        self.pending.push(b'\n');
+        if self.pending.len() > 60 * 1024 {
+            self.flush();
+        }
+    }
+
+    /// A note from the engine (`jobgraph: ...`) on stderr; errors show even when quiet.
+    pub fn note(&mut self, text: &str, error: bool) {
+        if self.style.quiet && !error {
+            return;
+        }
+        self.flush();
+        let text = if self.style.color && error {
+            format!("\x1b[31mjobgraph: {text}\x1b[0m\n")
+        } else {
+            format!("jobgraph: {text}\n")
+        };
+        self.with_bar_hidden(|| {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        });
+    }
+
+    /// Prints queued log lines, with the bar out of the way.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.pending);
+        let to_stderr = self.style.logs_to_stderr;
+        self.with_bar_hidden(|| {
+            // A closed stdout (`| head`) must not stop the run: the output is dropped.
+            let _ = if to_stderr {
+                std::io::stderr().write_all(&buf)
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&buf).and_then(|_| out.flush())
+            };
+        });
+        self.pending = buf;
+        self.pending.clear();
+    }
+
+    fn with_bar_hidden(&self, f: impl FnOnce()) {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// Updates the bar: done so far, and the running / failed counts.
+    pub fn progress(&self, done: u64, running: usize, failed: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            let mut msg = format!("· {running} running");
+            if failed > 0 {
+                let _ = write!(msg, " · {failed} failed");
+            }
+            bar.set_message(msg);
+        }
+    }
+
+    /// Removes the bar before the summary.
+    pub fn finish(&mut self) {
+        self.flush();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        for f in self.log_files.iter_mut().flatten() {
+            let _ = f.flush();
+        }
+    }
+
+    /// Whether ANSI colours are on.
+    pub fn color(&self) -> bool {
+        self.style.color
+    }
+
+    /// Where log files go, if anywhere.
+    pub fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
+    }
+}
+
+/// `worker[2]` -> `worker.2`: names cannot contain `.`, so this never collides.
+pub fn log_file_stem(instance: &str) -> String {
+    instance.replace('[', ".").replace(']', "")
+}
+
+/// One NDJSON event (see docs/commands.md, "Events").
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Event<'a> {
+    /// RFC 3339 UTC timestamp with milliseconds.
+    pub ts: String,
+    /// started, ready, exited, retrying, skipped, stopping, killed, failed-to-start, run-finished.
+    pub event: &'a str,
+    /// Instance name (`worker[2]`), absent for run-level events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<&'a str>,
+    /// Process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Signal name that ended or is sent to the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<&'a str>,
+    /// Run time of the attempt, or of the whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Attempt number, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Final status for `exited` and `skipped` (ok, failed, timed out, skipped, stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'a str>,
+    /// Why, in words (skips, start failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// The `--events` writer.
+pub struct Events {
+    out: Box<dyn Write>,
+}
+
+impl Events {
+    /// `-` for stdout, else a file path (truncated).
+    pub fn open(target: &str) -> std::io::Result<Events> {
+        let out: Box<dyn Write> = if target == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(std::io::BufWriter::new(std::fs::File::create(target)?))
+        };
+        Ok(Events { out })
+    }
+
+    /// Writes one event, stamping its time.
+    pub fn emit(&mut self, mut e: Event<'_>) {
+        e.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        if let Ok(mut line) = serde_json::to_vec(&e) {
+            line.push(b'\n');
+            let _ = self.out.write_all(&line);
+        }
+    }
+
+    /// Flushes buffered events.
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// One row of the closing summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryRow {
+    /// Instance name.
+    pub process: String,
+    /// ok, failed, timed out, skipped, stopped.
+    pub status: String,
+    /// Exit code or signal name, empty if it never ran.
+    pub exit: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// From first start to final exit.
+    pub duration: Option<Duration>,
+    /// Peak resident set size in KiB, from rusage.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// The summary table as text.
+pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
+    let head = [
+        "process", "status", "exit", "attempts", "duration", "peak RSS",
+    ];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.process.clone(),
+                r.status.clone(),
+                r.exit.clone(),
+                r.attempts.to_string(),
+                r.duration.map(fmt_duration).unwrap_or_else(|| "-".into()),
+                r.peak_rss_kib.map(fmt_kib).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = head.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, row: &[String; 6], status_colour: Option<&str>| {
+        for (k, (c, w)) in row.iter().zip(widths).enumerate() {
+            let pad = w.saturating_sub(c.chars().count());
+            let right = k >= 3;
+            let text = match (k, status_colour) {
+                (1, Some(col)) => format!("\x1b[{col}m{c}\x1b[0m"),
+                _ => c.clone(),
+            };
+            if right {
+                let _ = write!(out, "{:pad$}{text}", "");
+            } else {
+                let _ = write!(out, "{text}{:pad$}", "");
+            }
+            out.push_str(if k == 5 { "\n" } else { "  " });
+        }
+    };
+    line(&mut out, &head.map(String::from), None);
+    for row in &cells {
+        let col = color.then(|| match row[1].as_str() {
+            "ok" => "32",
+            "failed" | "timed out" => "31",
+            _ => "33",
+        });
+        line(&mut out, row, col);
+    }
+    out
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+fn fmt_kib(k: u64) -> String {
+    if k < 1024 {
+        format!("{k} KiB")
+    } else {
+        format!("{:.1} MiB", k as f64 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_are_stable() {
+        assert_eq!(colour_of("load"), colour_of("load"));
+    }
+
+    #[test]
+    fn summary_aligns_columns() {
+        let rows = vec![SummaryRow {
+            process: "setup".into(),
+            status: "ok".into(),
+            exit: "0".into(),
+            attempts: 1,
+            duration: Some(Duration::from_millis(1500)),
+            peak_rss_kib: Some(2048),
+        }];
+        let s = render_summary(&rows, false);
+        let row: Vec<&str> = s.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[..4], ["setup", "ok", "0", "1"], "{s}");
+        let header = s.lines().next().unwrap();
+        assert_eq!(header.find("status"), s.lines().nth(1).unwrap().find("ok"), "columns align:\n{s}");
+        assert!(s.contains("1.50s"), "{s}");
+        assert!(s.contains("2.0 MiB"), "{s}");
+    }
+
+    #[test]
+    fn log_file_names_cannot_collide() {
+        assert_eq!(log_file_stem("worker[2]"), "worker.2");
+    }
+}

@@ -1,0 +1,1297 @@
+//! The dispatcher: one loop that alone owns every instance's state.
+
+use super::hygiene;
+use super::spawn::{self, Launch};
+use super::watchdog::Watchdog;
+use crate::graph::{DepKind, Graph};
+use crate::report::live::{render_summary, Console, ConsoleStyle, Event, Events, SummaryRow};
+use crate::spec::Condition;
+use mio::unix::SourceFd;
+use mio::{Events as PollEvents, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use rustc_hash::FxHashMap;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long output pipes may stay open after their process exited (a
+/// grandchild holding them) before the engine stops waiting for EOF.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// Between SIGKILLs while a group still has members.
+const KILL_RECHECK: Duration = Duration::from_millis(100);
+/// A log line longer than this is cut into pieces.
+const MAX_LINE: usize = 64 * 1024;
+const SIGNALS: Token = Token(0);
+
+/// What `jobgraph run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run only these processes and what they need.
+    pub only: Vec<String>,
+    /// Keep going after a failure (overrides `fail_fast = true`).
+    pub keep_going: bool,
+    /// Overrides `[graph] max_parallel`.
+    pub max_parallel: Option<u32>,
+    /// `--events PATH|-`.
+    pub events: Option<String>,
+    /// `--log-dir`.
+    pub log_dir: Option<PathBuf>,
+    /// Console look.
+    pub console: ConsoleStyle,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// 0 ok, 1 failure, 130 / 143 / 129 interrupted.
+    pub exit_code: u8,
+    /// One row per instance, in launch order.
+    pub rows: Vec<SummaryRow>,
+    /// The summary, rendered.
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    TimedOut,
+    Skipped,
+    Stopped,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Skipped => "skipped",
+            Outcome::Stopped => "stopped",
+        }
+    }
+    fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not started yet.
+    Pending,
+    /// Its process is alive.
+    Running,
+    /// Its process was reaped; its output pipes are still open.
+    Draining { since: Instant },
+    /// Waiting out `retry_delay`.
+    RetryWait { until: Instant },
+    /// Its own process is done for good (or it was skipped).
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// Its `timeout` passed.
+    Timeout,
+    /// The graph is stopping: a failure with fail_fast, or a signal.
+    Shutdown,
+    /// A daemon whose parent (or the whole graph) finished.
+    DaemonEnd,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+struct Inst {
+    proc: usize,
+    replica: u32,
+    name: String,
+    phase: Phase,
+    attempts: u32,
+    first_start: Option<Instant>,
+    attempt_start: Option<Instant>,
+    end: Option<Instant>,
+    pid: i32,
+    pgid: i32,
+    open_pipes: u8,
+    exit: Option<Exit>,
+    peak_rss_kib: u64,
+    stop: Option<StopReason>,
+    stop_sent: Option<Instant>,
+    next_kill: Option<Instant>,
+    outcome: Option<Outcome>,
+    finished: bool,
+    start_error: bool,
+}
+
+struct Pipe {
+    inst: usize,
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+/// A process group created by the run that may still have members.
+struct Group {
+    pgid: i32,
+    inst: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    ShuttingDown,
+}
+
+struct Engine<'g> {
+    g: &'g Graph,
+    base: PathBuf,
+    fail_fast: bool,
+    max_parallel: usize,
+    grace: Duration,
+    insts: Vec<Inst>,
+    /// Instance indices of each process (empty when excluded by --only).
+    of_proc: Vec<Vec<usize>>,
+    /// Launch order: stage, then file order, then replica.
+    order: Vec<usize>,
+    lock_free: Vec<u32>,
+    running: usize,
+    poll: Poll,
+    signals: Signals,
+    pipes: FxHashMap<usize, Pipe>,
+    next_token: usize,
+    by_pid: FxHashMap<i32, usize>,
+    groups: Vec<Group>,
+    launches: Vec<Option<Launch>>,
+    engine_env: Vec<(OsString, OsString)>,
+    console: Console,
+    events: Option<Events>,
+    mode: Mode,
+    interrupted: Option<i32>,
+    kill_now: bool,
+    watchdog: Option<Watchdog>,
+    cause: Option<String>,
+    started_at: Instant,
+}
+
+/// Runs a validated graph whose relative paths resolve against `base`.
+pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, String> {
+    let included = included(g, &opts.only)?;
+    let mut insts = Vec::new();
+    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
+    for (i, p) in g.file.processes.iter().enumerate() {
+        if !included[i] {
+            continue;
+        }
+        for r in 0..p.replicas.value {
+            of_proc[i].push(insts.len());
+            let name = if p.replicas.value > 1 {
+                format!("{}[{r}]", p.name.value)
+            } else {
+                p.name.value.clone()
+            };
+            insts.push(Inst {
+                proc: i,
+                replica: r,
+                name,
+                phase: Phase::Pending,
+                attempts: 0,
+                first_start: None,
+                attempt_start: None,
+                end: None,
+                pid: 0,
+                pgid: 0,
+                open_pipes: 0,
+                exit: None,
+                peak_rss_kib: 0,
+                stop: None,
+                stop_sent: None,
+                next_kill: None,
+                outcome: None,
+                finished: false,
+                start_error: false,
+            });
+        }
+    }
+    let mut stage_of_proc = vec![0usize; g.file.processes.len()];
+    for (s, groups) in g.stages.iter().enumerate() {
+        for &grp in groups {
+            for &m in &g.groups[grp].members {
+                stage_of_proc[m] = s;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..insts.len()).collect();
+    order.sort_by_key(|&k| {
+        (
+            stage_of_proc[insts[k].proc],
+            insts[k].proc,
+            insts[k].replica,
+        )
+    });
+
+    let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
+    let console = Console::new(opts.console, &names, opts.log_dir.as_deref())
+        .map_err(|e| format!("cannot create log files: {e}"))?;
+    let events = match &opts.events {
+        Some(target) => {
+            Some(Events::open(target).map_err(|e| format!("cannot open --events {target}: {e}"))?)
+        }
+        None => None,
+    };
+
+    let marker = format!("{}-{}", std::process::id(), now_nanos());
+    let mut engine_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    engine_env.retain(|(k, _)| k != "JOBGRAPH_RUN");
+    engine_env.push(("JOBGRAPH_RUN".into(), marker.clone().into()));
+
+    let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    hygiene::become_subreaper();
+    let watchdog = Watchdog::start(&marker).ok();
+
+    let max_parallel = opts
+        .max_parallel
+        .or(g.file.graph.max_parallel.as_ref().map(|m| m.value))
+        .map_or(usize::MAX, |m| m as usize);
+    let n = insts.len();
+    let mut e = Engine {
+        g,
+        base: base.to_path_buf(),
+        fail_fast: g.file.graph.fail_fast && !opts.keep_going,
+        max_parallel,
+        grace: g.file.graph.shutdown_grace,
+        insts,
+        of_proc,
+        order,
+        lock_free: g.file.locks.iter().map(|l| l.capacity.value).collect(),
+        running: 0,
+        poll,
+        signals,
+        pipes: FxHashMap::default(),
+        next_token: 1,
+        by_pid: FxHashMap::default(),
+        groups: Vec::new(),
+        launches: (0..n).map(|_| None).collect(),
+        engine_env,
+        console,
+        events,
+        mode: Mode::Normal,
+        interrupted: None,
+        kill_now: false,
+        watchdog,
+        cause: None,
+        started_at: Instant::now(),
+    };
+    e.main_loop();
+    e.sweep();
+    Ok(e.finish())
+}
+
+/// The processes to run: all, or the `--only` names and everything they need.
+fn included(g: &Graph, only: &[String]) -> Result<Vec<bool>, String> {
+    let n = g.file.processes.len();
+    if only.is_empty() {
+        return Ok(vec![true; n]);
+    }
+    let mut inc = vec![false; n];
+    let mut stack = Vec::new();
+    for name in only {
+        let i = g
+            .process_index(name)
+            .ok_or_else(|| format!("--only {name}: no such process"))?;
+        stack.push(i);
+    }
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut inc[i], true) {
+            continue;
+        }
+        stack.extend(g.deps[i].iter().map(|d| d.target));
+    }
+    Ok(inc)
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    Signal::try_from(sig).map_or("signal", |s| s.as_str())
+}
+
+impl Engine<'_> {
+    fn main_loop(&mut self) {
+        let mut events = PollEvents::with_capacity(256);
+        loop {
+            self.step();
+            self.console.flush();
+            self.update_progress();
+            if self.all_done() {
+                break;
+            }
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    self.console.note(
+                        &format!("event loop failed: {err}; stopping everything"),
+                        true,
+                    );
+                    self.kill_now = true;
+                    self.begin_shutdown();
+                    self.kill_everything();
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.on_signals(),
+                    Token(t) => self.read_pipe(t),
+                }
+            }
+            // Children can exit without a fresh SIGCHLD being seen yet (coalesced signals).
+            self.reap();
+            self.on_deadlines(Instant::now());
+        }
+        self.console.flush();
+    }
+
+    fn all_done(&self) -> bool {
+        self.insts
+            .iter()
+            .all(|i| i.phase == Phase::Done && (i.finished || i.outcome == Some(Outcome::Skipped)))
+    }
+
+    fn emit(&mut self, e: Event<'_>) {
+        if let Some(ev) = &mut self.events {
+            ev.emit(e);
+        }
+    }
+
+    fn update_progress(&self) {
+        let done = self.insts.iter().filter(|i| i.phase == Phase::Done).count() as u64;
+        let failed = self
+            .insts
+            .iter()
+            .filter(|i| i.outcome.is_some_and(Outcome::is_failure))
+            .count();
+        self.console.progress(done, self.running, failed);
+    }
+
+    // ---- scheduling -------------------------------------------------------
+
+    fn step(&mut self) {
+        loop {
+            let mut changed = false;
+            changed |= self.skip_impossible();
+            changed |= self.complete_joins();
+            changed |= self.start_ready();
+            if !changed {
+                break;
+            }
+        }
+        self.send_stops();
+    }
+
+    /// Whether a dependency of a pending instance holds (`Some(true)`), may
+    /// still hold (`Some(false)`), or never can (`None`, with the reason).
+    fn dep_state(&self, kind: DepKind, target: usize) -> Result<bool, String> {
+        let tname = &self.g.file.processes[target].name.value;
+        let targets = &self.of_proc[target];
+        let t = |k: usize| &self.insts[k];
+        match kind {
+            DepKind::After(Condition::Success) => {
+                if let Some(k) = targets.iter().find(|&&k| {
+                    t(k).outcome
+                        .is_some_and(|o| o != Outcome::Ok && !self.clean_daemon_stop(k, o))
+                }) {
+                    let status = t(*k).outcome.map_or("", Outcome::as_str);
+                    return Err(format!("`{tname}` did not succeed ({status})"));
+                }
+                Ok(targets.iter().all(|&k| t(k).phase == Phase::Done))
+            }
+            DepKind::After(Condition::Exit) => {
+                if targets
+                    .iter()
+                    .any(|&k| t(k).outcome == Some(Outcome::Skipped))
+                {
+                    return Err(format!("`{tname}` was skipped"));
+                }
+                Ok(targets.iter().all(|&k| t(k).phase == Phase::Done))
+            }
+            DepKind::After(Condition::Start) | DepKind::After(Condition::Ready) => {
+                if targets
+                    .iter()
+                    .any(|&k| t(k).outcome == Some(Outcome::Skipped))
+                {
+                    return Err(format!("`{tname}` was skipped"));
+                }
+                Ok(targets.iter().all(|&k| t(k).first_start.is_some()))
+            }
+            DepKind::Parent => {
+                let Some(&k) = targets.first() else {
+                    return Err(format!("parent `{tname}` is not part of this run"));
+                };
+                let p = t(k);
+                if p.outcome == Some(Outcome::Skipped) {
+                    return Err(format!("parent `{tname}` was skipped"));
+                }
+                if p.finished {
+                    return Err(format!("parent `{tname}` finished before it could start"));
+                }
+                if p.outcome.is_some_and(Outcome::is_failure) {
+                    return Err(format!("parent `{tname}` failed"));
+                }
+                Ok(p.first_start.is_some())
+            }
+        }
+    }
+
+    /// A daemon stopped because its parent or the graph finished ended normally.
+    fn clean_daemon_stop(&self, k: usize, o: Outcome) -> bool {
+        o == Outcome::Stopped
+            && self.g.file.processes[self.insts[k].proc].daemon.value
+            && self.interrupted.is_none()
+    }
+
+    fn skip(&mut self, k: usize, reason: &str) {
+        let i = &mut self.insts[k];
+        i.phase = Phase::Done;
+        i.outcome = Some(Outcome::Skipped);
+        i.finished = true;
+        let name = i.name.clone();
+        self.emit(Event {
+            event: "skipped",
+            process: Some(&name),
+            status: Some("skipped"),
+            reason: Some(reason),
+            ..Default::default()
+        });
+    }
+
+    fn skip_impossible(&mut self) -> bool {
+        let mut changed = false;
+        for idx in 0..self.order.len() {
+            let k = self.order[idx];
+            if self.insts[k].phase != Phase::Pending {
+                continue;
+            }
+            if self.mode == Mode::ShuttingDown {
+                let why = self
+                    .cause
+                    .clone()
+                    .unwrap_or_else(|| "the run is stopping".into());
+                self.skip(k, &why);
+                changed = true;
+                continue;
+            }
+            let proc = self.insts[k].proc;
+            let mut reason = None;
+            for d in &self.g.deps[proc] {
+                if let Err(why) = self.dep_state(d.kind, d.target) {
+                    reason = Some(why);
+                    break;
+                }
+            }
+            if let Some(why) = reason {
+                self.skip(k, &why);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Joins: a process is finished when its own process is done and its
+    /// non-daemon children are finished; then its daemon children are stopped.
+    /// Top-level daemons stop once every non-daemon process finished.
+    fn complete_joins(&mut self) -> bool {
+        let mut changed = false;
+        for k in 0..self.insts.len() {
+            let i = &self.insts[k];
+            if i.finished || i.phase != Phase::Done {
+                continue;
+            }
+            let proc = i.proc;
+            let children_done = self.g.children[proc].iter().all(|&c| {
+                self.g.file.processes[c].daemon.value
+                    || self.of_proc[c].iter().all(|&ck| self.insts[ck].finished)
+            });
+            if !children_done {
+                continue;
+            }
+            self.insts[k].finished = true;
+            changed = true;
+            for &c in &self.g.children[proc] {
+                if self.g.file.processes[c].daemon.value {
+                    for ck in self.of_proc[c].clone() {
+                        self.request_stop(ck, StopReason::DaemonEnd);
+                    }
+                }
+            }
+        }
+        let non_daemons_done = self
+            .insts
+            .iter()
+            .filter(|i| !self.g.file.processes[i.proc].daemon.value)
+            .all(|i| i.finished);
+        if non_daemons_done {
+            for k in 0..self.insts.len() {
+                let p = &self.g.file.processes[self.insts[k].proc];
+                if p.daemon.value && p.parent.is_none() && self.insts[k].stop.is_none() {
+                    match self.insts[k].phase {
+                        Phase::Pending => {
+                            self.skip(k, "every non-daemon process finished first");
+                            changed = true;
+                        }
+                        Phase::Running | Phase::RetryWait { .. } => {
+                            self.request_stop(k, StopReason::DaemonEnd)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn start_ready(&mut self) -> bool {
+        if self.mode == Mode::ShuttingDown {
+            return false;
+        }
+        let mut changed = false;
+        let now = Instant::now();
+        for idx in 0..self.order.len() {
+            if self.running >= self.max_parallel {
+                break;
+            }
+            let k = self.order[idx];
+            let ready = match self.insts[k].phase {
+                Phase::Pending => {
+                    let proc = self.insts[k].proc;
+                    self.g.deps[proc]
+                        .iter()
+                        .all(|d| self.dep_state(d.kind, d.target) == Ok(true))
+                }
+                Phase::RetryWait { until } => now >= until,
+                _ => false,
+            };
+            if !ready || !self.locks_free(k) {
+                continue;
+            }
+            self.start(k);
+            changed = true;
+            if self.mode == Mode::ShuttingDown {
+                break;
+            }
+        }
+        changed
+    }
+
+    fn locks_free(&self, k: usize) -> bool {
+        self.g.locks[self.insts[k].proc]
+            .iter()
+            .all(|&l| self.lock_free[l] > 0)
+    }
+
+    fn take_locks(&mut self, k: usize, take: bool) {
+        for &l in &self.g.locks[self.insts[k].proc] {
+            if take {
+                self.lock_free[l] -= 1;
+            } else {
+                self.lock_free[l] += 1;
+            }
+        }
+    }
+
+    // ---- starting -----------------------------------------------------------
+
+    fn start(&mut self, k: usize) {
+        let proc = self.insts[k].proc;
+        let replica = self.insts[k].replica;
+        let p = &self.g.file.processes[proc];
+        if self.launches[k].is_none() {
+            self.launches[k] = Some(spawn::launch(
+                self.g,
+                proc,
+                replica,
+                &self.base,
+                &self.engine_env,
+            ));
+        }
+        let first = self.insts[k].attempts == 0;
+        let now = Instant::now();
+        {
+            let i = &mut self.insts[k];
+            i.attempts += 1;
+            i.first_start.get_or_insert(now);
+            i.attempt_start = Some(now);
+            i.exit = None;
+            i.stop = None;
+            i.stop_sent = None;
+            i.next_kill = None;
+            i.start_error = false;
+        }
+        let sinks = spawn::sink(&p.stdout, &self.base, replica, first).and_then(|out| {
+            spawn::sink(&p.stderr, &self.base, replica, first).map(|err| (out, err))
+        });
+        let spawned = sinks.and_then(|(out, err)| {
+            let launch = self.launches[k].as_ref().expect("launch computed above");
+            let cwd_ok = launch.cwd.is_dir();
+            if !cwd_ok {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("working directory {} does not exist", launch.cwd.display()),
+                ));
+            }
+            spawn::command(launch, p, out, err).spawn().map_err(|e| {
+                let program = &launch.argv[0];
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
+                )
+            })
+        });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                let name = self.insts[k].name.clone();
+                let text = err.to_string();
+                self.console.note(&format!("{name}: {text}"), true);
+                self.emit(Event {
+                    event: "failed-to-start",
+                    process: Some(&name),
+                    attempt: Some(self.insts[k].attempts),
+                    reason: Some(&text),
+                    ..Default::default()
+                });
+                self.insts[k].start_error = true;
+                self.insts[k].exit = None;
+                self.attempt_end(k);
+                return;
+            }
+        };
+        let pid = child.id() as i32;
+        self.take_locks(k, true);
+        self.running += 1;
+        self.by_pid.insert(pid, k);
+        self.groups.push(Group { pgid: pid, inst: k });
+        if let Some(w) = &mut self.watchdog {
+            w.watch(pid);
+        }
+        let mut open = 0;
+        for fd in [
+            child.stdout.take().map(OwnedFd::from),
+            child.stderr.take().map(OwnedFd::from),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if self.watch_pipe(k, fd) {
+                open += 1;
+            }
+        }
+        let i = &mut self.insts[k];
+        i.pid = pid;
+        i.pgid = pid;
+        i.open_pipes = open;
+        i.phase = Phase::Running;
+        let (name, attempt) = (i.name.clone(), i.attempts);
+        self.emit(Event {
+            event: "started",
+            process: Some(&name),
+            pid: Some(pid),
+            attempt: Some(attempt),
+            ..Default::default()
+        });
+    }
+
+    fn watch_pipe(&mut self, k: usize, fd: OwnedFd) -> bool {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(raw, libc::F_GETFL);
+            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        if self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&raw), Token(token), Interest::READABLE)
+            .is_err()
+        {
+            return false;
+        }
+        self.pipes.insert(
+            token,
+            Pipe {
+                inst: k,
+                file: std::fs::File::from(fd),
+                buf: Vec::new(),
+            },
+        );
+        true
+    }
+
+    // ---- output -------------------------------------------------------------
+
+    fn read_pipe(&mut self, token: usize) {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let Some(pipe) = self.pipes.get_mut(&token) else {
+                return;
+            };
+            match pipe.file.read(&mut chunk) {
+                Ok(0) => {
+                    self.close_pipe(token);
+                    return;
+                }
+                Ok(n) => {
+                    pipe.buf.extend_from_slice(&chunk[..n]);
+                    let k = pipe.inst;
+                    let mut lines = Vec::new();
+                    let mut start = 0;
+                    for (at, b) in pipe.buf.iter().enumerate() {
+                        if *b == b'\n' {
+                            lines.push(start..at);
+                            start = at + 1;
+                        }
+                    }
+                    let buf = std::mem::take(&mut pipe.buf);
+                    for r in lines {
+                        let line = &buf[r];
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        self.console.line(k, &self.insts[k].name, line);
+                    }
+                    let mut rest = buf[start..].to_vec();
+                    while rest.len() >= MAX_LINE {
+                        let tail = rest.split_off(MAX_LINE);
+                        self.console.line(k, &self.insts[k].name, &rest);
+                        rest = tail;
+                    }
+                    if let Some(pipe) = self.pipes.get_mut(&token) {
+                        pipe.buf = rest;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_pipe(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_pipe(&mut self, token: usize) {
+        let Some(pipe) = self.pipes.remove(&token) else {
+            return;
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&pipe.file.as_raw_fd()));
+        let k = pipe.inst;
+        if !pipe.buf.is_empty() {
+            self.console.line(k, &self.insts[k].name, &pipe.buf);
+        }
+        let i = &mut self.insts[k];
+        i.open_pipes = i.open_pipes.saturating_sub(1);
+        if i.open_pipes == 0 && matches!(i.phase, Phase::Draining { .. }) {
+            self.attempt_end(k);
+        }
+    }
+
+    fn close_pipes_of(&mut self, k: usize) {
+        let tokens: Vec<usize> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.inst == k)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            self.read_pipe(t);
+            self.close_pipe(t);
+        }
+    }
+
+    // ---- exits --------------------------------------------------------------
+
+    fn on_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGCHLD => self.reap(),
+                SIGINT | SIGTERM | SIGHUP => self.interrupt(sig),
+                _ => {}
+            }
+        }
+    }
+
+    fn interrupt(&mut self, sig: i32) {
+        if self.interrupted.is_none() {
+            self.interrupted = Some(sig);
+            self.cause = Some(format!("interrupted by {}", signal_name(sig)));
+            self.console.note(
+                &format!(
+                    "{} received: stopping everything (send it again to kill at once)",
+                    signal_name(sig)
+                ),
+                true,
+            );
+            self.begin_shutdown();
+        } else if !self.kill_now {
+            self.kill_now = true;
+            self.console.note("killing everything now", true);
+            self.kill_everything();
+        }
+    }
+
+    fn kill_everything(&mut self) {
+        for g in &self.groups {
+            hygiene::signal_group(g.pgid, libc::SIGKILL);
+        }
+        let spare = self.watchdog.as_ref().map(Watchdog::pid);
+        for pid in hygiene::descendants(std::process::id() as i32, spare) {
+            hygiene::signal_pid(pid, Signal::SIGKILL);
+        }
+    }
+
+    /// Reaps every exited child: our processes, and orphans re-parented to us.
+    fn reap(&mut self) {
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: plain syscall with valid out-pointers.
+            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+            if pid <= 0 {
+                return;
+            }
+            if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
+                self.console.note("the watchdog process exited early; an engine crash would now leave processes behind", true);
+                self.watchdog = None;
+                continue;
+            }
+            let Some(k) = self.by_pid.remove(&pid) else {
+                continue;
+            };
+            let exit = if libc::WIFEXITED(status) {
+                Exit::Code(libc::WEXITSTATUS(status))
+            } else {
+                Exit::Signal(libc::WTERMSIG(status))
+            };
+            self.running -= 1;
+            self.take_locks(k, false);
+            let i = &mut self.insts[k];
+            i.exit = Some(exit);
+            i.peak_rss_kib = i.peak_rss_kib.max(usage.ru_maxrss as u64);
+            if i.open_pipes == 0 {
+                self.attempt_end(k);
+            } else {
+                i.phase = Phase::Draining {
+                    since: Instant::now(),
+                };
+            }
+        }
+    }
+
+    /// An attempt is over (process reaped and its output drained, or it never started).
+    fn attempt_end(&mut self, k: usize) {
+        let now = Instant::now();
+        let proc = self.insts[k].proc;
+        let p = &self.g.file.processes[proc];
+        let i = &self.insts[k];
+        let result = match (i.stop, i.stop_sent.is_some(), i.exit) {
+            (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
+            (Some(_), true, _) => Outcome::Stopped,
+            (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
+            _ => Outcome::Failed,
+        };
+        let duration = i.attempt_start.map(|s| now - s);
+        let (code, signal) = match i.exit {
+            Some(Exit::Code(c)) => (Some(c), None),
+            Some(Exit::Signal(s)) => (None, Some(signal_name(s))),
+            None => (None, None),
+        };
+        let (name, pid, attempt) = (i.name.clone(), i.pid, i.attempts);
+        let retry = result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal;
+        self.emit(Event {
+            event: "exited",
+            process: Some(&name),
+            pid: (pid > 0 && !i.start_error).then_some(pid),
+            code,
+            signal,
+            duration_ms: duration.map(|d| d.as_millis() as u64),
+            attempt: Some(attempt),
+            status: Some(result.as_str()),
+            ..Default::default()
+        });
+        if retry {
+            let delay = p.retry_delay;
+            let what = match (result, code, signal) {
+                (Outcome::TimedOut, _, _) => "timed out".to_string(),
+                (_, Some(c), _) => format!("exited {c}"),
+                (_, _, Some(s)) => format!("killed by {s}"),
+                _ => "could not start".to_string(),
+            };
+            self.console.note(
+                &format!(
+                    "{name} {what}; retry {} of {} in {}",
+                    attempt,
+                    p.retries,
+                    crate::spec::format_duration(delay)
+                ),
+                false,
+            );
+            self.emit(Event {
+                event: "retrying",
+                process: Some(&name),
+                attempt: Some(attempt + 1),
+                ..Default::default()
+            });
+            let i = &mut self.insts[k];
+            i.phase = Phase::RetryWait { until: now + delay };
+            i.stop = None;
+            i.stop_sent = None;
+            return;
+        }
+        let i = &mut self.insts[k];
+        i.phase = Phase::Done;
+        i.outcome = Some(result);
+        i.end = Some(now);
+        if result.is_failure() {
+            let what = match (result, code, signal) {
+                (Outcome::TimedOut, _, _) => format!(
+                    "timed out after {}",
+                    p.timeout
+                        .map(crate::spec::format_duration)
+                        .unwrap_or_default()
+                ),
+                (_, Some(c), _) => format!("failed with exit code {c}"),
+                (_, _, Some(s)) => format!("was killed by {s}"),
+                _ => "could not start".to_string(),
+            };
+            self.console.note(&format!("{name} {what}"), true);
+            if self.fail_fast && self.mode == Mode::Normal {
+                self.cause = Some(format!("`{name}` failed and fail_fast is on"));
+                self.begin_shutdown();
+            }
+        }
+    }
+
+    // ---- stopping -------------------------------------------------------------
+
+    fn begin_shutdown(&mut self) {
+        self.mode = Mode::ShuttingDown;
+        for k in 0..self.insts.len() {
+            match self.insts[k].phase {
+                Phase::Running | Phase::Draining { .. } => {
+                    self.request_stop(k, StopReason::Shutdown)
+                }
+                Phase::RetryWait { .. } => {
+                    let i = &mut self.insts[k];
+                    i.phase = Phase::Done;
+                    i.outcome = Some(Outcome::Stopped);
+                    i.end = Some(Instant::now());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn request_stop(&mut self, k: usize, reason: StopReason) {
+        let i = &mut self.insts[k];
+        match i.phase {
+            Phase::Running if i.stop.is_none() => i.stop = Some(reason),
+            Phase::RetryWait { .. } => {
+                i.phase = Phase::Done;
+                i.outcome = Some(Outcome::Stopped);
+                i.end = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends stop signals in reverse dependency order: an instance is signalled
+    /// only once nothing still running that depends on it is being stopped.
+    fn send_stops(&mut self) {
+        let now = Instant::now();
+        for k in 0..self.insts.len() {
+            let i = &self.insts[k];
+            if i.phase != Phase::Running || i.stop.is_none() || i.stop_sent.is_some() {
+                continue;
+            }
+            if i.stop != Some(StopReason::Timeout) && self.has_running_dependent(k) {
+                continue;
+            }
+            let proc = i.proc;
+            let sig = self.g.file.processes[proc].stop_signal;
+            let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
+            hygiene::signal_group(pgid, sig.number);
+            let i = &mut self.insts[k];
+            i.stop_sent = Some(now);
+            i.next_kill = Some(now + self.grace);
+            self.emit(Event {
+                event: "stopping",
+                process: Some(&name),
+                pid: Some(pid),
+                signal: Some(sig.name),
+                ..Default::default()
+            });
+        }
+    }
+
+    fn has_running_dependent(&self, k: usize) -> bool {
+        let target = self.insts[k].proc;
+        self.insts.iter().enumerate().any(|(j, other)| {
+            j != k
+                && matches!(other.phase, Phase::Running | Phase::Draining { .. })
+                && other.stop.is_some()
+                && other.proc != target
+                && self.g.deps[other.proc].iter().any(|d| d.target == target)
+        })
+    }
+
+    // ---- time -----------------------------------------------------------------
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for i in &self.insts {
+            match i.phase {
+                Phase::Running => {
+                    if let (Some(start), Some(limit), None) = (
+                        i.attempt_start,
+                        self.g.file.processes[i.proc].timeout,
+                        i.stop,
+                    ) {
+                        consider(start + limit);
+                    }
+                    if let Some(t) = i.next_kill {
+                        consider(t);
+                    }
+                }
+                Phase::Draining { since } => consider(since + DRAIN_TIMEOUT),
+                Phase::RetryWait { until } => consider(until),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    fn on_deadlines(&mut self, now: Instant) {
+        for k in 0..self.insts.len() {
+            match self.insts[k].phase {
+                Phase::Running => {
+                    let i = &self.insts[k];
+                    let limit = self.g.file.processes[i.proc].timeout;
+                    if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
+                        if now >= start + limit {
+                            self.insts[k].stop = Some(StopReason::Timeout);
+                        }
+                    }
+                    let i = &self.insts[k];
+                    if let Some(t) = i.next_kill {
+                        if now >= t || self.kill_now {
+                            let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
+                            hygiene::signal_group(pgid, libc::SIGKILL);
+                            self.insts[k].next_kill = Some(now + KILL_RECHECK);
+                            self.emit(Event {
+                                event: "killed",
+                                process: Some(&name),
+                                pid: Some(pid),
+                                signal: Some("SIGKILL"),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+                Phase::Draining { since } if now >= since + DRAIN_TIMEOUT => {
+                    // A leftover process still holds the output open: stop waiting for EOF.
+                    self.close_pipes_of(k);
+                    if matches!(self.insts[k].phase, Phase::Draining { .. }) {
+                        self.attempt_end(k);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ---- the end ----------------------------------------------------------------
+
+    /// Stops whatever is left: process groups with members and descendants
+    /// that escaped their group (double fork, setsid). Stop signal, grace,
+    /// then SIGKILL until nothing is left.
+    fn sweep(&mut self) {
+        let me = std::process::id() as i32;
+        let spare = self.watchdog.as_ref().map(Watchdog::pid);
+        self.reap_all();
+        let mut left: Vec<(i32, usize)> = self
+            .groups
+            .iter()
+            .filter(|g| hygiene::group_alive(g.pgid))
+            .map(|g| (g.pgid, g.inst))
+            .collect();
+        let escaped = hygiene::descendants(me, spare);
+        if left.is_empty() && escaped.is_empty() {
+            return;
+        }
+        for &(pgid, k) in &left {
+            let sig = self.g.file.processes[self.insts[k].proc].stop_signal;
+            let name = self.insts[k].name.clone();
+            self.console.note(
+                &format!(
+                    "{name} left processes behind in its group; stopping them ({})",
+                    sig.name
+                ),
+                false,
+            );
+            hygiene::signal_group(pgid, sig.number);
+        }
+        for &pid in &escaped {
+            hygiene::signal_pid(pid, Signal::SIGTERM);
+        }
+        if !escaped.is_empty() {
+            self.console.note(
+                &format!(
+                    "stopping {} process(es) that left their process group",
+                    escaped.len()
+                ),
+                false,
+            );
+        }
+        let deadline = Instant::now()
+            + if self.kill_now {
+                Duration::ZERO
+            } else {
+                self.grace
+            };
+        let hard_stop = deadline + Duration::from_secs(5);
+        loop {
+            self.reap_all();
+            left.retain(|&(pgid, _)| hygiene::group_alive(pgid));
+            let escaped = hygiene::descendants(me, spare);
+            if left.is_empty() && escaped.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            if self.signals.pending().any(|s| s == SIGINT || s == SIGTERM) {
+                self.kill_now = true;
+            }
+            if now >= deadline || self.kill_now {
+                for &(pgid, _) in &left {
+                    hygiene::signal_group(pgid, libc::SIGKILL);
+                }
+                for pid in escaped {
+                    hygiene::signal_pid(pid, Signal::SIGKILL);
+                }
+            }
+            if now >= hard_stop {
+                self.console
+                    .note("some processes could not be killed", true);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn reap_all(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: plain syscall with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
+                self.watchdog = None;
+            }
+        }
+    }
+
+    fn finish(mut self) -> RunOutcome {
+        self.console.finish();
+        if let Some(mut w) = self.watchdog.take() {
+            w.finish();
+            let pid = w.pid();
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        let rows: Vec<SummaryRow> = self
+            .order
+            .iter()
+            .map(|&k| {
+                let i = &self.insts[k];
+                SummaryRow {
+                    process: i.name.clone(),
+                    status: i.outcome.map_or("skipped", Outcome::as_str).to_string(),
+                    exit: match i.exit {
+                        Some(Exit::Code(c)) => c.to_string(),
+                        Some(Exit::Signal(s)) => signal_name(s).to_string(),
+                        None if i.start_error => "not run".to_string(),
+                        None => String::new(),
+                    },
+                    attempts: i.attempts,
+                    duration: i.first_start.zip(i.end).map(|(s, e)| e - s),
+                    peak_rss_kib: (i.peak_rss_kib > 0).then_some(i.peak_rss_kib),
+                }
+            })
+            .collect();
+        let failed = self
+            .insts
+            .iter()
+            .any(|i| i.outcome.is_some_and(Outcome::is_failure));
+        let exit_code = match self.interrupted {
+            Some(SIGINT) => 130,
+            Some(SIGTERM) => 143,
+            Some(SIGHUP) => 129,
+            _ if failed => 1,
+            _ => 0,
+        };
+        let elapsed = self.started_at.elapsed();
+        self.emit(Event {
+            event: "run-finished",
+            code: Some(i32::from(exit_code)),
+            duration_ms: Some(elapsed.as_millis() as u64),
+            ..Default::default()
+        });
+        if let Some(ev) = &mut self.events {
+            ev.flush();
+        }
+        let summary = render_summary(&rows, self.console_color());
+        RunOutcome {
+            exit_code,
+            rows,
+            summary,
+        }
+    }
+
+    fn console_color(&self) -> bool {
+        self.console.color()
+    }
+}
+
+fn describe_spawn_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory (not on PATH?)".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied (not executable?)".into(),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,98 @@
+//! Process hygiene: the subreaper, signalling process groups, and finding
+//! every process a run started, even those that left their group.
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// Makes the engine the reaper of every orphan below it, so that
+/// double-forked descendants are re-parented to it rather than to init.
+pub fn become_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}
+
+/// Sends `sig` to process group `pgid`; false if the group has no member left.
+pub fn signal_group(pgid: i32, sig: i32) -> bool {
+    let Ok(sig) = Signal::try_from(sig) else {
+        return false;
+    };
+    killpg(Pid::from_raw(pgid), sig).is_ok()
+}
+
+/// True while any process (zombies included) is in group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// Sends `sig` to one process.
+pub fn signal_pid(pid: i32, sig: Signal) -> bool {
+    kill(Pid::from_raw(pid), sig).is_ok()
+}
+
+/// (pid, parent pid, state) of every process, from /proc.
+fn processes() -> Vec<(i32, i32, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may itself contain spaces or parentheses.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let Some(ppid) = rest.next().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        out.push((pid, ppid, state));
+    }
+    out
+}
+
+/// Every living (non-zombie) descendant of `root`, except the subtree of `spare`.
+pub fn descendants(root: i32, spare: Option<i32>) -> Vec<i32> {
+    let procs = processes();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid, state) in &procs {
+            if ppid == parent && Some(pid) != spare && pid != root {
+                frontier.push(pid);
+                if state != 'Z' {
+                    found.push(pid);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Processes whose environment carries `marker` (`JOBGRAPH_RUN=...`): used by
+/// the watchdog after the engine died, when the process tree no longer leads
+/// from the engine to what it started.
+pub fn marked(marker: &[u8]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for (pid, _, state) in processes() {
+        if pid == me || state == 'Z' {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|var| var == marker) {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,41 @@
+//! The runtime: launch, supervise and join a validated graph.
+//!
+//! One thread owns all state (like nextest's dispatcher): an event loop over
+//! mio that wakes on SIGCHLD, SIGINT / SIGTERM / SIGHUP, output from the
+//! processes' log pipes, and the next deadline (timeouts, grace periods,
+//! retry delays). Each instance of a process is a small state machine in
+//! [`engine`]; nothing ever blocks on a process.
+//!
+//! Hygiene: every process runs in its own process group; the engine is a
+//! child subreaper, so orphans are re-parented to it and reaped; a run ends
+//! with a sweep that stops every process group it created and every
+//! remaining descendant; and a watchdog process kills everything the run
+//! started if the engine itself dies, even by SIGKILL ([`watchdog`]).
+
+mod engine;
+mod hygiene;
+mod spawn;
+pub mod watchdog;
+
+pub use engine::{run, RunOptions, RunOutcome};
+
+use crate::graph::Graph;
+
+/// Features of a graph the runtime cannot run yet, in words; empty if none.
+pub fn unsupported(g: &Graph) -> Vec<String> {
+    let mut out = Vec::new();
+    if !g.file.queues.is_empty() || !g.file.pipes.is_empty() {
+        out.push("stream edges (pipes and queues)".to_string());
+    }
+    if g.file.processes.iter().any(|p| p.ready.is_some()) {
+        out.push("readiness probes (`ready`)".to_string());
+    }
+    if g.file
+        .processes
+        .iter()
+        .any(|p| p.restart != crate::spec::Restart::Never)
+    {
+        out.push("restart policies (`restart`)".to_string());
+    }
+    out
+}

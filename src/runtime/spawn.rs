@@ -1,0 +1,195 @@
+//! Turning one instance of a process into a `std::process::Command`:
+//! argv or shell, `{replica}`, the fork/spawn environment, cwd, stdio.
+
+use crate::graph::Graph;
+use crate::spec::{Command as Cmd, Output, Process, StartMethod, Stdin};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Variables a `spawn` process keeps from the engine's environment.
+pub const SPAWN_KEEP: &[&str] = &["PATH", "HOME", "USER", "LANG", "TERM"];
+
+/// Everything about an instance that does not change between attempts.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Program and arguments (`/bin/sh -c ...` for `shell`).
+    pub argv: Vec<String>,
+    /// The full environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+}
+
+/// `{replica}` replaced, the only interpolation jobgraph does.
+pub fn interpolate(text: &str, replica: u32) -> String {
+    if text.contains("{replica}") {
+        text.replace("{replica}", &replica.to_string())
+    } else {
+        text.to_string()
+    }
+}
+
+/// The chain of parents from the top down to `i` (inclusive).
+fn lineage(g: &Graph, i: usize) -> Vec<usize> {
+    let mut chain = vec![i];
+    let mut cur = i;
+    while let Some(parent) = g.file.processes[cur]
+        .parent
+        .as_ref()
+        .and_then(|p| g.process_index(p))
+    {
+        if chain.contains(&parent) {
+            break; // cycles are rejected by validation; never loop regardless
+        }
+        chain.push(parent);
+        cur = parent;
+    }
+    chain.reverse();
+    chain
+}
+
+/// Builds the launch of process `i`, replica `replica`, for a graph rooted at `base`.
+pub fn launch(
+    g: &Graph,
+    i: usize,
+    replica: u32,
+    base: &Path,
+    engine_env: &[(OsString, OsString)],
+) -> Launch {
+    let p = &g.file.processes[i];
+    let argv = match &p.command {
+        Cmd::Argv(a) => a.iter().map(|s| interpolate(&s.value, replica)).collect(),
+        Cmd::Shell(s) => vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            interpolate(&s.value, replica),
+        ],
+        Cmd::Missing => vec![],
+    };
+    let chain = lineage(g, i);
+    let mut env: Vec<(OsString, OsString)> = match p.start {
+        StartMethod::Fork => engine_env.to_vec(),
+        StartMethod::Spawn => engine_env
+            .iter()
+            .filter(|(k, _)| SPAWN_KEEP.iter().any(|keep| k == keep))
+            .cloned()
+            .collect(),
+    };
+    let mut set = |k: &str, v: String| {
+        let k = OsString::from(k);
+        match env.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = v.into(),
+            None => env.push((k, v.into())),
+        }
+    };
+    for (k, v) in &g.file.env {
+        set(&k.value, interpolate(&v.value, replica));
+    }
+    // fork: the parent chain's env, top-down, then our own; spawn: only our own.
+    let env_sources: Vec<usize> = match p.start {
+        StartMethod::Fork => chain.clone(),
+        StartMethod::Spawn => vec![i],
+    };
+    for &a in &env_sources {
+        for (k, v) in &g.file.processes[a].env {
+            set(&k.value, interpolate(&v.value, replica));
+        }
+    }
+    set("JOBGRAPH_NAME", p.name.value.clone());
+    set("JOBGRAPH_GRAPH", g.name.clone());
+    set("JOBGRAPH_ENGINE_PID", std::process::id().to_string());
+    set("JOBGRAPH_REPLICA", replica.to_string());
+    set("JOBGRAPH_REPLICAS", p.replicas.value.to_string());
+    // cwd: own, else (fork) the nearest ancestor's, else the job file's directory.
+    let mut cwd = base.to_path_buf();
+    let cwd_sources: Vec<usize> = match p.start {
+        StartMethod::Fork => chain,
+        StartMethod::Spawn => vec![i],
+    };
+    for &a in &cwd_sources {
+        if let Some(c) = &g.file.processes[a].cwd {
+            cwd = base.join(interpolate(&c.value, replica));
+        }
+    }
+    Launch { argv, env, cwd }
+}
+
+/// Where a stream goes for one attempt.
+pub enum Sink {
+    /// A pipe the engine reads as log lines.
+    Log,
+    /// /dev/null.
+    Null,
+    /// The engine's own descriptor.
+    Inherit,
+    /// A file, opened for appending.
+    File(std::fs::File),
+}
+
+/// The sink for stdout or stderr. Files are created at the first attempt and
+/// appended to by retries, so every attempt's output is kept.
+pub fn sink(
+    output: &Output,
+    base: &Path,
+    replica: u32,
+    first_attempt: bool,
+) -> std::io::Result<Sink> {
+    Ok(match output {
+        Output::Log => Sink::Log,
+        Output::Null => Sink::Null,
+        Output::Inherit => Sink::Inherit,
+        Output::File(path) => {
+            let path = base.join(interpolate(path, replica));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(!first_attempt)
+                .truncate(first_attempt)
+                .open(&path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+                })?;
+            Sink::File(file)
+        }
+    })
+}
+
+fn stdio(sink: Sink) -> Stdio {
+    match sink {
+        Sink::Log => Stdio::piped(),
+        Sink::Null => Stdio::null(),
+        Sink::Inherit => Stdio::inherit(),
+        Sink::File(f) => Stdio::from(f),
+    }
+}
+
+/// The command for one attempt: its own process group, no inherited engine fds
+/// (Rust opens everything close-on-exec), stdin per `stdin`.
+pub fn command(launch: &Launch, p: &Process, out: Sink, err: Sink) -> Command {
+    let mut cmd = Command::new(&launch.argv[0]);
+    cmd.args(&launch.argv[1..])
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(match p.stdin {
+            Stdin::Null => Stdio::null(),
+            Stdin::Inherit => Stdio::inherit(),
+        })
+        .stdout(stdio(out))
+        .stderr(stdio(err))
+        .process_group(0);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interpolate;
+
+    #[test]
+    fn replica_is_the_only_interpolation() {
+        assert_eq!(interpolate("w{replica}-$HOME-${X}", 3), "w3-$HOME-${X}");
+        assert_eq!(interpolate("{ print }", 3), "{ print }");
+    }
+}

@@ -1,0 +1,109 @@
+//! The watchdog: a tiny process that outlives the engine only to clean up.
+//!
+//! The engine starts it first, in its own process group (so a terminal's
+//! Ctrl-C does not reach it), with the read end of a pipe as its stdin. The
+//! engine holds the write end (close-on-exec, so no job inherits it) and
+//! reports each process group it creates. If the pipe reaches EOF without the
+//! engine's final `done`, the engine died — SIGKILL included — and the
+//! watchdog kills every group it was told about and every process whose
+//! environment carries this run's marker, until none is left.
+
+use super::hygiene;
+use nix::sys::signal::Signal;
+use std::io::{BufRead, Write};
+use std::process::{Child, Command, Stdio};
+
+/// The engine's end of the watchdog link.
+pub struct Watchdog {
+    child: Child,
+    link: Option<std::fs::File>,
+}
+
+impl Watchdog {
+    /// Starts `jobgraph __watchdog MARKER` (the current executable).
+    pub fn start(marker: &str) -> std::io::Result<Watchdog> {
+        let exe = std::env::current_exe()?;
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(exe)
+            .arg("__watchdog")
+            .arg(marker)
+            .stdin(Stdio::from(read))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()?;
+        let link = std::fs::File::from(write);
+        Ok(Watchdog {
+            child,
+            link: Some(link),
+        })
+    }
+
+    /// The watchdog's pid, to tell it apart from the run's processes.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Reports a process group the engine created.
+    pub fn watch(&mut self, pgid: i32) {
+        if let Some(link) = &mut self.link {
+            let _ = writeln!(link, "g {pgid}");
+        }
+    }
+
+    /// Tells the watchdog the run ended cleanly. The caller reaps it.
+    pub fn finish(&mut self) {
+        if let Some(mut link) = self.link.take() {
+            let _ = writeln!(link, "done");
+        }
+    }
+}
+
+/// The watchdog's main: returns the process exit code.
+pub fn main(marker: &str) -> i32 {
+    // Ignore the signals a terminal or the engine's own group could deliver.
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: installing SIG_IGN has no handler code to be unsafe about.
+        unsafe {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn);
+        }
+    }
+    let mut groups: Vec<i32> = Vec::new();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line == "done" {
+            return 0;
+        }
+        if let Some(g) = line.strip_prefix("g ").and_then(|g| g.parse().ok()) {
+            groups.push(g);
+        }
+    }
+    // EOF without "done": the engine is gone. Kill everything of this run.
+    let tag = format!("JOBGRAPH_RUN={marker}");
+    for round in 0..50 {
+        let mut any = false;
+        for &g in &groups {
+            any |= hygiene::signal_group(g, libc::SIGKILL);
+        }
+        for pid in hygiene::marked(tag.as_bytes()) {
+            any |= hygiene::signal_pid(pid, Signal::SIGKILL);
+        }
+        if !any {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(if round < 10 {
+            20
+        } else {
+            100
+        }));
+    }
+    0
+}
