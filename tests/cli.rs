@@ -43,10 +43,16 @@ fn run_validates_first_and_exits_2_on_invalid_files() {
 
 #[test]
 fn run_says_plainly_what_it_cannot_run_yet() {
-    let out = jobgraph().args(["run", "jobs/queue.toml"]).output().unwrap();
+    let out = jobgraph()
+        .args(["run", "jobs/queue.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot run stream edges (pipes and queues) yet"), "{stderr}");
+    assert!(
+        stderr.contains("cannot run stream edges (pipes and queues) yet"),
+        "{stderr}"
+    );
 }
 
 #[test]

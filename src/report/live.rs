@@ -377,7 +377,11 @@ mod tests {
         let row: Vec<&str> = s.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(row[..4], ["setup", "ok", "0", "1"], "{s}");
         let header = s.lines().next().unwrap();
-        assert_eq!(header.find("status"), s.lines().nth(1).unwrap().find("ok"), "columns align:\n{s}");
+        assert_eq!(
+            header.find("status"),
+            s.lines().nth(1).unwrap().find("ok"),
+            "columns align:\n{s}"
+        );
         assert!(s.contains("1.50s"), "{s}");
         assert!(s.contains("2.0 MiB"), "{s}");
     }

@@ -258,6 +258,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     hygiene::become_subreaper();
+    hygiene::cloexec_inherited_fds();
     let watchdog = Watchdog::start(&marker).ok();
 
     let max_parallel = opts

@@ -10,6 +10,41 @@ pub fn become_subreaper() -> bool {
     nix::sys::prctl::set_child_subreaper(true).is_ok()
 }
 
+/// Marks every descriptor above stderr close-on-exec, so that descriptors the
+/// engine inherited (a jobserver's, a terminal multiplexer's) never reach a
+/// job. Rust opens its own descriptors close-on-exec already.
+pub fn cloexec_inherited_fds() {
+    // SAFETY: close_range only changes descriptor flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if done {
+        return;
+    }
+    // Kernels before 5.11: walk the descriptor table.
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: F_SETFD on a descriptor number; a stale one just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Sends `sig` to process group `pgid`; false if the group has no member left.
 pub fn signal_group(pgid: i32, sig: i32) -> bool {
     let Ok(sig) = Signal::try_from(sig) else {

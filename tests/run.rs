@@ -1,0 +1,853 @@
+//! `jobgraph run` on real processes: order, concurrency, locks, environments,
+//! joins, failures, signals and hygiene. Every process a test starts carries a
+//! unique tag in its environment; a guard kills anything still tagged when the
+//! test ends, pass or fail, and the hygiene tests assert nothing survived.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temp directory with a job file whose processes all carry a unique tag.
+struct Job {
+    dir: tempfile::TempDir,
+    tag: String,
+}
+
+impl Job {
+    fn new(body: &str) -> Job {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = format!("jgtest-{}-{}", std::process::id(), rand_suffix());
+        let text = format!("[env]\nJGTEST_TAG = \"{tag}\"\n\n{body}");
+        std::fs::write(dir.path().join("job.toml"), text).unwrap();
+        Job { dir, tag }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("job.toml")
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_default()
+    }
+
+    /// Runs to completion (60 s at most) and returns (exit code, stdout, stderr).
+    fn run(&self, extra: &[&str]) -> (i32, String, String) {
+        let out = jobgraph()
+            .arg("run")
+            .args(extra)
+            .arg(self.path())
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs with an events file and returns the parsed events too.
+    fn run_events(&self, extra: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+        let events = self.file("events.ndjson");
+        let mut args = vec!["--events", events.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, _, stderr) = self.run(&args);
+        let evs = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (code, evs, stderr)
+    }
+
+    /// Processes still alive that carry this job's tag.
+    fn survivors(&self) -> Vec<i32> {
+        tagged(&self.tag)
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            let left = tagged(&self.tag);
+            if left.is_empty() {
+                return;
+            }
+            for pid in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (t.as_nanos() as u64)
+        .wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40)
+}
+
+/// Living (non-zombie) processes whose environment has JGTEST_TAG=tag.
+fn tagged(tag: &str) -> Vec<i32> {
+    let needle = format!("JGTEST_TAG={tag}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_for_file(path: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn wait_gone(job: &Job, limit: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let left = job.survivors();
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `event` values for one process, in order.
+fn events_of<'a>(evs: &'a [serde_json::Value], process: &str) -> Vec<&'a str> {
+    evs.iter()
+        .filter(|e| e["process"] == process)
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
+}
+
+/// Index of the first event of `kind` for `process`.
+fn pos(evs: &[serde_json::Value], process: &str, kind: &str) -> usize {
+    evs.iter()
+        .position(|e| e["process"] == process && e["event"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event for {process}: {evs:#?}"))
+}
+
+/// Reads `NAME START END` lines (monotonic nanoseconds) written by `stamp` shells.
+fn intervals(text: &str) -> Vec<(String, u128, u128)> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A shell snippet recording this process's [start, end] around a sleep.
+fn stamp(name: &str, secs: &str) -> String {
+    format!("s=$(date +%s%N); sleep {secs}; e=$(date +%s%N); echo \"{name} $s $e\" >> stamps")
+}
+
+#[test]
+fn after_runs_in_topological_order() {
+    let job = Job::new(
+        r#"
+[process.c]
+shell = "echo c >> order"
+after = ["b"]
+[process.a]
+shell = "sleep 0.1; echo a >> order"
+[process.b]
+shell = "echo b >> order"
+after = ["a"]
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("order"), "a\nb\nc\n");
+}
+
+#[test]
+fn independent_processes_run_at_the_same_time() {
+    let job = Job::new(&format!(
+        "[process.x]\nshell = '{}'\n[process.y]\nshell = '{}'\n",
+        stamp("x", "0.5"),
+        stamp("y", "0.5")
+    ));
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let iv = intervals(&job.read("stamps"));
+    assert_eq!(iv.len(), 2);
+    // Overlap: each started before the other ended.
+    assert!(iv[0].1 < iv[1].2 && iv[1].1 < iv[0].2, "no overlap: {iv:?}");
+}
+
+#[test]
+fn a_lock_is_held_by_at_most_capacity_processes() {
+    let mut body = String::from("[lock.one]\n[lock.two]\ncapacity = 2\n");
+    for i in 0..3 {
+        body.push_str(&format!(
+            "[process.a{i}]\nshell = '{}'\nlocks = [\"one\"]\n",
+            stamp(&format!("one{i}"), "0.2")
+        ));
+    }
+    for i in 0..4 {
+        body.push_str(&format!(
+            "[process.b{i}]\nshell = '{}'\nlocks = [\"two\"]\n",
+            stamp(&format!("two{i}"), "0.2")
+        ));
+    }
+    let job = Job::new(&body);
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let iv = intervals(&job.read("stamps"));
+    for (lock, cap) in [("one", 1), ("two", 2)] {
+        let mine: Vec<_> = iv.iter().filter(|x| x.0.starts_with(lock)).collect();
+        assert_eq!(mine.len(), if lock == "one" { 3 } else { 4 });
+        let mut max = 0;
+        for a in &mine {
+            // How many hold the lock at the moment `a` starts.
+            let holding = mine.iter().filter(|b| b.1 <= a.1 && a.1 < b.2).count();
+            max = max.max(holding);
+        }
+        assert!(
+            max <= cap,
+            "lock {lock}: {max} holders at once, capacity {cap}: {mine:?}"
+        );
+        assert_eq!(max, cap, "lock {lock} was never used to capacity: {mine:?}");
+    }
+}
+
+#[test]
+fn max_parallel_bounds_running_processes() {
+    let mut body = String::from("[graph]\nmax_parallel = 2\n");
+    for i in 0..5 {
+        body.push_str(&format!(
+            "[process.p{i}]\nshell = '{}'\n",
+            stamp(&format!("p{i}"), "0.15")
+        ));
+    }
+    let job = Job::new(&body);
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let iv = intervals(&job.read("stamps"));
+    let most = iv
+        .iter()
+        .map(|a| iv.iter().filter(|b| b.1 <= a.1 && a.1 < b.2).count())
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} at once: {iv:?}");
+}
+
+#[test]
+fn fork_inherits_and_spawn_starts_clean() {
+    let job = Job::new(
+        r#"
+[process.parent]
+shell = "sleep 0.3"
+env = { CHAIN = "from-parent" }
+[process.forked]
+parent = "parent"
+env = { OWN = "own" }
+shell = 'echo "fork OUTER=${OUTER-unset} CHAIN=${CHAIN-unset} OWN=$OWN TAG=${JGTEST_TAG:+set} NAME=$JOBGRAPH_NAME" >> envs'
+[process.spawned]
+parent = "parent"
+start = "spawn"
+env = { OWN = "own" }
+shell = 'echo "spawn OUTER=${OUTER-unset} CHAIN=${CHAIN-unset} OWN=$OWN TAG=${JGTEST_TAG:+set} PATH=${PATH:+set}" >> envs'
+"#,
+    );
+    let out = jobgraph()
+        .arg("run")
+        .arg(job.path())
+        .env("OUTER", "outer")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let envs = job.read("envs");
+    assert!(
+        envs.contains("fork OUTER=outer CHAIN=from-parent OWN=own TAG=set NAME=forked"),
+        "{envs}"
+    );
+    assert!(
+        envs.contains("spawn OUTER=unset CHAIN=unset OWN=own TAG=set PATH=set"),
+        "{envs}"
+    );
+}
+
+#[test]
+fn replicas_get_their_index() {
+    let job = Job::new(
+        r#"
+[process.w]
+replicas = 3
+shell = "echo w{replica} $JOBGRAPH_REPLICA/$JOBGRAPH_REPLICAS >> reps"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<String> = job.read("reps").lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["w0 0/3", "w1 1/3", "w2 2/3"]);
+}
+
+#[test]
+fn parent_waits_for_children_and_daemons_stop_after() {
+    let job = Job::new(
+        r#"
+[process.boss]
+shell = "true"
+[process.helper]
+parent = "boss"
+shell = "sleep 0.4"
+[process.watch]
+parent = "boss"
+daemon = true
+shell = "exec sleep 30"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    // The daemon is stopped only once the non-daemon child finished.
+    assert!(
+        pos(&evs, "helper", "exited") < pos(&evs, "watch", "stopping"),
+        "{evs:#?}"
+    );
+    assert!(err.contains("watch") && err.contains("stopped"), "{err}");
+    assert!(job.survivors().is_empty());
+}
+
+#[test]
+fn shutdown_stops_dependents_before_what_they_started_after() {
+    let job = Job::new(
+        r#"
+[process.main]
+shell = "sleep 0.3"
+[process.db]
+daemon = true
+shell = "trap 'echo db-stopped >> order; exit 0' TERM; while :; do sleep 0.05; done"
+[process.api]
+daemon = true
+after = { db = "start" }
+shell = "trap 'sleep 0.2; echo api-stopped >> order; exit 0' TERM; while :; do sleep 0.05; done"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("order"), "api-stopped\ndb-stopped\n", "{err}");
+}
+
+#[test]
+fn fail_fast_stops_the_others() {
+    let job = Job::new(
+        r#"
+[process.bad]
+shell = "sleep 0.2; exit 3"
+[process.slow]
+shell = "sleep 30"
+[process.later]
+after = ["slow"]
+shell = "true"
+"#,
+    );
+    let start = Instant::now();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "slow was not stopped"
+    );
+    assert!(err.contains("bad failed with exit code 3"), "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["bad"][0], "failed");
+    assert_eq!(rows["slow"][0], "stopped");
+    assert_eq!(rows["later"][0], "skipped");
+}
+
+#[test]
+fn keep_going_skips_dependents_transitively() {
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "exit 1"
+[process.b]
+after = ["a"]
+shell = "true"
+[process.c]
+after = ["b"]
+shell = "true"
+[process.d]
+shell = "sleep 0.2"
+[process.e]
+after = { a = "exit" }
+shell = "true"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["a"][0], "failed");
+    assert_eq!(rows["b"][0], "skipped");
+    assert_eq!(rows["c"][0], "skipped");
+    assert_eq!(rows["d"][0], "ok");
+    assert_eq!(rows["e"][0], "ok");
+    assert_eq!(events_of(&evs, "c"), ["skipped"]);
+}
+
+#[test]
+fn fail_fast_false_in_the_file_keeps_going_too() {
+    let job = Job::new("[graph]\nfail_fast = false\n[process.a]\nshell = \"exit 1\"\n[process.d]\nshell = \"sleep 0.2\"\n");
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(summary(&err)["d"][0], "ok", "{err}");
+}
+
+#[test]
+fn timeout_stops_and_fails() {
+    let job = Job::new("[process.slow]\nshell = \"sleep 30\"\ntimeout = \"300ms\"\n");
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(summary(&err)["slow"][0], "timed out");
+    assert_eq!(events_of(&evs, "slow"), ["started", "stopping", "exited"]);
+    assert!(err.contains("timed out after 300ms"), "{err}");
+}
+
+#[test]
+fn retries_rerun_until_success() {
+    let job = Job::new(
+        r#"
+[process.flaky]
+shell = "echo x >> tries; test $(wc -l < tries) -ge 3"
+retries = 3
+retry_delay = "50ms"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("tries").lines().count(), 3);
+    assert_eq!(summary(&err)["flaky"][2], "3", "{err}");
+    assert_eq!(
+        events_of(&evs, "flaky")
+            .iter()
+            .filter(|e| **e == "retrying")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn retries_run_out() {
+    let job = Job::new("[process.never]\nshell = \"exit 2\"\nretries = 1\n");
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1);
+    let rows = summary(&err);
+    assert_eq!(rows["never"][..3], ["failed", "2", "2"], "{err}");
+}
+
+#[test]
+fn success_codes_decide_success() {
+    let job = Job::new("[process.three]\nshell = \"exit 3\"\nsuccess_codes = [0, 3]\n[process.zero]\nshell = \"exit 0\"\nsuccess_codes = [1]\n");
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1);
+    let rows = summary(&err);
+    assert_eq!(rows["three"][0], "ok", "{err}");
+    assert_eq!(rows["zero"][0], "failed", "{err}");
+}
+
+#[test]
+fn only_runs_the_subgraph_and_what_it_needs() {
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "echo a >> ran"
+[process.b]
+after = ["a"]
+shell = "echo b >> ran"
+[process.c]
+shell = "echo c >> ran"
+"#,
+    );
+    let (code, _, err) = job.run(&["--only", "b"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("ran"), "a\nb\n");
+    assert!(!summary(&err).contains_key("c"));
+}
+
+#[test]
+fn a_command_that_cannot_start_is_a_clear_failure() {
+    let job = Job::new("[process.ghost]\ncmd = [\"./no-such-program\"]\n[process.nodir]\ncmd = [\"true\"]\ncwd = \"missing-dir\"\n");
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ghost: cannot run `./no-such-program`: no such file or directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nodir: working directory") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(summary(&err)["ghost"][..3], ["failed", "not run", "1"]);
+}
+
+#[test]
+fn log_lines_are_prefixed_and_routed() {
+    let job = Job::new(
+        r#"
+[process.talk]
+shell = "echo out; echo err >&2; printf partial"
+[process.quiet]
+shell = "echo hidden"
+stdout = "null"
+[process.tofile]
+shell = "echo saved"
+stdout = { file = "saved.txt" }
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    // Names are padded to the longest (`tofile`), so columns line up.
+    let has = |text: &str| out.lines().any(|l| l == format!("talk   | {text}"));
+    assert!(has("out"), "{out}");
+    assert!(has("err"), "stderr is logged too: {out}");
+    assert!(
+        has("partial"),
+        "a final unterminated line is still a line: {out}"
+    );
+    assert!(!out.contains("hidden"), "{out}");
+    assert_eq!(job.read("saved.txt"), "saved\n");
+    assert!(!out.contains('\x1b'), "no colour off a terminal: {out:?}");
+}
+
+#[test]
+fn log_dir_gets_one_file_per_instance() {
+    let job = Job::new("[process.w]\nreplicas = 2\nshell = \"echo hi from {replica}\"\n");
+    let logs = job.file("logs");
+    let (code, _, err) = job.run(&["--log-dir", logs.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("w.0.log")).unwrap(),
+        "hi from 0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("w.1.log")).unwrap(),
+        "hi from 1\n"
+    );
+}
+
+#[test]
+fn events_describe_the_run() {
+    let job = Job::new(
+        "[process.a]\nshell = \"exit 0\"\n[process.b]\nafter = [\"a\"]\nshell = \"exit 4\"\n",
+    );
+    let (code, evs, _) = job.run_events(&[]);
+    assert_eq!(code, 1);
+    let started = &evs[pos(&evs, "a", "started")];
+    assert!(started["pid"].as_i64().unwrap() > 0);
+    assert!(started["ts"].as_str().unwrap().ends_with('Z'));
+    let exited = &evs[pos(&evs, "b", "exited")];
+    assert_eq!(exited["code"], 4);
+    assert_eq!(exited["status"], "failed");
+    assert!(exited["duration_ms"].is_u64());
+    assert!(pos(&evs, "a", "exited") < pos(&evs, "b", "started"));
+    assert_eq!(evs.last().unwrap()["event"], "run-finished");
+}
+
+#[test]
+fn summary_has_every_column() {
+    let job = Job::new("[process.a]\nshell = \"exit 0\"\n");
+    let (_, _, err) = job.run(&[]);
+    let header = err.lines().find(|l| l.starts_with("process")).unwrap();
+    for col in [
+        "process", "status", "exit", "attempts", "duration", "peak RSS",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = &summary(&err)["a"];
+    assert_eq!(row[..3], ["ok", "0", "1"]);
+    assert!(
+        row[4].ends_with("MiB") || row[4].ends_with("KiB"),
+        "{row:?}"
+    );
+}
+
+#[test]
+fn children_see_only_their_standard_descriptors() {
+    let job = Job::new("[process.fds]\nshell = \"ls /proc/self/fd > fds.txt\"\nstdin = \"null\"\n");
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let mut fds: Vec<i32> = job
+        .read("fds.txt")
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    fds.sort();
+    // 0, 1, 2, and the one `ls` opened to read the directory.
+    assert_eq!(fds.len(), 4, "leaked descriptors: {fds:?}");
+    assert_eq!(fds[..3], [0, 1, 2]);
+}
+
+#[test]
+fn an_orphan_holding_stdout_does_not_hang_the_run() {
+    let job = Job::new("[process.leaky]\nshell = \"sleep 30 & echo parent done\"\n");
+    let start = Instant::now();
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("parent done"), "{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "hung on the orphan's pipe"
+    );
+    assert!(err.contains("left processes behind"), "{err}");
+    assert!(job.survivors().is_empty(), "the orphan survived");
+}
+
+#[test]
+fn a_double_forked_escapee_is_killed() {
+    let job = Job::new(
+        "[process.escape]\nshell = \"setsid sh -c 'sleep 60 & echo $! > escapee' < /dev/null > /dev/null 2>&1 & sleep 0.3\"\n",
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let pid: i32 = job
+        .read("escapee")
+        .trim()
+        .parse()
+        .expect("escapee pid recorded");
+    assert!(pid > 0);
+    assert!(
+        wait_gone(&job, Duration::from_secs(2)).is_empty(),
+        "escapee {pid} survived the run"
+    );
+}
+
+#[test]
+fn a_term_ignoring_process_is_killed_after_the_grace() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "300ms"
+[process.main]
+shell = "sleep 0.2"
+[process.stubborn]
+daemon = true
+shell = "trap '' TERM; sh -c 'trap \"\" TERM; sleep 60' & while :; do sleep 0.1; done"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(events_of(&evs, "stubborn").contains(&"killed"), "{evs:#?}");
+    assert!(
+        wait_gone(&job, Duration::from_secs(2)).is_empty(),
+        "a TERM-ignoring process survived"
+    );
+}
+
+#[test]
+fn no_zombies_pile_up_during_a_run() {
+    let mut body = String::from("[process.long]\nshell = \"sleep 1\"\n");
+    for i in 0..20 {
+        body.push_str(&format!("[process.q{i}]\nshell = \"sh -c 'true &'\"\n"));
+    }
+    let after: Vec<String> = (0..20).map(|i| format!("\"q{i}\"")).collect();
+    body.push_str(&format!(
+        "[process.check]\nafter = [{}]\nshell = \"sleep 0.2; grep -l '^PPid:\\\\s*'$JOBGRAPH_ENGINE_PID'$' /proc/[0-9]*/status 2>/dev/null | while read f; do grep -q '^State:\\\\s*Z' $f && echo zombie; done > zombies; true\"\n",
+        after.join(", ")
+    ));
+    let job = Job::new(&body);
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("zombies"), "", "zombies of the engine were found");
+}
+
+/// Starts `jobgraph run` in the background, waits for `ready` to exist.
+fn spawn_engine(job: &Job, ready: &str) -> std::process::Child {
+    let child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .arg("run")
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_file(&job.file(ready), Duration::from_secs(20)),
+        "processes did not start"
+    );
+    child
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+const STUBBORN_TREE: &str = r#"
+[graph]
+shutdown_grace = "500ms"
+[process.a]
+shell = "sleep 60 & sleep 60 & touch started; wait"
+[process.b]
+shell = "trap '' TERM INT; sleep 60"
+[process.c]
+shell = "setsid sh -c 'sleep 60' < /dev/null > /dev/null 2>&1 & sleep 60"
+"#;
+
+#[test]
+fn sigint_stops_everything_and_exits_130() {
+    let job = Job::new(STUBBORN_TREE);
+    let mut engine = spawn_engine(&job, "started");
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(20)).expect("engine did not exit");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        wait_gone(&job, Duration::from_secs(2)).is_empty(),
+        "survivors after SIGINT"
+    );
+}
+
+#[test]
+fn sigterm_exits_143() {
+    let job = Job::new("[process.a]\nshell = \"touch started; sleep 60\"\n");
+    let mut engine = spawn_engine(&job, "started");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(20)).expect("engine did not exit");
+    assert_eq!(status.code(), Some(143));
+    assert!(wait_gone(&job, Duration::from_secs(2)).is_empty());
+}
+
+#[test]
+fn a_second_sigint_kills_at_once() {
+    let job = Job::new(
+        "[graph]\nshutdown_grace = \"30s\"\n[process.a]\nshell = \"trap '' INT TERM; touch started; sleep 60\"\n",
+    );
+    let mut engine = spawn_engine(&job, "started");
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(10))
+        .expect("second SIGINT did not kill at once");
+    assert_eq!(status.code(), Some(130));
+    assert!(wait_gone(&job, Duration::from_secs(2)).is_empty());
+}
+
+#[test]
+fn sigkill_of_the_engine_leaves_no_survivor() {
+    let job = Job::new(STUBBORN_TREE);
+    let mut engine = spawn_engine(&job, "started");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        job.survivors().len() >= 5,
+        "expected a tree of processes: {:?}",
+        job.survivors()
+    );
+    engine.kill().unwrap(); // SIGKILL
+    engine.wait().unwrap();
+    let left = wait_gone(&job, Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "survivors after the engine was SIGKILLed: {left:?}"
+    );
+}
+
+#[test]
+fn runnable_examples_run() {
+    for name in ["hello", "five", "daemon", "contexts", "locks"] {
+        let out = jobgraph()
+            .args(["run", &format!("jobs/{name}.toml")])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Summary rows by process: [status, exit, attempts, duration, peak RSS].
+fn summary(stderr: &str) -> std::collections::HashMap<String, Vec<String>> {
+    let mut rows = std::collections::HashMap::new();
+    let mut in_table = false;
+    for line in stderr.lines() {
+        if line.starts_with("process ") && line.contains("status") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || line.trim().is_empty() {
+            continue;
+        }
+        // Columns are separated by two or more spaces; "timed out" and "not run" contain one.
+        let cells: Vec<String> = line
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some((name, rest)) = cells.split_first() {
+            rows.insert(name.clone(), rest.to_vec());
+        }
+    }
+    rows
+}
