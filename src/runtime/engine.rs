@@ -89,6 +89,8 @@ enum Phase {
     Draining { since: Instant },
     /// Waiting out `retry_delay`.
     RetryWait { until: Instant },
+    /// Retry delay over; waiting for a slot and its locks.
+    Retrying,
     /// Its own process is done for good (or it was skipped).
     Done,
 }
@@ -178,6 +180,26 @@ struct Engine<'g> {
     watchdog: Option<Watchdog>,
     cause: Option<String>,
     started_at: Instant,
+    /// Per process: the processes that wait for it (after or parent).
+    rdeps: Vec<Vec<usize>>,
+    /// Per instance: its position in `order`.
+    pos_of: Vec<usize>,
+    /// Processes whose pending instances must be re-examined.
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+    /// Positions (in `order`) of instances whose dependencies hold, waiting for a slot or locks.
+    ready: std::collections::BTreeSet<usize>,
+    /// Instances whose join may have completed.
+    join_check: Vec<usize>,
+    /// Instances with a stop requested but not yet signalled.
+    stop_pending: Vec<usize>,
+    /// Instances between start and done (running, draining, waiting to retry).
+    active: rustc_hash::FxHashSet<usize>,
+    unfinished: usize,
+    unfinished_non_daemons: usize,
+    daemons_released: bool,
+    done_count: u64,
+    failed_count: usize,
 }
 
 /// Runs a validated graph whose relative paths resolve against `base`.
@@ -266,6 +288,23 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         .or(g.file.graph.max_parallel.as_ref().map(|m| m.value))
         .map_or(usize::MAX, |m| m as usize);
     let n = insts.len();
+    let mut rdeps = vec![Vec::new(); g.file.processes.len()];
+    for (i, ds) in g.deps.iter().enumerate() {
+        for d in ds {
+            if !rdeps[d.target].contains(&i) {
+                rdeps[d.target].push(i);
+            }
+        }
+    }
+    let mut pos_of = vec![0; n];
+    for (pos, &k) in order.iter().enumerate() {
+        pos_of[k] = pos;
+    }
+    let unfinished_non_daemons = insts
+        .iter()
+        .filter(|i| !g.file.processes[i.proc].daemon.value)
+        .count();
+    let procs = g.file.processes.len();
     let mut e = Engine {
         g,
         base: base.to_path_buf(),
@@ -293,6 +332,19 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         watchdog,
         cause: None,
         started_at: Instant::now(),
+        rdeps,
+        pos_of,
+        dirty: (0..procs).collect(),
+        is_dirty: vec![true; procs],
+        ready: Default::default(),
+        join_check: Vec::new(),
+        stop_pending: Vec::new(),
+        active: Default::default(),
+        unfinished: n,
+        unfinished_non_daemons,
+        daemons_released: false,
+        done_count: 0,
+        failed_count: 0,
     };
     e.main_loop();
     e.sweep();
@@ -338,6 +390,11 @@ impl Engine<'_> {
         loop {
             self.step();
             self.console.flush();
+            if let Some(w) = &mut self.watchdog {
+                if w.due().is_some_and(|t| t <= Instant::now()) {
+                    w.flush();
+                }
+            }
             self.update_progress();
             if self.all_done() {
                 break;
@@ -372,9 +429,7 @@ impl Engine<'_> {
     }
 
     fn all_done(&self) -> bool {
-        self.insts
-            .iter()
-            .all(|i| i.phase == Phase::Done && (i.finished || i.outcome == Some(Outcome::Skipped)))
+        self.unfinished == 0
     }
 
     fn emit(&mut self, e: Event<'_>) {
@@ -384,22 +439,36 @@ impl Engine<'_> {
     }
 
     fn update_progress(&self) {
-        let done = self.insts.iter().filter(|i| i.phase == Phase::Done).count() as u64;
-        let failed = self
-            .insts
-            .iter()
-            .filter(|i| i.outcome.is_some_and(Outcome::is_failure))
-            .count();
-        self.console.progress(done, self.running, failed);
+        self.console
+            .progress(self.done_count, self.running, self.failed_count);
     }
 
     // ---- scheduling -------------------------------------------------------
+    //
+    // Event-driven: a change to a process marks the processes that wait for
+    // it dirty; only those are re-examined. Instances whose dependencies hold
+    // wait in `ready`, in launch order, for a slot and their locks.
 
     fn step(&mut self) {
         loop {
             let mut changed = false;
-            changed |= self.skip_impossible();
-            changed |= self.complete_joins();
+            if self.mode == Mode::ShuttingDown {
+                changed |= self.skip_all_pending();
+            }
+            while let Some(proc) = self.dirty.pop() {
+                self.is_dirty[proc] = false;
+                self.examine(proc);
+                changed = true;
+            }
+            while let Some(k) = self.join_check.pop() {
+                self.try_join(k);
+                changed = true;
+            }
+            if self.unfinished_non_daemons == 0 && !self.daemons_released {
+                self.daemons_released = true;
+                self.release_top_level_daemons();
+                changed = true;
+            }
             changed |= self.start_ready();
             if !changed {
                 break;
@@ -408,8 +477,49 @@ impl Engine<'_> {
         self.send_stops();
     }
 
-    /// Whether a dependency of a pending instance holds (`Some(true)`), may
-    /// still hold (`Some(false)`), or never can (`None`, with the reason).
+    fn mark_changed(&mut self, proc: usize) {
+        for idx in 0..self.rdeps[proc].len() {
+            let d = self.rdeps[proc][idx];
+            if !self.is_dirty[d] {
+                self.is_dirty[d] = true;
+                self.dirty.push(d);
+            }
+        }
+    }
+
+    /// Re-examines the pending instances of one process: skip, ready, or keep waiting.
+    fn examine(&mut self, proc: usize) {
+        for idx in 0..self.of_proc[proc].len() {
+            let k = self.of_proc[proc][idx];
+            if self.insts[k].phase != Phase::Pending {
+                continue;
+            }
+            match self.deps_hold(proc) {
+                Err(why) => {
+                    self.ready.remove(&self.pos_of[k]);
+                    self.skip(k, &why);
+                }
+                Ok(true) => {
+                    self.ready.insert(self.pos_of[k]);
+                }
+                Ok(false) => {
+                    self.ready.remove(&self.pos_of[k]);
+                }
+            }
+        }
+    }
+
+    /// All dependencies of `proc` hold (`Ok(true)`), may still (`Ok(false)`), or never can.
+    fn deps_hold(&self, proc: usize) -> Result<bool, String> {
+        let mut all = true;
+        for d in &self.g.deps[proc] {
+            all &= self.dep_state(d.kind, d.target)?;
+        }
+        Ok(all)
+    }
+
+    /// Whether a dependency holds (`Ok(true)`), may still hold (`Ok(false)`),
+    /// or never can (`Err`, with the reason).
     fn dep_state(&self, kind: DepKind, target: usize) -> Result<bool, String> {
         let tname = &self.g.file.processes[target].name.value;
         let targets = &self.of_proc[target];
@@ -470,11 +580,9 @@ impl Engine<'_> {
     }
 
     fn skip(&mut self, k: usize, reason: &str) {
-        let i = &mut self.insts[k];
-        i.phase = Phase::Done;
-        i.outcome = Some(Outcome::Skipped);
-        i.finished = true;
-        let name = i.name.clone();
+        self.set_done(k, Outcome::Skipped);
+        self.set_finished(k);
+        let name = self.insts[k].name.clone();
         self.emit(Event {
             event: "skipped",
             process: Some(&name),
@@ -484,120 +592,136 @@ impl Engine<'_> {
         });
     }
 
-    fn skip_impossible(&mut self) -> bool {
-        let mut changed = false;
-        for idx in 0..self.order.len() {
-            let k = self.order[idx];
-            if self.insts[k].phase != Phase::Pending {
-                continue;
-            }
-            if self.mode == Mode::ShuttingDown {
-                let why = self
-                    .cause
-                    .clone()
-                    .unwrap_or_else(|| "the run is stopping".into());
-                self.skip(k, &why);
-                changed = true;
-                continue;
-            }
-            let proc = self.insts[k].proc;
-            let mut reason = None;
-            for d in &self.g.deps[proc] {
-                if let Err(why) = self.dep_state(d.kind, d.target) {
-                    reason = Some(why);
-                    break;
-                }
-            }
-            if let Some(why) = reason {
-                self.skip(k, &why);
-                changed = true;
-            }
+    fn skip_all_pending(&mut self) -> bool {
+        let why = self
+            .cause
+            .clone()
+            .unwrap_or_else(|| "the run is stopping".into());
+        let pending: Vec<usize> = (0..self.insts.len())
+            .filter(|&k| self.insts[k].phase == Phase::Pending)
+            .collect();
+        for &k in &pending {
+            self.skip(k, &why);
         }
-        changed
+        self.ready.clear();
+        !pending.is_empty()
+    }
+
+    /// The instance's own process is done for good.
+    fn set_done(&mut self, k: usize, outcome: Outcome) {
+        let i = &mut self.insts[k];
+        i.phase = Phase::Done;
+        i.outcome = Some(outcome);
+        i.end = Some(Instant::now());
+        self.active.remove(&k);
+        self.done_count += 1;
+        if outcome.is_failure() {
+            self.failed_count += 1;
+        }
+        self.join_check.push(k);
+        self.mark_changed(self.insts[k].proc);
+    }
+
+    /// Joined: own process done and non-daemon children finished.
+    fn set_finished(&mut self, k: usize) {
+        if std::mem::replace(&mut self.insts[k].finished, true) {
+            return;
+        }
+        self.unfinished -= 1;
+        let proc = self.insts[k].proc;
+        let p = &self.g.file.processes[proc];
+        if !p.daemon.value {
+            self.unfinished_non_daemons -= 1;
+        }
+        if let Some(parent) = p
+            .parent
+            .as_ref()
+            .and_then(|n| self.g.process_index(&n.value))
+        {
+            self.join_check.extend(self.of_proc[parent].iter().copied());
+        }
+        self.mark_changed(proc);
     }
 
     /// Joins: a process is finished when its own process is done and its
     /// non-daemon children are finished; then its daemon children are stopped.
+    fn try_join(&mut self, k: usize) {
+        let i = &self.insts[k];
+        if i.finished || i.phase != Phase::Done {
+            return;
+        }
+        let proc = i.proc;
+        let children_done = self.g.children[proc].iter().all(|&c| {
+            self.g.file.processes[c].daemon.value
+                || self.of_proc[c].iter().all(|&ck| self.insts[ck].finished)
+        });
+        if !children_done {
+            return;
+        }
+        self.set_finished(k);
+        for ci in 0..self.g.children[proc].len() {
+            let c = self.g.children[proc][ci];
+            if self.g.file.processes[c].daemon.value {
+                for ck in self.of_proc[c].clone() {
+                    match self.insts[ck].phase {
+                        Phase::Pending => self.skip(ck, "its parent finished first"),
+                        _ => self.request_stop(ck, StopReason::DaemonEnd),
+                    }
+                }
+            }
+        }
+    }
+
     /// Top-level daemons stop once every non-daemon process finished.
-    fn complete_joins(&mut self) -> bool {
-        let mut changed = false;
+    fn release_top_level_daemons(&mut self) {
         for k in 0..self.insts.len() {
-            let i = &self.insts[k];
-            if i.finished || i.phase != Phase::Done {
+            let p = &self.g.file.processes[self.insts[k].proc];
+            if !(p.daemon.value && p.parent.is_none()) {
                 continue;
             }
-            let proc = i.proc;
-            let children_done = self.g.children[proc].iter().all(|&c| {
-                self.g.file.processes[c].daemon.value
-                    || self.of_proc[c].iter().all(|&ck| self.insts[ck].finished)
-            });
-            if !children_done {
-                continue;
-            }
-            self.insts[k].finished = true;
-            changed = true;
-            for &c in &self.g.children[proc] {
-                if self.g.file.processes[c].daemon.value {
-                    for ck in self.of_proc[c].clone() {
-                        self.request_stop(ck, StopReason::DaemonEnd);
-                    }
+            match self.insts[k].phase {
+                Phase::Pending => {
+                    self.ready.remove(&self.pos_of[k]);
+                    self.skip(k, "every non-daemon process finished first");
                 }
+                _ => self.request_stop(k, StopReason::DaemonEnd),
             }
         }
-        let non_daemons_done = self
-            .insts
-            .iter()
-            .filter(|i| !self.g.file.processes[i.proc].daemon.value)
-            .all(|i| i.finished);
-        if non_daemons_done {
-            for k in 0..self.insts.len() {
-                let p = &self.g.file.processes[self.insts[k].proc];
-                if p.daemon.value && p.parent.is_none() && self.insts[k].stop.is_none() {
-                    match self.insts[k].phase {
-                        Phase::Pending => {
-                            self.skip(k, "every non-daemon process finished first");
-                            changed = true;
-                        }
-                        Phase::Running | Phase::RetryWait { .. } => {
-                            self.request_stop(k, StopReason::DaemonEnd)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        changed
     }
 
     fn start_ready(&mut self) -> bool {
-        if self.mode == Mode::ShuttingDown {
+        if self.mode == Mode::ShuttingDown || self.ready.is_empty() {
             return false;
         }
         let mut changed = false;
-        let now = Instant::now();
-        for idx in 0..self.order.len() {
-            if self.running >= self.max_parallel {
+        let candidates: Vec<usize> = self.ready.iter().copied().collect();
+        for pos in candidates {
+            if self.running >= self.max_parallel || self.mode == Mode::ShuttingDown {
                 break;
             }
-            let k = self.order[idx];
-            let ready = match self.insts[k].phase {
-                Phase::Pending => {
-                    let proc = self.insts[k].proc;
-                    self.g.deps[proc]
-                        .iter()
-                        .all(|d| self.dep_state(d.kind, d.target) == Ok(true))
-                }
-                Phase::RetryWait { until } => now >= until,
-                _ => false,
-            };
-            if !ready || !self.locks_free(k) {
+            let k = self.order[pos];
+            if !matches!(self.insts[k].phase, Phase::Pending | Phase::Retrying) {
+                self.ready.remove(&pos);
                 continue;
+            }
+            if !self.locks_free(k) {
+                continue;
+            }
+            self.ready.remove(&pos);
+            if self.insts[k].phase == Phase::Pending {
+                // A parent may have finished while this waited for a slot.
+                match self.deps_hold(self.insts[k].proc) {
+                    Err(why) => {
+                        self.skip(k, &why);
+                        changed = true;
+                        continue;
+                    }
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                }
             }
             self.start(k);
             changed = true;
-            if self.mode == Mode::ShuttingDown {
-                break;
-            }
         }
         changed
     }
@@ -646,6 +770,7 @@ impl Engine<'_> {
             i.next_kill = None;
             i.start_error = false;
         }
+        self.active.insert(k);
         let sinks = spawn::sink(&p.stdout, &self.base, replica, first).and_then(|out| {
             spawn::sink(&p.stderr, &self.base, replica, first).map(|err| (out, err))
         });
@@ -658,16 +783,20 @@ impl Engine<'_> {
                     format!("working directory {} does not exist", launch.cwd.display()),
                 ));
             }
-            spawn::command(launch, p, out, err).spawn().map_err(|e| {
+            let (mut cmd, log) = spawn::command(launch, p, out, err)?;
+            let child = cmd.spawn().map_err(|e| {
                 let program = &launch.argv[0];
                 std::io::Error::new(
                     e.kind(),
                     format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
                 )
-            })
+            })?;
+            // Dropping the command closes our copies of the pipe's write end.
+            drop(cmd);
+            Ok((child, log))
         });
-        let mut child = match spawned {
-            Ok(child) => child,
+        let (child, log) = match spawned {
+            Ok(spawned) => spawned,
             Err(err) => {
                 let name = self.insts[k].name.clone();
                 let text = err.to_string();
@@ -694,13 +823,7 @@ impl Engine<'_> {
             w.watch(pid);
         }
         let mut open = 0;
-        for fd in [
-            child.stdout.take().map(OwnedFd::from),
-            child.stderr.take().map(OwnedFd::from),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        if let Some(fd) = log {
             if self.watch_pipe(k, fd) {
                 open += 1;
             }
@@ -711,6 +834,10 @@ impl Engine<'_> {
         i.open_pipes = open;
         i.phase = Phase::Running;
         let (name, attempt) = (i.name.clone(), i.attempts);
+        self.active.insert(k);
+        if first {
+            self.mark_changed(proc);
+        }
         self.emit(Event {
             event: "started",
             process: Some(&name),
@@ -971,10 +1098,7 @@ impl Engine<'_> {
             i.stop_sent = None;
             return;
         }
-        let i = &mut self.insts[k];
-        i.phase = Phase::Done;
-        i.outcome = Some(result);
-        i.end = Some(now);
+        self.set_done(k, result);
         if result.is_failure() {
             let what = match (result, code, signal) {
                 (Outcome::TimedOut, _, _) => format!(
@@ -1004,12 +1128,7 @@ impl Engine<'_> {
                 Phase::Running | Phase::Draining { .. } => {
                     self.request_stop(k, StopReason::Shutdown)
                 }
-                Phase::RetryWait { .. } => {
-                    let i = &mut self.insts[k];
-                    i.phase = Phase::Done;
-                    i.outcome = Some(Outcome::Stopped);
-                    i.end = Some(Instant::now());
-                }
+                Phase::RetryWait { .. } | Phase::Retrying => self.set_done(k, Outcome::Stopped),
                 _ => {}
             }
         }
@@ -1018,12 +1137,11 @@ impl Engine<'_> {
     fn request_stop(&mut self, k: usize, reason: StopReason) {
         let i = &mut self.insts[k];
         match i.phase {
-            Phase::Running if i.stop.is_none() => i.stop = Some(reason),
-            Phase::RetryWait { .. } => {
-                i.phase = Phase::Done;
-                i.outcome = Some(Outcome::Stopped);
-                i.end = Some(Instant::now());
+            Phase::Running if i.stop.is_none() => {
+                i.stop = Some(reason);
+                self.stop_pending.push(k);
             }
+            Phase::RetryWait { .. } | Phase::Retrying => self.set_done(k, Outcome::Stopped),
             _ => {}
         }
     }
@@ -1032,12 +1150,14 @@ impl Engine<'_> {
     /// only once nothing still running that depends on it is being stopped.
     fn send_stops(&mut self) {
         let now = Instant::now();
-        for k in 0..self.insts.len() {
+        let pending = std::mem::take(&mut self.stop_pending);
+        for k in pending {
             let i = &self.insts[k];
             if i.phase != Phase::Running || i.stop.is_none() || i.stop_sent.is_some() {
                 continue;
             }
             if i.stop != Some(StopReason::Timeout) && self.has_running_dependent(k) {
+                self.stop_pending.push(k);
                 continue;
             }
             let proc = i.proc;
@@ -1059,7 +1179,8 @@ impl Engine<'_> {
 
     fn has_running_dependent(&self, k: usize) -> bool {
         let target = self.insts[k].proc;
-        self.insts.iter().enumerate().any(|(j, other)| {
+        self.active.iter().any(|&j| {
+            let other = &self.insts[j];
             j != k
                 && matches!(other.phase, Phase::Running | Phase::Draining { .. })
                 && other.stop.is_some()
@@ -1073,7 +1194,10 @@ impl Engine<'_> {
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for i in &self.insts {
+        if let Some(t) = self.watchdog.as_ref().and_then(Watchdog::due) {
+            consider(t);
+        }
+        for i in self.active.iter().map(|&k| &self.insts[k]) {
             match i.phase {
                 Phase::Running => {
                     if let (Some(start), Some(limit), None) = (
@@ -1096,14 +1220,20 @@ impl Engine<'_> {
     }
 
     fn on_deadlines(&mut self, now: Instant) {
-        for k in 0..self.insts.len() {
+        let active: Vec<usize> = self.active.iter().copied().collect();
+        for k in active {
             match self.insts[k].phase {
+                Phase::RetryWait { until } if now >= until => {
+                    self.insts[k].phase = Phase::Retrying;
+                    self.ready.insert(self.pos_of[k]);
+                }
                 Phase::Running => {
                     let i = &self.insts[k];
                     let limit = self.g.file.processes[i.proc].timeout;
                     if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
                         if now >= start + limit {
                             self.insts[k].stop = Some(StopReason::Timeout);
+                            self.stop_pending.push(k);
                         }
                     }
                     let i = &self.insts[k];

@@ -4,6 +4,7 @@
 use crate::graph::Graph;
 use crate::spec::{Command as Cmd, Output, Process, StartMethod, Stdin};
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -158,16 +159,22 @@ pub fn sink(
 
 fn stdio(sink: Sink) -> Stdio {
     match sink {
-        Sink::Log => Stdio::piped(),
-        Sink::Null => Stdio::null(),
+        Sink::Log | Sink::Null => Stdio::null(),
         Sink::Inherit => Stdio::inherit(),
         Sink::File(f) => Stdio::from(f),
     }
 }
 
 /// The command for one attempt: its own process group, no inherited engine fds
-/// (Rust opens everything close-on-exec), stdin per `stdin`.
-pub fn command(launch: &Launch, p: &Process, out: Sink, err: Sink) -> Command {
+/// (descriptors are close-on-exec), stdin per `stdin`. Streams going to the log
+/// share one pipe, whose read end is returned: stdout and stderr lines keep
+/// their relative order, and each process costs one pipe, not two.
+pub fn command(
+    launch: &Launch,
+    p: &Process,
+    out: Sink,
+    err: Sink,
+) -> std::io::Result<(Command, Option<OwnedFd>)> {
     let mut cmd = Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..])
         .env_clear()
@@ -177,10 +184,29 @@ pub fn command(launch: &Launch, p: &Process, out: Sink, err: Sink) -> Command {
             Stdin::Null => Stdio::null(),
             Stdin::Inherit => Stdio::inherit(),
         })
-        .stdout(stdio(out))
-        .stderr(stdio(err))
         .process_group(0);
-    cmd
+    let (out_log, err_log) = (matches!(out, Sink::Log), matches!(err, Sink::Log));
+    let mut read_end = None;
+    if out_log || err_log {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        read_end = Some(read);
+        match (out_log, err_log) {
+            (true, true) => {
+                cmd.stdout(Stdio::from(write.try_clone()?))
+                    .stderr(Stdio::from(write));
+            }
+            (true, false) => {
+                cmd.stdout(Stdio::from(write)).stderr(stdio(err));
+            }
+            _ => {
+                cmd.stdout(stdio(out)).stderr(Stdio::from(write));
+            }
+        }
+    } else {
+        cmd.stdout(stdio(out)).stderr(stdio(err));
+    }
+    Ok((cmd, read_end))
 }
 
 #[cfg(test)]

@@ -17,7 +17,12 @@ use std::process::{Child, Command, Stdio};
 pub struct Watchdog {
     child: Child,
     link: Option<std::fs::File>,
+    pending: String,
+    flushed: std::time::Instant,
 }
+
+/// Group reports are sent at most this often.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Watchdog {
     /// Starts `jobgraph __watchdog MARKER` (the current executable).
@@ -38,6 +43,8 @@ impl Watchdog {
         Ok(Watchdog {
             child,
             link: Some(link),
+            pending: String::new(),
+            flushed: std::time::Instant::now(),
         })
     }
 
@@ -46,17 +53,33 @@ impl Watchdog {
         self.child.id() as i32
     }
 
-    /// Reports a process group the engine created.
+    /// Notes a process group the engine created; sent with the next [`Watchdog::flush`].
     pub fn watch(&mut self, pgid: i32) {
-        if let Some(link) = &mut self.link {
-            let _ = writeln!(link, "g {pgid}");
+        use std::fmt::Write as _;
+        let _ = writeln!(self.pending, "g {pgid}");
+    }
+
+    /// Sends the groups noted since the last flush in one write. Batching keeps
+    /// the watchdog asleep during bursts of launches; a group not yet sent when
+    /// the engine dies is still found through the run's environment marker.
+    pub fn flush(&mut self) {
+        if let (Some(link), false) = (&mut self.link, self.pending.is_empty()) {
+            let _ = link.write_all(self.pending.as_bytes());
         }
+        self.pending.clear();
+        self.flushed = std::time::Instant::now();
+    }
+
+    /// When the noted groups should be sent at the latest, if any are waiting.
+    pub fn due(&self) -> Option<std::time::Instant> {
+        (!self.pending.is_empty()).then(|| self.flushed + FLUSH_EVERY)
     }
 
     /// Tells the watchdog the run ended cleanly. The caller reaps it.
     pub fn finish(&mut self) {
+        self.flush();
         if let Some(mut link) = self.link.take() {
-            let _ = writeln!(link, "done");
+            let _ = link.write_all(b"done\n");
         }
     }
 }
