@@ -851,3 +851,52 @@ fn summary(stderr: &str) -> std::collections::HashMap<String, Vec<String>> {
     }
     rows
 }
+
+#[test]
+fn programs_are_found_on_the_processs_own_path_and_cwd() {
+    // `bin` on PATH is relative, so it resolves against the process's cwd (the job's directory).
+    let job = Job::new(
+        r#"
+[process.viapath]
+cmd = ["hello-tool"]
+env = { PATH = "bin:/usr/bin:/bin" }
+[process.relative]
+cmd = ["./run.sh"]
+cwd = "sub"
+"#,
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for (path, text) in [
+        ("bin/hello-tool", "#!/bin/sh\necho from-path\n"),
+        ("sub/run.sh", "#!/bin/sh\necho from-cwd $(basename $PWD)\n"),
+    ] {
+        let f = job.file(path);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, text).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("| from-path"), "{out}");
+    assert!(out.contains("| from-cwd sub"), "{out}");
+}
+
+#[test]
+fn a_retry_waits_for_a_free_slot() {
+    let job = Job::new(
+        r#"
+[graph]
+max_parallel = 1
+[process.flaky]
+shell = "echo x >> tries; test $(wc -l < tries) -ge 2"
+retries = 1
+retry_delay = "10ms"
+[process.hog]
+shell = "sleep 0.4; echo hog >> order"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("tries").lines().count(), 2);
+    assert_eq!(summary(&err)["flaky"][..3], ["ok", "0", "2"]);
+}

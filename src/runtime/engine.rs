@@ -1,6 +1,7 @@
 //! The dispatcher: one loop that alone owns every instance's state.
 
 use super::hygiene;
+use super::posix::{self, Prepared};
 use super::spawn::{self, Launch};
 use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
@@ -170,7 +171,10 @@ struct Engine<'g> {
     next_token: usize,
     by_pid: FxHashMap<i32, usize>,
     groups: Vec<Group>,
-    launches: Vec<Option<Launch>>,
+    /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
+    launches: Vec<Option<(Launch, Result<Prepared, String>)>>,
+    /// /dev/null, for `null` streams.
+    null: std::fs::File,
     engine_env: Vec<(OsString, OsString)>,
     console: Console,
     events: Option<Events>,
@@ -279,6 +283,12 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
+    hygiene::ensure_std_fds();
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     hygiene::become_subreaper();
     hygiene::cloexec_inherited_fds();
     let watchdog = Watchdog::start(&marker).ok();
@@ -323,6 +333,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         by_pid: FxHashMap::default(),
         groups: Vec::new(),
         launches: (0..n).map(|_| None).collect(),
+        null,
         engine_env,
         console,
         events,
@@ -614,6 +625,7 @@ impl Engine<'_> {
         i.outcome = Some(outcome);
         i.end = Some(Instant::now());
         self.active.remove(&k);
+        self.launches[k] = None; // no further attempt: free its argv and environment
         self.done_count += 1;
         if outcome.is_failure() {
             self.failed_count += 1;
@@ -747,15 +759,10 @@ impl Engine<'_> {
     fn start(&mut self, k: usize) {
         let proc = self.insts[k].proc;
         let replica = self.insts[k].replica;
-        let p = &self.g.file.processes[proc];
         if self.launches[k].is_none() {
-            self.launches[k] = Some(spawn::launch(
-                self.g,
-                proc,
-                replica,
-                &self.base,
-                &self.engine_env,
-            ));
+            let launch = spawn::launch(self.g, proc, replica, &self.base, &self.engine_env);
+            let prepared = Prepared::new(&launch).map_err(|e| e.to_string());
+            self.launches[k] = Some((launch, prepared));
         }
         let first = self.insts[k].attempts == 0;
         let now = Instant::now();
@@ -771,31 +778,8 @@ impl Engine<'_> {
             i.start_error = false;
         }
         self.active.insert(k);
-        let sinks = spawn::sink(&p.stdout, &self.base, replica, first).and_then(|out| {
-            spawn::sink(&p.stderr, &self.base, replica, first).map(|err| (out, err))
-        });
-        let spawned = sinks.and_then(|(out, err)| {
-            let launch = self.launches[k].as_ref().expect("launch computed above");
-            let cwd_ok = launch.cwd.is_dir();
-            if !cwd_ok {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("working directory {} does not exist", launch.cwd.display()),
-                ));
-            }
-            let (mut cmd, log) = spawn::command(launch, p, out, err)?;
-            let child = cmd.spawn().map_err(|e| {
-                let program = &launch.argv[0];
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
-                )
-            })?;
-            // Dropping the command closes our copies of the pipe's write end.
-            drop(cmd);
-            Ok((child, log))
-        });
-        let (child, log) = match spawned {
+        let spawned = self.spawn_attempt(k, first);
+        let (pid, log) = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
                 let name = self.insts[k].name.clone();
@@ -814,7 +798,6 @@ impl Engine<'_> {
                 return;
             }
         };
-        let pid = child.id() as i32;
         self.take_locks(k, true);
         self.running += 1;
         self.by_pid.insert(pid, k);
@@ -845,6 +828,38 @@ impl Engine<'_> {
             attempt: Some(attempt),
             ..Default::default()
         });
+    }
+
+    /// One attempt's process: its descriptors, then posix_spawn.
+    fn spawn_attempt(&self, k: usize, first: bool) -> std::io::Result<(i32, Option<OwnedFd>)> {
+        use std::io::{Error, ErrorKind};
+        let i = &self.insts[k];
+        let p = &self.g.file.processes[i.proc];
+        let Some((launch, prepared)) = &self.launches[k] else {
+            return Err(Error::other("internal: no launch prepared"));
+        };
+        let program = launch.argv.first().map_or("", String::as_str);
+        if !launch.cwd.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("working directory {} does not exist", launch.cwd.display()),
+            ));
+        }
+        let prepared = prepared
+            .as_ref()
+            .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot run `{program}`: {e}")))?;
+        let out = spawn::sink(&p.stdout, &self.base, i.replica, first)?;
+        let err = spawn::sink(&p.stderr, &self.base, i.replica, first)?;
+        let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd())?;
+        let pid = posix::spawn(prepared, &plan.fds).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
+            )
+        })?;
+        // Our copies of the child's write ends and files close here.
+        drop(plan.keep);
+        Ok((pid, plan.log))
     }
 
     fn watch_pipe(&mut self, k: usize, fd: OwnedFd) -> bool {

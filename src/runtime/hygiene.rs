@@ -10,6 +10,23 @@ pub fn become_subreaper() -> bool {
     nix::sys::prctl::set_child_subreaper(true).is_ok()
 }
 
+/// Opens /dev/null on any of 0, 1, 2 that is closed, so that no pipe or file
+/// the engine opens later lands on a standard descriptor number.
+pub fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries; open/dup2 on /dev/null are harmless.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 && null != fd {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
 /// Marks every descriptor above stderr close-on-exec, so that descriptors the
 /// engine inherited (a jobserver's, a terminal multiplexer's) never reach a
 /// job. Rust opens its own descriptors close-on-exec already.

@@ -14,6 +14,7 @@
 
 mod engine;
 mod hygiene;
+mod posix;
 mod spawn;
 pub mod watchdog;
 

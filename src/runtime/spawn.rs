@@ -1,13 +1,12 @@
 //! Turning one instance of a process into a `std::process::Command`:
 //! argv or shell, `{replica}`, the fork/spawn environment, cwd, stdio.
 
+use super::posix::Source;
 use crate::graph::Graph;
-use crate::spec::{Command as Cmd, Output, Process, StartMethod, Stdin};
+use crate::spec::{Command as Cmd, Output, StartMethod, Stdin};
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Variables a `spawn` process keeps from the engine's environment.
 pub const SPAWN_KEEP: &[&str] = &["PATH", "HOME", "USER", "LANG", "TERM"];
@@ -157,56 +156,59 @@ pub fn sink(
     })
 }
 
-fn stdio(sink: Sink) -> Stdio {
-    match sink {
-        Sink::Log | Sink::Null => Stdio::null(),
-        Sink::Inherit => Stdio::inherit(),
-        Sink::File(f) => Stdio::from(f),
-    }
+/// The descriptors of one attempt: what goes on 0, 1, 2, the read end of the
+/// log pipe, and the engine-side descriptors to close once the child exists.
+pub struct FdPlan {
+    /// Target descriptor and where it comes from.
+    pub fds: Vec<(i32, Source)>,
+    /// The engine's end of the log pipe, if any stream goes to the log.
+    pub log: Option<OwnedFd>,
+    /// Write ends and files the child gets; closed in the engine after spawning.
+    pub keep: Vec<OwnedFd>,
 }
 
-/// The command for one attempt: its own process group, no inherited engine fds
-/// (descriptors are close-on-exec), stdin per `stdin`. Streams going to the log
-/// share one pipe, whose read end is returned: stdout and stderr lines keep
-/// their relative order, and each process costs one pipe, not two.
-pub fn command(
-    launch: &Launch,
-    p: &Process,
-    out: Sink,
-    err: Sink,
-) -> std::io::Result<(Command, Option<OwnedFd>)> {
-    let mut cmd = Command::new(&launch.argv[0]);
-    cmd.args(&launch.argv[1..])
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&launch.cwd)
-        .stdin(match p.stdin {
-            Stdin::Null => Stdio::null(),
-            Stdin::Inherit => Stdio::inherit(),
-        })
-        .process_group(0);
-    let (out_log, err_log) = (matches!(out, Sink::Log), matches!(err, Sink::Log));
-    let mut read_end = None;
-    if out_log || err_log {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        read_end = Some(read);
-        match (out_log, err_log) {
-            (true, true) => {
-                cmd.stdout(Stdio::from(write.try_clone()?))
-                    .stderr(Stdio::from(write));
+/// Plans stdin, stdout and stderr. Streams going to the log share one pipe:
+/// stdout and stderr lines keep their relative order, at one pipe per process.
+pub fn fd_plan(stdin: Stdin, out: Sink, err: Sink, null: RawFd) -> std::io::Result<FdPlan> {
+    let mut plan = FdPlan {
+        fds: Vec::with_capacity(3),
+        log: None,
+        keep: Vec::new(),
+    };
+    plan.fds.push((
+        0,
+        match stdin {
+            Stdin::Null => Source::Fd(null),
+            Stdin::Inherit => Source::Inherit,
+        },
+    ));
+    let mut log_write: Option<RawFd> = None;
+    for (target, sink) in [(1, out), (2, err)] {
+        let source = match sink {
+            Sink::Null => Source::Fd(null),
+            Sink::Inherit => Source::Inherit,
+            Sink::File(f) => {
+                let fd = OwnedFd::from(f);
+                let raw = fd.as_raw_fd();
+                plan.keep.push(fd);
+                Source::Fd(raw)
             }
-            (true, false) => {
-                cmd.stdout(Stdio::from(write)).stderr(stdio(err));
-            }
-            _ => {
-                cmd.stdout(stdio(out)).stderr(Stdio::from(write));
-            }
-        }
-    } else {
-        cmd.stdout(stdio(out)).stderr(stdio(err));
+            Sink::Log => match log_write {
+                Some(w) => Source::Fd(w),
+                None => {
+                    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(std::io::Error::from)?;
+                    let raw = write.as_raw_fd();
+                    plan.keep.push(write);
+                    plan.log = Some(read);
+                    log_write = Some(raw);
+                    Source::Fd(raw)
+                }
+            },
+        };
+        plan.fds.push((target, source));
     }
-    Ok((cmd, read_end))
+    Ok(plan)
 }
 
 #[cfg(test)]
