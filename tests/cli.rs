@@ -49,10 +49,7 @@ fn run_says_plainly_what_it_cannot_run_yet() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot run stream edges (pipes and queues) yet"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot run queues yet"), "{stderr}");
 }
 
 #[test]

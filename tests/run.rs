@@ -811,7 +811,9 @@ fn sigkill_of_the_engine_leaves_no_survivor() {
 
 #[test]
 fn runnable_examples_run() {
-    for name in ["hello", "five", "daemon", "contexts", "locks"] {
+    for name in [
+        "hello", "five", "daemon", "contexts", "locks", "pipe", "duplex", "pipeline",
+    ] {
         let out = jobgraph()
             .args(["run", &format!("jobs/{name}.toml")])
             .timeout(Duration::from_secs(60))
@@ -899,4 +901,159 @@ shell = "sleep 0.4; echo hog >> order"
     assert_eq!(code, 0, "{err}");
     assert_eq!(job.read("tries").lines().count(), 2);
     assert_eq!(summary(&err)["flaky"][..3], ["ok", "0", "2"]);
+}
+
+// ---- pipes and stream groups ------------------------------------------------
+
+#[test]
+fn a_one_way_pipe_carries_every_byte() {
+    let job = Job::new(
+        r#"
+[pipe.numbers]
+from = "gen"
+to = "hash"
+[process.gen]
+cmd = ["seq", "1", "300000"]
+[process.hash]
+shell = "sha256sum > digest"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let want = Command::new("sh")
+        .args(["-c", "seq 1 300000 | sha256sum"])
+        .output()
+        .unwrap();
+    assert_eq!(job.read("digest"), String::from_utf8_lossy(&want.stdout));
+}
+
+#[test]
+fn duplex_ping_pong_between_python_processes() {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["client", "server"]
+[process.client]
+cmd = ["python3", "-c", """
+import os, socket
+s = socket.socket(fileno=int(os.environ["JOBGRAPH_FD_RPC"]))
+f = s.makefile("rw")
+for i in range(100):
+    f.write(f"ping {i}\\n"); f.flush()
+    assert f.readline() == f"pong {i}\\n"
+print("client ok", os.environ["JOBGRAPH_FD_RPC"])
+"""]
+[process.server]
+cmd = ["python3", "-c", """
+import os, socket
+s = socket.socket(fileno=int(os.environ["JOBGRAPH_FD_RPC"]))
+f = s.makefile("rw")
+n = 0
+for line in f:
+    f.write(line.replace("ping", "pong")); f.flush(); n += 1
+print("server saw", n)
+"""]
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(
+        out.contains("client ok 3"),
+        "duplex ends take fd 3, not stdio: {out}"
+    );
+    assert!(out.contains("server saw 100"), "{out}");
+}
+
+#[test]
+fn endpoints_are_closed_everywhere_else_so_readers_see_eof() {
+    // `relay` must see EOF when `src` exits although `idle` (same group, via a
+    // duplex pipe with relay) keeps running: no copy of the write end may leak.
+    let job = Job::new(
+        r#"
+[pipe.a]
+from = "src"
+to = "relay"
+[pipe.b]
+from = "relay"
+to = "sink"
+[pipe.side]
+between = ["relay", "idle"]
+[process.src]
+shell = "echo one; echo two"
+[process.relay]
+shell = "cat; echo relay-eof >&2"
+[process.sink]
+shell = "cat > got"
+[process.idle]
+shell = "sleep 3"
+daemon = true
+[process.main]
+shell = "sleep 0.2"
+"#,
+    );
+    let start = Instant::now();
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("relay-eof"), "{out}");
+    assert_eq!(job.read("got"), "one\ntwo\n");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_stream_group_launches_together() {
+    let job = Job::new(
+        r#"
+[process.setup]
+shell = "sleep 0.3"
+[pipe.p]
+from = "gen"
+to = "sum"
+[process.gen]
+shell = "seq 3"
+after = ["setup"]
+[process.sum]
+shell = "cat > /dev/null"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    // `sum` has no dependency of its own, but waits for its group.
+    assert!(
+        pos(&evs, "setup", "exited") < pos(&evs, "sum", "started"),
+        "{evs:#?}"
+    );
+}
+
+#[test]
+fn a_stream_group_fails_together() {
+    let job = Job::new(
+        r#"
+[graph]
+fail_fast = false
+[pipe.p]
+from = "gen"
+to = "slow"
+[process.gen]
+shell = "echo one; exit 3"
+[process.slow]
+shell = "cat > /dev/null; sleep 30"
+[process.after_slow]
+after = ["slow"]
+shell = "true"
+[process.other]
+shell = "true"
+"#,
+    );
+    let start = Instant::now();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the group was not stopped"
+    );
+    let rows = summary(&err);
+    assert_eq!(rows["gen"][0], "failed");
+    assert_eq!(rows["slow"][0], "stopped");
+    assert_eq!(rows["after_slow"][0], "skipped");
+    assert_eq!(rows["other"][0], "ok");
 }

@@ -591,8 +591,20 @@ impl Engine<'_> {
     }
 
     fn skip(&mut self, k: usize, reason: &str) {
+        if self.insts[k].phase != Phase::Pending {
+            return;
+        }
         self.set_done(k, Outcome::Skipped);
         self.set_finished(k);
+        // A stream group launches whole or not at all.
+        let peers = self.group_peers(k);
+        if !peers.is_empty() {
+            let why = format!("`{}` in its stream group was skipped", self.insts[k].name);
+            for j in peers {
+                self.ready.remove(&self.pos_of[j]);
+                self.skip(j, &why);
+            }
+        }
         let name = self.insts[k].name.clone();
         self.emit(Event {
             event: "skipped",
@@ -716,6 +728,11 @@ impl Engine<'_> {
                 self.ready.remove(&pos);
                 continue;
             }
+            let group = self.g.group_of[self.insts[k].proc];
+            if !self.g.groups[group].edges.is_empty() {
+                changed |= self.try_start_group(group);
+                continue;
+            }
             if !self.locks_free(k) {
                 continue;
             }
@@ -738,6 +755,52 @@ impl Engine<'_> {
         changed
     }
 
+    /// Launches a stream group once every member instance is ready and the
+    /// whole group fits in `max_parallel` and the locks.
+    fn try_start_group(&mut self, group: usize) -> bool {
+        let members: Vec<usize> = self.g.groups[group]
+            .members
+            .iter()
+            .flat_map(|&m| self.of_proc[m].iter().copied())
+            .collect();
+        if members.iter().any(|&m| {
+            self.insts[m].phase != Phase::Pending || !self.ready.contains(&self.pos_of[m])
+        }) {
+            return false;
+        }
+        if self.running + members.len() > self.max_parallel {
+            return false;
+        }
+        let mut demand: FxHashMap<usize, u32> = FxHashMap::default();
+        for &m in &members {
+            for &l in &self.g.locks[self.insts[m].proc] {
+                *demand.entry(l).or_default() += 1;
+            }
+        }
+        if demand.iter().any(|(&l, &n)| self.lock_free[l] < n) {
+            return false;
+        }
+        for &m in &members {
+            self.ready.remove(&self.pos_of[m]);
+        }
+        self.start_group(group, &members);
+        true
+    }
+
+    /// Members of `k`'s stream group other than `k` (instances), if it has edges.
+    fn group_peers(&self, k: usize) -> Vec<usize> {
+        let group = self.g.group_of[self.insts[k].proc];
+        if self.g.groups[group].edges.is_empty() {
+            return Vec::new();
+        }
+        self.g.groups[group]
+            .members
+            .iter()
+            .flat_map(|&m| self.of_proc[m].iter().copied())
+            .filter(|&j| j != k)
+            .collect()
+    }
+
     fn locks_free(&self, k: usize) -> bool {
         self.g.locks[self.insts[k].proc]
             .iter()
@@ -757,6 +820,76 @@ impl Engine<'_> {
     // ---- starting -----------------------------------------------------------
 
     fn start(&mut self, k: usize) {
+        self.start_with(k, &[]);
+    }
+
+    /// Starts every instance of a stream group at once: creates each pipe and
+    /// socketpair, hands each member its ends at the numbers the graph
+    /// allocated, and closes the engine's copies so EOF reaches the readers.
+    fn start_group(&mut self, group: usize, members: &[usize]) {
+        let mut ends: FxHashMap<(usize, String), OwnedFd> = FxHashMap::default();
+        let mut failure = None;
+        for pipe in &self.g.file.pipes {
+            let idx = |n: &str| self.g.process_index(n);
+            let made = match &pipe.ends {
+                crate::spec::PipeEnds::OneWay { from, to } => match (idx(from), idx(to)) {
+                    (Some(a), Some(b)) if self.g.group_of[a] == group => {
+                        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                            .map(|(r, w)| [(a, w), (b, r)])
+                    }
+                    _ => continue,
+                },
+                crate::spec::PipeEnds::Duplex { between } => {
+                    match (idx(&between[0]), idx(&between[1])) {
+                        (Some(a), Some(b)) if self.g.group_of[a] == group => {
+                            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+                            socketpair(
+                                AddressFamily::Unix,
+                                SockType::Stream,
+                                None,
+                                SockFlag::SOCK_CLOEXEC,
+                            )
+                            .map(|(x, y)| [(a, x), (b, y)])
+                        }
+                        _ => continue,
+                    }
+                }
+                crate::spec::PipeEnds::Invalid => continue,
+            };
+            match made {
+                Ok(pair) => {
+                    for (proc, fd) in pair {
+                        ends.insert((proc, pipe.name.value.clone()), fd);
+                    }
+                }
+                Err(e) => failure = Some(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
+            }
+        }
+        if let Some(why) = failure {
+            self.console.note(&why, true);
+            for &k in members {
+                self.insts[k].start_error = true;
+                self.start_with(k, &[(-1, -1)]);
+            }
+            return;
+        }
+        for &k in members {
+            let proc = self.insts[k].proc;
+            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[proc]
+                .iter()
+                .filter_map(|e| {
+                    ends.get(&(proc, e.edge.clone()))
+                        .map(|fd| (e.fd, fd.as_raw_fd()))
+                })
+                .collect();
+            self.start_with(k, &fds);
+        }
+        // `ends` drops here: the engine keeps no pipe end open.
+    }
+
+    /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
+    /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
+    fn start_with(&mut self, k: usize, endpoints: &[(i32, std::os::fd::RawFd)]) {
         let proc = self.insts[k].proc;
         let replica = self.insts[k].replica;
         if self.launches[k].is_none() {
@@ -778,7 +911,13 @@ impl Engine<'_> {
             i.start_error = false;
         }
         self.active.insert(k);
-        let spawned = self.spawn_attempt(k, first);
+        let spawned = if endpoints.first() == Some(&(-1, -1)) {
+            Err(std::io::Error::other(
+                "its stream group could not be set up",
+            ))
+        } else {
+            self.spawn_attempt(k, first, endpoints)
+        };
         let (pid, log) = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
@@ -831,7 +970,12 @@ impl Engine<'_> {
     }
 
     /// One attempt's process: its descriptors, then posix_spawn.
-    fn spawn_attempt(&self, k: usize, first: bool) -> std::io::Result<(i32, Option<OwnedFd>)> {
+    fn spawn_attempt(
+        &self,
+        k: usize,
+        first: bool,
+        endpoints: &[(i32, std::os::fd::RawFd)],
+    ) -> std::io::Result<(i32, Option<OwnedFd>)> {
         use std::io::{Error, ErrorKind};
         let i = &self.insts[k];
         let p = &self.g.file.processes[i.proc];
@@ -848,9 +992,13 @@ impl Engine<'_> {
         let prepared = prepared
             .as_ref()
             .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot run `{program}`: {e}")))?;
-        let out = spawn::sink(&p.stdout, &self.base, i.replica, first)?;
+        // A stream edge on stdout replaces `stdout`: the file is then not even created.
+        let out = match endpoints.iter().any(|(t, _)| *t == 1) {
+            true => None,
+            false => Some(spawn::sink(&p.stdout, &self.base, i.replica, first)?),
+        };
         let err = spawn::sink(&p.stderr, &self.base, i.replica, first)?;
-        let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd())?;
+        let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd(), endpoints)?;
         let pid = posix::spawn(prepared, &plan.fds).map_err(|e| {
             Error::new(
                 e.kind(),
@@ -1072,7 +1220,10 @@ impl Engine<'_> {
             None => (None, None),
         };
         let (name, pid, attempt) = (i.name.clone(), i.pid, i.attempts);
-        let retry = result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal;
+        let in_group = !self.g.groups[self.g.group_of[proc]].edges.is_empty();
+        // A stream group member cannot rerun alone: its peers' ends are gone.
+        let retry =
+            result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal && !in_group;
         self.emit(Event {
             event: "exited",
             process: Some(&name),
@@ -1114,6 +1265,12 @@ impl Engine<'_> {
             return;
         }
         self.set_done(k, result);
+        if result.is_failure() && in_group {
+            // pipefail: the group fails together; stop the members still running.
+            for j in self.group_peers(k) {
+                self.request_stop(j, StopReason::Shutdown);
+            }
+        }
         if result.is_failure() {
             let what = match (result, code, signal) {
                 (Outcome::TimedOut, _, _) => format!(

@@ -102,6 +102,9 @@ pub fn launch(
     set("JOBGRAPH_ENGINE_PID", std::process::id().to_string());
     set("JOBGRAPH_REPLICA", replica.to_string());
     set("JOBGRAPH_REPLICAS", p.replicas.value.to_string());
+    for e in &g.endpoints[i] {
+        set(&e.env, e.fd.to_string());
+    }
     // cwd: own, else (fork) the nearest ancestor's, else the job file's directory.
     let mut cwd = base.to_path_buf();
     let cwd_sources: Vec<usize> = match p.start {
@@ -167,33 +170,50 @@ pub struct FdPlan {
     pub keep: Vec<OwnedFd>,
 }
 
-/// Plans stdin, stdout and stderr. Streams going to the log share one pipe:
-/// stdout and stderr lines keep their relative order, at one pipe per process.
-pub fn fd_plan(stdin: Stdin, out: Sink, err: Sink, null: RawFd) -> std::io::Result<FdPlan> {
+/// Plans the child's descriptors: stream endpoints (`(fd, engine fd)`, from
+/// the graph's descriptor allocation) take their numbers first; stdin, stdout
+/// and stderr not taken by an endpoint follow `stdin`, `out` and `err`.
+/// Streams going to the log share one pipe, so stdout and stderr lines keep
+/// their relative order at one pipe per process.
+pub fn fd_plan(
+    stdin: Stdin,
+    out: Option<Sink>,
+    err: Sink,
+    null: RawFd,
+    endpoints: &[(i32, RawFd)],
+) -> std::io::Result<FdPlan> {
     let mut plan = FdPlan {
-        fds: Vec::with_capacity(3),
+        fds: Vec::with_capacity(3 + endpoints.len()),
         log: None,
         keep: Vec::new(),
     };
+    let endpoint = |target: i32| {
+        endpoints
+            .iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, fd)| Source::Fd(*fd))
+    };
     plan.fds.push((
         0,
-        match stdin {
+        endpoint(0).unwrap_or(match stdin {
             Stdin::Null => Source::Fd(null),
             Stdin::Inherit => Source::Inherit,
-        },
+        }),
     ));
     let mut log_write: Option<RawFd> = None;
-    for (target, sink) in [(1, out), (2, err)] {
-        let source = match sink {
-            Sink::Null => Source::Fd(null),
-            Sink::Inherit => Source::Inherit,
-            Sink::File(f) => {
+    for (target, sink) in [(1, out), (2, Some(err))] {
+        let source = match (endpoint(target), sink) {
+            (Some(source), _) => source,
+            (None, None) => Source::Fd(null),
+            (None, Some(Sink::Null)) => Source::Fd(null),
+            (None, Some(Sink::Inherit)) => Source::Inherit,
+            (None, Some(Sink::File(f))) => {
                 let fd = OwnedFd::from(f);
                 let raw = fd.as_raw_fd();
                 plan.keep.push(fd);
                 Source::Fd(raw)
             }
-            Sink::Log => match log_write {
+            (None, Some(Sink::Log)) => match log_write {
                 Some(w) => Source::Fd(w),
                 None => {
                     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -207,6 +227,28 @@ pub fn fd_plan(stdin: Stdin, out: Sink, err: Sink, null: RawFd) -> std::io::Resu
             },
         };
         plan.fds.push((target, source));
+    }
+    for &(target, fd) in endpoints.iter().filter(|(t, _)| *t >= 3) {
+        plan.fds.push((target, Source::Fd(fd)));
+    }
+    // dup2 runs in order in the child: a source numbered like an earlier
+    // target would be overwritten before use. Move every source above the
+    // highest target first (close-on-exec copies that the engine drops).
+    let top = plan.fds.iter().map(|(t, _)| *t).max().unwrap_or(2);
+    for (_, source) in plan.fds.iter_mut() {
+        if let Source::Fd(fd) = *source {
+            if fd <= top {
+                // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
+                let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, top + 1) };
+                if copy < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: `copy` is a fresh descriptor owned by nobody else.
+                let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+                *source = Source::Fd(copy);
+                plan.keep.push(owned);
+            }
+        }
     }
     Ok(plan)
 }
