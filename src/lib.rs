@@ -15,6 +15,7 @@ pub mod runtime;
 pub mod schema;
 pub mod source;
 pub mod spec;
+pub mod streams;
 
 pub use check::{check_file, check_source, Checked};
 pub use code::Code;

@@ -44,12 +44,12 @@ fn run_validates_first_and_exits_2_on_invalid_files() {
 #[test]
 fn run_says_plainly_what_it_cannot_run_yet() {
     let out = jobgraph()
-        .args(["run", "jobs/queue.toml"])
+        .args(["run", "jobs/service.toml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot run queues yet"), "{stderr}");
+    assert!(stderr.contains("cannot run readiness probes (`ready`) yet"), "{stderr}");
 }
 
 #[test]

@@ -231,6 +231,21 @@ pub struct Event<'a> {
     /// Why, in words (skips, start failures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// Queue name (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<&'a str>,
+    /// Messages read from producers (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_in: Option<u64>,
+    /// Messages delivered to consumers (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_out: Option<u64>,
+    /// Messages lost in flight (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+    /// The engine's own peak RSS in KiB (`run-finished`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_peak_rss_kib: Option<u64>,
 }
 
 /// The `--events` writer.
@@ -279,50 +294,64 @@ pub struct SummaryRow {
     pub duration: Option<Duration>,
     /// Peak resident set size in KiB, from rusage.
     pub peak_rss_kib: Option<u64>,
+    /// Queue messages received / sent / lost in flight to it; `None` when the graph has no queue.
+    pub queue: Option<(u64, u64, u64)>,
 }
 
 /// The summary table as text.
 pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
-    let head = [
+    let queues = rows.iter().any(|r| r.queue.is_some());
+    let mut head = vec![
         "process", "status", "exit", "attempts", "duration", "peak RSS",
     ];
-    let cells: Vec<[String; 6]> = rows
+    if queues {
+        head.push("queue in/out/lost");
+    }
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.process.clone(),
                 r.status.clone(),
                 r.exit.clone(),
                 r.attempts.to_string(),
                 r.duration.map(fmt_duration).unwrap_or_else(|| "-".into()),
                 r.peak_rss_kib.map(fmt_kib).unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if queues {
+                row.push(match r.queue {
+                    Some((i, o, l)) if i + o + l > 0 => format!("{i}/{o}/{l}"),
+                    _ => "-".into(),
+                });
+            }
+            row
         })
         .collect();
-    let mut widths = head.map(str::len);
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
+        for (w, c) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(c.chars().count());
         }
     }
+    let last = widths.len() - 1;
     let mut out = String::new();
-    let line = |out: &mut String, row: &[String; 6], status_colour: Option<&str>| {
-        for (k, (c, w)) in row.iter().zip(widths).enumerate() {
+    let line = |out: &mut String, row: &[String], status_colour: Option<&str>| {
+        for (k, (c, w)) in row.iter().zip(widths.iter().copied()).enumerate() {
             let pad = w.saturating_sub(c.chars().count());
-            let right = k >= 3;
             let text = match (k, status_colour) {
                 (1, Some(col)) => format!("\x1b[{col}m{c}\x1b[0m"),
                 _ => c.clone(),
             };
-            if right {
+            if k >= 3 {
                 let _ = write!(out, "{:pad$}{text}", "");
             } else {
                 let _ = write!(out, "{text}{:pad$}", "");
             }
-            out.push_str(if k == 5 { "\n" } else { "  " });
+            out.push_str(if k == last { "\n" } else { "  " });
         }
     };
-    line(&mut out, &head.map(String::from), None);
+    let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    line(&mut out, &head, None);
     for row in &cells {
         let col = color.then(|| match row[1].as_str() {
             "ok" => "32",
@@ -372,6 +401,7 @@ mod tests {
             attempts: 1,
             duration: Some(Duration::from_millis(1500)),
             peak_rss_kib: Some(2048),
+            queue: None,
         }];
         let s = render_summary(&rows, false);
         let row: Vec<&str> = s.lines().nth(1).unwrap().split_whitespace().collect();

@@ -7,6 +7,7 @@ use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
 use crate::report::live::{render_summary, Console, ConsoleStyle, Event, Events, SummaryRow};
 use crate::spec::Condition;
+use crate::streams::broker;
 use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -204,6 +205,12 @@ struct Engine<'g> {
     daemons_released: bool,
     done_count: u64,
     failed_count: usize,
+    /// Per queue (file order): the broker, once its stream group started.
+    queues: Vec<Option<broker::Queue>>,
+    /// Per queue: producer and consumer instances, in the broker's order.
+    queue_ends: Vec<(Vec<usize>, Vec<usize>)>,
+    /// Tokens of queue ends: (queue, is producer, index).
+    stream_tokens: FxHashMap<usize, (usize, bool, usize)>,
 }
 
 /// Runs a validated graph whose relative paths resolve against `base`.
@@ -356,6 +363,9 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         daemons_released: false,
         done_count: 0,
         failed_count: 0,
+        queues: (0..g.file.queues.len()).map(|_| None).collect(),
+        queue_ends: vec![(Vec::new(), Vec::new()); g.file.queues.len()],
+        stream_tokens: FxHashMap::default(),
     };
     e.main_loop();
     e.sweep();
@@ -429,7 +439,10 @@ impl Engine<'_> {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
-                    Token(t) => self.read_pipe(t),
+                    Token(t) => match self.stream_tokens.get(&t).copied() {
+                        Some((q, producer, i)) => self.on_queue_ready(q, producer, i),
+                        None => self.read_pipe(t),
+                    },
                 }
             }
             // Children can exit without a fresh SIGCHLD being seen yet (coalesced signals).
@@ -865,6 +878,11 @@ impl Engine<'_> {
                 Err(e) => failure = Some(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
             }
         }
+        if failure.is_none() {
+            if let Err(e) = self.open_queues(group, &mut ends) {
+                failure = Some(format!("cannot set up the queues of the stream group: {e}"));
+            }
+        }
         if let Some(why) = failure {
             self.console.note(&why, true);
             for &k in members {
@@ -878,13 +896,143 @@ impl Engine<'_> {
             let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[proc]
                 .iter()
                 .filter_map(|e| {
-                    ends.get(&(proc, e.edge.clone()))
-                        .map(|fd| (e.fd, fd.as_raw_fd()))
+                    // Pipe ends are keyed by process, queue ends by instance (replicas differ).
+                    let key = match e.kind {
+                        crate::graph::EdgeKind::Queue => (k, e.edge.clone()),
+                        _ => (proc, e.edge.clone()),
+                    };
+                    ends.get(&key).map(|fd| (e.fd, fd.as_raw_fd()))
                 })
                 .collect();
             self.start_with(k, &fds);
         }
         // `ends` drops here: the engine keeps no pipe end open.
+    }
+
+    /// Creates the pipes of every queue in `group`: producers write into pipes
+    /// the broker reads, consumers read pipes the broker writes. Each end for a
+    /// process goes into `ends` under (instance, queue name); the broker keeps
+    /// its own ends, non-blocking and registered with the event loop.
+    fn open_queues(
+        &mut self,
+        group: usize,
+        ends: &mut FxHashMap<(usize, String), OwnedFd>,
+    ) -> std::io::Result<()> {
+        for qi in 0..self.g.file.queues.len() {
+            let q = &self.g.file.queues[qi];
+            let procs = |names: &[crate::spec::Sp<String>]| -> Vec<usize> {
+                names
+                    .iter()
+                    .filter_map(|n| self.g.process_index(&n.value))
+                    .collect()
+            };
+            let (from, to) = (procs(&q.from.value), procs(&q.to.value));
+            if from.first().is_none_or(|&p| self.g.group_of[p] != group) {
+                continue;
+            }
+            let producers: Vec<usize> = from
+                .iter()
+                .flat_map(|&p| self.of_proc[p].iter().copied())
+                .collect();
+            let consumers: Vec<usize> = to
+                .iter()
+                .flat_map(|&p| self.of_proc[p].iter().copied())
+                .collect();
+            let name = q.name.value.clone();
+            let mut producer_files = Vec::new();
+            let mut consumer_files = Vec::new();
+            for &k in &producers {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(std::io::Error::from)?;
+                // SAFETY: F_SETPIPE_SZ only resizes the pipe buffer; failure keeps the default.
+                unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+                ends.insert((k, name.clone()), write);
+                producer_files.push(std::fs::File::from(read));
+            }
+            for &k in &consumers {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(std::io::Error::from)?;
+                ends.insert((k, name.clone()), read);
+                consumer_files.push(std::fs::File::from(write));
+            }
+            for (i, f) in producer_files.iter().enumerate() {
+                self.register_stream(f.as_raw_fd(), (qi, true, i), Interest::READABLE)?;
+            }
+            for (i, f) in consumer_files.iter().enumerate() {
+                self.register_stream(f.as_raw_fd(), (qi, false, i), Interest::WRITABLE)?;
+            }
+            let q = &self.g.file.queues[qi];
+            let mode = match q.mode {
+                crate::spec::QueueMode::Balance => broker::Mode::Balance,
+                crate::spec::QueueMode::Broadcast => broker::Mode::Broadcast,
+            };
+            let delim = match q.framing {
+                crate::spec::Framing::Line => b'\n',
+                crate::spec::Framing::Nul => 0,
+            };
+            self.queues[qi] = Some(broker::Queue::new(
+                mode,
+                delim,
+                q.capacity,
+                producer_files,
+                consumer_files,
+            ));
+            self.queue_ends[qi] = (producers, consumers);
+        }
+        Ok(())
+    }
+
+    fn register_stream(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        what: (usize, bool, usize),
+        interest: Interest,
+    ) -> std::io::Result<()> {
+        // SAFETY: fcntl on a descriptor the broker owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(token), interest)?;
+        self.stream_tokens.insert(token, what);
+        Ok(())
+    }
+
+    fn on_queue_ready(&mut self, q: usize, producer: bool, i: usize) {
+        if let Some(queue) = self.queues[q].as_mut() {
+            if producer {
+                queue.producer_ready(i);
+            } else {
+                queue.consumer_ready(i);
+            }
+        }
+        self.pump(q);
+    }
+
+    fn pump(&mut self, q: usize) {
+        // Closed descriptors leave epoll as they close; their tokens just go unused.
+        let mut closed = Vec::new();
+        if let Some(queue) = self.queues[q].as_mut() {
+            queue.pump(&mut closed);
+        }
+    }
+
+    /// A consumer instance exited: whatever is still in its pipe is lost.
+    fn queue_consumer_exited(&mut self, k: usize) {
+        for q in 0..self.queues.len() {
+            let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
+                continue;
+            };
+            let mut closed = Vec::new();
+            if let Some(queue) = self.queues[q].as_mut() {
+                queue.consumer_gone(i, &mut closed);
+            }
+            self.pump(q);
+        }
     }
 
     /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
@@ -1203,6 +1351,7 @@ impl Engine<'_> {
 
     /// An attempt is over (process reaped and its output drained, or it never started).
     fn attempt_end(&mut self, k: usize) {
+        self.queue_consumer_exited(k);
         let now = Instant::now();
         let proc = self.insts[k].proc;
         let p = &self.g.file.processes[proc];
@@ -1554,6 +1703,7 @@ impl Engine<'_> {
                     attempts: i.attempts,
                     duration: i.first_start.zip(i.end).map(|(s, e)| e - s),
                     peak_rss_kib: (i.peak_rss_kib > 0).then_some(i.peak_rss_kib),
+                    queue: (!self.queues.is_empty()).then(|| self.queue_counts_of(k)),
                 }
             })
             .collect();
@@ -1569,21 +1719,81 @@ impl Engine<'_> {
             _ => 0,
         };
         let elapsed = self.started_at.elapsed();
+        let mut queue_lines = String::new();
+        for q in 0..self.queues.len() {
+            let Some(queue) = &self.queues[q] else {
+                continue;
+            };
+            let c = queue.counts();
+            let name = self.g.file.queues[q].name.value.clone();
+            let per: Vec<String> = self.queue_ends[q]
+                .1
+                .iter()
+                .zip(&c.per_consumer)
+                .map(|(&k, n)| format!("{} {n}", self.insts[k].name))
+                .collect();
+            queue_lines.push_str(&format!(
+                "queue {name}: {} in, {} out ({}), {} lost\n",
+                c.messages_in,
+                c.messages_out,
+                per.join(", "),
+                c.lost
+            ));
+            self.emit(Event {
+                event: "queue",
+                queue: Some(&name),
+                messages_in: Some(c.messages_in),
+                messages_out: Some(c.messages_out),
+                lost: Some(c.lost),
+                ..Default::default()
+            });
+        }
+        // SAFETY: getrusage fills the struct we pass.
+        let engine_rss = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage.ru_maxrss as u64
+        };
         self.emit(Event {
             event: "run-finished",
             code: Some(i32::from(exit_code)),
             duration_ms: Some(elapsed.as_millis() as u64),
+            engine_peak_rss_kib: Some(engine_rss),
             ..Default::default()
         });
         if let Some(ev) = &mut self.events {
             ev.flush();
         }
-        let summary = render_summary(&rows, self.console_color());
+        let mut summary = render_summary(&rows, self.console_color());
+        if !queue_lines.is_empty() {
+            summary.push('\n');
+            summary.push_str(&queue_lines);
+        }
         RunOutcome {
             exit_code,
             rows,
             summary,
         }
+    }
+
+    /// (received, sent, lost in flight to it) over every queue, for one instance.
+    fn queue_counts_of(&self, k: usize) -> (u64, u64, u64) {
+        let mut total = (0, 0, 0);
+        for q in 0..self.queues.len() {
+            let Some(queue) = &self.queues[q] else {
+                continue;
+            };
+            let c = queue.counts();
+            let (producers, consumers) = &self.queue_ends[q];
+            if let Some(i) = consumers.iter().position(|&j| j == k) {
+                total.0 += c.per_consumer[i];
+                total.2 += c.lost_per_consumer[i];
+            }
+            if let Some(i) = producers.iter().position(|&j| j == k) {
+                total.1 += c.per_producer[i];
+            }
+        }
+        total
     }
 
     fn console_color(&self) -> bool {

@@ -25,9 +25,6 @@ use crate::graph::Graph;
 /// Features of a graph the runtime cannot run yet, in words; empty if none.
 pub fn unsupported(g: &Graph) -> Vec<String> {
     let mut out = Vec::new();
-    if !g.file.queues.is_empty() {
-        out.push("queues".to_string());
-    }
     if g.file.processes.iter().any(|p| p.ready.is_some()) {
         out.push("readiness probes (`ready`)".to_string());
     }
