@@ -49,7 +49,10 @@ fn run_says_plainly_what_it_cannot_run_yet() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot run readiness probes (`ready`) yet"), "{stderr}");
+    assert!(
+        stderr.contains("cannot run readiness probes (`ready`) yet"),
+        "{stderr}"
+    );
 }
 
 #[test]

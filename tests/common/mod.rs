@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The repository root (tests run with it as the working directory).
 pub fn root() -> PathBuf {
@@ -45,4 +46,206 @@ pub fn expected_code(path: &Path) -> String {
         .unwrap_or_else(|| panic!("{} lacks `# expect: CODE`", path.display()))
         .trim()
         .to_string()
+}
+
+/// A temp directory with a job file whose processes all carry a unique tag.
+pub struct Job {
+    pub dir: tempfile::TempDir,
+    pub tag: String,
+}
+
+impl Job {
+    pub fn new(body: &str) -> Job {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = format!("jgtest-{}-{}", std::process::id(), rand_suffix());
+        let text = format!("[env]\nJGTEST_TAG = \"{tag}\"\n\n{body}");
+        std::fs::write(dir.path().join("job.toml"), text).unwrap();
+        Job { dir, tag }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("job.toml")
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_default()
+    }
+
+    /// Runs to completion (60 s at most) and returns (exit code, stdout, stderr).
+    pub fn run(&self, extra: &[&str]) -> (i32, String, String) {
+        let out = jobgraph()
+            .arg("run")
+            .args(extra)
+            .arg(self.path())
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs with an events file and returns the parsed events too.
+    pub fn run_events(&self, extra: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+        let events = self.file("events.ndjson");
+        let mut args = vec!["--events", events.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, _, stderr) = self.run(&args);
+        let evs = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (code, evs, stderr)
+    }
+
+    /// Processes still alive that carry this job's tag.
+    pub fn survivors(&self) -> Vec<i32> {
+        tagged(&self.tag)
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            let left = tagged(&self.tag);
+            if left.is_empty() {
+                return;
+            }
+            for pid in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (t.as_nanos() as u64)
+        .wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40)
+}
+
+/// Living (non-zombie) processes whose environment has JGTEST_TAG=tag.
+pub fn tagged(tag: &str) -> Vec<i32> {
+    let needle = format!("JGTEST_TAG={tag}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn wait_gone(job: &Job, limit: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let left = job.survivors();
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `event` values for one process, in order.
+pub fn events_of<'a>(evs: &'a [serde_json::Value], process: &str) -> Vec<&'a str> {
+    evs.iter()
+        .filter(|e| e["process"] == process)
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
+}
+
+/// Index of the first event of `kind` for `process`.
+pub fn pos(evs: &[serde_json::Value], process: &str, kind: &str) -> usize {
+    evs.iter()
+        .position(|e| e["process"] == process && e["event"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event for {process}: {evs:#?}"))
+}
+
+/// Reads `NAME START END` lines (monotonic nanoseconds) written by `stamp` shells.
+pub fn intervals(text: &str) -> Vec<(String, u128, u128)> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A shell snippet recording this process's [start, end] around a sleep.
+pub fn stamp(name: &str, secs: &str) -> String {
+    format!("s=$(date +%s%N); sleep {secs}; e=$(date +%s%N); echo \"{name} $s $e\" >> stamps")
+}
+
+/// Summary rows by process: [status, exit, attempts, duration, peak RSS].
+pub fn summary(stderr: &str) -> std::collections::HashMap<String, Vec<String>> {
+    let mut rows = std::collections::HashMap::new();
+    let mut in_table = false;
+    for line in stderr.lines() {
+        if line.starts_with("process ") && line.contains("status") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || line.trim().is_empty() {
+            continue;
+        }
+        // Columns are separated by two or more spaces; "timed out" and "not run" contain one.
+        let cells: Vec<String> = line
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some((name, rest)) = cells.split_first() {
+            rows.insert(name.clone(), rest.to_vec());
+        }
+    }
+    rows
 }

@@ -1,0 +1,305 @@
+//! Queues through the broker, on real processes: exactly once, broadcast,
+//! order per producer, framing, backpressure, consumers that die, pipefail.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Every line of the files `prefix*` in the job's directory.
+fn lines_of(job: &Job, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(job.dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) {
+            out.extend(
+                std::fs::read_to_string(entry.path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn a_million_messages_reach_replicated_consumers_exactly_once() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["w"]
+[process.gen]
+cmd = ["seq", "1", "1000000"]
+[process.w]
+replicas = 3
+shell = "cat > got.{replica}"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<u64> = lines_of(&job, "got.")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got.len(), 1_000_000, "{err}");
+    assert!(
+        got.iter().enumerate().all(|(i, &n)| n == i as u64 + 1),
+        "not exactly once"
+    );
+    let q = evs.iter().find(|e| e["event"] == "queue").unwrap();
+    assert_eq!(
+        (
+            q["messages_in"].as_u64(),
+            q["messages_out"].as_u64(),
+            q["lost"].as_u64()
+        ),
+        (Some(1_000_000), Some(1_000_000), Some(0))
+    );
+    // Balance spreads the work: every replica got some.
+    for r in 0..3 {
+        assert!(
+            !job.read(&format!("got.{r}")).is_empty(),
+            "replica {r} got nothing"
+        );
+    }
+}
+
+#[test]
+fn broadcast_gives_every_consumer_everything() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["a", "b"]
+mode = "broadcast"
+[process.gen]
+cmd = ["seq", "1", "50000"]
+[process.a]
+shell = "cat > a.txt"
+[process.b]
+shell = "cat > b.txt"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let want: String = (1..=50000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(job.read("a.txt"), want);
+    assert_eq!(job.read("b.txt"), want);
+}
+
+#[test]
+fn order_is_kept_per_producer() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["p", "r"]
+to = ["c"]
+[process.p]
+shell = "seq 1 20000 | sed 's/^/p /'"
+[process.r]
+shell = "seq 1 20000 | sed 's/^/r /'"
+[process.c]
+replicas = 2
+shell = "cat > got.{replica}"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let mut total = 0;
+    for r in 0..2 {
+        let text = job.read(&format!("got.{r}"));
+        for producer in ["p", "r"] {
+            let seq: Vec<u64> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("{producer} ")))
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert!(
+                seq.windows(2).all(|w| w[0] < w[1]),
+                "{producer}'s messages out of order at consumer {r}"
+            );
+            total += seq.len();
+        }
+    }
+    assert_eq!(total, 40000);
+}
+
+#[test]
+fn a_final_unterminated_line_is_a_message() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["c"]
+[process.gen]
+shell = "printf 'one\ntwo\nlast'"
+[process.c]
+shell = "cat > got"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("got"), "one\ntwo\nlast\n");
+}
+
+#[test]
+fn nul_framing_keeps_newlines_inside_messages() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["c"]
+framing = "nul"
+[process.gen]
+shell = "printf 'a\nmulti-line\\0b\\0c'"
+[process.c]
+replicas = 2
+shell = "cat > got.{replica}"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    let q = evs.iter().find(|e| e["event"] == "queue").unwrap();
+    assert_eq!(q["messages_in"], 3, "{q}");
+    let mut all: Vec<String> = (0..2)
+        .flat_map(|r| {
+            job.read(&format!("got.{r}"))
+                .split('\0')
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    all.sort();
+    assert_eq!(all, ["a\nmulti-line", "b", "c"]);
+}
+
+#[test]
+fn backpressure_bounds_engine_memory_and_loses_nothing() {
+    // 100 MB through a queue of capacity 64 to a consumer that sleeps first.
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["slow"]
+capacity = 64
+[process.gen]
+shell = "yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 | head -c 100000000"
+[process.slow]
+shell = "sleep 1; wc -c > count"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    // `head -c` cut the last line: a final unterminated message gets its newline.
+    assert_eq!(job.read("count").trim(), "100000001");
+    let fin = evs.iter().find(|e| e["event"] == "run-finished").unwrap();
+    let rss_kib = fin["engine_peak_rss_kib"].as_u64().unwrap();
+    assert!(rss_kib < 100 * 1024, "engine peak RSS {rss_kib} KiB");
+}
+
+#[test]
+fn a_consumer_that_leaves_early_loses_only_what_it_was_sent() {
+    // `head` exits after 1000 lines; what was in its pipe is lost and counted,
+    // the rest goes to `all`; nothing is delivered twice and nothing hangs.
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["head", "all"]
+[process.gen]
+cmd = ["seq", "1", "200000"]
+[process.head]
+shell = "head -n 1000 > head.txt"
+[process.all]
+shell = "cat > all.txt"
+"#,
+    );
+    let start = Instant::now();
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let q = evs.iter().find(|e| e["event"] == "queue").unwrap();
+    let lost = q["lost"].as_u64().unwrap();
+    let head = job.read("head.txt").lines().count() as u64;
+    let all = job.read("all.txt").lines().count() as u64;
+    assert_eq!(head, 1000);
+    // `head` read more than it printed (its stdio buffer): the broker counts
+    // what left the pipe into `head` as received by it.
+    let rows = summary(&err);
+    let cell = |name: &str| -> Vec<u64> {
+        rows[name][5]
+            .split('/')
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let (head_got, head_lost, all_got) = (cell("head")[0], cell("head")[2], cell("all")[0]);
+    assert!(head_got >= head, "{err}");
+    assert_eq!(all_got, all, "{err}");
+    assert_eq!(head_lost, lost);
+    assert_eq!(
+        head_got + all_got + lost,
+        200000,
+        "head {head_got} + all {all_got} + lost {lost}"
+    );
+    let mut seen: Vec<u64> = lines_of(&job, "head.txt")
+        .iter()
+        .chain(lines_of(&job, "all.txt").iter())
+        .map(|l| l.parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen.len() as u64,
+        head + all,
+        "a message was delivered twice"
+    );
+    assert!(err.contains("lost"), "{err}");
+}
+
+#[test]
+fn a_consumer_killed_mid_stream_fails_the_group_without_hanging() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["victim", "other"]
+[process.gen]
+shell = "seq 1 100000000"
+[process.victim]
+shell = "head -n 5000 > /dev/null; kill -9 $$"
+[process.other]
+shell = "cat > /dev/null"
+"#,
+    );
+    let start = Instant::now();
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(30), "hung");
+    let rows = summary(&err);
+    assert_eq!(rows["victim"][0], "failed", "{err}");
+    assert!(
+        evs.iter().any(|e| e["event"] == "queue"),
+        "queue counts reported"
+    );
+    assert!(job.survivors().is_empty());
+}
+
+#[test]
+fn queue_examples_run() {
+    for name in ["queue", "broadcast", "logs", "nightly"] {
+        let out = jobgraph()
+            .args(["run", &format!("jobs/{name}.toml")])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
