@@ -281,6 +281,7 @@ fn run(args: &RunArgs) -> u8 {
         log_dir: args.log_dir.clone(),
         console: crate::report::live::ConsoleStyle {
             color: logs_tty && !no_color,
+            color_stderr: std::io::stderr().is_terminal() && !no_color,
             progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
             quiet: args.quiet,
             logs_to_stderr,

@@ -90,7 +90,10 @@ impl Plan {
                                         .iter()
                                         .map(|d| match d.kind {
                                             DepKind::Parent => {
-                                                format!("{} to be running (parent)", name(d.target))
+                                                format!(
+                                                    "{} to have started (parent)",
+                                                    name(d.target)
+                                                )
                                             }
                                             DepKind::After(c) => {
                                                 let what = match c {

@@ -562,6 +562,7 @@ shell = "sleep 60 & sleep 60 & touch started; wait"
 [process.b]
 shell = "trap '' TERM INT; sleep 60"
 [process.c]
+start = "spawn"
 shell = "setsid sh -c 'sleep 60' < /dev/null > /dev/null 2>&1 & sleep 60"
 "#;
 
@@ -853,4 +854,66 @@ shell = "true"
     assert_eq!(rows["slow"][0], "stopped");
     assert_eq!(rows["after_slow"][0], "skipped");
     assert_eq!(rows["other"][0], "ok");
+}
+
+#[test]
+fn stdout_and_stderr_to_one_file_keep_every_line() {
+    let job = Job::new(
+        "[process.both]\nshell = \"for i in 1 2 3; do echo out$i; echo err$i >&2; done\"\nstdout = { file = \"both.log\" }\nstderr = { file = \"both.log\" }\n",
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<String> = job.read("both.log").lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["err1", "err2", "err3", "out1", "out2", "out3"]);
+}
+
+#[test]
+fn a_program_that_appears_before_a_retry_is_found() {
+    let job = Job::new(
+        r#"
+[process.maker]
+shell = "sleep 0.1; mkdir -p bin; printf '#!/bin/sh\necho made it\n' > bin/late-tool; chmod +x bin/late-tool"
+[process.user]
+cmd = ["late-tool"]
+env = { PATH = "bin:/usr/bin:/bin" }
+retries = 3
+retry_delay = "300ms"
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("made it"), "{out}");
+}
+
+#[test]
+fn after_start_of_a_process_that_never_started_is_skipped() {
+    let job = Job::new(
+        "[process.ghost]\ncmd = [\"./missing\"]\n[process.fan]\nafter = { ghost = \"start\" }\nshell = \"true\"\n",
+    );
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(summary(&err)["fan"][0], "skipped", "{err}");
+}
+
+#[test]
+fn a_suspended_process_is_resumed_so_it_can_stop() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "30s"
+[process.main]
+shell = "sleep 0.3"
+[process.frozen]
+daemon = true
+shell = "kill -STOP $$; sleep 60"
+"#,
+    );
+    let start = Instant::now();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "waited out the grace: SIGCONT missing"
+    );
 }

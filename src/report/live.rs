@@ -14,8 +14,10 @@ const COLOURS: &[&str] = &["36", "32", "33", "35", "34", "96", "92", "93", "95",
 /// How the console looks.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsoleStyle {
-    /// ANSI colours on log prefixes and notes.
+    /// ANSI colours on log prefixes.
     pub color: bool,
+    /// ANSI colours on notes and the summary (stderr).
+    pub color_stderr: bool,
     /// Show the progress bar (on a terminal only).
     pub progress: bool,
     /// Suppress log lines and non-error notes.
@@ -60,7 +62,7 @@ impl Console {
                 Some(names.len() as u64),
                 ProgressDrawTarget::stderr(),
             );
-            let template = if style.color {
+            let template = if style.color_stderr {
                 "{spinner:.cyan} {elapsed_precise} [{bar:28.cyan/blue}] {pos}/{len} done {msg}"
             } else {
                 "{spinner} {elapsed_precise} [{bar:28}] {pos}/{len} done {msg}"
@@ -124,7 +126,7 @@ impl Console {
             return;
         }
         self.flush();
-        let text = if self.style.color && error {
+        let text = if self.style.color_stderr && error {
             format!("\x1b[31mjobgraph: {text}\x1b[0m\n")
         } else {
             format!("jobgraph: {text}\n")
@@ -184,9 +186,9 @@ impl Console {
         }
     }
 
-    /// Whether ANSI colours are on.
+    /// Whether ANSI colours are on for stderr (notes, summary).
     pub fn color(&self) -> bool {
-        self.style.color
+        self.style.color_stderr
     }
 
     /// Where log files go, if anywhere.
@@ -269,7 +271,9 @@ impl Events {
         e.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         if let Ok(mut line) = serde_json::to_vec(&e) {
             line.push(b'\n');
+            // One write and a flush per event: `tail -f` sees it now, and a crash loses none.
             let _ = self.out.write_all(&line);
+            let _ = self.out.flush();
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::hygiene;
 use super::posix::{self, Prepared};
-use super::spawn::{self, Launch};
+use super::spawn::{self, Launch, Sink};
 use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
 use crate::report::live::{render_summary, Console, ConsoleStyle, Event, Events, SummaryRow};
@@ -298,7 +298,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     hygiene::become_subreaper();
     hygiene::cloexec_inherited_fds();
-    let watchdog = Watchdog::start(&marker).ok();
+    let watchdog = Watchdog::start(&marker);
 
     let max_parallel = opts
         .max_parallel
@@ -347,7 +347,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         mode: Mode::Normal,
         interrupted: None,
         kill_now: false,
-        watchdog,
+        watchdog: None,
         cause: None,
         started_at: Instant::now(),
         rdeps,
@@ -367,6 +367,13 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         queue_ends: vec![(Vec::new(), Vec::new()); g.file.queues.len()],
         stream_tokens: FxHashMap::default(),
     };
+    match watchdog {
+        Ok(w) => e.watchdog = Some(w),
+        Err(err) => e.console.note(
+            &format!("cannot start the watchdog ({err}): if the engine is killed, its processes may survive it"),
+            true,
+        ),
+    }
     e.main_loop();
     e.sweep();
     Ok(e.finish())
@@ -574,6 +581,12 @@ impl Engine<'_> {
                     .any(|&k| t(k).outcome == Some(Outcome::Skipped))
                 {
                     return Err(format!("`{tname}` was skipped"));
+                }
+                if targets
+                    .iter()
+                    .any(|&k| t(k).phase == Phase::Done && t(k).first_start.is_none())
+                {
+                    return Err(format!("`{tname}` never started"));
                 }
                 Ok(targets.iter().all(|&k| t(k).first_start.is_some()))
             }
@@ -1040,7 +1053,9 @@ impl Engine<'_> {
     fn start_with(&mut self, k: usize, endpoints: &[(i32, std::os::fd::RawFd)]) {
         let proc = self.insts[k].proc;
         let replica = self.insts[k].replica;
-        if self.launches[k].is_none() {
+        // Prepared once; a failed preparation (program not on PATH) is retried,
+        // since a retry delay may be exactly what it takes for the program to appear.
+        if !matches!(self.launches[k], Some((_, Ok(_)))) {
             let launch = spawn::launch(self.g, proc, replica, &self.base, &self.engine_env);
             let prepared = Prepared::new(&launch).map_err(|e| e.to_string());
             self.launches[k] = Some((launch, prepared));
@@ -1050,7 +1065,6 @@ impl Engine<'_> {
         {
             let i = &mut self.insts[k];
             i.attempts += 1;
-            i.first_start.get_or_insert(now);
             i.attempt_start = Some(now);
             i.exit = None;
             i.stop = None;
@@ -1103,9 +1117,12 @@ impl Engine<'_> {
         i.pgid = pid;
         i.open_pipes = open;
         i.phase = Phase::Running;
+        // `after = start` and children wait for a process that really started.
+        let first_success = i.first_start.is_none();
+        i.first_start.get_or_insert(now);
         let (name, attempt) = (i.name.clone(), i.attempts);
         self.active.insert(k);
-        if first {
+        if first_success {
             self.mark_changed(proc);
         }
         self.emit(Event {
@@ -1145,7 +1162,13 @@ impl Engine<'_> {
             true => None,
             false => Some(spawn::sink(&p.stdout, &self.base, i.replica, first)?),
         };
-        let err = spawn::sink(&p.stderr, &self.base, i.replica, first)?;
+        // The same file for both streams is opened once and shared, like `> f 2>&1`.
+        let err = match (&out, &p.stderr) {
+            (Some(Sink::File(f)), crate::spec::Output::File(_)) if p.stdout == p.stderr => {
+                Sink::File(f.try_clone()?)
+            }
+            _ => spawn::sink(&p.stderr, &self.base, i.replica, first)?,
+        };
         let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd(), endpoints)?;
         let pid = posix::spawn(prepared, &plan.fds).map_err(|e| {
             Error::new(
@@ -1470,6 +1493,11 @@ impl Engine<'_> {
     /// Sends stop signals in reverse dependency order: an instance is signalled
     /// only once nothing still running that depends on it is being stopped.
     fn send_stops(&mut self) {
+        if self.stop_pending.is_empty() {
+            return;
+        }
+        // A process that already exited must be reported with its own status, not "stopped".
+        self.reap();
         let now = Instant::now();
         let pending = std::mem::take(&mut self.stop_pending);
         for k in pending {
@@ -1485,6 +1513,8 @@ impl Engine<'_> {
             let sig = self.g.file.processes[proc].stop_signal;
             let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
             hygiene::signal_group(pgid, sig.number);
+            // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
+            hygiene::signal_group(pgid, libc::SIGCONT);
             let i = &mut self.insts[k];
             i.stop_sent = Some(now);
             i.next_kill = Some(now + self.grace);
@@ -1622,7 +1652,7 @@ impl Engine<'_> {
         if !escaped.is_empty() {
             self.console.note(
                 &format!(
-                    "stopping {} process(es) that left their process group",
+                    "stopping {} remaining descendant process(es)",
                     escaped.len()
                 ),
                 false,
@@ -1643,8 +1673,15 @@ impl Engine<'_> {
                 return;
             }
             let now = Instant::now();
-            if self.signals.pending().any(|s| s == SIGINT || s == SIGTERM) {
-                self.kill_now = true;
+            for sig in self.signals.pending().collect::<Vec<_>>() {
+                if matches!(sig, SIGINT | SIGTERM | SIGHUP) {
+                    if self.interrupted.is_none() {
+                        // Already stopping gracefully; remember it for the exit code.
+                        self.interrupted = Some(sig);
+                    } else {
+                        self.kill_now = true;
+                    }
+                }
             }
             if now >= deadline || self.kill_now {
                 for &(pgid, _) in &left {

@@ -97,6 +97,10 @@ pub fn launch(
             set(&k.value, interpolate(&v.value, replica));
         }
     }
+    // The run's marker, whatever the start method: the watchdog finds processes by it.
+    if let Some((_, marker)) = engine_env.iter().find(|(k, _)| k == "JOBGRAPH_RUN") {
+        set("JOBGRAPH_RUN", marker.to_string_lossy().into_owned());
+    }
     set("JOBGRAPH_NAME", p.name.value.clone());
     set("JOBGRAPH_GRAPH", g.name.clone());
     set("JOBGRAPH_ENGINE_PID", std::process::id().to_string());
