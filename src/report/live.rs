@@ -187,7 +187,7 @@ impl Console {
     }
 
     /// Whether ANSI colours are on for stderr (notes, summary).
-    pub fn color(&self) -> bool {
+    pub fn stderr_color(&self) -> bool {
         self.style.color_stderr
     }
 

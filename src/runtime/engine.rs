@@ -1801,7 +1801,7 @@ impl Engine<'_> {
         if let Some(ev) = &mut self.events {
             ev.flush();
         }
-        let mut summary = render_summary(&rows, self.console_color());
+        let mut summary = render_summary(&rows, self.console.stderr_color());
         if !queue_lines.is_empty() {
             summary.push('\n');
             summary.push_str(&queue_lines);
@@ -1831,10 +1831,6 @@ impl Engine<'_> {
             }
         }
         total
-    }
-
-    fn console_color(&self) -> bool {
-        self.console.color()
     }
 }
 
