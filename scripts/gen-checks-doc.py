@@ -198,6 +198,11 @@ P["unused-lock"] = (
 """Add `locks = ["NAME"]` to the processes that share the resource, or remove the lock.""",
 None)
 
+P["after-daemon"] = (
+"""A process that is not a daemon waits (`after`, condition `success` or `exit`) for a daemon. Daemons are stopped only once every non-daemon process has finished, so unless the daemon exits on its own, the waiting process can never start and the run hangs until a timeout or Ctrl-C. It is a warning, not an error, because a daemon may well be a finite program that exits by itself.""",
+"""Wait for the daemon's `"start"` (or `"ready"`, with a probe) instead, or make the awaited process a non-daemon.""",
+None)
+
 P["daemons-only"] = (
 """**Warning.** Every process is a daemon. Top-level daemons are stopped once every non-daemon process has finished, and here there are none, so the run would end as soon as it starts.""",
 """Make the main process a non-daemon (`daemon = false`, the default). Its daemons then live as long as it does.""",

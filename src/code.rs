@@ -108,6 +108,8 @@ codes! {
     CommandNotFound = "command-not-found", Warning;
     /// A lock that no process takes.
     UnusedLock = "unused-lock", Warning;
+    /// A non-daemon waits for a daemon to succeed or exit, which daemons do only when stopped at the end.
+    AfterDaemon = "after-daemon", Warning;
     /// Every process is a daemon, so nothing keeps the graph running.
     DaemonsOnly = "daemons-only", Warning;
 }

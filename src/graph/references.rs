@@ -57,6 +57,29 @@ pub(super) fn resolve(
                     )),
                 );
             }
+            if target.daemon.value
+                && !p.daemon.value
+                && matches!(a.condition, Condition::Success | Condition::Exit)
+            {
+                diags.push(
+                    Diagnostic::at(
+                        Code::AfterDaemon,
+                        a.process.span.clone(),
+                        format!(
+                            "`{}` waits for daemon `{}` to {}, but daemons are stopped only once every non-daemon process finished",
+                            p.name.value,
+                            target.name.value,
+                            if a.condition == Condition::Success { "succeed" } else { "exit" }
+                        ),
+                    )
+                    .label("may wait forever")
+                    .related(target.daemon.span.clone(), "a daemon")
+                    .help(format!(
+                        "unless `{}` exits on its own, wait for \"start\" (or \"ready\") instead, or make it a non-daemon",
+                        target.name.value
+                    )),
+                );
+            }
             refs.deps[i].push(Dep {
                 target: t,
                 kind: DepKind::After(a.condition),
