@@ -303,3 +303,57 @@ fn queue_examples_run() {
         );
     }
 }
+
+#[test]
+fn a_producer_blocked_on_a_full_queue_blocks_nothing_else() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["flood"]
+to = ["stuck"]
+capacity = 64
+[process.flood]
+cmd = ["yes", "message"]
+[process.stuck]
+shell = "touch started; sleep 60"
+[process.chatty]
+shell = "for i in 1 2 3; do echo chat $i; sleep 0.1; done"
+[process.limited]
+shell = "sleep 60"
+timeout = "300ms"
+"#,
+    );
+    let mut engine = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--keep-going"])
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(20)));
+    // While the producer is blocked: logs flow, the timeout fires, and SIGINT is handled.
+    std::thread::sleep(Duration::from_millis(800));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = loop {
+        if let Some(_) = engine.try_wait().unwrap() {
+            break engine.wait_with_output().unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "engine did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("chat 3"), "{stdout}");
+    assert!(stderr.contains("limited timed out"), "{stderr}");
+    assert!(job.survivors().is_empty());
+}
