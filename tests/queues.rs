@@ -341,7 +341,7 @@ timeout = "300ms"
     .unwrap();
     let start = Instant::now();
     let out = loop {
-        if let Some(_) = engine.try_wait().unwrap() {
+        if engine.try_wait().unwrap().is_some() {
             break engine.wait_with_output().unwrap();
         }
         assert!(
