@@ -255,17 +255,6 @@ fn run(args: &RunArgs) -> u8 {
         print(&Plan::new(&g).render());
         return EXIT_OK;
     }
-    let missing = crate::runtime::unsupported(&g);
-    if !missing.is_empty() {
-        eprint(&format!(
-            "error: {} is valid, but this version of jobgraph cannot run {} yet.\n\
-             help: `jobgraph plan {}` shows what would run, in order\n",
-            args.file.display(),
-            missing.join(", "),
-            args.file.display()
-        ));
-        return EXIT_USAGE;
-    }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let logs_to_stderr = args.events.as_deref() == Some("-");
     let logs_tty = if logs_to_stderr {

@@ -42,20 +42,6 @@ fn run_validates_first_and_exits_2_on_invalid_files() {
 }
 
 #[test]
-fn run_says_plainly_what_it_cannot_run_yet() {
-    let out = jobgraph()
-        .args(["run", "jobs/service.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot run readiness probes (`ready`) yet"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn run_dry_run_prints_the_plan() {
     let out = jobgraph()
         .args(["run", "--dry-run", "jobs/five.toml"])

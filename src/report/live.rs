@@ -300,14 +300,20 @@ pub struct SummaryRow {
     pub peak_rss_kib: Option<u64>,
     /// Queue messages received / sent / lost in flight to it; `None` when the graph has no queue.
     pub queue: Option<(u64, u64, u64)>,
+    /// Restarts under `restart`; `None` when no process has a restart policy.
+    pub restarts: Option<u32>,
 }
 
 /// The summary table as text.
 pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
     let queues = rows.iter().any(|r| r.queue.is_some());
+    let restarts = rows.iter().any(|r| r.restarts.is_some());
     let mut head = vec![
         "process", "status", "exit", "attempts", "duration", "peak RSS",
     ];
+    if restarts {
+        head.insert(4, "restarts");
+    }
     if queues {
         head.push("queue in/out/lost");
     }
@@ -322,6 +328,9 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
                 r.duration.map(fmt_duration).unwrap_or_else(|| "-".into()),
                 r.peak_rss_kib.map(fmt_kib).unwrap_or_else(|| "-".into()),
             ];
+            if restarts {
+                row.insert(4, r.restarts.unwrap_or(0).to_string());
+            }
             if queues {
                 row.push(match r.queue {
                     Some((i, o, l)) if i + o + l > 0 => format!("{i}/{o}/{l}"),
@@ -406,6 +415,7 @@ mod tests {
             duration: Some(Duration::from_millis(1500)),
             peak_rss_kib: Some(2048),
             queue: None,
+            restarts: None,
         }];
         let s = render_summary(&rows, false);
         let row: Vec<&str> = s.lines().nth(1).unwrap().split_whitespace().collect();

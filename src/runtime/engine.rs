@@ -133,6 +133,17 @@ struct Inst {
     outcome: Option<Outcome>,
     finished: bool,
     start_error: bool,
+    /// Readiness in the current attempt; `ready_once` in any attempt.
+    ready: bool,
+    ready_once: bool,
+    /// Next probe, while probing.
+    probe_due: Option<Instant>,
+    /// A `cmd` probe still running.
+    probe_pid: i32,
+    /// The readiness deadline passed: the attempt fails.
+    not_ready: bool,
+    /// Restarts made under `restart`.
+    restarts: u32,
 }
 
 struct Pipe {
@@ -211,6 +222,12 @@ struct Engine<'g> {
     queue_ends: Vec<(Vec<usize>, Vec<usize>)>,
     /// Tokens of queue ends: (queue, is producer, index).
     stream_tokens: FxHashMap<usize, (usize, bool, usize)>,
+    /// Per process: its `ready.log` regex.
+    log_probes: Vec<Option<regex::Regex>>,
+    /// Running `ready.cmd` probes: pid to instance.
+    probe_pids: FxHashMap<i32, usize>,
+    /// TCP probes in flight: token to (instance, socket).
+    tcp_probes: FxHashMap<usize, (usize, mio::net::TcpStream)>,
 }
 
 /// Runs a validated graph whose relative paths resolve against `base`.
@@ -249,6 +266,12 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
                 outcome: None,
                 finished: false,
                 start_error: false,
+                ready: false,
+                ready_once: false,
+                probe_due: None,
+                probe_pid: 0,
+                not_ready: false,
+                restarts: 0,
             });
         }
     }
@@ -366,6 +389,17 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         queues: (0..g.file.queues.len()).map(|_| None).collect(),
         queue_ends: vec![(Vec::new(), Vec::new()); g.file.queues.len()],
         stream_tokens: FxHashMap::default(),
+        log_probes: g
+            .file
+            .processes
+            .iter()
+            .map(|p| match p.ready.as_ref().map(|r| &r.probe.value) {
+                Some(crate::spec::Probe::Log(re)) => regex::Regex::new(re).ok(),
+                _ => None,
+            })
+            .collect(),
+        probe_pids: FxHashMap::default(),
+        tcp_probes: FxHashMap::default(),
     };
     match watchdog {
         Ok(w) => e.watchdog = Some(w),
@@ -448,6 +482,7 @@ impl Engine<'_> {
                     SIGNALS => self.on_signals(),
                     Token(t) => match self.stream_tokens.get(&t).copied() {
                         Some((q, producer, i)) => self.on_queue_ready(q, producer, i),
+                        None if self.tcp_probes.contains_key(&t) => self.on_tcp_probe(t),
                         None => self.read_pipe(t),
                     },
                 }
@@ -575,7 +610,21 @@ impl Engine<'_> {
                 }
                 Ok(targets.iter().all(|&k| t(k).phase == Phase::Done))
             }
-            DepKind::After(Condition::Start) | DepKind::After(Condition::Ready) => {
+            DepKind::After(Condition::Ready) => {
+                if let Some(&k) = targets
+                    .iter()
+                    .find(|&&k| t(k).phase == Phase::Done && !t(k).ready_once)
+                {
+                    let why = if t(k).outcome == Some(Outcome::Skipped) {
+                        "was skipped"
+                    } else {
+                        "never became ready"
+                    };
+                    return Err(format!("`{tname}` {why}"));
+                }
+                Ok(targets.iter().all(|&k| t(k).ready_once))
+            }
+            DepKind::After(Condition::Start) => {
                 if targets
                     .iter()
                     .any(|&k| t(k).outcome == Some(Outcome::Skipped))
@@ -1048,6 +1097,141 @@ impl Engine<'_> {
         }
     }
 
+    /// Runs the instance's readiness probe if it is due, and fails the attempt
+    /// once the readiness timeout passed. Probing stops at the first success.
+    fn probe_if_due(&mut self, k: usize, now: Instant) {
+        let i = &self.insts[k];
+        let Some(due) = i.probe_due else { return };
+        let Some(ready) = self.g.file.processes[i.proc].ready.as_ref() else {
+            return;
+        };
+        if i.ready || i.stop.is_some() {
+            return;
+        }
+        if i.attempt_start.is_some_and(|s| now >= s + ready.timeout) {
+            let i = &mut self.insts[k];
+            i.not_ready = true;
+            i.probe_due = None;
+            i.stop = Some(StopReason::Shutdown);
+            self.stop_pending.push(k);
+            self.stop_probing(k);
+            return;
+        }
+        if now < due {
+            return;
+        }
+        self.insts[k].probe_due = Some(now + ready.interval);
+        match &ready.probe.value {
+            crate::spec::Probe::Log(_) => {}
+            crate::spec::Probe::File(path) => {
+                let cwd = self.launches[k]
+                    .as_ref()
+                    .map(|(l, _)| l.cwd.clone())
+                    .unwrap_or_else(|| self.base.clone());
+                let path = cwd.join(spawn::interpolate(path, self.insts[k].replica));
+                if path.exists() {
+                    self.set_ready(k);
+                }
+            }
+            crate::spec::Probe::Tcp { host, port } => {
+                if self.tcp_probes.values().any(|(j, _)| *j == k) {
+                    return; // one connect in flight at a time
+                }
+                use std::net::ToSocketAddrs;
+                let Some(addr) = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                else {
+                    return;
+                };
+                if let Ok(mut stream) = mio::net::TcpStream::connect(addr) {
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, Token(token), Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        self.tcp_probes.insert(token, (k, stream));
+                    }
+                }
+            }
+            crate::spec::Probe::Cmd(argv) => {
+                if self.insts[k].probe_pid != 0 {
+                    return; // the previous probe is still running
+                }
+                let Some((launch, _)) = &self.launches[k] else {
+                    return;
+                };
+                let mut probe = launch.clone();
+                probe.argv = argv
+                    .iter()
+                    .map(|a| spawn::interpolate(a, self.insts[k].replica))
+                    .collect();
+                let null = self.null.as_raw_fd();
+                let fds = [
+                    (0, posix::Source::Fd(null)),
+                    (1, posix::Source::Fd(null)),
+                    (2, posix::Source::Fd(null)),
+                ];
+                if let Ok(pid) = Prepared::new(&probe).and_then(|prep| posix::spawn(&prep, &fds)) {
+                    self.insts[k].probe_pid = pid;
+                    self.probe_pids.insert(pid, k);
+                    self.groups.push(Group { pgid: pid, inst: k });
+                }
+            }
+        }
+    }
+
+    fn on_tcp_probe(&mut self, token: usize) {
+        let Some((k, mut stream)) = self.tcp_probes.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut stream);
+        let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
+        if connected && self.insts[k].phase == Phase::Running && !self.insts[k].ready {
+            self.set_ready(k);
+        }
+    }
+
+    fn set_ready(&mut self, k: usize) {
+        let i = &mut self.insts[k];
+        i.ready = true;
+        i.ready_once = true;
+        i.probe_due = None;
+        let (name, pid, proc) = (i.name.clone(), i.pid, i.proc);
+        self.stop_probing(k);
+        self.emit(Event {
+            event: "ready",
+            process: Some(&name),
+            pid: Some(pid),
+            ..Default::default()
+        });
+        self.mark_changed(proc);
+    }
+
+    /// Ends any probe of instance `k` still in flight.
+    fn stop_probing(&mut self, k: usize) {
+        self.insts[k].probe_due = None;
+        let pid = std::mem::take(&mut self.insts[k].probe_pid);
+        if pid > 0 {
+            hygiene::signal_group(pid, libc::SIGKILL);
+        }
+        let tokens: Vec<usize> = self
+            .tcp_probes
+            .iter()
+            .filter(|(_, (j, _))| *j == k)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            if let Some((_, mut stream)) = self.tcp_probes.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+        }
+    }
+
     /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
     /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
     fn start_with(&mut self, k: usize, endpoints: &[(i32, std::os::fd::RawFd)]) {
@@ -1120,6 +1304,9 @@ impl Engine<'_> {
         // `after = start` and children wait for a process that really started.
         let first_success = i.first_start.is_none();
         i.first_start.get_or_insert(now);
+        i.ready = false;
+        i.not_ready = false;
+        i.probe_due = self.g.file.processes[proc].ready.as_ref().map(|_| now);
         let (name, attempt) = (i.name.clone(), i.attempts);
         self.active.insert(k);
         if first_success {
@@ -1234,10 +1421,21 @@ impl Engine<'_> {
                         }
                     }
                     let buf = std::mem::take(&mut pipe.buf);
+                    let probing =
+                        self.log_probes[self.insts[k].proc].is_some() && !self.insts[k].ready;
+                    let mut matched = false;
                     for r in lines {
                         let line = &buf[r];
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
                         self.console.line(k, &self.insts[k].name, line);
+                        if probing && !matched {
+                            if let Some(re) = &self.log_probes[self.insts[k].proc] {
+                                matched = re.is_match(&String::from_utf8_lossy(line));
+                            }
+                        }
+                    }
+                    if matched && self.insts[k].phase == Phase::Running {
+                        self.set_ready(k);
                     }
                     let mut rest = buf[start..].to_vec();
                     while rest.len() >= MAX_LINE {
@@ -1349,6 +1547,14 @@ impl Engine<'_> {
                 self.watchdog = None;
                 continue;
             }
+            if let Some(k) = self.probe_pids.remove(&pid) {
+                self.insts[k].probe_pid = 0;
+                let passed = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+                if passed && self.insts[k].phase == Phase::Running && !self.insts[k].ready {
+                    self.set_ready(k);
+                }
+                continue;
+            }
             let Some(k) = self.by_pid.remove(&pid) else {
                 continue;
             };
@@ -1375,11 +1581,13 @@ impl Engine<'_> {
     /// An attempt is over (process reaped and its output drained, or it never started).
     fn attempt_end(&mut self, k: usize) {
         self.queue_consumer_exited(k);
+        self.stop_probing(k);
         let now = Instant::now();
         let proc = self.insts[k].proc;
         let p = &self.g.file.processes[proc];
         let i = &self.insts[k];
         let result = match (i.stop, i.stop_sent.is_some(), i.exit) {
+            _ if i.not_ready => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
             (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
@@ -1407,6 +1615,52 @@ impl Engine<'_> {
             status: Some(result.as_str()),
             ..Default::default()
         });
+        // `restart` keeps long-running processes up: after retries, on exits we did not ask for.
+        let asked_to_stop = matches!(
+            self.insts[k].stop,
+            Some(StopReason::Shutdown | StopReason::DaemonEnd)
+        );
+        let restart = !retry
+            && !asked_to_stop
+            && !in_group
+            && self.mode == Mode::Normal
+            && self.insts[k].restarts < p.max_restarts
+            && match p.restart {
+                crate::spec::Restart::Never => false,
+                crate::spec::Restart::OnFailure => result.is_failure(),
+                crate::spec::Restart::Always => true,
+            };
+        if restart {
+            let n = self.insts[k].restarts;
+            let delay = restart_delay(n);
+            let what = match (code, signal) {
+                (Some(c), _) => format!("exited {c}"),
+                (_, Some(s)) => format!("was killed by {s}"),
+                _ => "could not start".to_string(),
+            };
+            self.console.note(
+                &format!(
+                    "{name} {what}; restart {} of {} in {}",
+                    n + 1,
+                    p.max_restarts,
+                    crate::spec::format_duration(delay)
+                ),
+                result.is_failure(),
+            );
+            self.emit(Event {
+                event: "restarting",
+                process: Some(&name),
+                attempt: Some(attempt + 1),
+                duration_ms: Some(delay.as_millis() as u64),
+                ..Default::default()
+            });
+            let i = &mut self.insts[k];
+            i.restarts += 1;
+            i.phase = Phase::RetryWait { until: now + delay };
+            i.stop = None;
+            i.stop_sent = None;
+            return;
+        }
         if retry {
             let delay = p.retry_delay;
             let what = match (result, code, signal) {
@@ -1445,6 +1699,13 @@ impl Engine<'_> {
         }
         if result.is_failure() {
             let what = match (result, code, signal) {
+                _ if self.insts[k].not_ready => format!(
+                    "was not ready within {}",
+                    p.ready
+                        .as_ref()
+                        .map(|r| crate::spec::format_duration(r.timeout))
+                        .unwrap_or_default()
+                ),
                 (Outcome::TimedOut, _, _) => format!(
                     "timed out after {}",
                     p.timeout
@@ -1561,6 +1822,13 @@ impl Engine<'_> {
                     if let Some(t) = i.next_kill {
                         consider(t);
                     }
+                    if let (Some(t), Some(r)) = (i.probe_due, &self.g.file.processes[i.proc].ready)
+                    {
+                        consider(t);
+                        if let Some(start) = i.attempt_start {
+                            consider(start + r.timeout);
+                        }
+                    }
                 }
                 Phase::Draining { since } => consider(since + DRAIN_TIMEOUT),
                 Phase::RetryWait { until } => consider(until),
@@ -1579,6 +1847,7 @@ impl Engine<'_> {
                     self.ready.insert(self.pos_of[k]);
                 }
                 Phase::Running => {
+                    self.probe_if_due(k, now);
                     let i = &self.insts[k];
                     let limit = self.g.file.processes[i.proc].timeout;
                     if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
@@ -1741,6 +2010,13 @@ impl Engine<'_> {
                     duration: i.first_start.zip(i.end).map(|(s, e)| e - s),
                     peak_rss_kib: (i.peak_rss_kib > 0).then_some(i.peak_rss_kib),
                     queue: (!self.queues.is_empty()).then(|| self.queue_counts_of(k)),
+                    restarts: (self
+                        .g
+                        .file
+                        .processes
+                        .iter()
+                        .any(|p| p.restart != crate::spec::Restart::Never))
+                    .then_some(i.restarts),
                 }
             })
             .collect();
@@ -1832,6 +2108,12 @@ impl Engine<'_> {
         }
         total
     }
+}
+
+/// Restart back-off: 250 ms, doubled at each restart, at most 30 s.
+pub(crate) fn restart_delay(restarts_so_far: u32) -> Duration {
+    let ms = 250u64.saturating_mul(1u64 << restarts_so_far.min(16));
+    Duration::from_millis(ms.min(30_000))
 }
 
 fn describe_spawn_error(e: &std::io::Error) -> String {

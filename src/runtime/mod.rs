@@ -19,21 +19,3 @@ mod spawn;
 pub mod watchdog;
 
 pub use engine::{run, RunOptions, RunOutcome};
-
-use crate::graph::Graph;
-
-/// Features of a graph the runtime cannot run yet, in words; empty if none.
-pub fn unsupported(g: &Graph) -> Vec<String> {
-    let mut out = Vec::new();
-    if g.file.processes.iter().any(|p| p.ready.is_some()) {
-        out.push("readiness probes (`ready`)".to_string());
-    }
-    if g.file
-        .processes
-        .iter()
-        .any(|p| p.restart != crate::spec::Restart::Never)
-    {
-        out.push("restart policies (`restart`)".to_string());
-    }
-    out
-}
