@@ -719,6 +719,14 @@ impl Engine<'_> {
         }
         self.join_check.push(k);
         self.mark_changed(self.insts[k].proc);
+        for q in 0..self.queues.len() {
+            if let Some(i) = self.queue_ends[q].0.iter().position(|&p| p == k) {
+                if let Some(queue) = self.queues[q].as_mut() {
+                    queue.producer_done(i);
+                }
+                self.pump(q);
+            }
+        }
     }
 
     /// Joined: own process done and non-daemon children finished.
@@ -805,7 +813,15 @@ impl Engine<'_> {
             }
             let group = self.g.group_of[self.insts[k].proc];
             if !self.g.groups[group].edges.is_empty() {
-                changed |= self.try_start_group(group);
+                if self.insts[k].phase == Phase::Retrying {
+                    if self.running < self.max_parallel && self.locks_free(k) {
+                        self.ready.remove(&pos);
+                        self.restart_member(k);
+                        changed = true;
+                    }
+                } else {
+                    changed |= self.try_start_group(group);
+                }
                 continue;
             }
             if !self.locks_free(k) {
@@ -1084,15 +1100,88 @@ impl Engine<'_> {
     }
 
     /// A consumer instance exited: whatever is still in its pipe is lost.
-    fn queue_consumer_exited(&mut self, k: usize) {
+    /// `returning`: it will restart and reattach, so the queue keeps its
+    /// messages for it (and its producers open) meanwhile.
+    fn queue_consumer_exited(&mut self, k: usize, returning: bool) {
         for q in 0..self.queues.len() {
             let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
                 continue;
             };
             let mut closed = Vec::new();
             if let Some(queue) = self.queues[q].as_mut() {
-                queue.consumer_gone(i, &mut closed);
+                if returning {
+                    queue.consumer_gone(i, &mut closed);
+                } else {
+                    queue.consumer_done(i, &mut closed);
+                }
             }
+            self.pump(q);
+        }
+    }
+
+    /// True when every stream edge of the process is a queue: a restart can
+    /// then reattach it (a pipe's other end is gone for good).
+    fn only_queue_edges(&self, proc: usize) -> bool {
+        self.g.endpoints[proc]
+            .iter()
+            .all(|e| e.kind == crate::graph::EdgeKind::Queue)
+    }
+
+    /// Restarts a member of a running stream group: fresh pipes to the broker
+    /// for each of its queues, then a normal launch with those ends.
+    fn restart_member(&mut self, k: usize) {
+        let proc = self.insts[k].proc;
+        let mut ends: Vec<(i32, OwnedFd)> = Vec::new();
+        let mut failed = false;
+        for e in self.g.endpoints[proc].clone() {
+            let Some(q) = self
+                .g
+                .file
+                .queues
+                .iter()
+                .position(|q| q.name.value == e.edge)
+            else {
+                continue;
+            };
+            let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+                failed = true;
+                break;
+            };
+            let (producers, consumers) = self.queue_ends[q].clone();
+            if let Some(i) = consumers.iter().position(|&c| c == k) {
+                let file = std::fs::File::from(write);
+                if self
+                    .register_stream(file.as_raw_fd(), (q, false, i), Interest::WRITABLE)
+                    .is_err()
+                {
+                    failed = true;
+                }
+                if let Some(queue) = self.queues[q].as_mut() {
+                    queue.reattach_consumer(i, file);
+                }
+                ends.push((e.fd, read));
+            } else if let Some(i) = producers.iter().position(|&c| c == k) {
+                let file = std::fs::File::from(read);
+                if self
+                    .register_stream(file.as_raw_fd(), (q, true, i), Interest::READABLE)
+                    .is_err()
+                {
+                    failed = true;
+                }
+                if let Some(queue) = self.queues[q].as_mut() {
+                    queue.reattach_producer(i, file);
+                }
+                ends.push((e.fd, write));
+            }
+        }
+        if failed {
+            self.start_with(k, &[(-1, -1)]);
+            return;
+        }
+        let fds: Vec<(i32, std::os::fd::RawFd)> =
+            ends.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
+        self.start_with(k, &fds);
+        for q in 0..self.queues.len() {
             self.pump(q);
         }
     }
@@ -1580,7 +1669,6 @@ impl Engine<'_> {
 
     /// An attempt is over (process reaped and its output drained, or it never started).
     fn attempt_end(&mut self, k: usize) {
-        self.queue_consumer_exited(k);
         self.stop_probing(k);
         let now = Instant::now();
         let proc = self.insts[k].proc;
@@ -1622,7 +1710,7 @@ impl Engine<'_> {
         );
         let restart = !retry
             && !asked_to_stop
-            && !in_group
+            && (!in_group || self.only_queue_edges(proc))
             && self.mode == Mode::Normal
             && self.insts[k].restarts < p.max_restarts
             && match p.restart {
@@ -1630,6 +1718,7 @@ impl Engine<'_> {
                 crate::spec::Restart::OnFailure => result.is_failure(),
                 crate::spec::Restart::Always => true,
             };
+        self.queue_consumer_exited(k, restart);
         if restart {
             let n = self.insts[k].restarts;
             let delay = restart_delay(n);

@@ -52,6 +52,8 @@ struct Producer {
     /// Readiness seen and not yet consumed (mio is edge-triggered).
     readable: bool,
     sent: u64,
+    /// The producer process is done for good (no restart will reattach it).
+    done: bool,
 }
 
 struct Consumer {
@@ -66,6 +68,8 @@ struct Consumer {
     /// Recent pieces fully written, to count what is still unread in the pipe if it dies.
     recent: VecDeque<Piece>,
     recent_bytes: usize,
+    /// Its process is done for good: no restart will reattach it.
+    done: bool,
 }
 
 /// Counts of one queue, for the summary and events.
@@ -129,6 +133,7 @@ impl Queue {
                     partial: Vec::new(),
                     readable: true,
                     sent: 0,
+                    done: false,
                 })
                 .collect(),
             consumers: consumers
@@ -143,6 +148,7 @@ impl Queue {
                     lost: 0,
                     recent: VecDeque::new(),
                     recent_bytes: 0,
+                    done: false,
                 })
                 .collect(),
             backlog: VecDeque::new(),
@@ -190,7 +196,7 @@ impl Queue {
     /// True once every producer is closed and everything was delivered (or lost),
     /// and every consumer end is closed.
     pub fn finished(&self) -> bool {
-        self.producers.iter().all(|p| p.file.is_none())
+        self.producers.iter().all(|p| p.file.is_none() && p.done)
             && self.consumers.iter().all(|c| c.file.is_none())
     }
 
@@ -214,8 +220,56 @@ impl Queue {
         self.close_if_drained(closed);
     }
 
+    /// Consumers that may still read: attached, or gone but not yet given up
+    /// on (its process may restart and reattach). While one remains, messages
+    /// wait in the engine (within capacity) rather than being dropped.
     fn alive_consumers(&self) -> usize {
-        self.consumers.iter().filter(|c| c.file.is_some()).count()
+        self.consumers.iter().filter(|c| !c.done).count()
+    }
+
+    /// Consumer `k`'s process is done for good. When no consumer remains, what
+    /// is buffered is lost, and the producers' pipes are closed (they get
+    /// EPIPE / SIGPIPE, like the left side of a shell pipeline).
+    pub fn consumer_done(&mut self, k: usize, closed: &mut Vec<i32>) {
+        self.consumer_gone(k, closed);
+        if let Some(c) = self.consumers.get_mut(k) {
+            c.done = true;
+        }
+        if self.alive_consumers() == 0 {
+            self.lost_unassigned += self.backlog_msgs;
+            self.backlog.clear();
+            self.backlog_msgs = 0;
+            for p in &mut self.producers {
+                if let Some(f) = p.file.take() {
+                    closed.push(f.as_raw_fd());
+                }
+            }
+        }
+    }
+
+    /// A restarted consumer's new write end.
+    pub fn reattach_consumer(&mut self, k: usize, file: std::fs::File) {
+        if let Some(c) = self.consumers.get_mut(k) {
+            c.file = Some(file);
+            c.done = false;
+            c.writable = true;
+        }
+    }
+
+    /// The producer process will not write again (its instance is done).
+    pub fn producer_done(&mut self, i: usize) {
+        if let Some(p) = self.producers.get_mut(i) {
+            p.done = true;
+        }
+    }
+
+    /// A restarted producer's new read end.
+    pub fn reattach_producer(&mut self, i: usize, file: std::fs::File) {
+        if let Some(p) = self.producers.get_mut(i) {
+            p.file = Some(file);
+            p.readable = true;
+            p.partial.clear();
+        }
     }
 
     fn read_producers(&mut self, closed: &mut Vec<i32>) -> bool {
@@ -463,24 +517,13 @@ impl Queue {
             }
             Mode::Broadcast => c.lost += redeliver.iter().map(|p| p.msgs).sum::<u64>(),
         }
-        if self.alive_consumers() == 0 {
-            self.lost_unassigned += self.backlog_msgs;
-            self.backlog.clear();
-            self.backlog_msgs = 0;
-            // Nobody can read any more: close the producers' ends (they get
-            // EPIPE / SIGPIPE, like the left side of a shell pipeline).
-            for p in &mut self.producers {
-                if let Some(f) = p.file.take() {
-                    closed.push(f.as_raw_fd());
-                }
-            }
-        }
     }
 
     /// After the last producer closed and everything was written, closing the
     /// write ends gives consumers EOF.
     fn close_if_drained(&mut self, closed: &mut Vec<i32>) {
-        let producers_done = self.producers.iter().all(|p| p.file.is_none());
+        // EOF alone is not the end: a producer that restarts writes again.
+        let producers_done = self.producers.iter().all(|p| p.file.is_none() && p.done);
         if !producers_done || !self.backlog.is_empty() {
             return;
         }
