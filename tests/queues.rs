@@ -357,3 +357,14 @@ timeout = "300ms"
     assert!(stderr.contains("limited timed out"), "{stderr}");
     assert!(job.survivors().is_empty());
 }
+
+#[test]
+fn a_long_message_arrives_whole() {
+    // One 8 MB line: read over many reads, grown in place, delivered once.
+    let job = Job::new(
+        "[queue.q]\nfrom = [\"gen\"]\nto = [\"c\"]\n[process.gen]\nshell = \"head -c 8000000 /dev/zero | tr '\\\\0' x; echo; echo short\"\n[process.c]\nshell = \"awk '{ print length($0) }' > lens\"\n",
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("lens"), "8000000\n5\n");
+}

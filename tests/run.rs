@@ -917,3 +917,33 @@ shell = "kill -STOP $$; sleep 60"
         "waited out the grace: SIGCONT missing"
     );
 }
+
+#[test]
+fn a_writer_ended_by_sigpipe_does_not_fail_its_group() {
+    let job = Job::new("[pipe.p]\nfrom = \"gen\"\nto = \"first\"\n[process.gen]\ncmd = [\"yes\"]\n[process.first]\nshell = \"head -n 1 > got\"\n");
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("got"), "y\n");
+}
+
+#[test]
+fn only_brings_the_whole_stream_group() {
+    let job = Job::new("[pipe.p]\nfrom = \"gen\"\nto = \"sum\"\n[process.gen]\ncmd = [\"seq\", \"10\"]\n[process.sum]\nshell = \"wc -l > count\"\n[process.other]\nshell = \"touch other\"\n");
+    let (code, _, err) = job.run(&["--only", "sum"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("count").trim(), "10");
+    assert!(!job.file("other").exists());
+}
+
+#[test]
+fn a_group_member_that_cannot_start_stops_the_others() {
+    let job = Job::new("[pipe.p]\nfrom = \"ghost\"\nto = \"reader\"\n[process.ghost]\ncmd = [\"./no-such-program\"]\n[process.reader]\nshell = \"cat; sleep 30\"\n");
+    let start = Instant::now();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the reader was not stopped"
+    );
+    assert_eq!(summary(&err)["reader"][0], "stopped", "{err}");
+}

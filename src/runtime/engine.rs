@@ -144,6 +144,8 @@ struct Inst {
     not_ready: bool,
     /// Restarts made under `restart`.
     restarts: u32,
+    /// A daemon stopped because its parent or the graph finished: a normal end.
+    stopped_at_end: bool,
 }
 
 struct Pipe {
@@ -272,6 +274,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
                 probe_pid: 0,
                 not_ready: false,
                 restarts: 0,
+                stopped_at_end: false,
             });
         }
     }
@@ -432,6 +435,8 @@ fn included(g: &Graph, only: &[String]) -> Result<Vec<bool>, String> {
             continue;
         }
         stack.extend(g.deps[i].iter().map(|d| d.target));
+        // A stream group runs whole: its other ends are needed too.
+        stack.extend(g.groups[g.group_of[i]].members.iter().copied());
     }
     Ok(inc)
 }
@@ -660,9 +665,7 @@ impl Engine<'_> {
 
     /// A daemon stopped because its parent or the graph finished ended normally.
     fn clean_daemon_stop(&self, k: usize, o: Outcome) -> bool {
-        o == Outcome::Stopped
-            && self.g.file.processes[self.insts[k].proc].daemon.value
-            && self.interrupted.is_none()
+        o == Outcome::Stopped && self.insts[k].stopped_at_end
     }
 
     fn skip(&mut self, k: usize, reason: &str) {
@@ -983,6 +986,15 @@ impl Engine<'_> {
                 })
                 .collect();
             self.start_with(k, &fds);
+        }
+        // A member that could not start fails the group: stop those that did.
+        if members
+            .iter()
+            .any(|&m| self.insts[m].outcome.is_some_and(Outcome::is_failure))
+        {
+            for &m in members {
+                self.request_stop(m, StopReason::Shutdown);
+            }
         }
         // `ends` drops here: the engine keeps no pipe end open.
     }
@@ -1679,9 +1691,17 @@ impl Engine<'_> {
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
             (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
+            // A writer in a stream group killed by SIGPIPE: its reader stopped reading,
+            // which is how `yes | head` ends; not a failure of the group.
+            (_, _, Some(Exit::Signal(libc::SIGPIPE)))
+                if !self.g.groups[self.g.group_of[proc]].edges.is_empty() =>
+            {
+                Outcome::Ok
+            }
             _ => Outcome::Failed,
         };
         let duration = i.attempt_start.map(|s| now - s);
+        let at_end = result == Outcome::Stopped && i.stop == Some(StopReason::DaemonEnd);
         let (code, signal) = match i.exit {
             Some(Exit::Code(c)) => (Some(c), None),
             Some(Exit::Signal(s)) => (None, Some(signal_name(s))),
@@ -1779,6 +1799,7 @@ impl Engine<'_> {
             i.stop_sent = None;
             return;
         }
+        self.insts[k].stopped_at_end = at_end;
         self.set_done(k, result);
         if result.is_failure() && in_group {
             // pipefail: the group fails together; stop the members still running.
@@ -2003,6 +2024,7 @@ impl Engine<'_> {
                 false,
             );
             hygiene::signal_group(pgid, sig.number);
+            hygiene::signal_group(pgid, libc::SIGCONT);
         }
         for &pid in &escaped {
             hygiene::signal_pid(pid, Signal::SIGTERM);

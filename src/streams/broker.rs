@@ -285,8 +285,9 @@ impl Queue {
             let Some(file) = p.file.as_mut() else {
                 continue;
             };
-            let mut buf = Vec::with_capacity(READ_SIZE + p.partial.len());
-            buf.extend_from_slice(&p.partial);
+            // Read after the unfinished message, in its own buffer: a long message
+            // grows in place (amortised linear), it is never copied per read.
+            let mut buf = std::mem::take(&mut p.partial);
             let carried = buf.len();
             buf.resize(carried + READ_SIZE, 0);
             let result = loop {
@@ -311,7 +312,14 @@ impl Queue {
                 }
                 Ok(n) => {
                     buf.truncate(carried + n);
-                    let cut = memchr::memrchr(self.delim, &buf).map_or(0, |at| at + 1);
+                    // Only the new bytes can hold the last delimiter.
+                    let cut = memchr::memrchr(self.delim, &buf[carried..])
+                        .map_or(0, |at| carried + at + 1);
+                    if cut == 0 {
+                        self.producers[i].partial = buf;
+                        progress = true;
+                        continue;
+                    }
                     self.producers[i].partial = buf[cut..].to_vec();
                     buf.truncate(cut);
                     if !buf.is_empty() {
@@ -320,7 +328,11 @@ impl Queue {
                     }
                     progress = true;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => self.producers[i].readable = false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    buf.truncate(carried);
+                    self.producers[i].partial = buf;
+                    self.producers[i].readable = false;
+                }
                 Err(_) => {
                     if let Some(f) = self.producers[i].file.take() {
                         closed.push(f.as_raw_fd());
