@@ -296,3 +296,27 @@ shell = "if [ -e crashed ]; then cat >> got; else touch crashed; head -n 100 >> 
         "the restarted consumer got the tail of the stream"
     );
 }
+
+#[test]
+fn probing_stops_once_ready_and_a_hung_probe_is_killed() {
+    let job = Job::new(
+        r#"
+[process.svc]
+daemon = true
+shell = "exec sleep 60"
+ready = { cmd = ["sh", "-c", "echo probe >> probes; test $(wc -l < probes) -ge 3"], interval = "50ms" }
+[process.slowprobe]
+daemon = true
+shell = "exec sleep 60"
+ready = { cmd = ["sh", "-c", "if [ -e hung ]; then exit 0; fi; touch hung; exec sleep 60"], interval = "100ms", timeout = "10s" }
+[process.main]
+after = { svc = "ready", slowprobe = "ready" }
+shell = "sleep 0.5"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    // Ready on the third probe; none ran after that although svc kept running.
+    assert_eq!(job.read("probes").lines().count(), 3);
+    assert!(job.survivors().is_empty(), "a probe survived");
+}

@@ -138,8 +138,9 @@ struct Inst {
     ready_once: bool,
     /// Next probe, while probing.
     probe_due: Option<Instant>,
-    /// A `cmd` probe still running.
+    /// A `cmd` probe still running, and when it started.
     probe_pid: i32,
+    probe_started: Option<Instant>,
     /// The readiness deadline passed: the attempt fails.
     not_ready: bool,
     /// Restarts made under `restart`.
@@ -272,6 +273,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
                 ready_once: false,
                 probe_due: None,
                 probe_pid: 0,
+                probe_started: None,
                 not_ready: false,
                 restarts: 0,
                 stopped_at_end: false,
@@ -1261,7 +1263,16 @@ impl Engine<'_> {
             }
             crate::spec::Probe::Cmd(argv) => {
                 if self.insts[k].probe_pid != 0 {
-                    return; // the previous probe is still running
+                    // The previous probe is still running: each run gets at most
+                    // max(interval, 1s), then it is killed and counts as not ready.
+                    let limit = ready.interval.max(Duration::from_secs(1));
+                    if self.insts[k]
+                        .probe_started
+                        .is_some_and(|t| now >= t + limit)
+                    {
+                        hygiene::signal_group(self.insts[k].probe_pid, libc::SIGKILL);
+                    }
+                    return;
                 }
                 let Some((launch, _)) = &self.launches[k] else {
                     return;
@@ -1279,6 +1290,7 @@ impl Engine<'_> {
                 ];
                 if let Ok(pid) = Prepared::new(&probe).and_then(|prep| posix::spawn(&prep, &fds)) {
                     self.insts[k].probe_pid = pid;
+                    self.insts[k].probe_started = Some(now);
                     self.probe_pids.insert(pid, k);
                     self.groups.push(Group { pgid: pid, inst: k });
                 }
