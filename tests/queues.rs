@@ -289,19 +289,7 @@ shell = "cat > /dev/null"
 
 #[test]
 fn queue_examples_run() {
-    for name in ["queue", "broadcast", "logs", "nightly"] {
-        let out = jobgraph()
-            .args(["run", &format!("jobs/{name}.toml")])
-            .timeout(Duration::from_secs(60))
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    examples_run(&["queue", "broadcast", "logs", "nightly"]);
 }
 
 #[test]

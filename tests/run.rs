@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -525,35 +525,6 @@ fn no_zombies_pile_up_during_a_run() {
     assert_eq!(job.read("zombies"), "", "zombies of the engine were found");
 }
 
-/// Starts `jobgraph run` in the background, waits for `ready` to exist.
-fn spawn_engine(job: &Job, ready: &str) -> std::process::Child {
-    let child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
-        .arg("run")
-        .arg(job.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_for_file(&job.file(ready), Duration::from_secs(20)),
-        "processes did not start"
-    );
-    child
-}
-
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
-}
-
 const STUBBORN_TREE: &str = r#"
 [graph]
 shutdown_grace = "500ms"
@@ -635,21 +606,9 @@ fn sigkill_of_the_engine_leaves_no_survivor() {
 
 #[test]
 fn runnable_examples_run() {
-    for name in [
+    examples_run(&[
         "hello", "five", "daemon", "contexts", "locks", "pipe", "duplex", "pipeline",
-    ] {
-        let out = jobgraph()
-            .args(["run", &format!("jobs/{name}.toml")])
-            .timeout(Duration::from_secs(60))
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ]);
 }
 
 #[test]

@@ -202,14 +202,7 @@ after = { db = "start" }
 shell = "trap 'sleep 0.2; echo api >> order; exit 0' TERM; touch started; while :; do sleep 0.05; done"
 "#,
     );
-    let mut engine = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
-        .arg("run")
-        .arg(job.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for_file(&job.file("started"), Duration::from_secs(20)));
+    let mut engine = spawn_engine(&job, "started");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         engine.try_wait().unwrap().is_none(),
@@ -220,14 +213,7 @@ shell = "trap 'sleep 0.2; echo api >> order; exit 0' TERM; touch started; while 
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = engine.try_wait().unwrap() {
-            break st;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut engine, Duration::from_secs(20)).expect("did not stop");
     assert_eq!(status.code(), Some(143));
     assert_eq!(job.read("order"), "api\ndb\n");
     assert!(job.survivors().is_empty());
@@ -235,19 +221,7 @@ shell = "trap 'sleep 0.2; echo api >> order; exit 0' TERM; touch started; while 
 
 #[test]
 fn service_examples_run() {
-    for name in ["service", "logready"] {
-        let out = jobgraph()
-            .args(["run", &format!("jobs/{name}.toml")])
-            .timeout(Duration::from_secs(60))
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    examples_run(&["service", "logready"]);
 }
 
 #[test]
@@ -319,4 +293,22 @@ shell = "sleep 0.5"
     // Ready on the third probe; none ran after that although svc kept running.
     assert_eq!(job.read("probes").lines().count(), 3);
     assert!(job.survivors().is_empty(), "a probe survived");
+}
+
+#[test]
+fn a_process_that_never_gets_ready_is_restarted_on_failure() {
+    let job = Job::new(
+        "[process.svc]\nshell = \"exec sleep 60\"\nready = { file = \"nope\", interval = \"50ms\", timeout = \"200ms\" }\nrestart = \"on-failure\"\nmax_restarts = 1\n",
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("svc was not ready in time; restart 1 of 1"),
+        "{err}"
+    );
+    assert_eq!(
+        summary(&err)["svc"][..4],
+        ["failed", "SIGTERM", "2", "1"],
+        "{err}"
+    );
 }

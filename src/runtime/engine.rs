@@ -105,6 +105,8 @@ enum StopReason {
     Shutdown,
     /// A daemon whose parent (or the whole graph) finished.
     DaemonEnd,
+    /// Its readiness probe did not pass in time.
+    NotReady,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -231,6 +233,8 @@ struct Engine<'g> {
     probe_pids: FxHashMap<i32, usize>,
     /// TCP probes in flight: token to (instance, socket).
     tcp_probes: FxHashMap<usize, (usize, mio::net::TcpStream)>,
+    /// Resolved TCP probe addresses, per instance.
+    tcp_addrs: FxHashMap<usize, std::net::SocketAddr>,
 }
 
 /// Runs a validated graph whose relative paths resolve against `base`.
@@ -405,6 +409,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
             .collect(),
         probe_pids: FxHashMap::default(),
         tcp_probes: FxHashMap::default(),
+        tcp_addrs: FxHashMap::default(),
     };
     match watchdog {
         Ok(w) => e.watchdog = Some(w),
@@ -1215,7 +1220,7 @@ impl Engine<'_> {
             let i = &mut self.insts[k];
             i.not_ready = true;
             i.probe_due = None;
-            i.stop = Some(StopReason::Shutdown);
+            i.stop = Some(StopReason::NotReady);
             self.stop_pending.push(k);
             self.stop_probing(k);
             return;
@@ -1240,13 +1245,21 @@ impl Engine<'_> {
                 if self.tcp_probes.values().any(|(j, _)| *j == k) {
                     return; // one connect in flight at a time
                 }
-                use std::net::ToSocketAddrs;
-                let Some(addr) = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                else {
-                    return;
+                // Resolved once per instance (the lookup blocks), then reused.
+                let addr = match self.tcp_addrs.get(&k) {
+                    Some(a) => *a,
+                    None => {
+                        use std::net::ToSocketAddrs;
+                        let Some(a) = (host.as_str(), *port)
+                            .to_socket_addrs()
+                            .ok()
+                            .and_then(|mut a| a.next())
+                        else {
+                            return;
+                        };
+                        self.tcp_addrs.insert(k, a);
+                        a
+                    }
                 };
                 if let Ok(mut stream) = mio::net::TcpStream::connect(addr) {
                     let token = self.next_token;
@@ -1311,6 +1324,10 @@ impl Engine<'_> {
 
     fn set_ready(&mut self, k: usize) {
         let i = &mut self.insts[k];
+        // Too late once the attempt failed readiness or is being stopped.
+        if i.not_ready || i.stop.is_some() || i.phase != Phase::Running {
+            return;
+        }
         i.ready = true;
         i.ready_once = true;
         i.probe_due = None;
@@ -1754,9 +1771,11 @@ impl Engine<'_> {
         if restart {
             let n = self.insts[k].restarts;
             let delay = restart_delay(n);
-            let what = match (code, signal) {
-                (Some(c), _) => format!("exited {c}"),
-                (_, Some(s)) => format!("was killed by {s}"),
+            let what = match (result, code, signal) {
+                _ if self.insts[k].not_ready => "was not ready in time".to_string(),
+                (Outcome::TimedOut, _, _) => "timed out".to_string(),
+                (_, Some(c), _) => format!("exited {c}"),
+                (_, _, Some(s)) => format!("was killed by {s}"),
                 _ => "could not start".to_string(),
             };
             self.console.note(
@@ -1785,6 +1804,7 @@ impl Engine<'_> {
         if retry {
             let delay = p.retry_delay;
             let what = match (result, code, signal) {
+                _ if self.insts[k].not_ready => "was not ready in time".to_string(),
                 (Outcome::TimedOut, _, _) => "timed out".to_string(),
                 (_, Some(c), _) => format!("exited {c}"),
                 (_, _, Some(s)) => format!("killed by {s}"),
@@ -1868,7 +1888,10 @@ impl Engine<'_> {
                 i.stop = Some(reason);
                 self.stop_pending.push(k);
             }
-            Phase::RetryWait { .. } | Phase::Retrying => self.set_done(k, Outcome::Stopped),
+            Phase::RetryWait { .. } | Phase::Retrying => {
+                i.stopped_at_end = reason == StopReason::DaemonEnd;
+                self.set_done(k, Outcome::Stopped);
+            }
             _ => {}
         }
     }
@@ -1888,7 +1911,9 @@ impl Engine<'_> {
             if i.phase != Phase::Running || i.stop.is_none() || i.stop_sent.is_some() {
                 continue;
             }
-            if i.stop != Some(StopReason::Timeout) && self.has_running_dependent(k) {
+            if !matches!(i.stop, Some(StopReason::Timeout | StopReason::NotReady))
+                && self.has_running_dependent(k)
+            {
                 self.stop_pending.push(k);
                 continue;
             }

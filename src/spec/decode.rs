@@ -1188,13 +1188,15 @@ impl Decoder {
     fn tcp_probe(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Probe> {
         let s = self.string(what, v)?;
         let parsed = s.value.rsplit_once(':').and_then(|(host, port)| {
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
+            let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+            // An IPv6 address needs brackets, or its last group reads as the port.
+            if bracketed.is_none() && host.contains(':') {
+                return None;
+            }
+            let host = bracketed.unwrap_or(host);
             let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
             // An IPv6 address needs brackets, or its last group reads as the port.
-            (!host.is_empty() && !host.contains(':')).then(|| (host.to_string(), port))
+            (!host.is_empty()).then(|| (host.to_string(), port))
         });
         match parsed {
             Some((host, port)) => Some(Probe::Tcp { host, port }),

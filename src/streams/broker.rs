@@ -265,6 +265,14 @@ impl Queue {
 
     /// A restarted producer's new read end.
     pub fn reattach_producer(&mut self, i: usize, file: std::fs::File) {
+        // What the previous run left in its pipe is taken first, past capacity if need be.
+        let mut closed = Vec::new();
+        if let Some(p) = self.producers.get_mut(i) {
+            p.readable = true;
+        }
+        while self.producers.get(i).is_some_and(|p| p.file.is_some())
+            && self.read_one(i, &mut closed)
+        {}
         if let Some(p) = self.producers.get_mut(i) {
             p.file = Some(file);
             p.readable = true;
@@ -278,69 +286,73 @@ impl Queue {
             if self.buffered() >= self.capacity {
                 break;
             }
-            let p = &mut self.producers[i];
-            if !p.readable {
-                continue;
-            }
-            let Some(file) = p.file.as_mut() else {
-                continue;
-            };
-            // Read after the unfinished message, in its own buffer: a long message
-            // grows in place (amortised linear), it is never copied per read.
-            let mut buf = std::mem::take(&mut p.partial);
-            let carried = buf.len();
-            buf.resize(carried + READ_SIZE, 0);
-            let result = loop {
-                match file.read(&mut buf[carried..]) {
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            };
-            match result {
-                Ok(0) => {
-                    // EOF: a final unterminated message is still a message.
-                    buf.truncate(carried);
-                    if !buf.is_empty() {
-                        buf.push(self.delim);
-                        self.accept(i, buf, carried + 1);
-                    }
-                    self.producers[i].partial.clear();
-                    if let Some(f) = self.producers[i].file.take() {
-                        closed.push(f.as_raw_fd());
-                    }
-                    progress = true;
-                }
-                Ok(n) => {
-                    buf.truncate(carried + n);
-                    // Only the new bytes can hold the last delimiter.
-                    let cut = memchr::memrchr(self.delim, &buf[carried..])
-                        .map_or(0, |at| carried + at + 1);
-                    if cut == 0 {
-                        self.producers[i].partial = buf;
-                        progress = true;
-                        continue;
-                    }
-                    self.producers[i].partial = buf[cut..].to_vec();
-                    buf.truncate(cut);
-                    if !buf.is_empty() {
-                        let len = buf.len();
-                        self.accept(i, buf, len);
-                    }
-                    progress = true;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    buf.truncate(carried);
-                    self.producers[i].partial = buf;
-                    self.producers[i].readable = false;
-                }
-                Err(_) => {
-                    if let Some(f) = self.producers[i].file.take() {
-                        closed.push(f.as_raw_fd());
-                    }
-                }
-            }
+            progress |= self.read_one(i, closed);
         }
         progress
+    }
+
+    /// One read from producer `i`, if it is readable; true if anything happened.
+    fn read_one(&mut self, i: usize, closed: &mut Vec<i32>) -> bool {
+        let p = &mut self.producers[i];
+        if !p.readable {
+            return false;
+        }
+        let Some(file) = p.file.as_mut() else {
+            return false;
+        };
+        // Read after the unfinished message, in its own buffer: a long message
+        // grows in place (amortised linear), it is never copied per read.
+        let mut buf = std::mem::take(&mut p.partial);
+        let carried = buf.len();
+        buf.resize(carried + READ_SIZE, 0);
+        let result = loop {
+            match file.read(&mut buf[carried..]) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match result {
+            Ok(0) => {
+                // EOF: a final unterminated message is still a message.
+                buf.truncate(carried);
+                if !buf.is_empty() {
+                    buf.push(self.delim);
+                    self.accept(i, buf, carried + 1);
+                }
+                self.producers[i].partial.clear();
+                if let Some(f) = self.producers[i].file.take() {
+                    closed.push(f.as_raw_fd());
+                }
+                true
+            }
+            Ok(n) => {
+                buf.truncate(carried + n);
+                // Only the new bytes can hold the last delimiter.
+                let cut =
+                    memchr::memrchr(self.delim, &buf[carried..]).map_or(0, |at| carried + at + 1);
+                if cut == 0 {
+                    self.producers[i].partial = buf;
+                    return true;
+                }
+                self.producers[i].partial = buf[cut..].to_vec();
+                buf.truncate(cut);
+                let len = buf.len();
+                self.accept(i, buf, len);
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                buf.truncate(carried);
+                self.producers[i].partial = buf;
+                self.producers[i].readable = false;
+                false
+            }
+            Err(_) => {
+                if let Some(f) = self.producers[i].file.take() {
+                    closed.push(f.as_raw_fd());
+                }
+                true
+            }
+        }
     }
 
     /// Takes a buffer of whole messages from producer `i`.
@@ -364,6 +376,14 @@ impl Queue {
                 self.backlog_msgs += msgs;
             }
             Mode::Broadcast => {
+                // A consumer away (restarting) misses what is broadcast meanwhile: counted as lost.
+                for c in self
+                    .consumers
+                    .iter_mut()
+                    .filter(|c| c.file.is_none() && !c.done)
+                {
+                    c.lost += msgs;
+                }
                 for c in self.consumers.iter_mut().filter(|c| c.file.is_some()) {
                     c.pending.push_back(Piece {
                         data: Rc::clone(&data),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The repository root (tests run with it as the working directory).
@@ -248,4 +249,53 @@ pub fn summary(stderr: &str) -> std::collections::HashMap<String, Vec<String>> {
         }
     }
     rows
+}
+
+/// Starts `jobgraph run` in the background, waits for `ready` to exist.
+pub fn spawn_engine(job: &Job, ready: &str) -> std::process::Child {
+    let child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .arg("run")
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_file(&job.file(ready), Duration::from_secs(20)),
+        "processes did not start"
+    );
+    child
+}
+
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Runs each `jobs/NAME.toml` and expects success.
+pub fn examples_run(names: &[&str]) {
+    for name in names {
+        let out = jobgraph()
+            .args(["run", &format!("jobs/{name}.toml")])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
