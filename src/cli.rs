@@ -242,17 +242,15 @@ fn run(args: &RunArgs) -> u8 {
     let Ok(g) = checked_graph(&args.file) else {
         return EXIT_USAGE;
     };
-    for name in &args.only {
-        if g.process_index(name).is_none() {
-            eprint(&format!(
-                "error: --only {name}: no process `{name}` in {}\n",
-                args.file.display()
-            ));
+    let included = match g.only(&args.only) {
+        Ok(inc) => inc,
+        Err(message) => {
+            eprint(&format!("error: {message} in {}\n", args.file.display()));
             return EXIT_USAGE;
         }
-    }
+    };
     if args.dry_run {
-        print(&Plan::new(&g).render());
+        print(&Plan::of(&g, &included).render());
         return EXIT_OK;
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

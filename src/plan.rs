@@ -67,6 +67,11 @@ pub struct Step {
 impl Plan {
     /// Builds the plan of a validated graph.
     pub fn new(g: &Graph) -> Plan {
+        Plan::of(g, &vec![true; g.file.processes.len()])
+    }
+
+    /// The plan of the processes marked in `included` (see [`Graph::only`]).
+    pub fn of(g: &Graph, included: &[bool]) -> Plan {
         let f = &g.file;
         let name = |i: usize| f.processes[i].name.value.clone();
         let stages = g
@@ -77,6 +82,7 @@ impl Plan {
                 number: k + 1,
                 units: groups
                     .iter()
+                    .filter(|&&gi| g.groups[gi].members.iter().any(|&m| included[m]))
                     .map(|&gi| {
                         let group = &g.groups[gi];
                         Unit {
@@ -139,11 +145,24 @@ impl Plan {
                     })
                     .collect(),
             })
+            .filter(|stage: &Stage| !stage.units.is_empty())
+            .enumerate()
+            .map(|(k, mut stage)| {
+                stage.number = k + 1;
+                stage
+            })
             .collect();
+        let chosen = || {
+            f.processes
+                .iter()
+                .zip(included)
+                .filter(|(_, inc)| **inc)
+                .map(|(p, _)| p)
+        };
         Plan {
             graph: g.name.clone(),
-            processes: f.processes.len(),
-            instances: g.instance_count(),
+            processes: chosen().count(),
+            instances: chosen().map(|p| u64::from(p.replicas.value)).sum(),
             max_parallel: f.graph.max_parallel.as_ref().map(|m| m.value),
             shutdown_grace: format_duration(f.graph.shutdown_grace),
             fail_fast: f.graph.fail_fast,

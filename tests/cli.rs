@@ -166,3 +166,16 @@ fn validate_never_starts_a_process() {
     jobgraph().arg("graph").arg(&job).assert().code(0);
     assert!(!marker.exists());
 }
+
+#[test]
+fn dry_run_with_only_shows_just_that_subgraph() {
+    let out = jobgraph()
+        .args(["run", "--dry-run", "--only", "link", "jobs/five.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("4 processes"), "{text}");
+    assert!(text.contains("link") && text.contains("setup"), "{text}");
+    assert!(!text.contains("  test "), "{text}");
+}

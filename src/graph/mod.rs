@@ -77,6 +77,33 @@ impl Graph {
         self.index.get(name).copied()
     }
 
+    /// The processes a run with `--only names` includes: the named ones and,
+    /// transitively, what they wait for (after, parent) and their stream
+    /// groups. All of them when `names` is empty.
+    pub fn only(&self, names: &[String]) -> Result<Vec<bool>, String> {
+        let n = self.file.processes.len();
+        if names.is_empty() {
+            return Ok(vec![true; n]);
+        }
+        let mut inc = vec![false; n];
+        let mut stack = Vec::new();
+        for name in names {
+            stack.push(
+                self.process_index(name)
+                    .ok_or_else(|| format!("--only {name}: no such process"))?,
+            );
+        }
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut inc[i], true) {
+                continue;
+            }
+            stack.extend(self.deps[i].iter().map(|d| d.target));
+            // A stream group runs whole: its other ends are needed too.
+            stack.extend(self.groups[self.group_of[i]].members.iter().copied());
+        }
+        Ok(inc)
+    }
+
     /// Total instances (replicas counted).
     pub fn instance_count(&self) -> u64 {
         self.file

@@ -239,7 +239,7 @@ struct Engine<'g> {
 
 /// Runs a validated graph whose relative paths resolve against `base`.
 pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, String> {
-    let included = included(g, &opts.only)?;
+    let included = g.only(&opts.only)?;
     let mut insts = Vec::new();
     let mut of_proc = vec![Vec::new(); g.file.processes.len()];
     for (i, p) in g.file.processes.iter().enumerate() {
@@ -421,31 +421,6 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
     e.main_loop();
     e.sweep();
     Ok(e.finish())
-}
-
-/// The processes to run: all, or the `--only` names and everything they need.
-fn included(g: &Graph, only: &[String]) -> Result<Vec<bool>, String> {
-    let n = g.file.processes.len();
-    if only.is_empty() {
-        return Ok(vec![true; n]);
-    }
-    let mut inc = vec![false; n];
-    let mut stack = Vec::new();
-    for name in only {
-        let i = g
-            .process_index(name)
-            .ok_or_else(|| format!("--only {name}: no such process"))?;
-        stack.push(i);
-    }
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut inc[i], true) {
-            continue;
-        }
-        stack.extend(g.deps[i].iter().map(|d| d.target));
-        // A stream group runs whole: its other ends are needed too.
-        stack.extend(g.groups[g.group_of[i]].members.iter().copied());
-    }
-    Ok(inc)
 }
 
 fn now_nanos() -> u128 {
