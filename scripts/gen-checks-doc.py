@@ -198,6 +198,11 @@ P["unused-lock"] = (
 """Add `locks = ["NAME"]` to the processes that share the resource, or remove the lock.""",
 None)
 
+P["stream-group-retries"] = (
+"""A member of a stream group with a pipe edge (one-way or duplex) has `retries`. Members launch together and fail together; once one fails, the other end of its pipe is gone, so it cannot be run again on its own, and `retries` does not apply to it. A member whose stream edges are all queues is retried (and restarted): it reattaches to its queues.""",
+"""Remove `retries`, or join the processes with a queue instead of a pipe.""",
+None)
+
 P["after-daemon"] = (
 """A process that is not a daemon waits (`after`, condition `success` or `exit`) for a daemon. Daemons are stopped only once every non-daemon process has finished, so unless the daemon exits on its own, the waiting process can never start and the run hangs until a timeout or Ctrl-C. It is a warning, not an error, because a daemon may well be a finite program that exits by itself.""",
 """Wait for the daemon's `"start"` (or `"ready"`, with a probe) instead, or make the awaited process a non-daemon.""",

@@ -110,6 +110,8 @@ codes! {
     UnusedLock = "unused-lock", Warning;
     /// A non-daemon waits for a daemon to succeed or exit, which daemons do only when stopped at the end.
     AfterDaemon = "after-daemon", Warning;
+    /// `retries` on a stream-group member with a pipe edge, which cannot rerun on its own.
+    StreamGroupRetries = "stream-group-retries", Warning;
     /// Every process is a daemon, so nothing keeps the graph running.
     DaemonsOnly = "daemons-only", Warning;
 }

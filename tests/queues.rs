@@ -356,3 +356,33 @@ fn a_long_message_arrives_whole() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(job.read("lens"), "8000000\n5\n");
 }
+
+#[test]
+fn a_queue_producer_is_retried_and_reattaches() {
+    let job = Job::new(
+        r#"
+[queue.q]
+from = ["gen"]
+to = ["c"]
+[process.gen]
+retries = 1
+retry_delay = "50ms"
+shell = "if [ -e failed-once ]; then seq 101 200; else touch failed-once; seq 1 100; exit 1; fi"
+[process.c]
+shell = "cat > got"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<u64> = job
+        .read("got")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (1..=200).collect::<Vec<u64>>(),
+        "both attempts' messages, in order, once"
+    );
+    assert_eq!(summary(&err)["gen"][..3], ["ok", "0", "2"], "{err}");
+}

@@ -390,6 +390,24 @@ pub(super) fn check_group_limits(
                 );
             }
         }
+        for &m in &group.members {
+            let p = &file.processes[m];
+            let pipe_edge = streams_endpoints_have_pipe(&streams.endpoints[m]);
+            if p.retries > 0 && pipe_edge {
+                diags.push(
+                    Diagnostic::at(
+                        Code::StreamGroupRetries,
+                        p.name.span.clone(),
+                        format!(
+                            "`{}` has retries = {}, but it has a pipe edge, so it is not retried on its own",
+                            p.name.value, p.retries
+                        ),
+                    )
+                    .label("retries do not apply")
+                    .help("a pipe's other end is gone once it fails; only members whose edges are all queues rerun (they reattach)"),
+                );
+            }
+        }
         let mut demand: Vec<(usize, u64, usize)> = Vec::new();
         for &m in &group.members {
             for &l in &locks[m] {
@@ -453,4 +471,8 @@ impl UnionFind {
             self.parent[ra.max(rb)] = ra.min(rb);
         }
     }
+}
+
+fn streams_endpoints_have_pipe(endpoints: &[Endpoint]) -> bool {
+    endpoints.iter().any(|e| e.kind != EdgeKind::Queue)
 }

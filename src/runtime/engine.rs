@@ -1713,9 +1713,11 @@ impl Engine<'_> {
         };
         let (name, pid, attempt) = (i.name.clone(), i.pid, i.attempts);
         let in_group = !self.g.groups[self.g.group_of[proc]].edges.is_empty();
-        // A stream group member cannot rerun alone: its peers' ends are gone.
+        // A stream group member reruns alone only if all its edges are queues
+        // (it reattaches); a pipe's other end is gone for good.
+        let rejoinable = !in_group || self.only_queue_edges(proc);
         let retry =
-            result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal && !in_group;
+            result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal && rejoinable;
         self.emit(Event {
             event: "exited",
             process: Some(&name),
@@ -1734,7 +1736,7 @@ impl Engine<'_> {
         );
         let restart = !retry
             && !asked_to_stop
-            && (!in_group || self.only_queue_edges(proc))
+            && rejoinable
             && self.mode == Mode::Normal
             && self.insts[k].restarts < p.max_restarts
             && match p.restart {
@@ -1742,7 +1744,7 @@ impl Engine<'_> {
                 crate::spec::Restart::OnFailure => result.is_failure(),
                 crate::spec::Restart::Always => true,
             };
-        self.queue_consumer_exited(k, restart);
+        self.queue_consumer_exited(k, restart || retry);
         if restart {
             let n = self.insts[k].restarts;
             let delay = restart_delay(n);
