@@ -98,6 +98,13 @@ impl Graph {
                 continue;
             }
             stack.extend(self.deps[i].iter().map(|d| d.target));
+            // A process is finished only once its non-daemon children are: they belong to it.
+            stack.extend(
+                self.children[i]
+                    .iter()
+                    .copied()
+                    .filter(|&c| !self.file.processes[c].daemon.value),
+            );
             // A stream group runs whole: its other ends are needed too.
             stack.extend(self.groups[self.group_of[i]].members.iter().copied());
         }

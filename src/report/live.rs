@@ -2,11 +2,13 @@
 //! process, an optional progress bar that never garbles them, engine notes,
 //! the NDJSON event stream, per-process log files, and the closing summary.
 
+use super::writer::{Target, Wake, Writer, WriterHandle};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 /// ANSI colours cycled over process names (no red: that is for failures).
 const COLOURS: &[&str] = &["36", "32", "33", "35", "34", "96", "92", "93", "95", "94"];
@@ -26,14 +28,24 @@ pub struct ConsoleStyle {
     pub logs_to_stderr: bool,
 }
 
-/// The console: log lines, notes, progress.
+/// The console: log lines, notes, progress. Nothing here waits on a reader:
+/// stdout and stderr are written by background [`Writer`]s.
 pub struct Console {
     style: ConsoleStyle,
     width: usize,
     bar: Option<ProgressBar>,
     pending: Vec<u8>,
     log_dir: Option<PathBuf>,
-    log_files: Vec<Option<std::fs::File>>,
+    log_files: Vec<Option<LogFile>>,
+    out: Writer,
+    err: Writer,
+    /// Write errors not yet reported, in words.
+    errors: Vec<String>,
+}
+
+struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
 }
 
 /// A stable colour for a name: the same process gets the same colour every run.
@@ -45,12 +57,14 @@ pub fn colour_of(name: &str) -> &'static str {
 }
 
 impl Console {
-    /// A console for instances with these names (for padding), `total` of them.
+    /// A console for instances with these names (for padding). `wake` is
+    /// called from a writer thread when a backlog drained (see [`Console::backlogged`]).
     pub fn new(
         style: ConsoleStyle,
         names: &[String],
         log_dir: Option<&Path>,
-    ) -> std::io::Result<Console> {
+        wake: Option<Arc<Wake>>,
+    ) -> Result<Console, String> {
         let width = names
             .iter()
             .map(|n| n.chars().count())
@@ -77,27 +91,44 @@ impl Console {
         };
         let mut log_files = Vec::new();
         if let Some(dir) = log_dir {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
             for n in names {
-                let file = dir.join(format!("{}.log", log_file_stem(n)));
-                log_files.push(Some(std::fs::File::create(&file)?));
+                let path = dir.join(format!("{}.log", log_file_stem(n)));
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| format!("cannot create the log file {}: {e}", path.display()))?;
+                log_files.push(Some(LogFile { path, file }));
             }
         }
         Ok(Console {
             style,
             width,
+            out: Writer::start(Target::Stdout, bar.clone(), wake.clone()),
+            err: Writer::start(Target::Stderr, bar.clone(), wake),
             bar,
             pending: Vec::with_capacity(64 * 1024),
             log_dir: log_dir.map(Path::to_path_buf),
             log_files,
+            errors: Vec::new(),
         })
     }
 
-    /// Queues one log line of instance `inst` (named `name`); `flush` prints the batch.
+    /// Queues one log line of instance `inst` (named `name`); `flush` hands the batch on.
     pub fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
-        if let Some(Some(f)) = self.log_files.get_mut(inst) {
-            let _ = f.write_all(line);
-            let _ = f.write_all(b"\n");
+        if let Some(slot) = self.log_files.get_mut(inst) {
+            if let Some(f) = slot {
+                let mut rec = Vec::with_capacity(line.len() + 1);
+                rec.extend_from_slice(line);
+                rec.push(b'\n');
+                if let Err(e) = f.file.write_all(&rec) {
+                    // Reported once; the file is then left alone, the console carries on.
+                    self.errors.push(format!(
+                        "cannot write the log file {}: {e}",
+                        f.path.display()
+                    ));
+                    *slot = None;
+                }
+            }
         }
         if self.style.quiet {
             return;
@@ -131,59 +162,88 @@ impl Console {
         } else {
             format!("jobgraph: {text}\n")
         };
-        self.with_bar_hidden(|| {
-            let _ = std::io::stderr().write_all(text.as_bytes());
-        });
+        self.err.send(text.into_bytes());
     }
 
-    /// Prints queued log lines, with the bar out of the way.
+    /// Hands queued log lines to the writer.
     pub fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let buf = std::mem::take(&mut self.pending);
-        let to_stderr = self.style.logs_to_stderr;
-        self.with_bar_hidden(|| {
-            // A closed stdout (`| head`) must not stop the run: the output is dropped.
-            let _ = if to_stderr {
-                std::io::stderr().write_all(&buf)
-            } else {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&buf).and_then(|_| out.flush())
-            };
-        });
-        self.pending = buf;
-        self.pending.clear();
-    }
-
-    fn with_bar_hidden(&self, f: impl FnOnce()) {
-        match &self.bar {
-            Some(bar) => bar.suspend(f),
-            None => f(),
+        let buf = std::mem::replace(&mut self.pending, Vec::with_capacity(64 * 1024));
+        if self.style.logs_to_stderr {
+            self.err.send(buf);
+        } else {
+            self.out.send(buf);
         }
     }
 
-    /// Updates the bar: done so far, and the running / failed counts.
-    pub fn progress(&self, done: u64, running: usize, failed: usize) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(done);
+    /// Whether output waits to be written beyond the high-water mark: the
+    /// engine should stop reading its children until woken.
+    pub fn backlogged(&self) -> bool {
+        self.out.backlogged() || self.err.backlogged()
+    }
+
+    /// The stream to hand `--events -` lines to.
+    pub fn stdout_handle(&self) -> WriterHandle {
+        self.out.handle()
+    }
+
+    /// Write errors since the last call (log files, stdout, stderr), each once.
+    pub fn take_errors(&mut self) -> Vec<String> {
+        let mut errors = std::mem::take(&mut self.errors);
+        errors.extend(self.out.take_error());
+        errors.extend(self.err.take_error());
+        errors
+    }
+
+    /// Updates the bar: done so far, the running / failed counts, and the
+    /// longest-running instances when there is room.
+    pub fn progress(&self, done: u64, running: usize, failed: usize, longest: &[&str]) {
+        if self.bar.is_some() {
             let mut msg = format!("· {running} running");
             if failed > 0 {
                 let _ = write!(msg, " · {failed} failed");
             }
-            bar.set_message(msg);
+            if !longest.is_empty() {
+                let _ = write!(msg, " · {}", longest.join(", "));
+            }
+            self.err.progress(done, msg);
         }
     }
 
-    /// Removes the bar before the summary.
-    pub fn finish(&mut self) {
+    /// Writes what is queued and removes the bar before the summary. Gives up
+    /// on a reader that does not read once `abandon` says so. Returns the
+    /// write errors not reported yet.
+    pub fn finish(
+        &mut self,
+        deadline: Option<Instant>,
+        mut abandon: impl FnMut() -> bool,
+    ) -> Vec<String> {
         self.flush();
+        for f in self.log_files.iter_mut().flatten() {
+            if let Err(e) = f.file.flush() {
+                self.errors.push(format!(
+                    "cannot write the log file {}: {e}",
+                    f.path.display()
+                ));
+            }
+        }
+        let out_done = self.out.close(deadline, &mut abandon);
+        let err_done = self.err.close(deadline, &mut abandon);
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        for f in self.log_files.iter_mut().flatten() {
-            let _ = f.flush();
+        let mut errors = self.take_errors();
+        if !out_done || !err_done {
+            errors.push("output to a reader that did not read was given up".into());
         }
+        errors
+    }
+
+    /// Whether a progress bar is shown.
+    pub fn has_bar(&self) -> bool {
+        self.bar.is_some()
     }
 
     /// Whether ANSI colours are on for stderr (notes, summary).
@@ -252,34 +312,76 @@ pub struct Event<'a> {
 
 /// The `--events` writer.
 pub struct Events {
-    out: Box<dyn Write>,
+    out: EventsOut,
+    /// The first write error, not yet reported.
+    error: Option<String>,
+    failed: bool,
+}
+
+enum EventsOut {
+    File {
+        path: String,
+        file: std::io::BufWriter<std::fs::File>,
+    },
+    /// `-`: through the console's stdout writer, so a slow reader never blocks the engine.
+    Stdout(WriterHandle),
 }
 
 impl Events {
-    /// `-` for stdout, else a file path (truncated).
-    pub fn open(target: &str) -> std::io::Result<Events> {
-        let out: Box<dyn Write> = if target == "-" {
-            Box::new(std::io::stdout())
+    /// A file path (truncated), or `-` for stdout (given its writer).
+    pub fn open(target: &str, stdout: WriterHandle) -> std::io::Result<Events> {
+        let out = if target == "-" {
+            EventsOut::Stdout(stdout)
         } else {
-            Box::new(std::io::BufWriter::new(std::fs::File::create(target)?))
+            EventsOut::File {
+                path: target.to_string(),
+                file: std::io::BufWriter::new(std::fs::File::create(target)?),
+            }
         };
-        Ok(Events { out })
+        Ok(Events {
+            out,
+            error: None,
+            failed: false,
+        })
     }
 
     /// Writes one event, stamping its time.
     pub fn emit(&mut self, mut e: Event<'_>) {
+        if self.failed {
+            return;
+        }
         e.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        if let Ok(mut line) = serde_json::to_vec(&e) {
-            line.push(b'\n');
-            // One write and a flush per event: `tail -f` sees it now, and a crash loses none.
-            let _ = self.out.write_all(&line);
-            let _ = self.out.flush();
+        let Ok(mut line) = serde_json::to_vec(&e) else {
+            return;
+        };
+        line.push(b'\n');
+        match &mut self.out {
+            EventsOut::Stdout(w) => w.send(line),
+            EventsOut::File { path, file } => {
+                // One write and a flush per event: `tail -f` sees it now, and a crash loses none.
+                if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
+                    self.error = Some(format!("cannot write events to {path}: {err}"));
+                    self.failed = true;
+                }
+            }
         }
     }
 
     /// Flushes buffered events.
     pub fn flush(&mut self) {
-        let _ = self.out.flush();
+        if let EventsOut::File { path, file } = &mut self.out {
+            if !self.failed {
+                if let Err(err) = file.flush() {
+                    self.error = Some(format!("cannot write events to {path}: {err}"));
+                    self.failed = true;
+                }
+            }
+        }
+    }
+
+    /// The first write error, once.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.error.take()
     }
 }
 

@@ -5,6 +5,7 @@ mod github;
 mod human;
 mod json;
 pub mod live;
+pub mod writer;
 
 pub use github::render_github;
 pub use human::{render_human, HumanStyle};

@@ -28,6 +28,13 @@ const KILL_RECHECK: Duration = Duration::from_millis(100);
 /// A log line longer than this is cut into pieces.
 const MAX_LINE: usize = 64 * 1024;
 const SIGNALS: Token = Token(0);
+/// The console's writers wake the loop through this when their backlog drained.
+const WAKE: Token = Token(usize::MAX);
+/// At most this much is read from one output pipe before others get a turn.
+const READ_TURN: usize = 256 * 1024;
+/// How long one pass may spend launching before the loop serves timers,
+/// exits and signals again (a launch costs about half a millisecond).
+const LAUNCH_SLICE: Duration = Duration::from_millis(4);
 
 /// What `jobgraph run` was asked to do.
 #[derive(Debug, Clone)]
@@ -149,12 +156,18 @@ struct Inst {
     restarts: u32,
     /// A daemon stopped because its parent or the graph finished: a normal end.
     stopped_at_end: bool,
+    /// The scheduled next attempt is a restart (counted when it really starts).
+    restart_pending: bool,
+    /// Once finished (joined): why its subtree did not succeed, if it did not.
+    subtree_failure: Option<String>,
 }
 
 struct Pipe {
     inst: usize,
     file: std::fs::File,
     buf: Vec<u8>,
+    /// In `Engine::readable`: may hold data not read yet.
+    queued: bool,
 }
 
 /// A process group created by the run that may still have members.
@@ -181,10 +194,26 @@ struct Engine<'g> {
     /// Launch order: stage, then file order, then replica.
     order: Vec<usize>,
     lock_free: Vec<u32>,
+    /// Instances whose process is alive (daemons included).
     running: usize,
+    /// Non-daemon instances whose process is alive: what `max_parallel` bounds.
+    slots_used: usize,
+    /// Whether the graph has daemons (which need no slot).
+    any_daemon: bool,
+    /// Launching stopped at the end of a slice with instances still ready to go.
+    launch_more: bool,
+    /// When the current launch slice ends.
+    slice_end: Instant,
+    /// When the progress bar may be updated next.
+    progress_due: Instant,
     poll: Poll,
     signals: Signals,
     pipes: FxHashMap<usize, Pipe>,
+    /// Output pipes that may hold unread data: left for later because the
+    /// console is backlogged, or because they had their turn.
+    readable: Vec<usize>,
+    /// A log, event or console write failed: the run cannot exit 0.
+    output_failed: bool,
     next_token: usize,
     by_pid: FxHashMap<i32, usize>,
     groups: Vec<Group>,
@@ -281,6 +310,8 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
                 not_ready: false,
                 restarts: 0,
                 stopped_at_end: false,
+                restart_pending: false,
+                subtree_failure: None,
             });
         }
     }
@@ -301,13 +332,22 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         )
     });
 
+    let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let waker = std::sync::Arc::new(
+        mio::Waker::new(poll.registry(), WAKE)
+            .map_err(|e| format!("cannot create the event loop: {e}"))?,
+    );
+    let wake: std::sync::Arc<crate::report::writer::Wake> =
+        std::sync::Arc::new(Box::new(move || {
+            let _ = waker.wake();
+        }));
     let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
-    let console = Console::new(opts.console, &names, opts.log_dir.as_deref())
-        .map_err(|e| format!("cannot create log files: {e}"))?;
+    let console = Console::new(opts.console, &names, opts.log_dir.as_deref(), Some(wake))?;
     let events = match &opts.events {
-        Some(target) => {
-            Some(Events::open(target).map_err(|e| format!("cannot open --events {target}: {e}"))?)
-        }
+        Some(target) => Some(
+            Events::open(target, console.stdout_handle())
+                .map_err(|e| format!("cannot open --events {target}: {e}"))?,
+        ),
         None => None,
     };
 
@@ -316,7 +356,6 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
     engine_env.retain(|(k, _)| k != "JOBGRAPH_RUN");
     engine_env.push(("JOBGRAPH_RUN".into(), marker.clone().into()));
 
-    let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     poll.registry()
@@ -365,9 +404,16 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         order,
         lock_free: g.file.locks.iter().map(|l| l.capacity.value).collect(),
         running: 0,
+        slots_used: 0,
+        any_daemon: g.file.processes.iter().any(|p| p.daemon.value),
+        launch_more: false,
+        slice_end: Instant::now(),
+        progress_due: Instant::now(),
         poll,
         signals,
         pipes: FxHashMap::default(),
+        readable: Vec::new(),
+        output_failed: false,
         next_token: 1,
         by_pid: FxHashMap::default(),
         groups: Vec::new(),
@@ -439,8 +485,9 @@ impl Engine<'_> {
         loop {
             self.step();
             self.console.flush();
+            // Groups launched in this slice reach the watchdog now, not after the burst.
             if let Some(w) = &mut self.watchdog {
-                if w.due().is_some_and(|t| t <= Instant::now()) {
+                if w.due().is_some() {
                     w.flush();
                 }
             }
@@ -449,9 +496,14 @@ impl Engine<'_> {
                 break;
             }
             let now = Instant::now();
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
+            let timeout =
+                if self.launch_more || (!self.readable.is_empty() && !self.console.backlogged()) {
+                    // More to launch: only look at what happened meanwhile, then go on.
+                    Some(Duration::ZERO)
+                } else {
+                    self.next_deadline()
+                        .map(|d| d.saturating_duration_since(now))
+                };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != std::io::ErrorKind::Interrupted {
                     self.console.note(
@@ -467,13 +519,16 @@ impl Engine<'_> {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
+                    WAKE => {} // a writer drained: the output pipes are served below
                     Token(t) => match self.stream_tokens.get(&t).copied() {
                         Some((q, producer, i)) => self.on_queue_ready(q, producer, i),
                         None if self.tcp_probes.contains_key(&t) => self.on_tcp_probe(t),
-                        None => self.read_pipe(t),
+                        None => self.queue_read(t),
                     },
                 }
             }
+            self.serve_output();
+            self.report_output_errors();
             // Children can exit without a fresh SIGCHLD being seen yet (coalesced signals).
             self.reap();
             self.on_deadlines(Instant::now());
@@ -491,9 +546,31 @@ impl Engine<'_> {
         }
     }
 
-    fn update_progress(&self) {
+    fn update_progress(&mut self) {
+        if !self.console.has_bar() {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.progress_due {
+            return;
+        }
+        self.progress_due = now + Duration::from_millis(100);
+        // The longest-running instances, named when the terminal has room.
+        let mut longest: Vec<(Instant, usize)> = self
+            .active
+            .iter()
+            .filter(|&&k| self.insts[k].phase == Phase::Running)
+            .filter_map(|&k| self.insts[k].attempt_start.map(|t| (t, k)))
+            .collect();
+        longest.sort_unstable();
+        let names: Vec<&str> = longest
+            .iter()
+            .take(3)
+            .filter(|(t, _)| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+            .map(|&(_, k)| self.insts[k].name.as_str())
+            .collect();
         self.console
-            .progress(self.done_count, self.running, self.failed_count);
+            .progress(self.done_count, self.running, self.failed_count, &names);
     }
 
     // ---- scheduling -------------------------------------------------------
@@ -503,6 +580,8 @@ impl Engine<'_> {
     // wait in `ready`, in launch order, for a slot and their locks.
 
     fn step(&mut self) {
+        self.slice_end = Instant::now() + LAUNCH_SLICE;
+        self.launch_more = false;
         loop {
             let mut changed = false;
             if self.mode == Mode::ShuttingDown {
@@ -579,6 +658,7 @@ impl Engine<'_> {
         let t = |k: usize| &self.insts[k];
         match kind {
             DepKind::After(Condition::Success) => {
+                // Its own failure is known before the join: no need to wait for its children.
                 if let Some(k) = targets.iter().find(|&&k| {
                     t(k).outcome
                         .is_some_and(|o| o != Outcome::Ok && !self.clean_daemon_stop(k, o))
@@ -586,7 +666,10 @@ impl Engine<'_> {
                     let status = t(*k).outcome.map_or("", Outcome::as_str);
                     return Err(format!("`{tname}` did not succeed ({status})"));
                 }
-                Ok(targets.iter().all(|&k| t(k).phase == Phase::Done))
+                if let Some(why) = targets.iter().find_map(|&k| t(k).subtree_failure.as_ref()) {
+                    return Err(format!("`{tname}` did not succeed ({why})"));
+                }
+                Ok(targets.iter().all(|&k| t(k).finished))
             }
             DepKind::After(Condition::Exit) => {
                 if targets
@@ -595,7 +678,7 @@ impl Engine<'_> {
                 {
                     return Err(format!("`{tname}` was skipped"));
                 }
-                Ok(targets.iter().all(|&k| t(k).phase == Phase::Done))
+                Ok(targets.iter().all(|&k| t(k).finished))
             }
             DepKind::After(Condition::Ready) => {
                 if let Some(&k) = targets
@@ -743,14 +826,49 @@ impl Engine<'_> {
             return;
         }
         let proc = i.proc;
-        let children_done = self.g.children[proc].iter().all(|&c| {
-            self.g.file.processes[c].daemon.value
-                || self.of_proc[c].iter().all(|&ck| self.insts[ck].finished)
-        });
-        if !children_done {
+        let children = &self.g.children[proc];
+        let non_daemon = |c: &usize| !self.g.file.processes[*c].daemon.value;
+        if !children
+            .iter()
+            .filter(|c| non_daemon(c))
+            .all(|&c| self.of_proc[c].iter().all(|&ck| self.insts[ck].finished))
+        {
             return;
         }
+        // "success" is the whole subtree's: a non-daemon descendant that did not succeed fails it.
+        let failure = children
+            .iter()
+            .filter(|c| non_daemon(c))
+            .flat_map(|&c| self.of_proc[c].iter().copied())
+            .find_map(|ck| {
+                let c = &self.insts[ck];
+                match (&c.subtree_failure, c.outcome) {
+                    (Some(why), _) => Some(why.clone()),
+                    (None, Some(o)) if o != Outcome::Ok && !self.clean_daemon_stop(ck, o) => {
+                        Some(format!("child `{}` {}", c.name, o.as_str()))
+                    }
+                    _ => None,
+                }
+            });
+        let has_children = !children.is_empty();
+        self.insts[k].subtree_failure = failure;
         self.set_finished(k);
+        if has_children {
+            let i = &self.insts[k];
+            let status = match (&i.subtree_failure, i.outcome) {
+                (Some(_), _) => "failed",
+                (None, Some(o)) => o.as_str(),
+                (None, None) => "ok",
+            };
+            let (name, reason) = (i.name.clone(), i.subtree_failure.clone());
+            self.emit(Event {
+                event: "joined",
+                process: Some(&name),
+                status: Some(status),
+                reason: reason.as_deref(),
+                ..Default::default()
+            });
+        }
         for ci in 0..self.g.children[proc].len() {
             let c = self.g.children[proc][ci];
             if self.g.file.processes[c].daemon.value {
@@ -782,16 +900,27 @@ impl Engine<'_> {
     }
 
     fn start_ready(&mut self) -> bool {
-        if self.mode == Mode::ShuttingDown || self.ready.is_empty() {
+        if self.mode == Mode::ShuttingDown || self.ready.is_empty() || self.launch_more {
             return false;
         }
         let mut changed = false;
         let candidates: Vec<usize> = self.ready.iter().copied().collect();
         for pos in candidates {
-            if self.running >= self.max_parallel || self.mode == Mode::ShuttingDown {
+            if self.mode == Mode::ShuttingDown {
+                break;
+            }
+            if Instant::now() >= self.slice_end {
+                self.launch_more = true;
                 break;
             }
             let k = self.order[pos];
+            // Daemons do not count toward `max_parallel`: a service must not starve the work.
+            if self.slots_used >= self.max_parallel && self.needs_slot(k) {
+                if !self.any_daemon {
+                    break;
+                }
+                continue;
+            }
             if !matches!(self.insts[k].phase, Phase::Pending | Phase::Retrying) {
                 self.ready.remove(&pos);
                 continue;
@@ -799,7 +928,7 @@ impl Engine<'_> {
             let group = self.g.group_of[self.insts[k].proc];
             if !self.g.groups[group].edges.is_empty() {
                 if self.insts[k].phase == Phase::Retrying {
-                    if self.running < self.max_parallel && self.locks_free(k) {
+                    if self.locks_free(k) {
                         self.ready.remove(&pos);
                         self.restart_member(k);
                         changed = true;
@@ -844,7 +973,8 @@ impl Engine<'_> {
         }) {
             return false;
         }
-        if self.running + members.len() > self.max_parallel {
+        let slots = members.iter().filter(|&&m| self.needs_slot(m)).count();
+        if self.slots_used + slots > self.max_parallel {
             return false;
         }
         let mut demand: FxHashMap<usize, u32> = FxHashMap::default();
@@ -875,6 +1005,11 @@ impl Engine<'_> {
             .flat_map(|&m| self.of_proc[m].iter().copied())
             .filter(|&j| j != k)
             .collect()
+    }
+
+    /// Whether instance `k` takes a `max_parallel` slot while it runs.
+    fn needs_slot(&self, k: usize) -> bool {
+        !self.g.file.processes[self.insts[k].proc].daemon.value
     }
 
     fn locks_free(&self, k: usize) -> bool {
@@ -1353,6 +1488,10 @@ impl Engine<'_> {
         let now = Instant::now();
         {
             let i = &mut self.insts[k];
+            // A restart counts once it is really attempted, not when it is scheduled.
+            if std::mem::take(&mut i.restart_pending) {
+                i.restarts += 1;
+            }
             i.attempts += 1;
             i.attempt_start = Some(now);
             i.exit = None;
@@ -1390,6 +1529,9 @@ impl Engine<'_> {
         };
         self.take_locks(k, true);
         self.running += 1;
+        if self.needs_slot(k) {
+            self.slots_used += 1;
+        }
         self.by_pid.insert(pid, k);
         self.groups.push(Group { pgid: pid, inst: k });
         if let Some(w) = &mut self.watchdog {
@@ -1496,6 +1638,7 @@ impl Engine<'_> {
                 inst: k,
                 file: std::fs::File::from(fd),
                 buf: Vec::new(),
+                queued: false,
             },
         );
         true
@@ -1503,18 +1646,70 @@ impl Engine<'_> {
 
     // ---- output -------------------------------------------------------------
 
-    fn read_pipe(&mut self, token: usize) {
+    /// Notes that an output pipe has data; it is read by [`Engine::serve_output`].
+    fn queue_read(&mut self, token: usize) {
+        if let Some(pipe) = self.pipes.get_mut(&token) {
+            if !std::mem::replace(&mut pipe.queued, true) {
+                self.readable.push(token);
+            }
+        }
+    }
+
+    /// Reads the output pipes with data, a bounded turn each, unless the
+    /// console is backlogged: then they wait (and their writers block on a
+    /// full pipe) until a writer wakes the loop.
+    fn serve_output(&mut self) {
+        if self.readable.is_empty() {
+            return;
+        }
+        let backlogged = self.console.backlogged();
+        for t in std::mem::take(&mut self.readable) {
+            let Some(pipe) = self.pipes.get_mut(&t) else {
+                continue;
+            };
+            // A process that exited has at most a pipe's worth left: read it, so
+            // its end is seen at once and not after the drain timeout.
+            if backlogged && !matches!(self.insts[pipe.inst].phase, Phase::Draining { .. }) {
+                self.readable.push(t);
+                continue;
+            }
+            pipe.queued = false;
+            if self.read_pipe(t, READ_TURN) {
+                self.queue_read(t);
+            }
+        }
+        self.console.flush();
+    }
+
+    /// Reports each new write error of the console, logs or events once; the
+    /// run then exits non-zero.
+    fn report_output_errors(&mut self) {
+        let mut errors = self.console.take_errors();
+        errors.extend(self.events.as_mut().and_then(Events::take_error));
+        for e in errors {
+            self.output_failed = true;
+            self.console.note(&e, true);
+        }
+    }
+
+    /// Reads up to `limit` bytes; returns true if the pipe may hold more.
+    fn read_pipe(&mut self, token: usize, limit: usize) -> bool {
         let mut chunk = [0u8; 64 * 1024];
+        let mut taken = 0;
         loop {
+            if taken >= limit {
+                return true;
+            }
             let Some(pipe) = self.pipes.get_mut(&token) else {
-                return;
+                return false;
             };
             match pipe.file.read(&mut chunk) {
                 Ok(0) => {
                     self.close_pipe(token);
-                    return;
+                    return false;
                 }
                 Ok(n) => {
+                    taken += n;
                     pipe.buf.extend_from_slice(&chunk[..n]);
                     let k = pipe.inst;
                     let mut lines = Vec::new();
@@ -1552,11 +1747,11 @@ impl Engine<'_> {
                         pipe.buf = rest;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.close_pipe(token);
-                    return;
+                    return false;
                 }
             }
         }
@@ -1589,7 +1784,8 @@ impl Engine<'_> {
             .map(|(t, _)| *t)
             .collect();
         for t in tokens {
-            self.read_pipe(t);
+            // Bounded: a leftover grandchild may write for ever.
+            self.read_pipe(t, READ_TURN);
             self.close_pipe(t);
         }
     }
@@ -1669,6 +1865,9 @@ impl Engine<'_> {
                 Exit::Signal(libc::WTERMSIG(status))
             };
             self.running -= 1;
+            if self.needs_slot(k) {
+                self.slots_used -= 1;
+            }
             self.take_locks(k, false);
             let i = &mut self.insts[k];
             i.exit = Some(exit);
@@ -1772,7 +1971,7 @@ impl Engine<'_> {
                 ..Default::default()
             });
             let i = &mut self.insts[k];
-            i.restarts += 1;
+            i.restart_pending = true;
             i.phase = Phase::RetryWait { until: now + delay };
             i.stop = None;
             i.stop_sent = None;
@@ -1852,10 +2051,32 @@ impl Engine<'_> {
                 Phase::Running | Phase::Draining { .. } => {
                     self.request_stop(k, StopReason::Shutdown)
                 }
-                Phase::RetryWait { .. } | Phase::Retrying => self.set_done(k, Outcome::Stopped),
+                Phase::RetryWait { .. } | Phase::Retrying => {
+                    self.ready.remove(&self.pos_of[k]);
+                    let why = self
+                        .cause
+                        .clone()
+                        .unwrap_or_else(|| "the run is stopping".into());
+                    self.stop_waiting(k, &why);
+                }
                 _ => {}
             }
         }
+    }
+
+    /// Ends an instance that waits for a retry or restart: that attempt will
+    /// not happen, and its last event says so.
+    fn stop_waiting(&mut self, k: usize, reason: &str) {
+        self.insts[k].restart_pending = false;
+        self.set_done(k, Outcome::Stopped);
+        let name = self.insts[k].name.clone();
+        self.emit(Event {
+            event: "stopped",
+            process: Some(&name),
+            status: Some("stopped"),
+            reason: Some(reason),
+            ..Default::default()
+        });
     }
 
     fn request_stop(&mut self, k: usize, reason: StopReason) {
@@ -1867,7 +2088,12 @@ impl Engine<'_> {
             }
             Phase::RetryWait { .. } | Phase::Retrying => {
                 i.stopped_at_end = reason == StopReason::DaemonEnd;
-                self.set_done(k, Outcome::Stopped);
+                let why = match reason {
+                    StopReason::DaemonEnd => "daemon: its parent or every non-daemon finished",
+                    _ => "the run is stopping",
+                };
+                self.ready.remove(&self.pos_of[k]);
+                self.stop_waiting(k, why);
             }
             _ => {}
         }
@@ -2109,7 +2335,7 @@ impl Engine<'_> {
     }
 
     fn finish(mut self) -> RunOutcome {
-        self.console.finish();
+        self.report_output_errors();
         if let Some(mut w) = self.watchdog.take() {
             w.finish();
             let pid = w.pid();
@@ -2153,7 +2379,7 @@ impl Engine<'_> {
             Some(SIGINT) => 130,
             Some(SIGTERM) => 143,
             Some(SIGHUP) => 129,
-            _ if failed => 1,
+            _ if failed || self.output_failed => 1,
             _ => 0,
         };
         let elapsed = self.started_at.elapsed();
@@ -2201,6 +2427,30 @@ impl Engine<'_> {
         });
         if let Some(ev) = &mut self.events {
             ev.flush();
+        }
+        let mut exit_code = exit_code;
+        let mut late: Vec<String> = self
+            .events
+            .as_mut()
+            .and_then(Events::take_error)
+            .into_iter()
+            .collect();
+        // Everything queued is written before the summary; after a second
+        // signal, a reader that does not read gets half a second.
+        let deadline = self
+            .kill_now
+            .then(|| Instant::now() + Duration::from_millis(500));
+        let signals = &mut self.signals;
+        late.extend(self.console.finish(deadline, || {
+            signals
+                .pending()
+                .any(|s| matches!(s, SIGINT | SIGTERM | SIGHUP))
+        }));
+        for e in &late {
+            eprintln!("jobgraph: {e}");
+        }
+        if !late.is_empty() && exit_code == 0 {
+            exit_code = 1;
         }
         let mut summary = render_summary(&rows, self.console.stderr_color());
         if !queue_lines.is_empty() {

@@ -1,0 +1,291 @@
+//! A background writer: the engine hands it bytes and never waits on the
+//! descriptor. A stalled reader of the engine's stdout (a paused pager, a
+//! full FIFO) then blocks only this thread; the engine sees the backlog grow
+//! and stops reading its children's output, so backpressure reaches them and
+//! nothing is dropped, while timers, probes, reaping and signals go on.
+
+use indicatif::ProgressBar;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where a [`Writer`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The engine's stdout.
+    Stdout,
+    /// The engine's stderr.
+    Stderr,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Stdout => "standard output",
+            Target::Stderr => "standard error",
+        }
+    }
+}
+
+/// Called from the writer thread when the backlog fell below the low mark.
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct State {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes queued or being written.
+    bytes: usize,
+    closed: bool,
+    /// The first write error, in words; the reader went away (EPIPE) is not one.
+    error: Option<String>,
+    /// The engine asked to be woken when the backlog drains.
+    wake_wanted: bool,
+    /// The latest progress to show (position, message), applied by the thread.
+    progress: Option<(u64, String)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine's end of one background writer.
+pub struct Writer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    target: Target,
+}
+
+/// Above this many queued bytes the engine stops reading its children.
+pub const HIGH_WATER: usize = 1 << 20;
+/// The engine is woken to read again once the backlog is below this.
+pub const LOW_WATER: usize = 256 << 10;
+
+impl Writer {
+    /// Starts the thread. Writes are made with `bar` (if any) hidden, so log
+    /// lines and notes never garble the progress bar.
+    pub fn start(target: Target, bar: Option<ProgressBar>, wake: Option<Arc<Wake>>) -> Writer {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let inner = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("jobgraph-{}", target.name()))
+            .spawn(move || write_loop(&inner, target, bar.as_ref(), wake.as_deref()))
+            .ok();
+        Writer {
+            shared,
+            thread,
+            target,
+        }
+    }
+
+    /// Queues bytes; never blocks on the descriptor.
+    pub fn send(&self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.thread.is_none() {
+            // No thread could be started: write in place rather than lose output.
+            let _ = write_now(self.target, None, &bytes);
+            return;
+        }
+        let mut st = self.shared.lock();
+        st.bytes += bytes.len();
+        st.chunks.push_back(bytes);
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+
+    /// A handle that can queue bytes from elsewhere (the event stream).
+    pub fn handle(&self) -> WriterHandle {
+        WriterHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Shows this progress on the bar, from the writer thread.
+    pub fn progress(&self, pos: u64, msg: String) {
+        self.shared.lock().progress = Some((pos, msg));
+        self.shared.changed.notify_all();
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
+    /// Whether the backlog is over [`HIGH_WATER`]; if so the writer will wake
+    /// the engine once it fell below [`LOW_WATER`].
+    pub fn backlogged(&self) -> bool {
+        let mut st = self.shared.lock();
+        if st.bytes > HIGH_WATER {
+            st.wake_wanted = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The first write error, once.
+    pub fn take_error(&self) -> Option<String> {
+        self.shared.lock().error.take()
+    }
+
+    /// Writes everything queued, then stops the thread. Gives up at `deadline`
+    /// or when `abandon` says so (checked every 50 ms): a reader that never
+    /// reads must not keep a killed run alive. Returns whether all was written.
+    pub fn close(&mut self, deadline: Option<Instant>, mut abandon: impl FnMut() -> bool) -> bool {
+        {
+            let mut st = self.shared.lock();
+            st.closed = true;
+        }
+        self.shared.changed.notify_all();
+        loop {
+            let st = self.shared.lock();
+            if st.bytes == 0 {
+                break;
+            }
+            let (st, _) = self
+                .shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner());
+            if st.bytes == 0 {
+                break;
+            }
+            drop(st);
+            if deadline.is_some_and(|d| Instant::now() >= d) || abandon() {
+                // The thread stays blocked in write(2); the process exits around it.
+                self.thread = None;
+                return false;
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        true
+    }
+}
+
+/// Queues bytes on a [`Writer`] from another owner.
+#[derive(Clone)]
+pub struct WriterHandle {
+    shared: Arc<Shared>,
+}
+
+impl WriterHandle {
+    /// Queues bytes; never blocks on the descriptor.
+    pub fn send(&self, bytes: Vec<u8>) {
+        let mut st = self.shared.lock();
+        if st.closed {
+            return;
+        }
+        st.bytes += bytes.len();
+        st.chunks.push_back(bytes);
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+}
+
+fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: Option<&Wake>) {
+    loop {
+        let mut st = shared.lock();
+        while st.chunks.is_empty() && !st.closed && st.progress.is_none() {
+            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some((pos, msg)) = st.progress.take() {
+            // Drawing the bar writes to the terminal: done here, never in the engine's loop.
+            drop(st);
+            if let Some(b) = bar {
+                b.set_position(pos);
+                b.set_message(msg);
+            }
+            continue;
+        }
+        // Write everything queued in one go: fewer syscalls, fewer bar redraws.
+        let mut batch: Vec<u8> = Vec::new();
+        while let Some(c) = st.chunks.pop_front() {
+            if batch.is_empty() {
+                batch = c;
+            } else {
+                batch.extend_from_slice(&c);
+            }
+            if batch.len() >= 256 << 10 {
+                break;
+            }
+        }
+        if batch.is_empty() && st.closed {
+            return;
+        }
+        let failed = st.error.is_some();
+        drop(st);
+        // After an error the rest is dropped: its bytes are still accounted for below.
+        let result = if failed {
+            Ok(())
+        } else {
+            write_now(target, bar, &batch)
+        };
+        let mut st = shared.lock();
+        st.bytes = st.bytes.saturating_sub(batch.len());
+        match result {
+            Ok(()) => {}
+            // The reader went away (`| head`): its choice, not an error of the run.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                st.error
+                    .get_or_insert_with(|| format!("cannot write to {}: {e}", target.name()));
+            }
+        }
+        let wake_now = st.wake_wanted && st.bytes < LOW_WATER;
+        if wake_now {
+            st.wake_wanted = false;
+        }
+        drop(st);
+        shared.changed.notify_all();
+        if let (true, Some(w)) = (wake_now, wake) {
+            w();
+        }
+    }
+}
+
+fn write_now(target: Target, bar: Option<&ProgressBar>, bytes: &[u8]) -> std::io::Result<()> {
+    let mut result = Ok(());
+    let mut write = || {
+        result = match target {
+            Target::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|_| out.flush())
+            }
+            Target::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    };
+    match bar {
+        Some(b) => b.suspend(write),
+        None => write(),
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_waits_for_everything_queued() {
+        let mut w = Writer::start(Target::Stderr, None, None);
+        w.send(b"".to_vec());
+        assert_eq!(w.backlog(), 0);
+        assert!(w.close(None, || false));
+    }
+}
