@@ -165,6 +165,12 @@ impl Console {
         self.err.send(text.into_bytes());
     }
 
+    /// A status report (SIGUSR1) on stderr, shown even when quiet.
+    pub fn status(&mut self, text: &str) {
+        self.flush();
+        self.err.send(text.as_bytes().to_vec());
+    }
+
     /// Hands queued log lines to the writer.
     pub fn flush(&mut self) {
         if self.pending.is_empty() {
@@ -478,7 +484,8 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
     out
 }
 
-fn fmt_duration(d: Duration) -> String {
+/// A duration for people: `250ms`, `1.50s`, `2m05s`.
+pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")

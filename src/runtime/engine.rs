@@ -1,5 +1,7 @@
 //! The dispatcher: one loop that alone owns every instance's state.
 
+mod status;
+
 use super::hygiene;
 use super::posix::{self, Prepared};
 use super::spawn::{self, Launch, Sink};
@@ -12,7 +14,7 @@ use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use rustc_hash::FxHashMap;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use std::ffi::OsString;
 use std::io::Read;
@@ -214,6 +216,8 @@ struct Engine<'g> {
     readable: Vec<usize>,
     /// A log, event or console write failed: the run cannot exit 0.
     output_failed: bool,
+    /// The run could make no progress and was ended (exit 1).
+    stalled: bool,
     next_token: usize,
     by_pid: FxHashMap<i32, usize>,
     groups: Vec<Group>,
@@ -356,7 +360,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
     engine_env.retain(|(k, _)| k != "JOBGRAPH_RUN");
     engine_env.push(("JOBGRAPH_RUN".into(), marker.clone().into()));
 
-    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP])
+    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -414,6 +418,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         pipes: FxHashMap::default(),
         readable: Vec::new(),
         output_failed: false,
+        stalled: false,
         next_token: 1,
         by_pid: FxHashMap::default(),
         groups: Vec::new(),
@@ -484,6 +489,7 @@ impl Engine<'_> {
         let mut events = PollEvents::with_capacity(256);
         loop {
             self.step();
+            self.check_stall();
             self.console.flush();
             // Groups launched in this slice reach the watchdog now, not after the burst.
             if let Some(w) = &mut self.watchdog {
@@ -1326,7 +1332,9 @@ impl Engine<'_> {
         if i.ready || i.stop.is_some() {
             return;
         }
-        if i.attempt_start.is_some_and(|s| now >= s + ready.timeout) {
+        if i.attempt_start
+            .is_some_and(|s| now >= later(s, ready.timeout))
+        {
             let i = &mut self.insts[k];
             i.not_ready = true;
             i.probe_due = None;
@@ -1338,7 +1346,7 @@ impl Engine<'_> {
         if now < due {
             return;
         }
-        self.insts[k].probe_due = Some(now + ready.interval);
+        self.insts[k].probe_due = Some(later(now, ready.interval));
         match &ready.probe.value {
             crate::spec::Probe::Log(_) => {}
             crate::spec::Probe::File(path) => {
@@ -1391,7 +1399,7 @@ impl Engine<'_> {
                     let limit = ready.interval.max(Duration::from_secs(1));
                     if self.insts[k]
                         .probe_started
-                        .is_some_and(|t| now >= t + limit)
+                        .is_some_and(|t| now >= later(t, limit))
                     {
                         hygiene::signal_group(self.insts[k].probe_pid, libc::SIGKILL);
                     }
@@ -1798,6 +1806,10 @@ impl Engine<'_> {
             match sig {
                 SIGCHLD => self.reap(),
                 SIGINT | SIGTERM | SIGHUP => self.interrupt(sig),
+                SIGUSR1 => {
+                    let table = self.status_table();
+                    self.console.status(&table);
+                }
                 _ => {}
             }
         }
@@ -1972,7 +1984,9 @@ impl Engine<'_> {
             });
             let i = &mut self.insts[k];
             i.restart_pending = true;
-            i.phase = Phase::RetryWait { until: now + delay };
+            i.phase = Phase::RetryWait {
+                until: later(now, delay),
+            };
             i.stop = None;
             i.stop_sent = None;
             return;
@@ -2002,7 +2016,9 @@ impl Engine<'_> {
                 ..Default::default()
             });
             let i = &mut self.insts[k];
-            i.phase = Phase::RetryWait { until: now + delay };
+            i.phase = Phase::RetryWait {
+                until: later(now, delay),
+            };
             i.stop = None;
             i.stop_sent = None;
             return;
@@ -2128,7 +2144,7 @@ impl Engine<'_> {
             hygiene::signal_group(pgid, libc::SIGCONT);
             let i = &mut self.insts[k];
             i.stop_sent = Some(now);
-            i.next_kill = Some(now + self.grace);
+            i.next_kill = Some(later(now, self.grace));
             self.emit(Event {
                 event: "stopping",
                 process: Some(&name),
@@ -2167,7 +2183,7 @@ impl Engine<'_> {
                         self.g.file.processes[i.proc].timeout,
                         i.stop,
                     ) {
-                        consider(start + limit);
+                        consider(later(start, limit));
                     }
                     if let Some(t) = i.next_kill {
                         consider(t);
@@ -2176,7 +2192,7 @@ impl Engine<'_> {
                     {
                         consider(t);
                         if let Some(start) = i.attempt_start {
-                            consider(start + r.timeout);
+                            consider(later(start, r.timeout));
                         }
                     }
                 }
@@ -2201,7 +2217,7 @@ impl Engine<'_> {
                     let i = &self.insts[k];
                     let limit = self.g.file.processes[i.proc].timeout;
                     if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
-                        if now >= start + limit {
+                        if now >= later(start, limit) {
                             self.insts[k].stop = Some(StopReason::Timeout);
                             self.stop_pending.push(k);
                         }
@@ -2278,13 +2294,12 @@ impl Engine<'_> {
                 false,
             );
         }
-        let deadline = Instant::now()
-            + if self.kill_now {
-                Duration::ZERO
-            } else {
-                self.grace
-            };
-        let hard_stop = deadline + Duration::from_secs(5);
+        let deadline = if self.kill_now {
+            Instant::now()
+        } else {
+            later(Instant::now(), self.grace)
+        };
+        let hard_stop = later(deadline, Duration::from_secs(5));
         loop {
             self.reap_all();
             left.retain(|&(pgid, _)| hygiene::group_alive(pgid));
@@ -2379,7 +2394,7 @@ impl Engine<'_> {
             Some(SIGINT) => 130,
             Some(SIGTERM) => 143,
             Some(SIGHUP) => 129,
-            _ if failed || self.output_failed => 1,
+            _ if failed || self.output_failed || self.stalled => 1,
             _ => 0,
         };
         let elapsed = self.started_at.elapsed();
@@ -2485,6 +2500,15 @@ impl Engine<'_> {
     }
 }
 
+/// `t + d`, or a moment a century away when that cannot be represented:
+/// a duration from the file never overflows the clock.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d.min(CENTURY))
+        .or_else(|| t.checked_add(Duration::from_secs(3600)))
+        .unwrap_or(t)
+}
+
 /// Restart back-off: 250 ms, doubled at each restart, at most 30 s.
 pub(crate) fn restart_delay(restarts_so_far: u32) -> Duration {
     let ms = 250u64.saturating_mul(1u64 << restarts_so_far.min(16));
@@ -2496,5 +2520,64 @@ fn describe_spawn_error(e: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "no such file or directory (not on PATH?)".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied (not executable?)".into(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::live::ConsoleStyle;
+
+    fn graph(text: &str) -> Graph {
+        let src = crate::source::SourceFile::new(Path::new("t.toml"), text.to_string());
+        let checked = crate::check_source(src);
+        checked.graph.expect("a valid graph")
+    }
+
+    fn opts() -> RunOptions {
+        RunOptions {
+            only: Vec::new(),
+            keep_going: false,
+            max_parallel: None,
+            events: None,
+            log_dir: None,
+            console: ConsoleStyle {
+                color: false,
+                color_stderr: false,
+                progress: false,
+                quiet: true,
+                logs_to_stderr: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_that_can_never_progress_ends_at_once() {
+        let g = graph(
+            "[process.a]\ncmd = [\"true\"]\n[process.b]\nafter = [\"a\"]\ncmd = [\"true\"]\n",
+        );
+        let mut o = opts();
+        o.max_parallel = Some(0);
+        let out = run(&g, Path::new("."), &o).expect("runs");
+        assert_eq!(out.exit_code, 1);
+        assert!(
+            out.rows.iter().all(|r| r.status == "skipped"),
+            "{:?}",
+            out.rows
+        );
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow_the_clock() {
+        let t = Instant::now();
+        assert!(later(t, Duration::MAX) > t);
+        assert_eq!(later(t, Duration::from_secs(1)), t + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn restart_back_off_doubles_up_to_thirty_seconds() {
+        assert_eq!(restart_delay(0), Duration::from_millis(250));
+        assert_eq!(restart_delay(2), Duration::from_millis(1000));
+        assert_eq!(restart_delay(40), Duration::from_secs(30));
     }
 }

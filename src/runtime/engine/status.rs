@@ -1,0 +1,229 @@
+//! Why a run waits: what each pending instance waits for, the status table
+//! printed on SIGUSR1, and the stall check that ends a run which can never
+//! make progress.
+
+use super::{Engine, Outcome, Phase};
+use crate::graph::DepKind;
+use crate::report::live::fmt_duration;
+use crate::spec::Condition;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// Rows of each kind printed at most, so a 100,000-replica run stays readable.
+const MAX_ROWS: usize = 40;
+
+impl Engine<'_> {
+    /// What a pending (or joining) instance waits for, in words.
+    pub(super) fn waits_for(&self, k: usize) -> String {
+        let i = &self.insts[k];
+        match i.phase {
+            Phase::RetryWait { until } => {
+                let left = until.saturating_duration_since(Instant::now());
+                let what = if i.restart_pending {
+                    "its restart"
+                } else {
+                    "its retry"
+                };
+                return format!("{what} in {}", fmt_duration(left));
+            }
+            Phase::Retrying => return self.waits_for_launch(k),
+            Phase::Done if !i.finished => {
+                let kids: Vec<&str> = self.g.children[i.proc]
+                    .iter()
+                    .filter(|&&c| !self.g.file.processes[c].daemon.value)
+                    .flat_map(|&c| self.of_proc[c].iter())
+                    .filter(|&&ck| !self.insts[ck].finished)
+                    .map(|&ck| self.insts[ck].name.as_str())
+                    .collect();
+                return format!("its children to finish: {}", list(&kids));
+            }
+            Phase::Pending => {}
+            _ => return String::new(),
+        }
+        let mut waits = Vec::new();
+        for d in &self.g.deps[i.proc] {
+            if !matches!(self.dep_state(d.kind, d.target), Ok(false)) {
+                continue;
+            }
+            let t = &self.g.file.processes[d.target].name.value;
+            waits.push(match d.kind {
+                DepKind::After(Condition::Success) => format!("`{t}` to succeed"),
+                DepKind::After(Condition::Exit) => format!("`{t}` to exit"),
+                DepKind::After(Condition::Ready) => format!("`{t}` to be ready"),
+                DepKind::After(Condition::Start) => format!("`{t}` to start"),
+                DepKind::Parent => format!("its parent `{t}` to start"),
+            });
+        }
+        if !waits.is_empty() {
+            return waits.join(", ");
+        }
+        self.waits_for_launch(k)
+    }
+
+    /// Dependencies hold: what keeps it from launching now.
+    fn waits_for_launch(&self, k: usize) -> String {
+        let proc = self.insts[k].proc;
+        let group = self.g.group_of[proc];
+        if !self.g.groups[group].edges.is_empty() && self.insts[k].phase == Phase::Pending {
+            let behind: Vec<&str> = self.g.groups[group]
+                .members
+                .iter()
+                .flat_map(|&m| self.of_proc[m].iter())
+                .filter(|&&j| j != k && !self.ready.contains(&self.pos_of[j]))
+                .map(|&j| self.insts[j].name.as_str())
+                .collect();
+            if !behind.is_empty() {
+                return format!("its stream group: {}", list(&behind));
+            }
+        }
+        let busy: Vec<&str> = self.g.locks[proc]
+            .iter()
+            .filter(|&&l| self.lock_free[l] == 0)
+            .map(|&l| self.g.file.locks[l].name.value.as_str())
+            .collect();
+        if !busy.is_empty() {
+            return format!("lock {}", list(&busy));
+        }
+        if self.needs_slot(k) && self.slots_used >= self.max_parallel {
+            return format!("a free slot (max_parallel {})", self.max_parallel);
+        }
+        "its turn to launch".into()
+    }
+
+    /// The status table (SIGUSR1): running instances with pid and run time,
+    /// then what each pending one waits for.
+    pub(super) fn status_table(&self) -> String {
+        let now = Instant::now();
+        let w = self
+            .order
+            .iter()
+            .map(|&k| self.insts[k].name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(32);
+        let mut running = Vec::new();
+        let mut waiting = Vec::new();
+        for &k in &self.order {
+            let i = &self.insts[k];
+            match i.phase {
+                Phase::Running | Phase::Draining { .. } => {
+                    let took = i
+                        .attempt_start
+                        .map(|s| now.saturating_duration_since(s))
+                        .unwrap_or_default();
+                    let mut row = format!(
+                        "  running  {:w$}  pid {:<7}  {}",
+                        i.name,
+                        i.pid,
+                        fmt_duration(took)
+                    );
+                    if i.stop_sent.is_some() {
+                        row.push_str("  (stopping)");
+                    } else if self.g.file.processes[i.proc].ready.is_some() {
+                        row.push_str(if i.ready {
+                            "  ready"
+                        } else {
+                            "  not ready yet"
+                        });
+                    }
+                    running.push(row);
+                }
+                Phase::Pending | Phase::RetryWait { .. } | Phase::Retrying => {
+                    waiting.push(format!(
+                        "  waiting  {:w$}  for {}",
+                        i.name,
+                        self.waits_for(k)
+                    ));
+                }
+                Phase::Done if !i.finished => {
+                    waiting.push(format!(
+                        "  joining  {:w$}  for {}",
+                        i.name,
+                        self.waits_for(k)
+                    ));
+                }
+                Phase::Done => {}
+            }
+        }
+        let mut out = format!(
+            "status after {}: {} running, {} waiting, {} done\n",
+            fmt_duration(now.saturating_duration_since(self.started_at)),
+            running.len(),
+            waiting.len(),
+            self.done_count
+        );
+        for rows in [running, waiting] {
+            for r in rows.iter().take(MAX_ROWS) {
+                let _ = writeln!(out, "{r}");
+            }
+            if rows.len() > MAX_ROWS {
+                let _ = writeln!(out, "  … and {} more", rows.len() - MAX_ROWS);
+            }
+        }
+        out
+    }
+
+    /// Nothing runs, nothing waits for a timer, nothing can start, and yet
+    /// instances are unfinished: no event can ever change that. The run ends
+    /// at once, naming what each pending instance waits for.
+    pub(super) fn check_stall(&mut self) {
+        if !self.active.is_empty()
+            || self.unfinished == 0
+            || self.launch_more
+            || !self.stop_pending.is_empty()
+            || !self.probe_pids.is_empty()
+        {
+            return;
+        }
+        let stuck: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&k| self.insts[k].phase == Phase::Pending)
+            .collect();
+        let mut text = String::from("nothing can run any more, yet some processes wait:");
+        for &k in stuck.iter().take(MAX_ROWS) {
+            let _ = write!(
+                text,
+                "\n  {} waits for {}",
+                self.insts[k].name,
+                self.waits_for(k)
+            );
+        }
+        if stuck.len() > MAX_ROWS {
+            let _ = write!(text, "\n  … and {} more", stuck.len() - MAX_ROWS);
+        }
+        self.console.note(&text, true);
+        self.stalled = true;
+        self.cause = Some("the run stalled".into());
+        for k in stuck {
+            let why = format!("stalled: waited for {}", self.waits_for(k));
+            self.ready.remove(&self.pos_of[k]);
+            self.skip(k, &why);
+        }
+        // Instances done but never joined (children that could not start) end here too.
+        for k in 0..self.insts.len() {
+            if !self.insts[k].finished && self.insts[k].outcome.is_some() {
+                self.set_finished(k);
+            }
+        }
+        debug_assert!(self
+            .insts
+            .iter()
+            .all(|i| i.outcome != Some(Outcome::Ok) || i.finished));
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        let _ = write!(s, " and {} more", names.len() - SHOWN);
+    }
+    s
+}

@@ -1,0 +1,377 @@
+//! The runtime's promises at their edges: joins, launch bursts, stalled
+//! readers, final events, slots, status reports, full disks.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn a_parent_is_joined_before_its_dependents_start() {
+    let job = Job::new(
+        r#"
+[process.parent]
+shell = "sleep 0.2"
+[process.kid]
+parent = "parent"
+shell = "sleep 1; touch kid.done"
+[process.next]
+after = ["parent"]
+shell = "test -f kid.done"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(pos(&evs, "kid", "exited") < pos(&evs, "parent", "joined"));
+    assert!(pos(&evs, "parent", "joined") < pos(&evs, "next", "started"));
+}
+
+#[test]
+fn a_failed_child_fails_its_parents_dependents_under_keep_going() {
+    let job = Job::new(
+        r#"
+[process.parent]
+shell = "true"
+[process.kid]
+parent = "parent"
+shell = "sleep 0.2; exit 3"
+[process.next]
+after = ["parent"]
+shell = "touch next.ran"
+[process.exit]
+after = { parent = "exit" }
+shell = "touch exit.ran"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let skipped = &evs[pos(&evs, "next", "skipped")];
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("child `kid` failed"),
+        "{skipped}"
+    );
+    let joined = &evs[pos(&evs, "parent", "joined")];
+    assert_eq!(joined["status"], "failed");
+    assert!(!job.file("next.ran").exists());
+    // "exit" waits for the join too, and runs whatever the outcome.
+    assert!(job.file("exit.ran").exists());
+    assert!(pos(&evs, "parent", "joined") < pos(&evs, "exit", "started"));
+}
+
+#[test]
+fn only_brings_the_children_a_parent_joins() {
+    let job = Job::new(
+        r#"
+[process.parent]
+shell = "true"
+[process.kid]
+parent = "parent"
+shell = "touch kid.ran"
+[process.next]
+after = ["parent"]
+shell = "test -f kid.ran"
+[process.unrelated]
+shell = "touch unrelated.ran"
+"#,
+    );
+    let (code, _, err) = job.run(&["--only", "next"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(job.file("kid.ran").exists());
+    assert!(!job.file("unrelated.ran").exists());
+}
+
+#[test]
+fn a_timeout_fires_during_a_launch_burst() {
+    let mut body = String::from("[process.slow]\nshell = \"sleep 0.5\"\ntimeout = \"30ms\"\n");
+    for i in 0..600 {
+        body.push_str(&format!("[process.t{i}]\ncmd = [\"true\"]\n"));
+    }
+    let job = Job::new(&body);
+    let (code, evs, err) = job.run_events(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let exited = &evs[pos(&evs, "slow", "exited")];
+    assert_eq!(exited["status"], "timed out", "{exited}");
+}
+
+#[test]
+fn a_signal_during_a_launch_burst_stops_launching() {
+    let job = Job::new(
+        r#"
+[process.first]
+shell = "touch started; sleep 30"
+[process.many]
+replicas = 3000
+after = { first = "start" }
+cmd = ["sleep", "30"]
+"#,
+    );
+    let events = job.file("events.ndjson");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("the run ends");
+    assert_eq!(status.code(), Some(130));
+    let text = std::fs::read_to_string(&events).unwrap();
+    let started = text.lines().filter(|l| l.contains("\"started\"")).count();
+    assert!(
+        started < 3000,
+        "all {started} launched before the signal was seen"
+    );
+    assert!(wait_gone(&job, Duration::from_secs(10)).is_empty());
+}
+
+/// A reader that opens the FIFO at once and reads only after `pause`.
+fn stalled_reader(
+    fifo: &std::path::Path,
+    pause: u32,
+    out: &std::path::Path,
+) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<'{}'; sleep {pause}; cat <&3 > '{}'",
+            fifo.display(),
+            out.display()
+        ))
+        .spawn()
+        .unwrap()
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn a_stalled_stdout_reader_neither_freezes_supervision_nor_loses_lines() {
+    let job = Job::new(
+        r#"
+[process.noisy]
+shell = "seq 1 300000"
+[process.limited]
+shell = "sleep 30"
+timeout = "1s"
+"#,
+    );
+    let fifo = job.file("out.fifo");
+    mkfifo(&fifo);
+    let got = job.file("got.txt");
+    let mut reader = stalled_reader(&fifo, 6, &got);
+    let events = job.file("events.ndjson");
+    let status = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--keep-going", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    reader.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exited = &evs[pos(&evs, "limited", "exited")];
+    assert_eq!(exited["status"], "timed out");
+    // The timeout acted while nobody read stdout (the reader slept 6 s).
+    assert!(exited["duration_ms"].as_u64().unwrap() < 4000, "{exited}");
+    // Backpressure, not loss: every line arrived.
+    let text = std::fs::read_to_string(&got).unwrap();
+    let lines = text.lines().filter(|l| l.starts_with("noisy")).count();
+    assert_eq!(lines, 300000);
+}
+
+#[test]
+fn a_second_sigint_ends_the_run_despite_a_stalled_stdout() {
+    let job = Job::new(
+        r#"
+[process.noisy]
+shell = "seq 1 2000000; touch wrote; sleep 30"
+[process.stubborn]
+shell = "trap '' TERM; touch started; sleep 30"
+"#,
+    );
+    let fifo = job.file("out.fifo");
+    mkfifo(&fifo);
+    let mut reader = stalled_reader(&fifo, 30, &job.file("got.txt"));
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .arg("run")
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    let _ = reader.kill();
+    let _ = reader.wait();
+    assert_eq!(status.and_then(|s| s.code()), Some(130));
+    assert!(wait_gone(&job, Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn an_instance_waiting_to_retry_or_restart_ends_with_a_terminal_event() {
+    let job = Job::new(
+        r#"
+[process.again]
+shell = "exit 1"
+retries = 3
+retry_delay = "20s"
+[process.back]
+shell = "true"
+restart = "always"
+[process.fail]
+shell = "sleep 0.6; exit 1"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    for p in ["again", "back", "fail"] {
+        let last = *events_of(&evs, p).last().unwrap();
+        assert!(
+            ["exited", "skipped", "stopped"].contains(&last),
+            "{p} ends with {last}: {evs:#?}"
+        );
+    }
+    let rows = summary(&err);
+    // Attempts and restarts count only what really started.
+    assert_eq!(rows["again"][2], "1", "{err}");
+    let started = events_of(&evs, "back")
+        .iter()
+        .filter(|e| **e == "started")
+        .count();
+    assert_eq!(rows["back"][3], (started - 1).to_string(), "{err}");
+}
+
+#[test]
+fn daemons_do_not_hold_max_parallel_slots() {
+    let job = Job::new(
+        r#"
+[process.db]
+daemon = true
+shell = "echo db listening; exec sleep 30"
+[process.build]
+shell = "echo build"
+[process.test]
+after = ["build"]
+shell = "echo test"
+[process.deploy]
+after = ["test"]
+shell = "echo deploy"
+"#,
+    );
+    let (code, out, err) = job.run(&["--max-parallel", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deploy | deploy"), "{out}");
+}
+
+#[test]
+fn sigusr1_prints_what_each_process_waits_for() {
+    let job = Job::new(
+        r#"
+[lock.db]
+[process.a]
+locks = ["db"]
+shell = "touch started; sleep 30"
+[process.b]
+locks = ["db"]
+shell = "true"
+[process.c]
+after = ["b"]
+shell = "true"
+"#,
+    );
+    let mut child = spawn_engine(&job, "started");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("ends");
+    assert_eq!(status.code(), Some(143));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("1 running, 2 waiting"), "{err}");
+    assert!(err.contains("running  a"), "{err}");
+    assert!(err.contains("b  for lock `db`"), "{err}");
+    assert!(err.contains("c  for `b` to succeed"), "{err}");
+}
+
+#[test]
+fn a_full_disk_under_events_or_logs_is_reported_and_fails_the_run() {
+    let job = Job::new("[process.a]\nshell = \"echo hello\"\n");
+    let (code, _, err) = job.run(&["--events", "/dev/full"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot write events to /dev/full") && err.contains("No space left"),
+        "{err}"
+    );
+
+    let logs = job.file("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::os::unix::fs::symlink("/dev/full", logs.join("a.log")).unwrap();
+    let (code, out, err) = job.run(&["--log-dir", logs.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot write the log file"), "{err}");
+    // The console carries on.
+    assert!(out.contains("a | hello"), "{out}");
+}
+
+#[test]
+fn a_full_stdout_is_reported_and_fails_the_run() {
+    let job = Job::new("[process.a]\nshell = \"echo hello\"\n");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .arg("run")
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let job = Job::new("[process.a]\nshell = \"seq 1 100000\"\n");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; NO_COLOR=1 '{}' run '{}' | head -1 >/dev/null",
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+            job.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("cannot write"), "{err}");
+}
