@@ -341,7 +341,7 @@ fn a_full_disk_under_events_or_logs_is_reported_and_fails_the_run() {
 
 #[test]
 fn a_full_stdout_is_reported_and_fails_the_run() {
-    let job = Job::new("[process.a]\nshell = \"echo hello\"\n");
+    let job = Job::new("[process.a]\nshell = \"seq 1 200000\"\n");
     let out = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
         .arg("run")
         .arg(job.path())
@@ -356,7 +356,11 @@ fn a_full_stdout_is_reported_and_fails_the_run() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert_eq!(
+        err.matches("cannot write to standard output").count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -374,4 +378,114 @@ fn a_closed_stdout_is_not_a_failure() {
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("cannot write"), "{err}");
+}
+
+/// Runs `jobgraph run FILE` on a fresh pseudo-terminal (as a shell would run a
+/// foreground job), answering `answer` once `prompt` shows. Returns (exit, screen).
+fn run_on_a_terminal(job: &Job, prompt: &str, answer: &str) -> (i32, String) {
+    let script = r#"
+import os, pty, select, sys, time
+argv, prompt, answer = sys.argv[1:-2], sys.argv[-2].encode(), sys.argv[-1].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out, sent, deadline = b"", False, time.time() + 30
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+        if prompt in out and not sent:
+            time.sleep(0.2)
+            os.write(fd, answer + b"\n")
+            sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .arg("run")
+        .arg(job.path())
+        .arg(prompt)
+        .arg(answer)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_process_that_inherits_a_terminal_stdin_can_prompt() {
+    let job = Job::new(
+        r#"
+[process.ask]
+stdin = "inherit"
+stdout = "inherit"
+shell = "printf 'name? '; read ans; echo \"hello $ans\" > answer.txt"
+[process.other]
+shell = "sleep 0.5; echo other done"
+"#,
+    );
+    let (code, screen) = run_on_a_terminal(&job, "name?", "world");
+    assert_eq!(code, 0, "{screen}");
+    assert_eq!(job.read("answer.txt"), "hello world\n", "{screen}");
+    assert!(screen.contains("other | other done"), "{screen}");
+}
+
+#[test]
+fn the_summary_says_why_and_closes_with_a_verdict() {
+    let job = Job::new(
+        r#"
+[process.daemon]
+daemon = true
+shell = "exec sleep 30"
+[process.w]
+replicas = 6
+shell = "sleep 0.3; if [ $JOBGRAPH_REPLICA = 3 ]; then exit 2; fi"
+[process.after]
+after = ["w"]
+shell = "true"
+"#,
+    );
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let rows = summary(&err);
+    // Identical replicas fold; the one that differs stands apart.
+    assert_eq!(rows["w[0..2]"][0], "ok ×3", "{err}");
+    assert_eq!(rows["w[4..5]"][0], "ok ×2", "{err}");
+    assert_eq!(rows["w[3]"][0], "failed", "{err}");
+    assert!(
+        rows["w[3]"].last().unwrap().contains("exit code 2"),
+        "{err}"
+    );
+    assert!(
+        rows["after"]
+            .last()
+            .unwrap()
+            .contains("`w` did not succeed"),
+        "{err}"
+    );
+    assert!(
+        rows["daemon"]
+            .last()
+            .unwrap()
+            .contains("daemon: every non-daemon process finished"),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("1 failed, 1 stopped, 1 skipped, 5 ok in ")),
+        "{err}"
+    );
 }

@@ -48,6 +48,46 @@ struct LogFile {
     file: std::fs::File,
 }
 
+/// stderr, reported a few columns narrower than it is. indicatif pads the bar
+/// to the full width and leaves the cursor at the right edge, so the terminal's
+/// `^C` echo would wrap it onto a new line and the bar's own clearing would then
+/// miss it, leaving a stale bar above the notes. The spare columns absorb the echo.
+#[derive(Debug)]
+struct NarrowTerm(console::Term);
+
+impl indicatif::TermLike for NarrowTerm {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(4).max(20)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A stable colour for a name: the same process gets the same colour every run.
 pub fn colour_of(name: &str) -> &'static str {
     let h = name.bytes().fold(2_166_136_261u32, |h, b| {
@@ -74,7 +114,10 @@ impl Console {
         let bar = if style.progress && !style.quiet {
             let bar = ProgressBar::with_draw_target(
                 Some(names.len() as u64),
-                ProgressDrawTarget::stderr(),
+                ProgressDrawTarget::term_like_with_hz(
+                    Box::new(NarrowTerm(console::Term::stderr())),
+                    20,
+                ),
             );
             let template = if style.color_stderr {
                 "{spinner:.cyan} {elapsed_precise} [{bar:28.cyan/blue}] {pos}/{len} done {msg}"
@@ -163,6 +206,34 @@ impl Console {
             format!("jobgraph: {text}\n")
         };
         self.err.send(text.into_bytes());
+    }
+
+    /// An engine note about one instance, shown like its log lines
+    /// (`server | ready after 1.20s (tcp 127.0.0.1:8765)`) but not written to its log file.
+    pub fn instance_note(&mut self, name: &str, text: &str) {
+        if self.style.quiet {
+            return;
+        }
+        let pad = self.width.saturating_sub(name.chars().count());
+        if self.style.color {
+            let _ = writeln!(
+                self.pending,
+                "\x1b[{}m{name}{:pad$} |\x1b[0m \x1b[2m{text}\x1b[0m",
+                colour_of(name),
+                ""
+            );
+        } else {
+            let _ = writeln!(self.pending, "{name}{:pad$} | {text}", "");
+        }
+    }
+
+    /// Takes the progress bar off the screen for the rest of the run (a
+    /// shutdown began: the notes and the summary follow).
+    pub fn hide_bar(&mut self) {
+        if self.bar.is_some() {
+            self.flush();
+            self.err.hide_bar();
+        }
     }
 
     /// A status report (SIGUSR1) on stderr, shown even when quiet.
@@ -410,12 +481,78 @@ pub struct SummaryRow {
     pub queue: Option<(u64, u64, u64)>,
     /// Restarts under `restart`; `None` when no process has a restart policy.
     pub restarts: Option<u32>,
+    /// Why it did not end `ok`, in words (shown on non-ok rows).
+    pub reason: Option<String>,
+    /// The process and replica index, for a replicated process (rows fold).
+    pub replica: Option<(String, u32)>,
+}
+
+/// Consecutive replicas that ended alike fold into one row.
+fn fold(rows: &[SummaryRow]) -> Vec<(SummaryRow, u32)> {
+    let mut out: Vec<(SummaryRow, u32, u32)> = Vec::new();
+    for r in rows {
+        if let (Some((last, first, n)), Some((proc, idx))) = (out.last_mut(), &r.replica) {
+            let alike = last
+                .replica
+                .as_ref()
+                .is_some_and(|(p, i)| p == proc && i + *n == *idx)
+                && last.status == r.status
+                && last.exit == r.exit
+                && last.attempts == r.attempts
+                && last.restarts == r.restarts
+                && last.reason == r.reason;
+            if alike {
+                *n += 1;
+                last.duration = last.duration.max(r.duration);
+                last.peak_rss_kib = last.peak_rss_kib.max(r.peak_rss_kib);
+                if let (Some(a), Some(b)) = (&mut last.queue, r.queue) {
+                    *a = (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+                }
+                let _ = first;
+                continue;
+            }
+        }
+        let idx = r.replica.as_ref().map_or(0, |(_, i)| *i);
+        out.push((r.clone(), idx, 1));
+    }
+    out.into_iter()
+        .map(|(mut r, first, n)| {
+            if n > 1 {
+                if let Some((proc, _)) = &r.replica {
+                    r.process = format!("{proc}[{first}..{}]", first + n - 1);
+                }
+            }
+            (r, n)
+        })
+        .collect()
+}
+
+/// The closing verdict: `1 failed, 2 skipped, 5 ok in 1.04s`.
+pub fn render_verdict(rows: &[SummaryRow], elapsed: Duration, interrupted: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    for status in ["failed", "timed out", "stopped", "skipped", "ok"] {
+        let n = rows.iter().filter(|r| r.status == status).count();
+        if n > 0 {
+            parts.push(format!("{n} {status}"));
+        }
+    }
+    let mut line = parts.join(", ");
+    if line.is_empty() {
+        line.push_str("nothing ran");
+    }
+    let _ = write!(line, " in {}", fmt_duration(elapsed));
+    match interrupted {
+        Some(sig) => format!("interrupted by {sig}: {line}\n"),
+        None => format!("{line}\n"),
+    }
 }
 
 /// The summary table as text.
 pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
     let queues = rows.iter().any(|r| r.queue.is_some());
     let restarts = rows.iter().any(|r| r.restarts.is_some());
+    let reasons = rows.iter().any(|r| r.reason.is_some() && r.status != "ok");
+    let rows = fold(rows);
     let mut head = vec![
         "process", "status", "exit", "attempts", "duration", "peak RSS",
     ];
@@ -425,12 +562,20 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
     if queues {
         head.push("queue in/out/lost");
     }
+    if reasons {
+        head.push("why");
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| {
+        .map(|(r, n)| {
+            let status = if *n > 1 {
+                format!("{} ×{n}", r.status)
+            } else {
+                r.status.clone()
+            };
             let mut row = vec![
                 r.process.clone(),
-                r.status.clone(),
+                status,
                 r.exit.clone(),
                 r.attempts.to_string(),
                 r.duration.map(fmt_duration).unwrap_or_else(|| "-".into()),
@@ -443,6 +588,12 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
                 row.push(match r.queue {
                     Some((i, o, l)) if i + o + l > 0 => format!("{i}/{o}/{l}"),
                     _ => "-".into(),
+                });
+            }
+            if reasons {
+                row.push(match &r.reason {
+                    Some(why) if r.status != "ok" => why.clone(),
+                    _ => String::new(),
                 });
             }
             row
@@ -463,21 +614,33 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
                 (1, Some(col)) => format!("\x1b[{col}m{c}\x1b[0m"),
                 _ => c.clone(),
             };
-            if k >= 3 {
-                let _ = write!(out, "{:pad$}{text}", "");
-            } else {
+            let left = k < 3 || (reasons && k == last);
+            if k == last && left {
+                out.push_str(&text);
+            } else if left {
                 let _ = write!(out, "{text}{:pad$}", "");
+            } else {
+                let _ = write!(out, "{:pad$}{text}", "");
             }
-            out.push_str(if k == last { "\n" } else { "  " });
+            if k == last {
+                while out.ends_with(' ') {
+                    out.pop();
+                }
+                out.push('\n');
+            } else {
+                out.push_str("  ");
+            }
         }
     };
     let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
     line(&mut out, &head, None);
     for row in &cells {
-        let col = color.then(|| match row[1].as_str() {
+        let status = row[1].split(" ×").next().unwrap_or_default();
+        let col = color.then_some(match status {
             "ok" => "32",
             "failed" | "timed out" => "31",
-            _ => "33",
+            "stopped" => "33",
+            _ => "90", // skipped: never ran, greyed out
         });
         line(&mut out, row, col);
     }
@@ -525,6 +688,8 @@ mod tests {
             peak_rss_kib: Some(2048),
             queue: None,
             restarts: None,
+            reason: None,
+            replica: None,
         }];
         let s = render_summary(&rows, false);
         let row: Vec<&str> = s.lines().nth(1).unwrap().split_whitespace().collect();

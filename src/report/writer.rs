@@ -38,12 +38,16 @@ struct State {
     /// Bytes queued or being written.
     bytes: usize,
     closed: bool,
-    /// The first write error, in words; the reader went away (EPIPE) is not one.
+    /// The first write error, in words, until taken; the reader went away (EPIPE) is not one.
     error: Option<String>,
+    /// A write failed: the rest is dropped (and the error reported only once).
+    failed: bool,
     /// The engine asked to be woken when the backlog drains.
     wake_wanted: bool,
     /// The latest progress to show (position, message), applied by the thread.
     progress: Option<(u64, String)>,
+    /// Take the bar off the screen for good before writing anything else.
+    hide_bar: bool,
 }
 
 struct Shared {
@@ -117,6 +121,12 @@ impl Writer {
     /// Shows this progress on the bar, from the writer thread.
     pub fn progress(&self, pos: u64, msg: String) {
         self.shared.lock().progress = Some((pos, msg));
+        self.shared.changed.notify_all();
+    }
+
+    /// Removes the bar for good, before anything queued after this call.
+    pub fn hide_bar(&self) {
+        self.shared.lock().hide_bar = true;
         self.shared.changed.notify_all();
     }
 
@@ -201,8 +211,19 @@ impl WriterHandle {
 fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: Option<&Wake>) {
     loop {
         let mut st = shared.lock();
-        while st.chunks.is_empty() && !st.closed && st.progress.is_none() {
+        while st.chunks.is_empty() && !st.closed && st.progress.is_none() && !st.hide_bar {
             st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if std::mem::take(&mut st.hide_bar) {
+            st.progress = None;
+            drop(st);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+                // A terminal's `^C` echo can leave the cursor past what the bar
+                // drew: clear the whole line so no stale bar stays above the notes.
+                let _ = std::io::stderr().lock().write_all(b"\r\x1b[2K");
+            }
+            continue;
         }
         if let Some((pos, msg)) = st.progress.take() {
             // Drawing the bar writes to the terminal: done here, never in the engine's loop.
@@ -228,7 +249,7 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
         if batch.is_empty() && st.closed {
             return;
         }
-        let failed = st.error.is_some();
+        let failed = st.failed;
         drop(st);
         // After an error the rest is dropped: its bytes are still accounted for below.
         let result = if failed {
@@ -243,8 +264,9 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
             // The reader went away (`| head`): its choice, not an error of the run.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => {
-                st.error
-                    .get_or_insert_with(|| format!("cannot write to {}: {e}", target.name()));
+                if !std::mem::replace(&mut st.failed, true) {
+                    st.error = Some(format!("cannot write to {}: {e}", target.name()));
+                }
             }
         }
         let wake_now = st.wake_wanted && st.bytes < LOW_WATER;

@@ -7,7 +7,9 @@ use super::posix::{self, Prepared};
 use super::spawn::{self, Launch, Sink};
 use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
-use crate::report::live::{render_summary, Console, ConsoleStyle, Event, Events, SummaryRow};
+use crate::report::live::{
+    render_summary, render_verdict, Console, ConsoleStyle, Event, Events, SummaryRow,
+};
 use crate::spec::Condition;
 use crate::streams::broker;
 use mio::unix::SourceFd;
@@ -162,6 +164,8 @@ struct Inst {
     restart_pending: bool,
     /// Once finished (joined): why its subtree did not succeed, if it did not.
     subtree_failure: Option<String>,
+    /// Why it did not end `ok` (skipped, stopped, failed), for the summary.
+    why: Option<String>,
 }
 
 struct Pipe {
@@ -218,6 +222,10 @@ struct Engine<'g> {
     output_failed: bool,
     /// The run could make no progress and was ended (exit 1).
     stalled: bool,
+    /// The engine started as the foreground of the terminal on its stdin.
+    terminal: bool,
+    /// The instance that holds the terminal's foreground (`stdin = "inherit"`).
+    tty_holder: Option<usize>,
     next_token: usize,
     by_pid: FxHashMap<i32, usize>,
     groups: Vec<Group>,
@@ -316,6 +324,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
                 stopped_at_end: false,
                 restart_pending: false,
                 subtree_failure: None,
+                why: None,
             });
         }
     }
@@ -346,7 +355,16 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
             let _ = waker.wake();
         }));
     let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
-    let console = Console::new(opts.console, &names, opts.log_dir.as_deref(), Some(wake))?;
+    // A process writing to (or reading from) the terminal itself would garble the bar.
+    let mut style = opts.console;
+    if g.file.processes.iter().any(|p| {
+        p.stdin == crate::spec::Stdin::Inherit
+            || p.stdout == crate::spec::Output::Inherit
+            || p.stderr == crate::spec::Output::Inherit
+    }) {
+        style.progress = false;
+    }
+    let console = Console::new(style, &names, opts.log_dir.as_deref(), Some(wake))?;
     let events = match &opts.events {
         Some(target) => Some(
             Events::open(target, console.stdout_handle())
@@ -372,6 +390,10 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         .open("/dev/null")
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     hygiene::become_subreaper();
+    let terminal = hygiene::foreground_terminal().is_some();
+    if terminal {
+        hygiene::ignore_ttou();
+    }
     hygiene::cloexec_inherited_fds();
     let watchdog = Watchdog::start(&marker);
 
@@ -419,6 +441,8 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         readable: Vec::new(),
         output_failed: false,
         stalled: false,
+        terminal,
+        tty_holder: None,
         next_token: 1,
         by_pid: FxHashMap::default(),
         groups: Vec::new(),
@@ -743,6 +767,7 @@ impl Engine<'_> {
         if self.insts[k].phase != Phase::Pending {
             return;
         }
+        self.insts[k].why = Some(reason.to_string());
         self.set_done(k, Outcome::Skipped);
         self.set_finished(k);
         // A stream group launches whole or not at all.
@@ -881,7 +906,10 @@ impl Engine<'_> {
                 for ck in self.of_proc[c].clone() {
                     match self.insts[ck].phase {
                         Phase::Pending => self.skip(ck, "its parent finished first"),
-                        _ => self.request_stop(ck, StopReason::DaemonEnd),
+                        _ => {
+                            let why = format!("daemon: parent `{}` finished", self.insts[k].name);
+                            self.request_stop(ck, StopReason::DaemonEnd, why);
+                        }
                     }
                 }
             }
@@ -900,7 +928,11 @@ impl Engine<'_> {
                     self.ready.remove(&self.pos_of[k]);
                     self.skip(k, "every non-daemon process finished first");
                 }
-                _ => self.request_stop(k, StopReason::DaemonEnd),
+                _ => self.request_stop(
+                    k,
+                    StopReason::DaemonEnd,
+                    "daemon: every non-daemon process finished".into(),
+                ),
             }
         }
     }
@@ -1116,7 +1148,8 @@ impl Engine<'_> {
             .any(|&m| self.insts[m].outcome.is_some_and(Outcome::is_failure))
         {
             for &m in members {
-                self.request_stop(m, StopReason::Shutdown);
+                let why = "stream group: a member could not start".to_string();
+                self.request_stop(m, StopReason::Shutdown, why);
             }
         }
         // `ends` drops here: the engine keeps no pipe end open.
@@ -1450,7 +1483,26 @@ impl Engine<'_> {
         i.ready_once = true;
         i.probe_due = None;
         let (name, pid, proc) = (i.name.clone(), i.pid, i.proc);
+        let took = i.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
         self.stop_probing(k);
+        let what = match self.g.file.processes[proc]
+            .ready
+            .as_ref()
+            .map(|r| &r.probe.value)
+        {
+            Some(crate::spec::Probe::Tcp { host, port }) => format!("tcp {host}:{port}"),
+            Some(crate::spec::Probe::Cmd(argv)) => format!("cmd {}", argv.join(" ")),
+            Some(crate::spec::Probe::Log(re)) => format!("log /{re}/"),
+            Some(crate::spec::Probe::File(f)) => format!("file {f}"),
+            None => String::new(),
+        };
+        self.console.instance_note(
+            &name,
+            &format!(
+                "ready after {} ({what})",
+                crate::report::live::fmt_duration(took)
+            ),
+        );
         self.emit(Event {
             event: "ready",
             process: Some(&name),
@@ -1531,6 +1583,7 @@ impl Engine<'_> {
                 });
                 self.insts[k].start_error = true;
                 self.insts[k].exit = None;
+                self.insts[k].why = Some(format!("could not start: {text}"));
                 self.attempt_end(k);
                 return;
             }
@@ -1541,6 +1594,16 @@ impl Engine<'_> {
             self.slots_used += 1;
         }
         self.by_pid.insert(pid, k);
+        // A process reading the terminal gets its foreground, one at a time, as a
+        // shell does for a job; it goes back to the engine when the process exits.
+        if self.terminal
+            && self.tty_holder.is_none()
+            && self.g.file.processes[proc].stdin == crate::spec::Stdin::Inherit
+            && !self.g.endpoints[proc].iter().any(|e| e.fd == 0)
+            && hygiene::give_terminal(pid)
+        {
+            self.tty_holder = Some(k);
+        }
         self.groups.push(Group { pgid: pid, inst: k });
         if let Some(w) = &mut self.watchdog {
             w.watch(pid);
@@ -1818,6 +1881,7 @@ impl Engine<'_> {
     fn interrupt(&mut self, sig: i32) {
         if self.interrupted.is_none() {
             self.interrupted = Some(sig);
+            self.console.hide_bar();
             self.cause = Some(format!("interrupted by {}", signal_name(sig)));
             self.console.note(
                 &format!(
@@ -1871,6 +1935,10 @@ impl Engine<'_> {
             let Some(k) = self.by_pid.remove(&pid) else {
                 continue;
             };
+            if self.tty_holder == Some(k) {
+                self.tty_holder = None;
+                hygiene::take_terminal_back();
+            }
             let exit = if libc::WIFEXITED(status) {
                 Exit::Code(libc::WEXITSTATUS(status))
             } else {
@@ -2028,7 +2096,8 @@ impl Engine<'_> {
         if result.is_failure() && in_group {
             // pipefail: the group fails together; stop the members still running.
             for j in self.group_peers(k) {
-                self.request_stop(j, StopReason::Shutdown);
+                let why = format!("stream group: `{}` {}", self.insts[k].name, result.as_str());
+                self.request_stop(j, StopReason::Shutdown, why);
             }
         }
         if result.is_failure() {
@@ -2051,6 +2120,9 @@ impl Engine<'_> {
                 _ => "could not start".to_string(),
             };
             self.console.note(&format!("{name} {what}"), true);
+            if !(what == "could not start" && self.insts[k].why.is_some()) {
+                self.insts[k].why = Some(what);
+            }
             if self.fail_fast && self.mode == Mode::Normal {
                 self.cause = Some(format!("`{name}` failed and fail_fast is on"));
                 self.begin_shutdown();
@@ -2065,7 +2137,8 @@ impl Engine<'_> {
         for k in 0..self.insts.len() {
             match self.insts[k].phase {
                 Phase::Running | Phase::Draining { .. } => {
-                    self.request_stop(k, StopReason::Shutdown)
+                    let why = format!("shutdown: {}", self.cause.as_deref().unwrap_or("stopping"));
+                    self.request_stop(k, StopReason::Shutdown, why)
                 }
                 Phase::RetryWait { .. } | Phase::Retrying => {
                     self.ready.remove(&self.pos_of[k]);
@@ -2084,6 +2157,7 @@ impl Engine<'_> {
     /// not happen, and its last event says so.
     fn stop_waiting(&mut self, k: usize, reason: &str) {
         self.insts[k].restart_pending = false;
+        self.insts[k].why = Some(reason.to_string());
         self.set_done(k, Outcome::Stopped);
         let name = self.insts[k].name.clone();
         self.emit(Event {
@@ -2095,21 +2169,19 @@ impl Engine<'_> {
         });
     }
 
-    fn request_stop(&mut self, k: usize, reason: StopReason) {
+    /// Asks a running (or waiting) instance to stop; `why` is what the summary says.
+    fn request_stop(&mut self, k: usize, reason: StopReason, why: String) {
         let i = &mut self.insts[k];
         match i.phase {
             Phase::Running if i.stop.is_none() => {
                 i.stop = Some(reason);
+                i.why = Some(why);
                 self.stop_pending.push(k);
             }
             Phase::RetryWait { .. } | Phase::Retrying => {
                 i.stopped_at_end = reason == StopReason::DaemonEnd;
-                let why = match reason {
-                    StopReason::DaemonEnd => "daemon: its parent or every non-daemon finished",
-                    _ => "the run is stopping",
-                };
                 self.ready.remove(&self.pos_of[k]);
-                self.stop_waiting(k, why);
+                self.stop_waiting(k, &why);
             }
             _ => {}
         }
@@ -2350,6 +2422,9 @@ impl Engine<'_> {
     }
 
     fn finish(mut self) -> RunOutcome {
+        if self.tty_holder.take().is_some() {
+            hygiene::take_terminal_back();
+        }
         self.report_output_errors();
         if let Some(mut w) = self.watchdog.take() {
             w.finish();
@@ -2383,6 +2458,11 @@ impl Engine<'_> {
                         .iter()
                         .any(|p| p.restart != crate::spec::Restart::Never))
                     .then_some(i.restarts),
+                    reason: i.why.clone().or_else(|| i.subtree_failure.clone()),
+                    replica: {
+                        let p = &self.g.file.processes[i.proc];
+                        (p.replicas.value > 1).then(|| (p.name.value.clone(), i.replica))
+                    },
                 }
             })
             .collect();
@@ -2468,10 +2548,13 @@ impl Engine<'_> {
             exit_code = 1;
         }
         let mut summary = render_summary(&rows, self.console.stderr_color());
+        let verdict = render_verdict(&rows, elapsed, self.interrupted.map(signal_name));
         if !queue_lines.is_empty() {
             summary.push('\n');
             summary.push_str(&queue_lines);
         }
+        summary.push('\n');
+        summary.push_str(&verdict);
         RunOutcome {
             exit_code,
             rows,

@@ -148,3 +148,45 @@ pub fn marked(marker: &[u8]) -> Vec<i32> {
     }
     out
 }
+
+/// The controlling terminal on stdin, while the engine is its foreground
+/// group: a process that inherits stdin may then be given the terminal.
+pub fn foreground_terminal() -> Option<std::io::Stdin> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return None;
+    }
+    let fg = nix::unistd::tcgetpgrp(&stdin).ok()?;
+    (fg == nix::unistd::getpgrp()).then_some(stdin)
+}
+
+/// Gives the terminal's foreground to group `pgid` and wakes it (it may have
+/// been stopped by SIGTTIN reading before it got the terminal).
+pub fn give_terminal(pgid: i32) -> bool {
+    let stdin = std::io::stdin();
+    let given = nix::unistd::tcsetpgrp(&stdin, nix::unistd::Pid::from_raw(pgid)).is_ok();
+    if given {
+        signal_group(pgid, libc::SIGCONT);
+    }
+    given
+}
+
+/// Takes the terminal's foreground back for the engine's own group. SIGTTOU
+/// is ignored by the engine (see [`ignore_ttou`]), so this works from the background.
+pub fn take_terminal_back() {
+    let stdin = std::io::stdin();
+    let _ = nix::unistd::tcsetpgrp(&stdin, nix::unistd::getpgrp());
+}
+
+/// A background engine may set the terminal's foreground (and write to it)
+/// without being stopped. Children get default signal dispositions at spawn.
+pub fn ignore_ttou() {
+    // SAFETY: installing SIG_IGN runs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGTTOU,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
+}

@@ -181,14 +181,11 @@ impl Engine<'_> {
             .copied()
             .filter(|&k| self.insts[k].phase == Phase::Pending)
             .collect();
+        // Every reason first: skipping one changes what the others wait for.
+        let reasons: Vec<String> = stuck.iter().map(|&k| self.waits_for(k)).collect();
         let mut text = String::from("nothing can run any more, yet some processes wait:");
-        for &k in stuck.iter().take(MAX_ROWS) {
-            let _ = write!(
-                text,
-                "\n  {} waits for {}",
-                self.insts[k].name,
-                self.waits_for(k)
-            );
+        for (&k, why) in stuck.iter().zip(&reasons).take(MAX_ROWS) {
+            let _ = write!(text, "\n  {} waits for {why}", self.insts[k].name);
         }
         if stuck.len() > MAX_ROWS {
             let _ = write!(text, "\n  … and {} more", stuck.len() - MAX_ROWS);
@@ -196,8 +193,8 @@ impl Engine<'_> {
         self.console.note(&text, true);
         self.stalled = true;
         self.cause = Some("the run stalled".into());
-        for k in stuck {
-            let why = format!("stalled: waited for {}", self.waits_for(k));
+        for (k, why) in stuck.into_iter().zip(reasons) {
+            let why = format!("stalled: waited for {why}");
             self.ready.remove(&self.pos_of[k]);
             self.skip(k, &why);
         }
