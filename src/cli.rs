@@ -273,8 +273,17 @@ fn run(args: &RunArgs) -> u8 {
             quiet: args.quiet,
             logs_to_stderr,
         },
+        containment: crate::runtime::contain::Containment::Marker,
     };
     let base = crate::source::SourceFile::new(&args.file, String::new()).base_dir();
+    // Still single-threaded: the only safe moment to fork into a namespace.
+    let opts = match crate::runtime::contain::enter() {
+        crate::runtime::contain::Entered::Exited(code) => return code,
+        crate::runtime::contain::Entered::Engine(containment) => crate::runtime::RunOptions {
+            containment,
+            ..opts
+        },
+    };
     match crate::runtime::run(&g, &base, &opts) {
         Ok(outcome) => {
             eprint(&format!("\n{}", outcome.summary));

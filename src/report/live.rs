@@ -382,6 +382,9 @@ pub struct Event<'a> {
     /// Messages lost in flight (`queue` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// How the run's processes are contained (`run-started`): `pid-namespace` or `marker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containment: Option<&'a str>,
     /// The engine's own peak RSS in KiB (`run-finished`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_peak_rss_kib: Option<u64>,

@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub log_dir: Option<PathBuf>,
     /// Console look.
     pub console: ConsoleStyle,
+    /// How the run's processes are contained (see [`super::contain`]).
+    pub containment: super::contain::Containment,
 }
 
 /// How a run ended.
@@ -395,7 +397,11 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         hygiene::ignore_ttou();
     }
     hygiene::cloexec_inherited_fds();
-    let watchdog = Watchdog::start(&marker);
+    // In a PID namespace the kernel does the watchdog's job, and better.
+    let watchdog = match opts.containment {
+        super::contain::Containment::PidNamespace => None,
+        super::contain::Containment::Marker => Some(Watchdog::start(&marker)),
+    };
 
     let max_parallel = opts
         .max_parallel
@@ -487,12 +493,19 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         tcp_addrs: FxHashMap::default(),
     };
     match watchdog {
-        Ok(w) => e.watchdog = Some(w),
-        Err(err) => e.console.note(
+        None => {}
+        Some(Ok(w)) => e.watchdog = Some(w),
+        Some(Err(err)) => e.console.note(
             &format!("cannot start the watchdog ({err}): if the engine is killed, its processes may survive it"),
             true,
         ),
     }
+    e.emit(Event {
+        event: "run-started",
+        containment: Some(opts.containment.as_str()),
+        pid: Some(std::process::id() as i32),
+        ..Default::default()
+    });
     e.main_loop();
     e.sweep();
     Ok(e.finish())
@@ -2631,6 +2644,7 @@ mod tests {
                 quiet: true,
                 logs_to_stderr: false,
             },
+            containment: crate::runtime::contain::Containment::Marker,
         }
     }
 

@@ -9,9 +9,12 @@
 //! Hygiene: every process runs in its own process group; the engine is a
 //! child subreaper, so orphans are re-parented to it and reaped; a run ends
 //! with a sweep that stops every process group it created and every
-//! remaining descendant; and a watchdog process kills everything the run
-//! started if the engine itself dies, even by SIGKILL ([`watchdog`]).
+//! remaining descendant. Where the kernel allows it, the run lives in a PID
+//! namespace whose init is the engine ([`contain`]): when it dies, by any
+//! means, the kernel kills everything the run started. Elsewhere a watchdog
+//! process does its best ([`watchdog`]).
 
+pub mod contain;
 mod engine;
 mod hygiene;
 mod posix;
