@@ -489,3 +489,24 @@ shell = "true"
         "{err}"
     );
 }
+
+#[test]
+fn a_tcp_probe_does_not_pass_on_another_programs_server() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let job = Job::new(&format!(
+        r#"
+[process.server]
+shell = "sleep 5"
+ready = {{ tcp = "127.0.0.1:{port}", interval = "50ms", timeout = "1s" }}
+[process.check]
+after = {{ server = "ready" }}
+shell = "touch checked"
+"#
+    ));
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another program listens on"), "{err}");
+    assert!(!job.file("checked").exists());
+    drop(taken);
+}

@@ -168,6 +168,8 @@ struct Inst {
     subtree_failure: Option<String>,
     /// Why it did not end `ok` (skipped, stopped, failed), for the summary.
     why: Option<String>,
+    /// A `tcp` probe found another program on its port (said once).
+    foreign_listener_noted: bool,
 }
 
 struct Pipe {
@@ -327,6 +329,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
                 restart_pending: false,
                 subtree_failure: None,
                 why: None,
+                foreign_listener_noted: false,
             });
         }
     }
@@ -1481,9 +1484,27 @@ impl Engine<'_> {
         };
         let _ = self.poll.registry().deregister(&mut stream);
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
-        if connected && self.insts[k].phase == Phase::Running && !self.insts[k].ready {
-            self.set_ready(k);
+        if !(connected && self.insts[k].phase == Phase::Running && !self.insts[k].ready) {
+            return;
         }
+        // Ready only if the listener is the instance's own, not another program's
+        // on the same port; where /proc cannot tell, the connect is enough.
+        let owned = self
+            .tcp_addrs
+            .get(&k)
+            .and_then(|&addr| super::sockets::listener_in_group(addr, self.insts[k].pgid));
+        if owned == Some(false) {
+            if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
+                let (name, addr) = (self.insts[k].name.clone(), self.tcp_addrs.get(&k).copied());
+                let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+                self.console.note(
+                    &format!("{name}: another program listens on {addr}; not ready until {name} itself does"),
+                    true,
+                );
+            }
+            return;
+        }
+        self.set_ready(k);
     }
 
     fn set_ready(&mut self, k: usize) {

@@ -18,6 +18,7 @@ pub mod contain;
 mod engine;
 mod hygiene;
 mod posix;
+mod sockets;
 mod spawn;
 pub mod watchdog;
 
