@@ -1,0 +1,243 @@
+//! The end of a run: the sweep of leftovers and the outcome (summary, events).
+
+use super::*;
+
+impl Engine<'_> {
+    /// Stops whatever is left: process groups with members and descendants
+    /// that escaped their group (double fork, setsid). Stop signal, grace,
+    /// then SIGKILL until nothing is left.
+    pub(super) fn sweep(&mut self) {
+        let me = std::process::id() as i32;
+        let spare = self.watchdog.as_ref().map(Watchdog::pid);
+        self.reap_all();
+        let mut left: Vec<(i32, usize)> = self
+            .groups
+            .iter()
+            .filter(|g| hygiene::group_alive(g.pgid))
+            .map(|g| (g.pgid, g.inst))
+            .collect();
+        let escaped = hygiene::descendants(me, spare);
+        if left.is_empty() && escaped.is_empty() {
+            return;
+        }
+        for &(pgid, k) in &left {
+            let sig = self.g.file.processes[self.insts[k].proc].stop_signal;
+            let name = self.insts[k].name.clone();
+            self.console.note(
+                &format!(
+                    "{name} left processes behind in its group; stopping them ({})",
+                    sig.name
+                ),
+                false,
+            );
+            hygiene::signal_group(pgid, sig.number);
+            hygiene::signal_group(pgid, libc::SIGCONT);
+        }
+        for &pid in &escaped {
+            hygiene::signal_pid(pid, Signal::SIGTERM);
+        }
+        if !escaped.is_empty() {
+            self.console.note(
+                &format!(
+                    "stopping {} remaining descendant process(es)",
+                    escaped.len()
+                ),
+                false,
+            );
+        }
+        let deadline = if self.kill_now {
+            Instant::now()
+        } else {
+            later(Instant::now(), self.grace)
+        };
+        let hard_stop = later(deadline, Duration::from_secs(5));
+        loop {
+            self.reap_all();
+            left.retain(|&(pgid, _)| hygiene::group_alive(pgid));
+            let escaped = hygiene::descendants(me, spare);
+            if left.is_empty() && escaped.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for sig in self.signals.pending().collect::<Vec<_>>() {
+                if matches!(sig, SIGINT | SIGTERM | SIGHUP) {
+                    if self.interrupted.is_none() {
+                        // Already stopping gracefully; remember it for the exit code.
+                        self.interrupted = Some(sig);
+                    } else {
+                        self.kill_now = true;
+                    }
+                }
+            }
+            if now >= deadline || self.kill_now {
+                for &(pgid, _) in &left {
+                    hygiene::signal_group(pgid, libc::SIGKILL);
+                }
+                for pid in escaped {
+                    hygiene::signal_pid(pid, Signal::SIGKILL);
+                }
+            }
+            if now >= hard_stop {
+                self.console
+                    .note("some processes could not be killed", true);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(super) fn reap_all(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: plain syscall with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
+                self.watchdog = None;
+            }
+        }
+    }
+
+    pub(super) fn finish(mut self) -> RunOutcome {
+        if self.tty_holder.take().is_some() {
+            hygiene::take_terminal_back();
+        }
+        self.report_output_errors();
+        if let Some(mut w) = self.watchdog.take() {
+            w.finish();
+            let pid = w.pid();
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        let rows: Vec<SummaryRow> = self
+            .order
+            .iter()
+            .map(|&k| {
+                let i = &self.insts[k];
+                SummaryRow {
+                    process: i.name.clone(),
+                    status: i.outcome.map_or("skipped", Outcome::as_str).to_string(),
+                    exit: match i.exit {
+                        Some(Exit::Code(c)) => c.to_string(),
+                        Some(Exit::Signal(s)) => signal_name(s).to_string(),
+                        None if i.start_error => "not run".to_string(),
+                        None => String::new(),
+                    },
+                    attempts: i.attempts,
+                    duration: i.first_start.zip(i.end).map(|(s, e)| e - s),
+                    peak_rss_kib: (i.peak_rss_kib > 0).then_some(i.peak_rss_kib),
+                    queue: (!self.queues.is_empty()).then(|| self.queue_counts_of(k)),
+                    restarts: (self
+                        .g
+                        .file
+                        .processes
+                        .iter()
+                        .any(|p| p.restart != crate::spec::Restart::Never))
+                    .then_some(i.restarts),
+                    reason: i.why.clone().or_else(|| i.subtree_failure.clone()),
+                    replica: {
+                        let p = &self.g.file.processes[i.proc];
+                        (p.replicas.value > 1).then(|| (p.name.value.clone(), i.replica))
+                    },
+                }
+            })
+            .collect();
+        let failed = self
+            .insts
+            .iter()
+            .any(|i| i.outcome.is_some_and(Outcome::is_failure));
+        let exit_code = match self.interrupted {
+            Some(SIGINT) => 130,
+            Some(SIGTERM) => 143,
+            Some(SIGHUP) => 129,
+            _ if failed || self.output_failed || self.stalled => 1,
+            _ => 0,
+        };
+        let elapsed = self.started_at.elapsed();
+        let mut queue_lines = String::new();
+        for q in 0..self.queues.len() {
+            let Some(queue) = &self.queues[q] else {
+                continue;
+            };
+            let c = queue.counts();
+            let name = self.g.file.queues[q].name.value.clone();
+            let per: Vec<String> = self.queue_ends[q]
+                .1
+                .iter()
+                .zip(&c.per_consumer)
+                .map(|(&k, n)| format!("{} {n}", self.insts[k].name))
+                .collect();
+            queue_lines.push_str(&format!(
+                "queue {name}: {} in, {} out ({}), {} lost\n",
+                c.messages_in,
+                c.messages_out,
+                per.join(", "),
+                c.lost
+            ));
+            self.emit(Event {
+                event: "queue",
+                queue: Some(&name),
+                messages_in: Some(c.messages_in),
+                messages_out: Some(c.messages_out),
+                lost: Some(c.lost),
+                ..Default::default()
+            });
+        }
+        // SAFETY: getrusage fills the struct we pass.
+        let engine_rss = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage.ru_maxrss as u64
+        };
+        self.emit(Event {
+            event: "run-finished",
+            code: Some(i32::from(exit_code)),
+            duration_ms: Some(elapsed.as_millis() as u64),
+            engine_peak_rss_kib: Some(engine_rss),
+            ..Default::default()
+        });
+        if let Some(ev) = &mut self.events {
+            ev.flush();
+        }
+        let mut exit_code = exit_code;
+        let mut late: Vec<String> = self
+            .events
+            .as_mut()
+            .and_then(Events::take_error)
+            .into_iter()
+            .collect();
+        // Everything queued is written before the summary; after a second
+        // signal, a reader that does not read gets half a second.
+        let deadline = self
+            .kill_now
+            .then(|| Instant::now() + Duration::from_millis(500));
+        let signals = &mut self.signals;
+        late.extend(self.console.finish(deadline, || {
+            signals
+                .pending()
+                .any(|s| matches!(s, SIGINT | SIGTERM | SIGHUP))
+        }));
+        for e in &late {
+            eprintln!("jobgraph: {e}");
+        }
+        if !late.is_empty() && exit_code == 0 {
+            exit_code = 1;
+        }
+        let mut summary = render_summary(&rows, self.console.stderr_color());
+        let verdict = render_verdict(&rows, elapsed, self.interrupted.map(signal_name));
+        if !queue_lines.is_empty() {
+            summary.push('\n');
+            summary.push_str(&queue_lines);
+        }
+        summary.push('\n');
+        summary.push_str(&verdict);
+        RunOutcome {
+            exit_code,
+            rows,
+            summary,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Starting attempts: stream groups (pipes, socketpairs, queues) and single
+//! instances, through the executor.
+
+use super::*;
+
+impl Engine<'_> {
+    pub(super) fn start(&mut self, k: usize) {
+        self.start_with(k, &[]);
+    }
+
+    /// Starts every instance of a stream group at once: creates each pipe and
+    /// socketpair, hands each member its ends at the numbers the graph
+    /// allocated, and closes the engine's copies so EOF reaches the readers.
+    pub(super) fn start_group(&mut self, group: usize, members: &[usize]) {
+        let mut ends: FxHashMap<(usize, String), OwnedFd> = FxHashMap::default();
+        let mut failure = None;
+        for pipe in &self.g.file.pipes {
+            let idx = |n: &str| self.g.process_index(n);
+            let made = match &pipe.ends {
+                crate::spec::PipeEnds::OneWay { from, to } => match (idx(from), idx(to)) {
+                    (Some(a), Some(b)) if self.g.group_of[a] == group => {
+                        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                            .map(|(r, w)| [(a, w), (b, r)])
+                    }
+                    _ => continue,
+                },
+                crate::spec::PipeEnds::Duplex { between } => {
+                    match (idx(&between[0]), idx(&between[1])) {
+                        (Some(a), Some(b)) if self.g.group_of[a] == group => {
+                            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+                            socketpair(
+                                AddressFamily::Unix,
+                                SockType::Stream,
+                                None,
+                                SockFlag::SOCK_CLOEXEC,
+                            )
+                            .map(|(x, y)| [(a, x), (b, y)])
+                        }
+                        _ => continue,
+                    }
+                }
+                crate::spec::PipeEnds::Invalid => continue,
+            };
+            match made {
+                Ok(pair) => {
+                    for (proc, fd) in pair {
+                        ends.insert((proc, pipe.name.value.clone()), fd);
+                    }
+                }
+                Err(e) => failure = Some(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = self.open_queues(group, &mut ends) {
+                failure = Some(format!("cannot set up the queues of the stream group: {e}"));
+            }
+        }
+        if let Some(why) = failure {
+            self.console.note(&why, true);
+            for &k in members {
+                self.insts[k].start_error = true;
+                self.start_with(k, &[(-1, -1)]);
+            }
+            return;
+        }
+        for &k in members {
+            let proc = self.insts[k].proc;
+            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[proc]
+                .iter()
+                .filter_map(|e| {
+                    // Pipe ends are keyed by process, queue ends by instance (replicas differ).
+                    let key = match e.kind {
+                        crate::graph::EdgeKind::Queue => (k, e.edge.clone()),
+                        _ => (proc, e.edge.clone()),
+                    };
+                    ends.get(&key).map(|fd| (e.fd, fd.as_raw_fd()))
+                })
+                .collect();
+            self.start_with(k, &fds);
+        }
+        // A member that could not start fails the group: stop those that did.
+        if members
+            .iter()
+            .any(|&m| self.insts[m].outcome.is_some_and(Outcome::is_failure))
+        {
+            for &m in members {
+                let why = "stream group: a member could not start".to_string();
+                self.request_stop(m, StopReason::Shutdown, why);
+            }
+        }
+        // `ends` drops here: the engine keeps no pipe end open.
+    }
+
+    /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
+    /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
+    pub(super) fn start_with(&mut self, k: usize, endpoints: &[(i32, std::os::fd::RawFd)]) {
+        let proc = self.insts[k].proc;
+        let replica = self.insts[k].replica;
+        // Prepared once; a failed preparation (program not on PATH) is retried,
+        // since a retry delay may be exactly what it takes for the program to appear.
+        if !matches!(self.launches[k], Some((_, Ok(_)))) {
+            let launch = spawn::launch(self.g, proc, replica, &self.base, &self.engine_env);
+            let prepared = Prepared::new(&launch).map_err(|e| e.to_string());
+            self.launches[k] = Some((launch, prepared));
+        }
+        let first = self.insts[k].attempts == 0;
+        let now = Instant::now();
+        {
+            let i = &mut self.insts[k];
+            // A restart counts once it is really attempted, not when it is scheduled.
+            if std::mem::take(&mut i.restart_pending) {
+                i.restarts += 1;
+            }
+            i.attempts += 1;
+            i.attempt_start = Some(now);
+            i.exit = None;
+            i.stop = None;
+            i.stop_sent = None;
+            i.next_kill = None;
+            i.start_error = false;
+        }
+        self.active.insert(k);
+        let spawned = if endpoints.first() == Some(&(-1, -1)) {
+            Err(std::io::Error::other(
+                "its stream group could not be set up",
+            ))
+        } else {
+            self.spawn_attempt(k, first, endpoints)
+        };
+        let (pid, log) = match spawned {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                let name = self.insts[k].name.clone();
+                let text = err.to_string();
+                self.console.note(&format!("{name}: {text}"), true);
+                self.emit(Event {
+                    event: "failed-to-start",
+                    process: Some(&name),
+                    attempt: Some(self.insts[k].attempts),
+                    reason: Some(&text),
+                    ..Default::default()
+                });
+                self.insts[k].start_error = true;
+                self.insts[k].exit = None;
+                self.insts[k].why = Some(format!("could not start: {text}"));
+                self.attempt_end(k);
+                return;
+            }
+        };
+        self.take_locks(k, true);
+        self.running += 1;
+        if self.needs_slot(k) {
+            self.slots_used += 1;
+        }
+        self.by_pid.insert(pid, k);
+        // A process reading the terminal gets its foreground, one at a time, as a
+        // shell does for a job; it goes back to the engine when the process exits.
+        if self.terminal
+            && self.tty_holder.is_none()
+            && self.g.file.processes[proc].stdin == crate::spec::Stdin::Inherit
+            && !self.g.endpoints[proc].iter().any(|e| e.fd == 0)
+            && hygiene::give_terminal(pid)
+        {
+            self.tty_holder = Some(k);
+        }
+        self.groups.push(Group { pgid: pid, inst: k });
+        if let Some(w) = &mut self.watchdog {
+            w.watch(pid);
+        }
+        let mut open = 0;
+        if let Some(fd) = log {
+            if self.watch_pipe(k, fd) {
+                open += 1;
+            }
+        }
+        let i = &mut self.insts[k];
+        i.pid = pid;
+        i.pgid = pid;
+        i.open_pipes = open;
+        i.phase = Phase::Running;
+        // `after = start` and children wait for a process that really started.
+        let first_success = i.first_start.is_none();
+        i.first_start.get_or_insert(now);
+        i.ready = false;
+        i.not_ready = false;
+        i.probe_due = self.g.file.processes[proc].ready.as_ref().map(|_| now);
+        let (name, attempt) = (i.name.clone(), i.attempts);
+        self.active.insert(k);
+        if first_success {
+            self.mark_changed(proc);
+        }
+        self.emit(Event {
+            event: "started",
+            process: Some(&name),
+            pid: Some(pid),
+            attempt: Some(attempt),
+            ..Default::default()
+        });
+    }
+
+    /// One attempt's process: its descriptors, then posix_spawn.
+    pub(super) fn spawn_attempt(
+        &self,
+        k: usize,
+        first: bool,
+        endpoints: &[(i32, std::os::fd::RawFd)],
+    ) -> std::io::Result<(i32, Option<OwnedFd>)> {
+        use std::io::{Error, ErrorKind};
+        let i = &self.insts[k];
+        let p = &self.g.file.processes[i.proc];
+        let Some((launch, prepared)) = &self.launches[k] else {
+            return Err(Error::other("internal: no launch prepared"));
+        };
+        let program = launch.argv.first().map_or("", String::as_str);
+        if !launch.cwd.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("working directory {} does not exist", launch.cwd.display()),
+            ));
+        }
+        let prepared = prepared
+            .as_ref()
+            .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot run `{program}`: {e}")))?;
+        // A stream edge on stdout replaces `stdout`: the file is then not even created.
+        let out = match endpoints.iter().any(|(t, _)| *t == 1) {
+            true => None,
+            false => Some(spawn::sink(&p.stdout, &self.base, i.replica, first)?),
+        };
+        // The same file for both streams is opened once and shared, like `> f 2>&1`.
+        let err = match (&out, &p.stderr) {
+            (Some(Sink::File(f)), crate::spec::Output::File(_)) if p.stdout == p.stderr => {
+                Sink::File(f.try_clone()?)
+            }
+            _ => spawn::sink(&p.stderr, &self.base, i.replica, first)?,
+        };
+        let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd(), endpoints)?;
+        let pid = posix::spawn(prepared, &plan.fds).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
+            )
+        })?;
+        // Our copies of the child's write ends and files close here.
+        drop(plan.keep);
+        Ok((pid, plan.log))
+    }
+
+    pub(super) fn watch_pipe(&mut self, k: usize, fd: OwnedFd) -> bool {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(raw, libc::F_GETFL);
+            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        if self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&raw), Token(token), Interest::READABLE)
+            .is_err()
+        {
+            return false;
+        }
+        self.pipes.insert(
+            token,
+            Pipe {
+                inst: k,
+                file: std::fs::File::from(fd),
+                buf: Vec::new(),
+                queued: false,
+            },
+        );
+        true
+    }
+}

@@ -1,0 +1,183 @@
+//! Output: the processes' log pipes, read in bounded turns, and what goes to
+//! the console and the event stream.
+
+use super::*;
+
+impl Engine<'_> {
+    pub(super) fn emit(&mut self, e: Event<'_>) {
+        if let Some(ev) = &mut self.events {
+            ev.emit(e);
+        }
+    }
+
+    pub(super) fn update_progress(&mut self) {
+        if !self.console.has_bar() {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.progress_due {
+            return;
+        }
+        self.progress_due = now + Duration::from_millis(100);
+        // The longest-running instances, named when the terminal has room.
+        let mut longest: Vec<(Instant, usize)> = self
+            .active
+            .iter()
+            .filter(|&&k| self.insts[k].phase == Phase::Running)
+            .filter_map(|&k| self.insts[k].attempt_start.map(|t| (t, k)))
+            .collect();
+        longest.sort_unstable();
+        let names: Vec<&str> = longest
+            .iter()
+            .take(3)
+            .filter(|(t, _)| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+            .map(|&(_, k)| self.insts[k].name.as_str())
+            .collect();
+        self.console
+            .progress(self.done_count, self.running, self.failed_count, &names);
+    }
+
+    /// Notes that an output pipe has data; it is read by [`Engine::serve_output`].
+    pub(super) fn queue_read(&mut self, token: usize) {
+        if let Some(pipe) = self.pipes.get_mut(&token) {
+            if !std::mem::replace(&mut pipe.queued, true) {
+                self.readable.push(token);
+            }
+        }
+    }
+
+    /// Reads the output pipes with data, a bounded turn each, unless the
+    /// console is backlogged: then they wait (and their writers block on a
+    /// full pipe) until a writer wakes the loop.
+    pub(super) fn serve_output(&mut self) {
+        if self.readable.is_empty() {
+            return;
+        }
+        let backlogged = self.console.backlogged();
+        for t in std::mem::take(&mut self.readable) {
+            let Some(pipe) = self.pipes.get_mut(&t) else {
+                continue;
+            };
+            // A process that exited has at most a pipe's worth left: read it, so
+            // its end is seen at once and not after the drain timeout.
+            if backlogged && !matches!(self.insts[pipe.inst].phase, Phase::Draining { .. }) {
+                self.readable.push(t);
+                continue;
+            }
+            pipe.queued = false;
+            if self.read_pipe(t, READ_TURN) {
+                self.queue_read(t);
+            }
+        }
+        self.console.flush();
+    }
+
+    /// Reports each new write error of the console, logs or events once; the
+    /// run then exits non-zero.
+    pub(super) fn report_output_errors(&mut self) {
+        let mut errors = self.console.take_errors();
+        errors.extend(self.events.as_mut().and_then(Events::take_error));
+        for e in errors {
+            self.output_failed = true;
+            self.console.note(&e, true);
+        }
+    }
+
+    /// Reads up to `limit` bytes; returns true if the pipe may hold more.
+    pub(super) fn read_pipe(&mut self, token: usize, limit: usize) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        let mut taken = 0;
+        loop {
+            if taken >= limit {
+                return true;
+            }
+            let Some(pipe) = self.pipes.get_mut(&token) else {
+                return false;
+            };
+            match pipe.file.read(&mut chunk) {
+                Ok(0) => {
+                    self.close_pipe(token);
+                    return false;
+                }
+                Ok(n) => {
+                    taken += n;
+                    pipe.buf.extend_from_slice(&chunk[..n]);
+                    let k = pipe.inst;
+                    let mut lines = Vec::new();
+                    let mut start = 0;
+                    for (at, b) in pipe.buf.iter().enumerate() {
+                        if *b == b'\n' {
+                            lines.push(start..at);
+                            start = at + 1;
+                        }
+                    }
+                    let buf = std::mem::take(&mut pipe.buf);
+                    let probing =
+                        self.log_probes[self.insts[k].proc].is_some() && !self.insts[k].ready;
+                    let mut matched = false;
+                    for r in lines {
+                        let line = &buf[r];
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        self.console.line(k, &self.insts[k].name, line);
+                        if probing && !matched {
+                            if let Some(re) = &self.log_probes[self.insts[k].proc] {
+                                matched = re.is_match(&String::from_utf8_lossy(line));
+                            }
+                        }
+                    }
+                    if matched && self.insts[k].phase == Phase::Running {
+                        self.set_ready(k);
+                    }
+                    let mut rest = buf[start..].to_vec();
+                    while rest.len() >= MAX_LINE {
+                        let tail = rest.split_off(MAX_LINE);
+                        self.console.line(k, &self.insts[k].name, &rest);
+                        rest = tail;
+                    }
+                    if let Some(pipe) = self.pipes.get_mut(&token) {
+                        pipe.buf = rest;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_pipe(token);
+                    return false;
+                }
+            }
+        }
+    }
+
+    pub(super) fn close_pipe(&mut self, token: usize) {
+        let Some(pipe) = self.pipes.remove(&token) else {
+            return;
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&pipe.file.as_raw_fd()));
+        let k = pipe.inst;
+        if !pipe.buf.is_empty() {
+            self.console.line(k, &self.insts[k].name, &pipe.buf);
+        }
+        let i = &mut self.insts[k];
+        i.open_pipes = i.open_pipes.saturating_sub(1);
+        if i.open_pipes == 0 && matches!(i.phase, Phase::Draining { .. }) {
+            self.attempt_end(k);
+        }
+    }
+
+    pub(super) fn close_pipes_of(&mut self, k: usize) {
+        let tokens: Vec<usize> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.inst == k)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            // Bounded: a leftover grandchild may write for ever.
+            self.read_pipe(t, READ_TURN);
+            self.close_pipe(t);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The queues of running stream groups: pipes to and from the broker,
+//! reattachment of restarted members, and the counts per instance.
+
+use super::*;
+
+impl Engine<'_> {
+    /// Creates the pipes of every queue in `group`: producers write into pipes
+    /// the broker reads, consumers read pipes the broker writes. Each end for a
+    /// process goes into `ends` under (instance, queue name); the broker keeps
+    /// its own ends, non-blocking and registered with the event loop.
+    pub(super) fn open_queues(
+        &mut self,
+        group: usize,
+        ends: &mut FxHashMap<(usize, String), OwnedFd>,
+    ) -> std::io::Result<()> {
+        for qi in 0..self.g.file.queues.len() {
+            let q = &self.g.file.queues[qi];
+            let procs = |names: &[crate::spec::Sp<String>]| -> Vec<usize> {
+                names
+                    .iter()
+                    .filter_map(|n| self.g.process_index(&n.value))
+                    .collect()
+            };
+            let (from, to) = (procs(&q.from.value), procs(&q.to.value));
+            if from.first().is_none_or(|&p| self.g.group_of[p] != group) {
+                continue;
+            }
+            let producers: Vec<usize> = from
+                .iter()
+                .flat_map(|&p| self.of_proc[p].iter().copied())
+                .collect();
+            let consumers: Vec<usize> = to
+                .iter()
+                .flat_map(|&p| self.of_proc[p].iter().copied())
+                .collect();
+            let name = q.name.value.clone();
+            let mut producer_files = Vec::new();
+            let mut consumer_files = Vec::new();
+            for &k in &producers {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(std::io::Error::from)?;
+                // SAFETY: F_SETPIPE_SZ only resizes the pipe buffer; failure keeps the default.
+                unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+                ends.insert((k, name.clone()), write);
+                producer_files.push(std::fs::File::from(read));
+            }
+            for &k in &consumers {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(std::io::Error::from)?;
+                ends.insert((k, name.clone()), read);
+                consumer_files.push(std::fs::File::from(write));
+            }
+            for (i, f) in producer_files.iter().enumerate() {
+                self.register_stream(f.as_raw_fd(), (qi, true, i), Interest::READABLE)?;
+            }
+            for (i, f) in consumer_files.iter().enumerate() {
+                self.register_stream(f.as_raw_fd(), (qi, false, i), Interest::WRITABLE)?;
+            }
+            let q = &self.g.file.queues[qi];
+            let mode = match q.mode {
+                crate::spec::QueueMode::Balance => broker::Mode::Balance,
+                crate::spec::QueueMode::Broadcast => broker::Mode::Broadcast,
+            };
+            let delim = match q.framing {
+                crate::spec::Framing::Line => b'\n',
+                crate::spec::Framing::Nul => 0,
+            };
+            self.queues[qi] = Some(broker::Queue::new(
+                mode,
+                delim,
+                q.capacity,
+                producer_files,
+                consumer_files,
+            ));
+            self.queue_ends[qi] = (producers, consumers);
+        }
+        Ok(())
+    }
+
+    pub(super) fn register_stream(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        what: (usize, bool, usize),
+        interest: Interest,
+    ) -> std::io::Result<()> {
+        // SAFETY: fcntl on a descriptor the broker owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(token), interest)?;
+        self.stream_tokens.insert(token, what);
+        Ok(())
+    }
+
+    pub(super) fn on_queue_ready(&mut self, q: usize, producer: bool, i: usize) {
+        if let Some(queue) = self.queues[q].as_mut() {
+            if producer {
+                queue.producer_ready(i);
+            } else {
+                queue.consumer_ready(i);
+            }
+        }
+        self.pump(q);
+    }
+
+    pub(super) fn pump(&mut self, q: usize) {
+        // Closed descriptors leave epoll as they close; their tokens just go unused.
+        let mut closed = Vec::new();
+        if let Some(queue) = self.queues[q].as_mut() {
+            queue.pump(&mut closed);
+        }
+    }
+
+    /// A consumer instance exited: whatever is still in its pipe is lost.
+    /// `returning`: it will restart and reattach, so the queue keeps its
+    /// messages for it (and its producers open) meanwhile.
+    pub(super) fn queue_consumer_exited(&mut self, k: usize, returning: bool) {
+        for q in 0..self.queues.len() {
+            let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
+                continue;
+            };
+            let mut closed = Vec::new();
+            if let Some(queue) = self.queues[q].as_mut() {
+                if returning {
+                    queue.consumer_gone(i, &mut closed);
+                } else {
+                    queue.consumer_done(i, &mut closed);
+                }
+            }
+            self.pump(q);
+        }
+    }
+
+    /// True when every stream edge of the process is a queue: a restart can
+    /// then reattach it (a pipe's other end is gone for good).
+    pub(super) fn only_queue_edges(&self, proc: usize) -> bool {
+        self.g.endpoints[proc]
+            .iter()
+            .all(|e| e.kind == crate::graph::EdgeKind::Queue)
+    }
+
+    /// Restarts a member of a running stream group: fresh pipes to the broker
+    /// for each of its queues, then a normal launch with those ends.
+    pub(super) fn restart_member(&mut self, k: usize) {
+        let proc = self.insts[k].proc;
+        let mut ends: Vec<(i32, OwnedFd)> = Vec::new();
+        let mut failed = false;
+        for e in self.g.endpoints[proc].clone() {
+            let Some(q) = self
+                .g
+                .file
+                .queues
+                .iter()
+                .position(|q| q.name.value == e.edge)
+            else {
+                continue;
+            };
+            let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+                failed = true;
+                break;
+            };
+            let (producers, consumers) = self.queue_ends[q].clone();
+            if let Some(i) = consumers.iter().position(|&c| c == k) {
+                let file = std::fs::File::from(write);
+                if self
+                    .register_stream(file.as_raw_fd(), (q, false, i), Interest::WRITABLE)
+                    .is_err()
+                {
+                    failed = true;
+                }
+                if let Some(queue) = self.queues[q].as_mut() {
+                    queue.reattach_consumer(i, file);
+                }
+                ends.push((e.fd, read));
+            } else if let Some(i) = producers.iter().position(|&c| c == k) {
+                let file = std::fs::File::from(read);
+                if self
+                    .register_stream(file.as_raw_fd(), (q, true, i), Interest::READABLE)
+                    .is_err()
+                {
+                    failed = true;
+                }
+                if let Some(queue) = self.queues[q].as_mut() {
+                    queue.reattach_producer(i, file);
+                }
+                ends.push((e.fd, write));
+            }
+        }
+        if failed {
+            self.start_with(k, &[(-1, -1)]);
+            return;
+        }
+        let fds: Vec<(i32, std::os::fd::RawFd)> =
+            ends.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
+        self.start_with(k, &fds);
+        for q in 0..self.queues.len() {
+            self.pump(q);
+        }
+    }
+
+    /// (received, sent, lost in flight to it) over every queue, for one instance.
+    pub(super) fn queue_counts_of(&self, k: usize) -> (u64, u64, u64) {
+        let mut total = (0, 0, 0);
+        for q in 0..self.queues.len() {
+            let Some(queue) = &self.queues[q] else {
+                continue;
+            };
+            let c = queue.counts();
+            let (producers, consumers) = &self.queue_ends[q];
+            if let Some(i) = consumers.iter().position(|&j| j == k) {
+                total.0 += c.per_consumer[i];
+                total.2 += c.lost_per_consumer[i];
+            }
+            if let Some(i) = producers.iter().position(|&j| j == k) {
+                total.1 += c.per_producer[i];
+            }
+        }
+        total
+    }
+}

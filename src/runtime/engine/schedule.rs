@@ -1,0 +1,436 @@
+//! Scheduling: which pending instances may start, the join, skips, locks and slots.
+//!
+//! Event-driven: a change to a process marks the processes that wait for it
+//! dirty; only those are re-examined. Instances whose dependencies hold wait
+//! in `ready`, in launch order, for a slot and their locks.
+
+use super::*;
+
+impl Engine<'_> {
+    pub(super) fn mark_changed(&mut self, proc: usize) {
+        for idx in 0..self.rdeps[proc].len() {
+            let d = self.rdeps[proc][idx];
+            if !self.is_dirty[d] {
+                self.is_dirty[d] = true;
+                self.dirty.push(d);
+            }
+        }
+    }
+
+    /// Re-examines the pending instances of one process: skip, ready, or keep waiting.
+    pub(super) fn examine(&mut self, proc: usize) {
+        for idx in 0..self.of_proc[proc].len() {
+            let k = self.of_proc[proc][idx];
+            if self.insts[k].phase != Phase::Pending {
+                continue;
+            }
+            match self.deps_hold(proc) {
+                Err(why) => {
+                    self.ready.remove(&self.pos_of[k]);
+                    self.skip(k, &why);
+                }
+                Ok(true) => {
+                    self.ready.insert(self.pos_of[k]);
+                }
+                Ok(false) => {
+                    self.ready.remove(&self.pos_of[k]);
+                }
+            }
+        }
+    }
+
+    /// All dependencies of `proc` hold (`Ok(true)`), may still (`Ok(false)`), or never can.
+    pub(super) fn deps_hold(&self, proc: usize) -> Result<bool, String> {
+        let mut all = true;
+        for d in &self.g.deps[proc] {
+            all &= self.dep_state(d.kind, d.target)?;
+        }
+        Ok(all)
+    }
+
+    /// Whether a dependency holds (`Ok(true)`), may still hold (`Ok(false)`),
+    /// or never can (`Err`, with the reason).
+    pub(super) fn dep_state(&self, kind: DepKind, target: usize) -> Result<bool, String> {
+        let tname = &self.g.file.processes[target].name.value;
+        let targets = &self.of_proc[target];
+        let t = |k: usize| &self.insts[k];
+        match kind {
+            DepKind::After(Condition::Success) => {
+                // Its own failure is known before the join: no need to wait for its children.
+                if let Some(k) = targets.iter().find(|&&k| {
+                    t(k).outcome
+                        .is_some_and(|o| o != Outcome::Ok && !self.clean_daemon_stop(k, o))
+                }) {
+                    let status = t(*k).outcome.map_or("", Outcome::as_str);
+                    return Err(format!("`{tname}` did not succeed ({status})"));
+                }
+                if let Some(why) = targets.iter().find_map(|&k| t(k).subtree_failure.as_ref()) {
+                    return Err(format!("`{tname}` did not succeed ({why})"));
+                }
+                Ok(targets.iter().all(|&k| t(k).finished))
+            }
+            DepKind::After(Condition::Exit) => {
+                if targets
+                    .iter()
+                    .any(|&k| t(k).outcome == Some(Outcome::Skipped))
+                {
+                    return Err(format!("`{tname}` was skipped"));
+                }
+                Ok(targets.iter().all(|&k| t(k).finished))
+            }
+            DepKind::After(Condition::Ready) => {
+                if let Some(&k) = targets
+                    .iter()
+                    .find(|&&k| t(k).phase == Phase::Done && !t(k).ready_once)
+                {
+                    let why = if t(k).outcome == Some(Outcome::Skipped) {
+                        "was skipped"
+                    } else {
+                        "never became ready"
+                    };
+                    return Err(format!("`{tname}` {why}"));
+                }
+                Ok(targets.iter().all(|&k| t(k).ready_once))
+            }
+            DepKind::After(Condition::Start) => {
+                if targets
+                    .iter()
+                    .any(|&k| t(k).outcome == Some(Outcome::Skipped))
+                {
+                    return Err(format!("`{tname}` was skipped"));
+                }
+                if targets
+                    .iter()
+                    .any(|&k| t(k).phase == Phase::Done && t(k).first_start.is_none())
+                {
+                    return Err(format!("`{tname}` never started"));
+                }
+                Ok(targets.iter().all(|&k| t(k).first_start.is_some()))
+            }
+            DepKind::Parent => {
+                let Some(&k) = targets.first() else {
+                    return Err(format!("parent `{tname}` is not part of this run"));
+                };
+                let p = t(k);
+                if p.outcome == Some(Outcome::Skipped) {
+                    return Err(format!("parent `{tname}` was skipped"));
+                }
+                if p.finished {
+                    return Err(format!("parent `{tname}` finished before it could start"));
+                }
+                if p.outcome.is_some_and(Outcome::is_failure) {
+                    return Err(format!("parent `{tname}` failed"));
+                }
+                Ok(p.first_start.is_some())
+            }
+        }
+    }
+
+    /// A daemon stopped because its parent or the graph finished ended normally.
+    pub(super) fn clean_daemon_stop(&self, k: usize, o: Outcome) -> bool {
+        o == Outcome::Stopped && self.insts[k].stopped_at_end
+    }
+
+    pub(super) fn skip(&mut self, k: usize, reason: &str) {
+        if self.insts[k].phase != Phase::Pending {
+            return;
+        }
+        self.insts[k].why = Some(reason.to_string());
+        self.set_done(k, Outcome::Skipped);
+        self.set_finished(k);
+        // A stream group launches whole or not at all.
+        let peers = self.group_peers(k);
+        if !peers.is_empty() {
+            let why = format!("`{}` in its stream group was skipped", self.insts[k].name);
+            for j in peers {
+                self.ready.remove(&self.pos_of[j]);
+                self.skip(j, &why);
+            }
+        }
+        let name = self.insts[k].name.clone();
+        self.emit(Event {
+            event: "skipped",
+            process: Some(&name),
+            status: Some("skipped"),
+            reason: Some(reason),
+            ..Default::default()
+        });
+    }
+
+    pub(super) fn skip_all_pending(&mut self) -> bool {
+        let why = self
+            .cause
+            .clone()
+            .unwrap_or_else(|| "the run is stopping".into());
+        let pending: Vec<usize> = (0..self.insts.len())
+            .filter(|&k| self.insts[k].phase == Phase::Pending)
+            .collect();
+        for &k in &pending {
+            self.skip(k, &why);
+        }
+        self.ready.clear();
+        !pending.is_empty()
+    }
+
+    /// The instance's own process is done for good.
+    pub(super) fn set_done(&mut self, k: usize, outcome: Outcome) {
+        let i = &mut self.insts[k];
+        i.phase = Phase::Done;
+        i.outcome = Some(outcome);
+        i.end = Some(Instant::now());
+        self.active.remove(&k);
+        self.launches[k] = None; // no further attempt: free its argv and environment
+        self.done_count += 1;
+        if outcome.is_failure() {
+            self.failed_count += 1;
+        }
+        self.join_check.push(k);
+        self.mark_changed(self.insts[k].proc);
+        for q in 0..self.queues.len() {
+            if let Some(i) = self.queue_ends[q].0.iter().position(|&p| p == k) {
+                if let Some(queue) = self.queues[q].as_mut() {
+                    queue.producer_done(i);
+                }
+                self.pump(q);
+            }
+        }
+    }
+
+    /// Joined: own process done and non-daemon children finished.
+    pub(super) fn set_finished(&mut self, k: usize) {
+        if std::mem::replace(&mut self.insts[k].finished, true) {
+            return;
+        }
+        self.unfinished -= 1;
+        let proc = self.insts[k].proc;
+        let p = &self.g.file.processes[proc];
+        if !p.daemon.value {
+            self.unfinished_non_daemons -= 1;
+        }
+        if let Some(parent) = p
+            .parent
+            .as_ref()
+            .and_then(|n| self.g.process_index(&n.value))
+        {
+            self.join_check.extend(self.of_proc[parent].iter().copied());
+        }
+        self.mark_changed(proc);
+    }
+
+    /// Joins: a process is finished when its own process is done and its
+    /// non-daemon children are finished; then its daemon children are stopped.
+    pub(super) fn try_join(&mut self, k: usize) {
+        let i = &self.insts[k];
+        if i.finished || i.phase != Phase::Done {
+            return;
+        }
+        let proc = i.proc;
+        let children = &self.g.children[proc];
+        let non_daemon = |c: &usize| !self.g.file.processes[*c].daemon.value;
+        if !children
+            .iter()
+            .filter(|c| non_daemon(c))
+            .all(|&c| self.of_proc[c].iter().all(|&ck| self.insts[ck].finished))
+        {
+            return;
+        }
+        // "success" is the whole subtree's: a non-daemon descendant that did not succeed fails it.
+        let failure = children
+            .iter()
+            .filter(|c| non_daemon(c))
+            .flat_map(|&c| self.of_proc[c].iter().copied())
+            .find_map(|ck| {
+                let c = &self.insts[ck];
+                match (&c.subtree_failure, c.outcome) {
+                    (Some(why), _) => Some(why.clone()),
+                    (None, Some(o)) if o != Outcome::Ok && !self.clean_daemon_stop(ck, o) => {
+                        Some(format!("child `{}` {}", c.name, o.as_str()))
+                    }
+                    _ => None,
+                }
+            });
+        let has_children = !children.is_empty();
+        self.insts[k].subtree_failure = failure;
+        self.set_finished(k);
+        if has_children {
+            let i = &self.insts[k];
+            let status = match (&i.subtree_failure, i.outcome) {
+                (Some(_), _) => "failed",
+                (None, Some(o)) => o.as_str(),
+                (None, None) => "ok",
+            };
+            let (name, reason) = (i.name.clone(), i.subtree_failure.clone());
+            self.emit(Event {
+                event: "joined",
+                process: Some(&name),
+                status: Some(status),
+                reason: reason.as_deref(),
+                ..Default::default()
+            });
+        }
+        for ci in 0..self.g.children[proc].len() {
+            let c = self.g.children[proc][ci];
+            if self.g.file.processes[c].daemon.value {
+                for ck in self.of_proc[c].clone() {
+                    match self.insts[ck].phase {
+                        Phase::Pending => self.skip(ck, "its parent finished first"),
+                        _ => {
+                            let why = format!("daemon: parent `{}` finished", self.insts[k].name);
+                            self.request_stop(ck, StopReason::DaemonEnd, why);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Top-level daemons stop once every non-daemon process finished.
+    pub(super) fn release_top_level_daemons(&mut self) {
+        for k in 0..self.insts.len() {
+            let p = &self.g.file.processes[self.insts[k].proc];
+            if !(p.daemon.value && p.parent.is_none()) {
+                continue;
+            }
+            match self.insts[k].phase {
+                Phase::Pending => {
+                    self.ready.remove(&self.pos_of[k]);
+                    self.skip(k, "every non-daemon process finished first");
+                }
+                _ => self.request_stop(
+                    k,
+                    StopReason::DaemonEnd,
+                    "daemon: every non-daemon process finished".into(),
+                ),
+            }
+        }
+    }
+
+    pub(super) fn start_ready(&mut self) -> bool {
+        if self.mode == Mode::ShuttingDown || self.ready.is_empty() || self.launch_more {
+            return false;
+        }
+        let mut changed = false;
+        let candidates: Vec<usize> = self.ready.iter().copied().collect();
+        for pos in candidates {
+            if self.mode == Mode::ShuttingDown {
+                break;
+            }
+            if Instant::now() >= self.slice_end {
+                self.launch_more = true;
+                break;
+            }
+            let k = self.order[pos];
+            // Daemons do not count toward `max_parallel`: a service must not starve the work.
+            if self.slots_used >= self.max_parallel && self.needs_slot(k) {
+                if !self.any_daemon {
+                    break;
+                }
+                continue;
+            }
+            if !matches!(self.insts[k].phase, Phase::Pending | Phase::Retrying) {
+                self.ready.remove(&pos);
+                continue;
+            }
+            let group = self.g.group_of[self.insts[k].proc];
+            if !self.g.groups[group].edges.is_empty() {
+                if self.insts[k].phase == Phase::Retrying {
+                    if self.locks_free(k) {
+                        self.ready.remove(&pos);
+                        self.restart_member(k);
+                        changed = true;
+                    }
+                } else {
+                    changed |= self.try_start_group(group);
+                }
+                continue;
+            }
+            if !self.locks_free(k) {
+                continue;
+            }
+            self.ready.remove(&pos);
+            if self.insts[k].phase == Phase::Pending {
+                // A parent may have finished while this waited for a slot.
+                match self.deps_hold(self.insts[k].proc) {
+                    Err(why) => {
+                        self.skip(k, &why);
+                        changed = true;
+                        continue;
+                    }
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                }
+            }
+            self.start(k);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Launches a stream group once every member instance is ready and the
+    /// whole group fits in `max_parallel` and the locks.
+    pub(super) fn try_start_group(&mut self, group: usize) -> bool {
+        let members: Vec<usize> = self.g.groups[group]
+            .members
+            .iter()
+            .flat_map(|&m| self.of_proc[m].iter().copied())
+            .collect();
+        if members.iter().any(|&m| {
+            self.insts[m].phase != Phase::Pending || !self.ready.contains(&self.pos_of[m])
+        }) {
+            return false;
+        }
+        let slots = members.iter().filter(|&&m| self.needs_slot(m)).count();
+        if self.slots_used + slots > self.max_parallel {
+            return false;
+        }
+        let mut demand: FxHashMap<usize, u32> = FxHashMap::default();
+        for &m in &members {
+            for &l in &self.g.locks[self.insts[m].proc] {
+                *demand.entry(l).or_default() += 1;
+            }
+        }
+        if demand.iter().any(|(&l, &n)| self.lock_free[l] < n) {
+            return false;
+        }
+        for &m in &members {
+            self.ready.remove(&self.pos_of[m]);
+        }
+        self.start_group(group, &members);
+        true
+    }
+
+    /// Members of `k`'s stream group other than `k` (instances), if it has edges.
+    pub(super) fn group_peers(&self, k: usize) -> Vec<usize> {
+        let group = self.g.group_of[self.insts[k].proc];
+        if self.g.groups[group].edges.is_empty() {
+            return Vec::new();
+        }
+        self.g.groups[group]
+            .members
+            .iter()
+            .flat_map(|&m| self.of_proc[m].iter().copied())
+            .filter(|&j| j != k)
+            .collect()
+    }
+
+    /// Whether instance `k` takes a `max_parallel` slot while it runs.
+    pub(super) fn needs_slot(&self, k: usize) -> bool {
+        !self.g.file.processes[self.insts[k].proc].daemon.value
+    }
+
+    pub(super) fn locks_free(&self, k: usize) -> bool {
+        self.g.locks[self.insts[k].proc]
+            .iter()
+            .all(|&l| self.lock_free[l] > 0)
+    }
+
+    pub(super) fn take_locks(&mut self, k: usize, take: bool) {
+        for &l in &self.g.locks[self.insts[k].proc] {
+            if take {
+                self.lock_free[l] -= 1;
+            } else {
+                self.lock_free[l] += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Stopping: shutdown, stop requests in reverse dependency order, timers
+//! (timeouts, grace, retry delays, drain).
+
+use super::*;
+
+impl Engine<'_> {
+    pub(super) fn begin_shutdown(&mut self) {
+        self.mode = Mode::ShuttingDown;
+        for k in 0..self.insts.len() {
+            match self.insts[k].phase {
+                Phase::Running | Phase::Draining { .. } => {
+                    let why = format!("shutdown: {}", self.cause.as_deref().unwrap_or("stopping"));
+                    self.request_stop(k, StopReason::Shutdown, why)
+                }
+                Phase::RetryWait { .. } | Phase::Retrying => {
+                    self.ready.remove(&self.pos_of[k]);
+                    let why = self
+                        .cause
+                        .clone()
+                        .unwrap_or_else(|| "the run is stopping".into());
+                    self.stop_waiting(k, &why);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends an instance that waits for a retry or restart: that attempt will
+    /// not happen, and its last event says so.
+    pub(super) fn stop_waiting(&mut self, k: usize, reason: &str) {
+        self.insts[k].restart_pending = false;
+        self.insts[k].why = Some(reason.to_string());
+        self.set_done(k, Outcome::Stopped);
+        let name = self.insts[k].name.clone();
+        self.emit(Event {
+            event: "stopped",
+            process: Some(&name),
+            status: Some("stopped"),
+            reason: Some(reason),
+            ..Default::default()
+        });
+    }
+
+    /// Asks a running (or waiting) instance to stop; `why` is what the summary says.
+    pub(super) fn request_stop(&mut self, k: usize, reason: StopReason, why: String) {
+        let i = &mut self.insts[k];
+        match i.phase {
+            Phase::Running if i.stop.is_none() => {
+                i.stop = Some(reason);
+                i.why = Some(why);
+                self.stop_pending.push(k);
+            }
+            Phase::RetryWait { .. } | Phase::Retrying => {
+                i.stopped_at_end = reason == StopReason::DaemonEnd;
+                self.ready.remove(&self.pos_of[k]);
+                self.stop_waiting(k, &why);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends stop signals in reverse dependency order: an instance is signalled
+    /// only once nothing still running that depends on it is being stopped.
+    pub(super) fn send_stops(&mut self) {
+        if self.stop_pending.is_empty() {
+            return;
+        }
+        // A process that already exited must be reported with its own status, not "stopped".
+        self.reap();
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.stop_pending);
+        for k in pending {
+            let i = &self.insts[k];
+            if i.phase != Phase::Running || i.stop.is_none() || i.stop_sent.is_some() {
+                continue;
+            }
+            if !matches!(i.stop, Some(StopReason::Timeout | StopReason::NotReady))
+                && self.has_running_dependent(k)
+            {
+                self.stop_pending.push(k);
+                continue;
+            }
+            let proc = i.proc;
+            let sig = self.g.file.processes[proc].stop_signal;
+            let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
+            hygiene::signal_group(pgid, sig.number);
+            // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
+            hygiene::signal_group(pgid, libc::SIGCONT);
+            let i = &mut self.insts[k];
+            i.stop_sent = Some(now);
+            i.next_kill = Some(later(now, self.grace));
+            self.emit(Event {
+                event: "stopping",
+                process: Some(&name),
+                pid: Some(pid),
+                signal: Some(sig.name),
+                ..Default::default()
+            });
+        }
+    }
+
+    pub(super) fn has_running_dependent(&self, k: usize) -> bool {
+        let target = self.insts[k].proc;
+        self.active.iter().any(|&j| {
+            let other = &self.insts[j];
+            j != k
+                && matches!(other.phase, Phase::Running | Phase::Draining { .. })
+                && other.stop.is_some()
+                && other.proc != target
+                && self.g.deps[other.proc].iter().any(|d| d.target == target)
+        })
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.watchdog.as_ref().and_then(Watchdog::due) {
+            consider(t);
+        }
+        for i in self.active.iter().map(|&k| &self.insts[k]) {
+            match i.phase {
+                Phase::Running => {
+                    if let (Some(start), Some(limit), None) = (
+                        i.attempt_start,
+                        self.g.file.processes[i.proc].timeout,
+                        i.stop,
+                    ) {
+                        consider(later(start, limit));
+                    }
+                    if let Some(t) = i.next_kill {
+                        consider(t);
+                    }
+                    if let (Some(t), Some(r)) = (i.probe_due, &self.g.file.processes[i.proc].ready)
+                    {
+                        consider(t);
+                        if let Some(start) = i.attempt_start {
+                            consider(later(start, r.timeout));
+                        }
+                    }
+                }
+                Phase::Draining { since } => consider(since + DRAIN_TIMEOUT),
+                Phase::RetryWait { until } => consider(until),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    pub(super) fn on_deadlines(&mut self, now: Instant) {
+        let active: Vec<usize> = self.active.iter().copied().collect();
+        for k in active {
+            match self.insts[k].phase {
+                Phase::RetryWait { until } if now >= until => {
+                    self.insts[k].phase = Phase::Retrying;
+                    self.ready.insert(self.pos_of[k]);
+                }
+                Phase::Running => {
+                    self.probe_if_due(k, now);
+                    let i = &self.insts[k];
+                    let limit = self.g.file.processes[i.proc].timeout;
+                    if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
+                        if now >= later(start, limit) {
+                            self.insts[k].stop = Some(StopReason::Timeout);
+                            self.stop_pending.push(k);
+                        }
+                    }
+                    let i = &self.insts[k];
+                    if let Some(t) = i.next_kill {
+                        if now >= t || self.kill_now {
+                            let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
+                            hygiene::signal_group(pgid, libc::SIGKILL);
+                            self.insts[k].next_kill = Some(now + KILL_RECHECK);
+                            self.emit(Event {
+                                event: "killed",
+                                process: Some(&name),
+                                pid: Some(pid),
+                                signal: Some("SIGKILL"),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+                Phase::Draining { since } if now >= since + DRAIN_TIMEOUT => {
+                    // A leftover process still holds the output open: stop waiting for EOF.
+                    self.close_pipes_of(k);
+                    if matches!(self.insts[k].phase, Phase::Draining { .. }) {
+                        self.attempt_end(k);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
