@@ -26,6 +26,8 @@ pub enum Containment {
     PidNamespace,
     /// Process groups, a subreaper, and a watchdog that kills marked processes.
     Marker,
+    /// None of jobgraph's own: the caller contains the run (embedding, tests).
+    None,
 }
 
 impl Containment {
@@ -34,6 +36,7 @@ impl Containment {
         match self {
             Containment::PidNamespace => "pid-namespace",
             Containment::Marker => "marker",
+            Containment::None => "none",
         }
     }
 }

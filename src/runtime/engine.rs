@@ -10,6 +10,7 @@ mod schedule;
 mod status;
 mod stop;
 
+use super::executor::{Executor, Exit, Local};
 use super::hygiene;
 use super::posix::{self, Prepared};
 use super::spawn::{self, Launch, Sink};
@@ -130,12 +131,6 @@ enum StopReason {
     NotReady,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
 struct Inst {
     proc: usize,
     replica: u32,
@@ -238,6 +233,8 @@ struct Engine<'g> {
     terminal: bool,
     /// The instance that holds the terminal's foreground (`stdin = "inherit"`).
     tty_holder: Option<usize>,
+    /// Launches, signals and reaps the units.
+    exec: Box<dyn Executor>,
     next_token: usize,
     by_pid: FxHashMap<i32, usize>,
     groups: Vec<Group>,
@@ -290,8 +287,19 @@ struct Engine<'g> {
     tcp_addrs: FxHashMap<usize, std::net::SocketAddr>,
 }
 
-/// Runs a validated graph whose relative paths resolve against `base`.
+/// Runs a validated graph whose relative paths resolve against `base`, as
+/// processes on this machine.
 pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, String> {
+    run_with(g, base, opts, Box::new(Local))
+}
+
+/// Runs a validated graph with units launched by `exec`.
+pub fn run_with(
+    g: &Graph,
+    base: &Path,
+    opts: &RunOptions,
+    exec: Box<dyn Executor>,
+) -> Result<RunOutcome, String> {
     let included = g.only(&opts.only)?;
     let mut insts = Vec::new();
     let mut of_proc = vec![Vec::new(); g.file.processes.len()];
@@ -410,7 +418,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
     hygiene::cloexec_inherited_fds();
     // In a PID namespace the kernel does the watchdog's job, and better.
     let watchdog = match opts.containment {
-        super::contain::Containment::PidNamespace => None,
+        super::contain::Containment::PidNamespace | super::contain::Containment::None => None,
         super::contain::Containment::Marker => Some(Watchdog::start(&marker)),
     };
 
@@ -460,6 +468,7 @@ pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, Stri
         stalled: false,
         terminal,
         tty_holder: None,
+        exec,
         next_token: 1,
         by_pid: FxHashMap::default(),
         groups: Vec::new(),
@@ -654,61 +663,4 @@ fn describe_spawn_error(e: &std::io::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::report::live::ConsoleStyle;
-
-    fn graph(text: &str) -> Graph {
-        let src = crate::source::SourceFile::new(Path::new("t.toml"), text.to_string());
-        let checked = crate::check_source(src);
-        checked.graph.expect("a valid graph")
-    }
-
-    fn opts() -> RunOptions {
-        RunOptions {
-            only: Vec::new(),
-            keep_going: false,
-            max_parallel: None,
-            events: None,
-            log_dir: None,
-            console: ConsoleStyle {
-                color: false,
-                color_stderr: false,
-                progress: false,
-                quiet: true,
-                logs_to_stderr: false,
-            },
-            containment: crate::runtime::contain::Containment::Marker,
-        }
-    }
-
-    #[test]
-    fn a_run_that_can_never_progress_ends_at_once() {
-        let g = graph(
-            "[process.a]\ncmd = [\"true\"]\n[process.b]\nafter = [\"a\"]\ncmd = [\"true\"]\n",
-        );
-        let mut o = opts();
-        o.max_parallel = Some(0);
-        let out = run(&g, Path::new("."), &o).expect("runs");
-        assert_eq!(out.exit_code, 1);
-        assert!(
-            out.rows.iter().all(|r| r.status == "skipped"),
-            "{:?}",
-            out.rows
-        );
-    }
-
-    #[test]
-    fn huge_durations_do_not_overflow_the_clock() {
-        let t = Instant::now();
-        assert!(later(t, Duration::MAX) > t);
-        assert_eq!(later(t, Duration::from_secs(1)), t + Duration::from_secs(1));
-    }
-
-    #[test]
-    fn restart_back_off_doubles_up_to_thirty_seconds() {
-        assert_eq!(restart_delay(0), Duration::from_millis(250));
-        assert_eq!(restart_delay(2), Duration::from_millis(1000));
-        assert_eq!(restart_delay(40), Duration::from_secs(30));
-    }
-}
+mod tests;

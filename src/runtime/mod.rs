@@ -16,10 +16,11 @@
 
 pub mod contain;
 mod engine;
+pub mod executor;
 mod hygiene;
 mod posix;
 mod sockets;
 mod spawn;
 pub mod watchdog;
 
-pub use engine::{run, RunOptions, RunOutcome};
+pub use engine::{run, run_with, RunOptions, RunOutcome};

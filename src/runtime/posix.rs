@@ -22,6 +22,16 @@ pub struct Prepared {
     cwd: CString,
 }
 
+impl Prepared {
+    /// The arguments, as text (for executors that do not exec locally, and tests).
+    pub fn args(&self) -> Vec<String> {
+        self.argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| {
         io::Error::new(

@@ -41,7 +41,7 @@ impl Engine<'_> {
 
     pub(super) fn kill_everything(&mut self) {
         for g in &self.groups {
-            hygiene::signal_group(g.pgid, libc::SIGKILL);
+            self.exec.signal_group(g.pgid, libc::SIGKILL);
         }
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
         for pid in hygiene::descendants(std::process::id() as i32, spare) {
@@ -49,57 +49,52 @@ impl Engine<'_> {
         }
     }
 
-    /// Reaps every exited child: our processes, and orphans re-parented to us.
+    /// Reaps every ended unit: our processes, and orphans re-parented to us.
     pub(super) fn reap(&mut self) {
-        loop {
-            let mut status: libc::c_int = 0;
-            // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: plain syscall with valid out-pointers.
-            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
-            if pid <= 0 {
-                return;
+        while let Some(r) = self.exec.reap() {
+            self.on_reaped(r);
+        }
+    }
+
+    fn on_reaped(&mut self, r: super::super::executor::Reaped) {
+        let pid = r.id;
+        if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
+            self.console.note(
+                "the watchdog process exited early; an engine crash would now leave processes behind",
+                true,
+            );
+            self.watchdog = None;
+            return;
+        }
+        if let Some(k) = self.probe_pids.remove(&pid) {
+            self.insts[k].probe_pid = 0;
+            let passed = r.exit == Exit::Code(0);
+            if passed && self.insts[k].phase == Phase::Running && !self.insts[k].ready {
+                self.set_ready(k);
             }
-            if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
-                self.console.note("the watchdog process exited early; an engine crash would now leave processes behind", true);
-                self.watchdog = None;
-                continue;
-            }
-            if let Some(k) = self.probe_pids.remove(&pid) {
-                self.insts[k].probe_pid = 0;
-                let passed = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-                if passed && self.insts[k].phase == Phase::Running && !self.insts[k].ready {
-                    self.set_ready(k);
-                }
-                continue;
-            }
-            let Some(k) = self.by_pid.remove(&pid) else {
-                continue;
+            return;
+        }
+        let Some(k) = self.by_pid.remove(&pid) else {
+            return;
+        };
+        if self.tty_holder == Some(k) {
+            self.tty_holder = None;
+            hygiene::take_terminal_back();
+        }
+        self.running -= 1;
+        if self.needs_slot(k) {
+            self.slots_used -= 1;
+        }
+        self.take_locks(k, false);
+        let i = &mut self.insts[k];
+        i.exit = Some(r.exit);
+        i.peak_rss_kib = i.peak_rss_kib.max(r.peak_rss_kib);
+        if i.open_pipes == 0 {
+            self.attempt_end(k);
+        } else {
+            i.phase = Phase::Draining {
+                since: Instant::now(),
             };
-            if self.tty_holder == Some(k) {
-                self.tty_holder = None;
-                hygiene::take_terminal_back();
-            }
-            let exit = if libc::WIFEXITED(status) {
-                Exit::Code(libc::WEXITSTATUS(status))
-            } else {
-                Exit::Signal(libc::WTERMSIG(status))
-            };
-            self.running -= 1;
-            if self.needs_slot(k) {
-                self.slots_used -= 1;
-            }
-            self.take_locks(k, false);
-            let i = &mut self.insts[k];
-            i.exit = Some(exit);
-            i.peak_rss_kib = i.peak_rss_kib.max(usage.ru_maxrss as u64);
-            if i.open_pipes == 0 {
-                self.attempt_end(k);
-            } else {
-                i.phase = Phase::Draining {
-                    since: Instant::now(),
-                };
-            }
         }
     }
 

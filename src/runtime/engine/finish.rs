@@ -13,7 +13,7 @@ impl Engine<'_> {
         let mut left: Vec<(i32, usize)> = self
             .groups
             .iter()
-            .filter(|g| hygiene::group_alive(g.pgid))
+            .filter(|g| self.exec.group_alive(g.pgid))
             .map(|g| (g.pgid, g.inst))
             .collect();
         let escaped = hygiene::descendants(me, spare);
@@ -30,8 +30,8 @@ impl Engine<'_> {
                 ),
                 false,
             );
-            hygiene::signal_group(pgid, sig.number);
-            hygiene::signal_group(pgid, libc::SIGCONT);
+            self.exec.signal_group(pgid, sig.number);
+            self.exec.signal_group(pgid, libc::SIGCONT);
         }
         for &pid in &escaped {
             hygiene::signal_pid(pid, Signal::SIGTERM);
@@ -53,7 +53,7 @@ impl Engine<'_> {
         let hard_stop = later(deadline, Duration::from_secs(5));
         loop {
             self.reap_all();
-            left.retain(|&(pgid, _)| hygiene::group_alive(pgid));
+            left.retain(|&(pgid, _)| self.exec.group_alive(pgid));
             let escaped = hygiene::descendants(me, spare);
             if left.is_empty() && escaped.is_empty() {
                 return;
@@ -71,7 +71,7 @@ impl Engine<'_> {
             }
             if now >= deadline || self.kill_now {
                 for &(pgid, _) in &left {
-                    hygiene::signal_group(pgid, libc::SIGKILL);
+                    self.exec.signal_group(pgid, libc::SIGKILL);
                 }
                 for pid in escaped {
                     hygiene::signal_pid(pid, Signal::SIGKILL);
@@ -87,14 +87,8 @@ impl Engine<'_> {
     }
 
     pub(super) fn reap_all(&mut self) {
-        loop {
-            let mut status = 0;
-            // SAFETY: plain syscall with a valid out-pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                return;
-            }
-            if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
+        while let Some(r) = self.exec.reap() {
+            if self.watchdog.as_ref().is_some_and(|w| w.pid() == r.id) {
                 self.watchdog = None;
             }
         }

@@ -200,7 +200,7 @@ impl Engine<'_> {
 
     /// One attempt's process: its descriptors, then posix_spawn.
     pub(super) fn spawn_attempt(
-        &self,
+        &mut self,
         k: usize,
         first: bool,
         endpoints: &[(i32, std::os::fd::RawFd)],
@@ -234,7 +234,7 @@ impl Engine<'_> {
             _ => spawn::sink(&p.stderr, &self.base, i.replica, first)?,
         };
         let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd(), endpoints)?;
-        let pid = posix::spawn(prepared, &plan.fds).map_err(|e| {
+        let pid = self.exec.spawn(prepared, &plan.fds).map_err(|e| {
             Error::new(
                 e.kind(),
                 format!("cannot run `{program}`: {}", describe_spawn_error(&e)),

@@ -83,7 +83,8 @@ impl Engine<'_> {
                         .probe_started
                         .is_some_and(|t| now >= later(t, limit))
                     {
-                        hygiene::signal_group(self.insts[k].probe_pid, libc::SIGKILL);
+                        self.exec
+                            .signal_group(self.insts[k].probe_pid, libc::SIGKILL);
                     }
                     return;
                 }
@@ -101,7 +102,8 @@ impl Engine<'_> {
                     (1, posix::Source::Fd(null)),
                     (2, posix::Source::Fd(null)),
                 ];
-                if let Ok(pid) = Prepared::new(&probe).and_then(|prep| posix::spawn(&prep, &fds)) {
+                if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds))
+                {
                     self.insts[k].probe_pid = pid;
                     self.insts[k].probe_started = Some(now);
                     self.probe_pids.insert(pid, k);
@@ -184,7 +186,7 @@ impl Engine<'_> {
         self.insts[k].probe_due = None;
         let pid = std::mem::take(&mut self.insts[k].probe_pid);
         if pid > 0 {
-            hygiene::signal_group(pid, libc::SIGKILL);
+            self.exec.signal_group(pid, libc::SIGKILL);
         }
         let tokens: Vec<usize> = self
             .tcp_probes

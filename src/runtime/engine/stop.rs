@@ -83,9 +83,9 @@ impl Engine<'_> {
             let proc = i.proc;
             let sig = self.g.file.processes[proc].stop_signal;
             let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
-            hygiene::signal_group(pgid, sig.number);
+            self.exec.signal_group(pgid, sig.number);
             // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
-            hygiene::signal_group(pgid, libc::SIGCONT);
+            self.exec.signal_group(pgid, libc::SIGCONT);
             let i = &mut self.insts[k];
             i.stop_sent = Some(now);
             i.next_kill = Some(later(now, self.grace));
@@ -115,6 +115,9 @@ impl Engine<'_> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(t) = self.watchdog.as_ref().and_then(Watchdog::due) {
+            consider(t);
+        }
+        if let Some(t) = self.exec.poll_due() {
             consider(t);
         }
         for i in self.active.iter().map(|&k| &self.insts[k]) {
@@ -168,7 +171,7 @@ impl Engine<'_> {
                     if let Some(t) = i.next_kill {
                         if now >= t || self.kill_now {
                             let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
-                            hygiene::signal_group(pgid, libc::SIGKILL);
+                            self.exec.signal_group(pgid, libc::SIGKILL);
                             self.insts[k].next_kill = Some(now + KILL_RECHECK);
                             self.emit(Event {
                                 event: "killed",

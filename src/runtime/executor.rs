@@ -1,0 +1,91 @@
+//! The executor seam: how a unit is launched, signalled, and observed to end.
+//!
+//! The engine decides *what* to run and *when*; an [`Executor`] does the
+//! launching. [`Local`] runs units as processes on this machine (posix_spawn,
+//! process groups, wait4). A fake executor drives the engine's unit tests,
+//! and a cluster executor can run units elsewhere: a unit is named by an
+//! opaque id the executor hands out (a pid here, a job id there), and its end
+//! is reported by [`Executor::reap`], polled by the engine's loop.
+
+use super::hygiene;
+use super::posix::{self, Prepared, Source};
+use std::io;
+
+/// How a unit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+/// A unit that ended, as the executor observed it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    /// The id [`Executor::spawn`] returned (or a stray process of the run).
+    pub id: i32,
+    /// How it ended.
+    pub exit: Exit,
+    /// Its peak resident set, in KiB, where known (0 if not).
+    pub peak_rss_kib: u64,
+}
+
+/// Launches, signals and observes units.
+pub trait Executor {
+    /// Starts a unit with these descriptors; returns its id, which is also
+    /// the id of its process group (signals go to the whole group).
+    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32>;
+    /// Sends `sig` to every process of the unit's group; false if none is left.
+    fn signal_group(&mut self, id: i32, sig: i32) -> bool;
+    /// Whether any process of the unit's group is alive.
+    fn group_alive(&mut self, id: i32) -> bool;
+    /// One unit (or stray process) that ended since the last call, if any.
+    /// Never blocks.
+    fn reap(&mut self) -> Option<Reaped>;
+    /// When [`Executor::reap`] should be called next without being woken
+    /// (an executor that polls a remote system). Local processes wake the
+    /// loop with SIGCHLD, so `None`.
+    fn poll_due(&self) -> Option<std::time::Instant> {
+        None
+    }
+}
+
+/// Processes on this machine.
+#[derive(Debug, Default)]
+pub struct Local;
+
+impl Executor for Local {
+    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
+        posix::spawn(prepared, fds)
+    }
+
+    fn signal_group(&mut self, id: i32, sig: i32) -> bool {
+        hygiene::signal_group(id, sig)
+    }
+
+    fn group_alive(&mut self, id: i32) -> bool {
+        hygiene::group_alive(id)
+    }
+
+    fn reap(&mut self) -> Option<Reaped> {
+        let mut status: libc::c_int = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: plain syscall with valid out-pointers.
+        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+        if pid <= 0 {
+            return None;
+        }
+        let exit = if libc::WIFEXITED(status) {
+            Exit::Code(libc::WEXITSTATUS(status))
+        } else {
+            Exit::Signal(libc::WTERMSIG(status))
+        };
+        Some(Reaped {
+            id: pid,
+            exit,
+            peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        })
+    }
+}
