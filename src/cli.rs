@@ -260,19 +260,17 @@ fn run(args: &RunArgs) -> u8 {
     } else {
         std::io::stdout().is_terminal()
     };
+    let style = crate::report::live::ConsoleStyle {
+        color: logs_tty && !no_color,
+        color_stderr: std::io::stderr().is_terminal() && !no_color,
+        progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
+        quiet: args.quiet,
+        logs_to_stderr,
+    };
     let opts = crate::runtime::RunOptions {
         only: args.only.clone(),
         keep_going: args.keep_going,
         max_parallel: args.max_parallel,
-        events: args.events.clone(),
-        log_dir: args.log_dir.clone(),
-        console: crate::report::live::ConsoleStyle {
-            color: logs_tty && !no_color,
-            color_stderr: std::io::stderr().is_terminal() && !no_color,
-            progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
-            quiet: args.quiet,
-            logs_to_stderr,
-        },
         containment: crate::runtime::contain::Containment::Marker,
     };
     let base = crate::source::SourceFile::new(&args.file, String::new()).base_dir();
@@ -284,9 +282,18 @@ fn run(args: &RunArgs) -> u8 {
             ..opts
         },
     };
-    match crate::runtime::run(&g, &base, &opts) {
+    let reporter =
+        crate::report::live::LiveReporter::new(style, args.log_dir.clone(), args.events.clone());
+    match crate::runtime::run(&g, &base, &opts, Box::new(reporter)) {
         Ok(outcome) => {
-            eprint(&format!("\n{}", outcome.summary));
+            let summary = crate::report::live::render_outcome(
+                &outcome.rows,
+                &outcome.queues,
+                outcome.elapsed,
+                outcome.interrupted,
+                style.color_stderr,
+            );
+            eprint(&format!("\n{summary}"));
             outcome.exit_code
         }
         Err(message) => {

@@ -3,6 +3,8 @@
 //! the NDJSON event stream, per-process log files, and the closing summary.
 
 use super::writer::{Target, Wake, Writer, WriterHandle};
+pub use crate::runtime::report::{fmt_duration, SummaryRow};
+use crate::runtime::report::{Progress, QueueSummary, Reporter, RunEvent, RunStart};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt::Write as _;
 use std::io::Write;
@@ -334,6 +336,289 @@ impl Console {
     }
 }
 
+/// The reporter of `jobgraph run`: the console (log lines, notes, progress
+/// bar, log files) and the `--events` stream.
+pub struct LiveReporter {
+    style: ConsoleStyle,
+    log_dir: Option<PathBuf>,
+    events_target: Option<String>,
+    console: Option<Console>,
+    events: Option<Events>,
+}
+
+impl LiveReporter {
+    /// Nothing is opened until the run starts.
+    pub fn new(style: ConsoleStyle, log_dir: Option<PathBuf>, events: Option<String>) -> Self {
+        LiveReporter {
+            style,
+            log_dir,
+            events_target: events,
+            console: None,
+            events: None,
+        }
+    }
+}
+
+impl Reporter for LiveReporter {
+    fn start(&mut self, start: RunStart<'_>) -> Result<(), String> {
+        let mut style = self.style;
+        if start.terminal_taken {
+            style.progress = false;
+        }
+        let console = Console::new(
+            style,
+            start.names,
+            self.log_dir.as_deref(),
+            Some(start.wake),
+        )?;
+        if let Some(target) = &self.events_target {
+            self.events = Some(
+                Events::open(target, console.stdout_handle())
+                    .map_err(|e| format!("cannot open --events {target}: {e}"))?,
+            );
+        }
+        self.console = Some(console);
+        Ok(())
+    }
+
+    fn event(&mut self, e: &RunEvent<'_>) {
+        if let Some(ev) = &mut self.events {
+            ev.emit(ndjson(e));
+        }
+    }
+
+    fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
+        if let Some(c) = &mut self.console {
+            c.line(inst, name, line);
+        }
+    }
+
+    fn instance_note(&mut self, name: &str, text: &str) {
+        if let Some(c) = &mut self.console {
+            c.instance_note(name, text);
+        }
+    }
+
+    fn note(&mut self, text: &str, error: bool) {
+        match &mut self.console {
+            Some(c) => c.note(text, error),
+            None => eprintln!("jobgraph: {text}"),
+        }
+    }
+
+    fn status(&mut self, text: &str) {
+        if let Some(c) = &mut self.console {
+            c.status(text);
+        }
+    }
+
+    fn wants_progress(&self) -> bool {
+        self.console.as_ref().is_some_and(Console::has_bar)
+    }
+
+    fn progress(&mut self, p: Progress<'_>) {
+        if let Some(c) = &self.console {
+            c.progress(p.done, p.running, p.failed, p.longest);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(c) = &mut self.console {
+            c.flush();
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.console.as_ref().is_some_and(Console::backlogged)
+    }
+
+    fn take_errors(&mut self) -> Vec<String> {
+        let mut errors = self
+            .console
+            .as_mut()
+            .map(Console::take_errors)
+            .unwrap_or_default();
+        errors.extend(self.events.as_mut().and_then(Events::take_error));
+        errors
+    }
+
+    fn shutdown_began(&mut self) {
+        if let Some(c) = &mut self.console {
+            c.hide_bar();
+        }
+    }
+
+    fn finish(
+        &mut self,
+        deadline: Option<Instant>,
+        abandon: &mut dyn FnMut() -> bool,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Some(ev) = &mut self.events {
+            ev.flush();
+            errors.extend(ev.take_error());
+        }
+        if let Some(c) = &mut self.console {
+            errors.extend(c.finish(deadline, abandon));
+        }
+        errors
+    }
+}
+
+/// The NDJSON shape of an event (see docs/commands.md, "Events").
+fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
+    let mut out = Event {
+        event: e.name(),
+        ..Default::default()
+    };
+    let ms = |d: &Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    match *e {
+        RunEvent::RunStarted { containment, pid } => {
+            out.containment = Some(containment);
+            out.pid = Some(pid);
+        }
+        RunEvent::Started {
+            process,
+            pid,
+            attempt,
+        } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+            out.attempt = Some(attempt);
+        }
+        RunEvent::FailedToStart {
+            process,
+            attempt,
+            reason,
+        } => {
+            out.process = Some(process);
+            out.attempt = Some(attempt);
+            out.reason = Some(reason);
+        }
+        RunEvent::Ready { process, pid } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+        }
+        RunEvent::Exited {
+            process,
+            pid,
+            code,
+            signal,
+            ref duration,
+            attempt,
+            status,
+        } => {
+            out.process = Some(process);
+            out.pid = pid;
+            out.code = code;
+            out.signal = signal;
+            out.duration_ms = duration.as_ref().and_then(ms);
+            out.attempt = Some(attempt);
+            out.status = Some(status);
+        }
+        RunEvent::Retrying { process, attempt } => {
+            out.process = Some(process);
+            out.attempt = Some(attempt);
+        }
+        RunEvent::Restarting {
+            process,
+            attempt,
+            ref delay,
+        } => {
+            out.process = Some(process);
+            out.attempt = Some(attempt);
+            out.duration_ms = ms(delay);
+        }
+        RunEvent::Skipped { process, reason } => {
+            out.process = Some(process);
+            out.status = Some("skipped");
+            out.reason = Some(reason);
+        }
+        RunEvent::Stopped { process, reason } => {
+            out.process = Some(process);
+            out.status = Some("stopped");
+            out.reason = Some(reason);
+        }
+        RunEvent::Joined {
+            process,
+            status,
+            reason,
+        } => {
+            out.process = Some(process);
+            out.status = Some(status);
+            out.reason = reason;
+        }
+        RunEvent::Stopping {
+            process,
+            pid,
+            signal,
+        } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+            out.signal = Some(signal);
+        }
+        RunEvent::Killed { process, pid } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+            out.signal = Some("SIGKILL");
+        }
+        RunEvent::Queue {
+            queue,
+            messages_in,
+            messages_out,
+            lost,
+        } => {
+            out.queue = Some(queue);
+            out.messages_in = Some(messages_in);
+            out.messages_out = Some(messages_out);
+            out.lost = Some(lost);
+        }
+        RunEvent::RunFinished {
+            code,
+            ref duration,
+            engine_peak_rss_kib,
+        } => {
+            out.code = Some(code);
+            out.duration_ms = ms(duration);
+            out.engine_peak_rss_kib = Some(engine_peak_rss_kib);
+        }
+    }
+    out
+}
+
+/// The closing summary of a run: the table, the queue lines, the verdict.
+pub fn render_outcome(
+    rows: &[SummaryRow],
+    queues: &[QueueSummary],
+    elapsed: Duration,
+    interrupted: Option<&str>,
+    color: bool,
+) -> String {
+    let mut out = render_summary(rows, color);
+    if !queues.is_empty() {
+        out.push('\n');
+        for q in queues {
+            let per: Vec<String> = q
+                .per_consumer
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "queue {}: {} in, {} out ({}), {} lost",
+                q.name,
+                q.messages_in,
+                q.messages_out,
+                per.join(", "),
+                q.lost
+            );
+        }
+    }
+    out.push('\n');
+    out.push_str(&render_verdict(rows, elapsed, interrupted));
+    out
+}
+
 /// `worker[2]` -> `worker.2`: names cannot contain `.`, so this never collides.
 pub fn log_file_stem(instance: &str) -> String {
     instance.replace('[', ".").replace(']', "")
@@ -463,31 +748,6 @@ impl Events {
     pub fn take_error(&mut self) -> Option<String> {
         self.error.take()
     }
-}
-
-/// One row of the closing summary.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SummaryRow {
-    /// Instance name.
-    pub process: String,
-    /// ok, failed, timed out, skipped, stopped.
-    pub status: String,
-    /// Exit code or signal name, empty if it never ran.
-    pub exit: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// From first start to final exit.
-    pub duration: Option<Duration>,
-    /// Peak resident set size in KiB, from rusage.
-    pub peak_rss_kib: Option<u64>,
-    /// Queue messages received / sent / lost in flight to it; `None` when the graph has no queue.
-    pub queue: Option<(u64, u64, u64)>,
-    /// Restarts under `restart`; `None` when no process has a restart policy.
-    pub restarts: Option<u32>,
-    /// Why it did not end `ok`, in words (shown on non-ok rows).
-    pub reason: Option<String>,
-    /// The process and replica index, for a replicated process (rows fold).
-    pub replica: Option<(String, u32)>,
 }
 
 /// Consecutive replicas that ended alike fold into one row.
@@ -650,19 +910,6 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
     out
 }
 
-/// A duration for people: `250ms`, `1.50s`, `2m05s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
-
 fn fmt_kib(k: u64) -> String {
     if k < 1024 {
         format!("{k} KiB")
@@ -705,6 +952,93 @@ mod tests {
         );
         assert!(s.contains("1.50s"), "{s}");
         assert!(s.contains("2.0 MiB"), "{s}");
+    }
+
+    #[test]
+    fn every_event_has_its_documented_name() {
+        use crate::runtime::report::EVENT_NAMES;
+        let d = Duration::from_millis(5);
+        let all = [
+            RunEvent::RunStarted {
+                containment: "none",
+                pid: 1,
+            },
+            RunEvent::Started {
+                process: "a",
+                pid: 2,
+                attempt: 1,
+            },
+            RunEvent::FailedToStart {
+                process: "a",
+                attempt: 1,
+                reason: "r",
+            },
+            RunEvent::Ready {
+                process: "a",
+                pid: 2,
+            },
+            RunEvent::Exited {
+                process: "a",
+                pid: Some(2),
+                code: Some(0),
+                signal: None,
+                duration: Some(d),
+                attempt: 1,
+                status: "ok",
+            },
+            RunEvent::Retrying {
+                process: "a",
+                attempt: 2,
+            },
+            RunEvent::Restarting {
+                process: "a",
+                attempt: 2,
+                delay: d,
+            },
+            RunEvent::Skipped {
+                process: "a",
+                reason: "r",
+            },
+            RunEvent::Stopped {
+                process: "a",
+                reason: "r",
+            },
+            RunEvent::Joined {
+                process: "a",
+                status: "ok",
+                reason: None,
+            },
+            RunEvent::Stopping {
+                process: "a",
+                pid: 2,
+                signal: "SIGTERM",
+            },
+            RunEvent::Killed {
+                process: "a",
+                pid: 2,
+            },
+            RunEvent::Queue {
+                queue: "q",
+                messages_in: 1,
+                messages_out: 1,
+                lost: 0,
+            },
+            RunEvent::RunFinished {
+                code: 0,
+                duration: d,
+                engine_peak_rss_kib: 1,
+            },
+        ];
+        let names: Vec<&str> = all.iter().map(|e| ndjson(e).event).collect();
+        assert_eq!(names, EVENT_NAMES);
+        // The docs' table lists every one of them.
+        let docs = include_str!("../../docs/commands.md");
+        for n in EVENT_NAMES {
+            assert!(
+                docs.contains(&format!("| `{n}` |")),
+                "docs/commands.md lacks `{n}`"
+            );
+        }
     }
 
     #[test]

@@ -29,8 +29,7 @@ impl Target {
     }
 }
 
-/// Called from the writer thread when the backlog fell below the low mark.
-pub type Wake = Box<dyn Fn() + Send + Sync>;
+pub use crate::runtime::report::Wake;
 
 #[derive(Default)]
 struct State {

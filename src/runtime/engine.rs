@@ -13,12 +13,10 @@ mod stop;
 use super::executor::{Executor, Exit, Local};
 use super::hygiene;
 use super::posix::{self, Prepared};
+use super::report::{Progress, QueueSummary, Reporter, RunEvent, RunStart, SummaryRow};
 use super::spawn::{self, Launch, Sink};
 use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
-use crate::report::live::{
-    render_summary, render_verdict, Console, ConsoleStyle, Event, Events, SummaryRow,
-};
 use crate::spec::Condition;
 use crate::streams::broker;
 use mio::unix::SourceFd;
@@ -58,12 +56,6 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// Overrides `[graph] max_parallel`.
     pub max_parallel: Option<u32>,
-    /// `--events PATH|-`.
-    pub events: Option<String>,
-    /// `--log-dir`.
-    pub log_dir: Option<PathBuf>,
-    /// Console look.
-    pub console: ConsoleStyle,
     /// How the run's processes are contained (see [`super::contain`]).
     pub containment: super::contain::Containment,
 }
@@ -75,8 +67,12 @@ pub struct RunOutcome {
     pub exit_code: u8,
     /// One row per instance, in launch order.
     pub rows: Vec<SummaryRow>,
-    /// The summary, rendered.
-    pub summary: String,
+    /// Each queue's counts.
+    pub queues: Vec<QueueSummary>,
+    /// How long the run took.
+    pub elapsed: Duration,
+    /// The signal that interrupted it, if any.
+    pub interrupted: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +239,8 @@ struct Engine<'g> {
     /// /dev/null, for `null` streams.
     null: std::fs::File,
     engine_env: Vec<(OsString, OsString)>,
-    console: Console,
-    events: Option<Events>,
+    /// Where everything the run tells goes.
+    reporter: Box<dyn Reporter>,
     mode: Mode,
     interrupted: Option<i32>,
     kill_now: bool,
@@ -288,9 +284,14 @@ struct Engine<'g> {
 }
 
 /// Runs a validated graph whose relative paths resolve against `base`, as
-/// processes on this machine.
-pub fn run(g: &Graph, base: &Path, opts: &RunOptions) -> Result<RunOutcome, String> {
-    run_with(g, base, opts, Box::new(Local))
+/// processes on this machine, telling `reporter` what happens.
+pub fn run(
+    g: &Graph,
+    base: &Path,
+    opts: &RunOptions,
+    reporter: Box<dyn Reporter>,
+) -> Result<RunOutcome, String> {
+    run_with(g, base, opts, Box::new(Local), reporter)
 }
 
 /// Runs a validated graph with units launched by `exec`.
@@ -299,6 +300,7 @@ pub fn run_with(
     base: &Path,
     opts: &RunOptions,
     exec: Box<dyn Executor>,
+    reporter: Box<dyn Reporter>,
 ) -> Result<RunOutcome, String> {
     let included = g.only(&opts.only)?;
     let mut insts = Vec::new();
@@ -371,28 +373,21 @@ pub fn run_with(
         mio::Waker::new(poll.registry(), WAKE)
             .map_err(|e| format!("cannot create the event loop: {e}"))?,
     );
-    let wake: std::sync::Arc<crate::report::writer::Wake> =
-        std::sync::Arc::new(Box::new(move || {
-            let _ = waker.wake();
-        }));
+    let wake: std::sync::Arc<super::report::Wake> = std::sync::Arc::new(Box::new(move || {
+        let _ = waker.wake();
+    }));
     let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
-    // A process writing to (or reading from) the terminal itself would garble the bar.
-    let mut style = opts.console;
-    if g.file.processes.iter().any(|p| {
-        p.stdin == crate::spec::Stdin::Inherit
-            || p.stdout == crate::spec::Output::Inherit
-            || p.stderr == crate::spec::Output::Inherit
-    }) {
-        style.progress = false;
-    }
-    let console = Console::new(style, &names, opts.log_dir.as_deref(), Some(wake))?;
-    let events = match &opts.events {
-        Some(target) => Some(
-            Events::open(target, console.stdout_handle())
-                .map_err(|e| format!("cannot open --events {target}: {e}"))?,
-        ),
-        None => None,
-    };
+    let mut reporter = reporter;
+    reporter.start(RunStart {
+        names: &names,
+        // A process writing to (or reading from) the terminal itself would garble a bar.
+        terminal_taken: g.file.processes.iter().any(|p| {
+            p.stdin == crate::spec::Stdin::Inherit
+                || p.stdout == crate::spec::Output::Inherit
+                || p.stderr == crate::spec::Output::Inherit
+        }),
+        wake,
+    })?;
 
     let marker = format!("{}-{}", std::process::id(), now_nanos());
     let mut engine_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -475,8 +470,7 @@ pub fn run_with(
         launches: (0..n).map(|_| None).collect(),
         null,
         engine_env,
-        console,
-        events,
+        reporter,
         mode: Mode::Normal,
         interrupted: None,
         kill_now: false,
@@ -515,16 +509,14 @@ pub fn run_with(
     match watchdog {
         None => {}
         Some(Ok(w)) => e.watchdog = Some(w),
-        Some(Err(err)) => e.console.note(
+        Some(Err(err)) => e.reporter.note(
             &format!("cannot start the watchdog ({err}): if the engine is killed, its processes may survive it"),
             true,
         ),
     }
-    e.emit(Event {
-        event: "run-started",
-        containment: Some(opts.containment.as_str()),
-        pid: Some(std::process::id() as i32),
-        ..Default::default()
+    e.emit(RunEvent::RunStarted {
+        containment: opts.containment.as_str(),
+        pid: std::process::id() as i32,
     });
     e.main_loop();
     e.sweep();
@@ -547,7 +539,7 @@ impl Engine<'_> {
         loop {
             self.step();
             self.check_stall();
-            self.console.flush();
+            self.reporter.flush();
             // Groups launched in this slice reach the watchdog now, not after the burst.
             if let Some(w) = &mut self.watchdog {
                 if w.due().is_some() {
@@ -560,7 +552,7 @@ impl Engine<'_> {
             }
             let now = Instant::now();
             let timeout =
-                if self.launch_more || (!self.readable.is_empty() && !self.console.backlogged()) {
+                if self.launch_more || (!self.readable.is_empty() && !self.reporter.backlogged()) {
                     // More to launch: only look at what happened meanwhile, then go on.
                     Some(Duration::ZERO)
                 } else {
@@ -569,7 +561,7 @@ impl Engine<'_> {
                 };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != std::io::ErrorKind::Interrupted {
-                    self.console.note(
+                    self.reporter.note(
                         &format!("event loop failed: {err}; stopping everything"),
                         true,
                     );
@@ -596,7 +588,7 @@ impl Engine<'_> {
             self.reap();
             self.on_deadlines(Instant::now());
         }
-        self.console.flush();
+        self.reporter.flush();
     }
 
     fn all_done(&self) -> bool {

@@ -18,9 +18,11 @@ pub mod contain;
 mod engine;
 pub mod executor;
 mod hygiene;
-mod posix;
+pub mod posix;
+pub mod report;
 mod sockets;
 mod spawn;
 pub mod watchdog;
 
 pub use engine::{run, run_with, RunOptions, RunOutcome};
+pub use report::{Reporter, RunEvent};

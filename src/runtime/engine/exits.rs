@@ -12,7 +12,7 @@ impl Engine<'_> {
                 SIGINT | SIGTERM | SIGHUP => self.interrupt(sig),
                 SIGUSR1 => {
                     let table = self.status_table();
-                    self.console.status(&table);
+                    self.reporter.status(&table);
                 }
                 _ => {}
             }
@@ -22,9 +22,9 @@ impl Engine<'_> {
     pub(super) fn interrupt(&mut self, sig: i32) {
         if self.interrupted.is_none() {
             self.interrupted = Some(sig);
-            self.console.hide_bar();
+            self.reporter.shutdown_began();
             self.cause = Some(format!("interrupted by {}", signal_name(sig)));
-            self.console.note(
+            self.reporter.note(
                 &format!(
                     "{} received: stopping everything (send it again to kill at once)",
                     signal_name(sig)
@@ -34,7 +34,7 @@ impl Engine<'_> {
             self.begin_shutdown();
         } else if !self.kill_now {
             self.kill_now = true;
-            self.console.note("killing everything now", true);
+            self.reporter.note("killing everything now", true);
             self.kill_everything();
         }
     }
@@ -59,7 +59,7 @@ impl Engine<'_> {
     fn on_reaped(&mut self, r: super::super::executor::Reaped) {
         let pid = r.id;
         if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
-            self.console.note(
+            self.reporter.note(
                 "the watchdog process exited early; an engine crash would now leave processes behind",
                 true,
             );
@@ -133,16 +133,14 @@ impl Engine<'_> {
         let rejoinable = !in_group || self.only_queue_edges(proc);
         let retry =
             result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal && rejoinable;
-        self.emit(Event {
-            event: "exited",
-            process: Some(&name),
+        self.emit(RunEvent::Exited {
+            process: &name,
             pid: (pid > 0 && !i.start_error).then_some(pid),
             code,
             signal,
-            duration_ms: duration.map(|d| d.as_millis() as u64),
-            attempt: Some(attempt),
-            status: Some(result.as_str()),
-            ..Default::default()
+            duration,
+            attempt,
+            status: result.as_str(),
         });
         // `restart` keeps long-running processes up: after retries, on exits we did not ask for.
         let asked_to_stop = matches!(
@@ -170,7 +168,7 @@ impl Engine<'_> {
                 (_, _, Some(s)) => format!("was killed by {s}"),
                 _ => "could not start".to_string(),
             };
-            self.console.note(
+            self.reporter.note(
                 &format!(
                     "{name} {what}; restart {} of {} in {}",
                     n + 1,
@@ -179,12 +177,10 @@ impl Engine<'_> {
                 ),
                 result.is_failure(),
             );
-            self.emit(Event {
-                event: "restarting",
-                process: Some(&name),
-                attempt: Some(attempt + 1),
-                duration_ms: Some(delay.as_millis() as u64),
-                ..Default::default()
+            self.emit(RunEvent::Restarting {
+                process: &name,
+                attempt: attempt + 1,
+                delay,
             });
             let i = &mut self.insts[k];
             i.restart_pending = true;
@@ -204,7 +200,7 @@ impl Engine<'_> {
                 (_, _, Some(s)) => format!("killed by {s}"),
                 _ => "could not start".to_string(),
             };
-            self.console.note(
+            self.reporter.note(
                 &format!(
                     "{name} {what}; retry {} of {} in {}",
                     attempt,
@@ -213,11 +209,9 @@ impl Engine<'_> {
                 ),
                 false,
             );
-            self.emit(Event {
-                event: "retrying",
-                process: Some(&name),
-                attempt: Some(attempt + 1),
-                ..Default::default()
+            self.emit(RunEvent::Retrying {
+                process: &name,
+                attempt: attempt + 1,
             });
             let i = &mut self.insts[k];
             i.phase = Phase::RetryWait {
@@ -255,7 +249,7 @@ impl Engine<'_> {
                 (_, _, Some(s)) => format!("was killed by {s}"),
                 _ => "could not start".to_string(),
             };
-            self.console.note(&format!("{name} {what}"), true);
+            self.reporter.note(&format!("{name} {what}"), true);
             if !(what == "could not start" && self.insts[k].why.is_some()) {
                 self.insts[k].why = Some(what);
             }

@@ -23,7 +23,7 @@ impl Engine<'_> {
         for &(pgid, k) in &left {
             let sig = self.g.file.processes[self.insts[k].proc].stop_signal;
             let name = self.insts[k].name.clone();
-            self.console.note(
+            self.reporter.note(
                 &format!(
                     "{name} left processes behind in its group; stopping them ({})",
                     sig.name
@@ -37,7 +37,7 @@ impl Engine<'_> {
             hygiene::signal_pid(pid, Signal::SIGTERM);
         }
         if !escaped.is_empty() {
-            self.console.note(
+            self.reporter.note(
                 &format!(
                     "stopping {} remaining descendant process(es)",
                     escaped.len()
@@ -78,7 +78,7 @@ impl Engine<'_> {
                 }
             }
             if now >= hard_stop {
-                self.console
+                self.reporter
                     .note("some processes could not be killed", true);
                 return;
             }
@@ -151,33 +151,31 @@ impl Engine<'_> {
             _ => 0,
         };
         let elapsed = self.started_at.elapsed();
-        let mut queue_lines = String::new();
+        let mut queues = Vec::new();
         for q in 0..self.queues.len() {
             let Some(queue) = &self.queues[q] else {
                 continue;
             };
             let c = queue.counts();
             let name = self.g.file.queues[q].name.value.clone();
-            let per: Vec<String> = self.queue_ends[q]
+            let per_consumer: Vec<(String, u64)> = self.queue_ends[q]
                 .1
                 .iter()
                 .zip(&c.per_consumer)
-                .map(|(&k, n)| format!("{} {n}", self.insts[k].name))
+                .map(|(&k, n)| (self.insts[k].name.clone(), *n))
                 .collect();
-            queue_lines.push_str(&format!(
-                "queue {name}: {} in, {} out ({}), {} lost\n",
-                c.messages_in,
-                c.messages_out,
-                per.join(", "),
-                c.lost
-            ));
-            self.emit(Event {
-                event: "queue",
-                queue: Some(&name),
-                messages_in: Some(c.messages_in),
-                messages_out: Some(c.messages_out),
-                lost: Some(c.lost),
-                ..Default::default()
+            self.emit(RunEvent::Queue {
+                queue: &name,
+                messages_in: c.messages_in,
+                messages_out: c.messages_out,
+                lost: c.lost,
+            });
+            queues.push(QueueSummary {
+                name,
+                messages_in: c.messages_in,
+                messages_out: c.messages_out,
+                lost: c.lost,
+                per_consumer,
             });
         }
         // SAFETY: getrusage fills the struct we pass.
@@ -186,52 +184,35 @@ impl Engine<'_> {
             libc::getrusage(libc::RUSAGE_SELF, &mut usage);
             usage.ru_maxrss as u64
         };
-        self.emit(Event {
-            event: "run-finished",
-            code: Some(i32::from(exit_code)),
-            duration_ms: Some(elapsed.as_millis() as u64),
-            engine_peak_rss_kib: Some(engine_rss),
-            ..Default::default()
+        self.emit(RunEvent::RunFinished {
+            code: i32::from(exit_code),
+            duration: elapsed,
+            engine_peak_rss_kib: engine_rss,
         });
-        if let Some(ev) = &mut self.events {
-            ev.flush();
-        }
         let mut exit_code = exit_code;
-        let mut late: Vec<String> = self
-            .events
-            .as_mut()
-            .and_then(Events::take_error)
-            .into_iter()
-            .collect();
         // Everything queued is written before the summary; after a second
         // signal, a reader that does not read gets half a second.
         let deadline = self
             .kill_now
             .then(|| Instant::now() + Duration::from_millis(500));
         let signals = &mut self.signals;
-        late.extend(self.console.finish(deadline, || {
+        let late = self.reporter.finish(deadline, &mut || {
             signals
                 .pending()
                 .any(|s| matches!(s, SIGINT | SIGTERM | SIGHUP))
-        }));
+        });
         for e in &late {
             eprintln!("jobgraph: {e}");
         }
         if !late.is_empty() && exit_code == 0 {
             exit_code = 1;
         }
-        let mut summary = render_summary(&rows, self.console.stderr_color());
-        let verdict = render_verdict(&rows, elapsed, self.interrupted.map(signal_name));
-        if !queue_lines.is_empty() {
-            summary.push('\n');
-            summary.push_str(&queue_lines);
-        }
-        summary.push('\n');
-        summary.push_str(&verdict);
         RunOutcome {
             exit_code,
             rows,
-            summary,
+            queues,
+            elapsed,
+            interrupted: self.interrupted.map(signal_name),
         }
     }
 }

@@ -56,7 +56,7 @@ impl Engine<'_> {
             }
         }
         if let Some(why) = failure {
-            self.console.note(&why, true);
+            self.reporter.note(&why, true);
             for &k in members {
                 self.insts[k].start_error = true;
                 self.start_with(k, &[(-1, -1)]);
@@ -132,13 +132,11 @@ impl Engine<'_> {
             Err(err) => {
                 let name = self.insts[k].name.clone();
                 let text = err.to_string();
-                self.console.note(&format!("{name}: {text}"), true);
-                self.emit(Event {
-                    event: "failed-to-start",
-                    process: Some(&name),
-                    attempt: Some(self.insts[k].attempts),
-                    reason: Some(&text),
-                    ..Default::default()
+                self.reporter.note(&format!("{name}: {text}"), true);
+                self.emit(RunEvent::FailedToStart {
+                    process: &name,
+                    attempt: self.insts[k].attempts,
+                    reason: &text,
                 });
                 self.insts[k].start_error = true;
                 self.insts[k].exit = None;
@@ -189,12 +187,10 @@ impl Engine<'_> {
         if first_success {
             self.mark_changed(proc);
         }
-        self.emit(Event {
-            event: "started",
-            process: Some(&name),
-            pid: Some(pid),
-            attempt: Some(attempt),
-            ..Default::default()
+        self.emit(RunEvent::Started {
+            process: &name,
+            pid,
+            attempt,
         });
     }
 

@@ -4,14 +4,12 @@
 use super::*;
 
 impl Engine<'_> {
-    pub(super) fn emit(&mut self, e: Event<'_>) {
-        if let Some(ev) = &mut self.events {
-            ev.emit(e);
-        }
+    pub(super) fn emit(&mut self, e: RunEvent<'_>) {
+        self.reporter.event(&e);
     }
 
     pub(super) fn update_progress(&mut self) {
-        if !self.console.has_bar() {
+        if !self.reporter.wants_progress() {
             return;
         }
         let now = Instant::now();
@@ -33,8 +31,12 @@ impl Engine<'_> {
             .filter(|(t, _)| now.saturating_duration_since(*t) >= Duration::from_secs(1))
             .map(|&(_, k)| self.insts[k].name.as_str())
             .collect();
-        self.console
-            .progress(self.done_count, self.running, self.failed_count, &names);
+        self.reporter.progress(Progress {
+            done: self.done_count,
+            running: self.running,
+            failed: self.failed_count,
+            longest: &names,
+        });
     }
 
     /// Notes that an output pipe has data; it is read by [`Engine::serve_output`].
@@ -53,7 +55,7 @@ impl Engine<'_> {
         if self.readable.is_empty() {
             return;
         }
-        let backlogged = self.console.backlogged();
+        let backlogged = self.reporter.backlogged();
         for t in std::mem::take(&mut self.readable) {
             let Some(pipe) = self.pipes.get_mut(&t) else {
                 continue;
@@ -69,17 +71,16 @@ impl Engine<'_> {
                 self.queue_read(t);
             }
         }
-        self.console.flush();
+        self.reporter.flush();
     }
 
     /// Reports each new write error of the console, logs or events once; the
     /// run then exits non-zero.
     pub(super) fn report_output_errors(&mut self) {
-        let mut errors = self.console.take_errors();
-        errors.extend(self.events.as_mut().and_then(Events::take_error));
+        let errors = self.reporter.take_errors();
         for e in errors {
             self.output_failed = true;
-            self.console.note(&e, true);
+            self.reporter.note(&e, true);
         }
     }
 
@@ -118,7 +119,7 @@ impl Engine<'_> {
                     for r in lines {
                         let line = &buf[r];
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        self.console.line(k, &self.insts[k].name, line);
+                        self.reporter.line(k, &self.insts[k].name, line);
                         if probing && !matched {
                             if let Some(re) = &self.log_probes[self.insts[k].proc] {
                                 matched = re.is_match(&String::from_utf8_lossy(line));
@@ -131,7 +132,7 @@ impl Engine<'_> {
                     let mut rest = buf[start..].to_vec();
                     while rest.len() >= MAX_LINE {
                         let tail = rest.split_off(MAX_LINE);
-                        self.console.line(k, &self.insts[k].name, &rest);
+                        self.reporter.line(k, &self.insts[k].name, &rest);
                         rest = tail;
                     }
                     if let Some(pipe) = self.pipes.get_mut(&token) {
@@ -158,7 +159,7 @@ impl Engine<'_> {
             .deregister(&mut SourceFd(&pipe.file.as_raw_fd()));
         let k = pipe.inst;
         if !pipe.buf.is_empty() {
-            self.console.line(k, &self.insts[k].name, &pipe.buf);
+            self.reporter.line(k, &self.insts[k].name, &pipe.buf);
         }
         let i = &mut self.insts[k];
         i.open_pipes = i.open_pipes.saturating_sub(1);

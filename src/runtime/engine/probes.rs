@@ -132,7 +132,7 @@ impl Engine<'_> {
             if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
                 let (name, addr) = (self.insts[k].name.clone(), self.tcp_addrs.get(&k).copied());
                 let addr = addr.map(|a| a.to_string()).unwrap_or_default();
-                self.console.note(
+                self.reporter.note(
                     &format!("{name}: another program listens on {addr}; not ready until {name} itself does"),
                     true,
                 );
@@ -165,18 +165,16 @@ impl Engine<'_> {
             Some(crate::spec::Probe::File(f)) => format!("file {f}"),
             None => String::new(),
         };
-        self.console.instance_note(
+        self.reporter.instance_note(
             &name,
             &format!(
                 "ready after {} ({what})",
-                crate::report::live::fmt_duration(took)
+                crate::runtime::report::fmt_duration(took)
             ),
         );
-        self.emit(Event {
-            event: "ready",
-            process: Some(&name),
-            pid: Some(pid),
-            ..Default::default()
+        self.emit(RunEvent::Ready {
+            process: &name,
+            pid,
         });
         self.mark_changed(proc);
     }

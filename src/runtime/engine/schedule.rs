@@ -148,12 +148,9 @@ impl Engine<'_> {
             }
         }
         let name = self.insts[k].name.clone();
-        self.emit(Event {
-            event: "skipped",
-            process: Some(&name),
-            status: Some("skipped"),
-            reason: Some(reason),
-            ..Default::default()
+        self.emit(RunEvent::Skipped {
+            process: &name,
+            reason,
         });
     }
 
@@ -260,12 +257,10 @@ impl Engine<'_> {
                 (None, None) => "ok",
             };
             let (name, reason) = (i.name.clone(), i.subtree_failure.clone());
-            self.emit(Event {
-                event: "joined",
-                process: Some(&name),
-                status: Some(status),
+            self.emit(RunEvent::Joined {
+                process: &name,
+                status,
                 reason: reason.as_deref(),
-                ..Default::default()
             });
         }
         for ci in 0..self.g.children[proc].len() {

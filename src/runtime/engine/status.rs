@@ -4,7 +4,7 @@
 
 use super::{Engine, Outcome, Phase};
 use crate::graph::DepKind;
-use crate::report::live::fmt_duration;
+use crate::runtime::report::fmt_duration;
 use crate::spec::Condition;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -190,7 +190,7 @@ impl Engine<'_> {
         if stuck.len() > MAX_ROWS {
             let _ = write!(text, "\n  … and {} more", stuck.len() - MAX_ROWS);
         }
-        self.console.note(&text, true);
+        self.reporter.note(&text, true);
         self.stalled = true;
         self.cause = Some("the run stalled".into());
         for (k, why) in stuck.into_iter().zip(reasons) {

@@ -32,12 +32,9 @@ impl Engine<'_> {
         self.insts[k].why = Some(reason.to_string());
         self.set_done(k, Outcome::Stopped);
         let name = self.insts[k].name.clone();
-        self.emit(Event {
-            event: "stopped",
-            process: Some(&name),
-            status: Some("stopped"),
-            reason: Some(reason),
-            ..Default::default()
+        self.emit(RunEvent::Stopped {
+            process: &name,
+            reason,
         });
     }
 
@@ -89,12 +86,10 @@ impl Engine<'_> {
             let i = &mut self.insts[k];
             i.stop_sent = Some(now);
             i.next_kill = Some(later(now, self.grace));
-            self.emit(Event {
-                event: "stopping",
-                process: Some(&name),
-                pid: Some(pid),
-                signal: Some(sig.name),
-                ..Default::default()
+            self.emit(RunEvent::Stopping {
+                process: &name,
+                pid,
+                signal: sig.name,
             });
         }
     }
@@ -173,12 +168,9 @@ impl Engine<'_> {
                             let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
                             self.exec.signal_group(pgid, libc::SIGKILL);
                             self.insts[k].next_kill = Some(now + KILL_RECHECK);
-                            self.emit(Event {
-                                event: "killed",
-                                process: Some(&name),
-                                pid: Some(pid),
-                                signal: Some("SIGKILL"),
-                                ..Default::default()
+                            self.emit(RunEvent::Killed {
+                                process: &name,
+                                pid,
                             });
                         }
                     }

@@ -3,7 +3,7 @@
 //! really started, so each rule is checked exactly and fast.
 
 use super::*;
-use crate::report::live::ConsoleStyle;
+use crate::report::live::{ConsoleStyle, LiveReporter};
 use crate::runtime::executor::Reaped;
 use crate::runtime::posix::Source;
 use std::cell::RefCell;
@@ -132,15 +132,6 @@ fn opts() -> RunOptions {
         only: Vec::new(),
         keep_going: false,
         max_parallel: None,
-        events: None,
-        log_dir: None,
-        console: ConsoleStyle {
-            color: false,
-            color_stderr: false,
-            progress: false,
-            quiet: true,
-            logs_to_stderr: false,
-        },
         containment: crate::runtime::contain::Containment::None,
     }
 }
@@ -178,7 +169,7 @@ impl Ran {
             .unwrap_or_else(|| panic!("no row {name}"))
             .status
     }
-    fn row(&self, name: &str) -> &crate::report::live::SummaryRow {
+    fn row(&self, name: &str) -> &SummaryRow {
         self.out.rows.iter().find(|r| r.process == name).unwrap()
     }
 }
@@ -188,10 +179,18 @@ fn run_fake(text: &str, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let mut o = opts();
-    o.events = Some(events.display().to_string());
     tweak(&mut o);
+    let style = ConsoleStyle {
+        color: false,
+        color_stderr: false,
+        progress: false,
+        quiet: true,
+        logs_to_stderr: false,
+    };
+    let reporter = LiveReporter::new(style, None, Some(events.display().to_string()));
     let book = Rc::new(RefCell::new(Book::default()));
-    let out = run_with(&g, Path::new("."), &o, Box::new(Fake(Rc::clone(&book)))).unwrap();
+    let fake = Box::new(Fake(Rc::clone(&book)));
+    let out = run_with(&g, Path::new("."), &o, fake, Box::new(reporter)).unwrap();
     let b = book.borrow();
     let events = std::fs::read_to_string(&events)
         .unwrap_or_default()

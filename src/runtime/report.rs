@@ -1,0 +1,249 @@
+//! What a run tells the world, as typed values pushed to a [`Reporter`].
+//!
+//! The runtime knows nothing of terminals, colours, NDJSON or log files: it
+//! emits [`RunEvent`]s, log lines and notes, and a reporter (the console and
+//! event stream of `report::live`, or a test's recorder) renders them. Like
+//! ripgrep's `Sink`, the push interface keeps the layers apart: data flows
+//! from the runtime to the reporter, never back, except for the reporter's
+//! backpressure ([`Reporter::backlogged`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Called from another thread to wake the engine's loop.
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+/// Everything that happens to a run, one variant per NDJSON `event`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent<'a> {
+    /// The run began.
+    RunStarted {
+        /// `pid-namespace`, `marker` or `none`.
+        containment: &'a str,
+        /// The engine's pid (as its processes see it).
+        pid: i32,
+    },
+    /// An attempt's process was spawned.
+    Started {
+        process: &'a str,
+        pid: i32,
+        attempt: u32,
+    },
+    /// An attempt could not be spawned.
+    FailedToStart {
+        process: &'a str,
+        attempt: u32,
+        reason: &'a str,
+    },
+    /// Its readiness probe passed.
+    Ready { process: &'a str, pid: i32 },
+    /// An attempt ended (its process exited and its output was drained).
+    Exited {
+        process: &'a str,
+        pid: Option<i32>,
+        code: Option<i32>,
+        signal: Option<&'a str>,
+        duration: Option<Duration>,
+        attempt: u32,
+        status: &'a str,
+    },
+    /// A retry is scheduled.
+    Retrying { process: &'a str, attempt: u32 },
+    /// A restart is scheduled, after `delay`.
+    Restarting {
+        process: &'a str,
+        attempt: u32,
+        delay: Duration,
+    },
+    /// It will never run.
+    Skipped { process: &'a str, reason: &'a str },
+    /// It was waiting for a retry or restart that will not happen.
+    Stopped { process: &'a str, reason: &'a str },
+    /// Its subtree (itself and its non-daemon descendants) is finished.
+    Joined {
+        process: &'a str,
+        status: &'a str,
+        reason: Option<&'a str>,
+    },
+    /// Its stop signal was sent.
+    Stopping {
+        process: &'a str,
+        pid: i32,
+        signal: &'a str,
+    },
+    /// SIGKILL was sent to its group.
+    Killed { process: &'a str, pid: i32 },
+    /// A queue's counts, at the end.
+    Queue {
+        queue: &'a str,
+        messages_in: u64,
+        messages_out: u64,
+        lost: u64,
+    },
+    /// The run ended.
+    RunFinished {
+        code: i32,
+        duration: Duration,
+        engine_peak_rss_kib: u64,
+    },
+}
+
+impl RunEvent<'_> {
+    /// The NDJSON `event` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunEvent::RunStarted { .. } => "run-started",
+            RunEvent::Started { .. } => "started",
+            RunEvent::FailedToStart { .. } => "failed-to-start",
+            RunEvent::Ready { .. } => "ready",
+            RunEvent::Exited { .. } => "exited",
+            RunEvent::Retrying { .. } => "retrying",
+            RunEvent::Restarting { .. } => "restarting",
+            RunEvent::Skipped { .. } => "skipped",
+            RunEvent::Stopped { .. } => "stopped",
+            RunEvent::Joined { .. } => "joined",
+            RunEvent::Stopping { .. } => "stopping",
+            RunEvent::Killed { .. } => "killed",
+            RunEvent::Queue { .. } => "queue",
+            RunEvent::RunFinished { .. } => "run-finished",
+        }
+    }
+}
+
+/// Every `event` name, in the order of the docs' table.
+pub const EVENT_NAMES: &[&str] = &[
+    "run-started",
+    "started",
+    "failed-to-start",
+    "ready",
+    "exited",
+    "retrying",
+    "restarting",
+    "skipped",
+    "stopped",
+    "joined",
+    "stopping",
+    "killed",
+    "queue",
+    "run-finished",
+];
+
+/// The progress of a run, for a bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// Instances done (ended or skipped).
+    pub done: u64,
+    /// Instances running.
+    pub running: usize,
+    /// Instances failed.
+    pub failed: usize,
+    /// The longest-running instances, longest first.
+    pub longest: &'a [&'a str],
+}
+
+/// What a reporter learns when the run starts.
+pub struct RunStart<'a> {
+    /// Every instance's name, in launch order (`worker[2]`).
+    pub names: &'a [String],
+    /// A process of the run reads or writes the terminal itself: no bar.
+    pub terminal_taken: bool,
+    /// Wakes the engine once a backlog has drained.
+    pub wake: Arc<Wake>,
+}
+
+/// Receives what a run tells (see the module doc).
+pub trait Reporter {
+    /// The run starts; an error (a log directory that cannot be made) ends it.
+    fn start(&mut self, start: RunStart<'_>) -> Result<(), String>;
+    /// One event.
+    fn event(&mut self, e: &RunEvent<'_>);
+    /// One line of output of instance number `inst`, named `name`.
+    fn line(&mut self, inst: usize, name: &str, line: &[u8]);
+    /// The engine about one instance (`server | ready after 1.20s`).
+    fn instance_note(&mut self, name: &str, text: &str);
+    /// The engine about the run; errors show even when quiet.
+    fn note(&mut self, text: &str, error: bool);
+    /// A status table (SIGUSR1).
+    fn status(&mut self, text: &str);
+    /// Whether progress is shown at all (so the engine can skip computing it).
+    fn wants_progress(&self) -> bool {
+        false
+    }
+    /// The current progress.
+    fn progress(&mut self, _p: Progress<'_>) {}
+    /// Hands on what was batched.
+    fn flush(&mut self) {}
+    /// Output waits beyond what the reporter wants to hold: the engine stops
+    /// reading its processes until woken.
+    fn backlogged(&self) -> bool {
+        false
+    }
+    /// Write errors since the last call, each once, in words.
+    fn take_errors(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    /// A shutdown began (notes and the summary follow).
+    fn shutdown_began(&mut self) {}
+    /// The run ended: write what is queued, giving up at `deadline` or when
+    /// `abandon` says so. Returns write errors not reported yet.
+    fn finish(
+        &mut self,
+        _deadline: Option<Instant>,
+        _abandon: &mut dyn FnMut() -> bool,
+    ) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A duration for people: `250ms`, `1.50s`, `2m05s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// One row of the closing summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryRow {
+    /// Instance name.
+    pub process: String,
+    /// ok, failed, timed out, skipped, stopped.
+    pub status: String,
+    /// Exit code or signal name, empty if it never ran.
+    pub exit: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// From first start to final exit.
+    pub duration: Option<Duration>,
+    /// Peak resident set size in KiB, from rusage.
+    pub peak_rss_kib: Option<u64>,
+    /// Queue messages received / sent / lost in flight to it; `None` when the graph has no queue.
+    pub queue: Option<(u64, u64, u64)>,
+    /// Restarts under `restart`; `None` when no process has a restart policy.
+    pub restarts: Option<u32>,
+    /// Why it did not end `ok`, in words (shown on non-ok rows).
+    pub reason: Option<String>,
+    /// The process and replica index, for a replicated process (rows fold).
+    pub replica: Option<(String, u32)>,
+}
+
+/// One queue's counts at the end of a run.
+#[derive(Debug, Clone)]
+pub struct QueueSummary {
+    /// The queue's name.
+    pub name: String,
+    /// Messages read from producers.
+    pub messages_in: u64,
+    /// Messages delivered.
+    pub messages_out: u64,
+    /// Messages lost.
+    pub lost: u64,
+    /// Per consumer instance: its name and messages delivered to it.
+    pub per_consumer: Vec<(String, u64)>,
+}
