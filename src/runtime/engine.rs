@@ -1,5 +1,6 @@
 //! The dispatcher: one loop that alone owns every instance's state.
 
+mod cancel;
 mod exits;
 mod finish;
 mod launch;
@@ -19,6 +20,7 @@ use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
 use crate::spec::Condition;
 use crate::streams::broker;
+use cancel::Cancel;
 use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -185,12 +187,6 @@ struct Group {
     inst: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Normal,
-    ShuttingDown,
-}
-
 struct Engine<'g> {
     g: &'g Graph,
     base: PathBuf,
@@ -223,8 +219,6 @@ struct Engine<'g> {
     readable: Vec<usize>,
     /// A log, event or console write failed: the run cannot exit 0.
     output_failed: bool,
-    /// The run could make no progress and was ended (exit 1).
-    stalled: bool,
     /// The engine started as the foreground of the terminal on its stdin.
     terminal: bool,
     /// The instance that holds the terminal's foreground (`stdin = "inherit"`).
@@ -241,11 +235,9 @@ struct Engine<'g> {
     engine_env: Vec<(OsString, OsString)>,
     /// Where everything the run tells goes.
     reporter: Box<dyn Reporter>,
-    mode: Mode,
-    interrupted: Option<i32>,
-    kill_now: bool,
     watchdog: Option<Watchdog>,
-    cause: Option<String>,
+    /// Set once the run is being cancelled; only ever escalates.
+    cancel: Option<Cancel>,
     started_at: Instant,
     /// Per process: the processes that wait for it (after or parent).
     rdeps: Vec<Vec<usize>>,
@@ -460,7 +452,6 @@ pub fn run_with(
         pipes: FxHashMap::default(),
         readable: Vec::new(),
         output_failed: false,
-        stalled: false,
         terminal,
         tty_holder: None,
         exec,
@@ -471,11 +462,8 @@ pub fn run_with(
         null,
         engine_env,
         reporter,
-        mode: Mode::Normal,
-        interrupted: None,
-        kill_now: false,
         watchdog: None,
-        cause: None,
+        cancel: None,
         started_at: Instant::now(),
         rdeps,
         pos_of,
@@ -523,6 +511,29 @@ pub fn run_with(
     Ok(e.finish())
 }
 
+impl Engine<'_> {
+    /// Raises the cancel reason to `c` if it is more severe; says whether it did.
+    fn escalate(&mut self, c: Cancel) -> bool {
+        if self.cancel.as_ref().is_some_and(|now| *now >= c) {
+            return false;
+        }
+        self.cancel = Some(c);
+        true
+    }
+
+    /// A second signal (or a loop failure): no grace for anything any more.
+    fn kill_now(&self) -> bool {
+        self.cancel.as_ref().is_some_and(Cancel::kills)
+    }
+
+    /// The cancel reason in words.
+    fn cause(&self) -> String {
+        self.cancel
+            .as_ref()
+            .map_or_else(|| "the run is stopping".into(), Cancel::describe)
+    }
+}
+
 fn now_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -565,7 +576,7 @@ impl Engine<'_> {
                         &format!("event loop failed: {err}; stopping everything"),
                         true,
                     );
-                    self.kill_now = true;
+                    self.escalate(Cancel::LoopFailed);
                     self.begin_shutdown();
                     self.kill_everything();
                 }
@@ -605,7 +616,7 @@ impl Engine<'_> {
         self.launch_more = false;
         loop {
             let mut changed = false;
-            if self.mode == Mode::ShuttingDown {
+            if self.cancel.is_some() {
                 changed |= self.skip_all_pending();
             }
             while let Some(proc) = self.dirty.pop() {

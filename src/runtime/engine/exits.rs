@@ -20,10 +20,9 @@ impl Engine<'_> {
     }
 
     pub(super) fn interrupt(&mut self, sig: i32) {
-        if self.interrupted.is_none() {
-            self.interrupted = Some(sig);
+        if self.cancel.as_ref().and_then(Cancel::signal).is_none() {
+            self.escalate(Cancel::Signal(sig));
             self.reporter.shutdown_began();
-            self.cause = Some(format!("interrupted by {}", signal_name(sig)));
             self.reporter.note(
                 &format!(
                     "{} received: stopping everything (send it again to kill at once)",
@@ -32,8 +31,7 @@ impl Engine<'_> {
                 true,
             );
             self.begin_shutdown();
-        } else if !self.kill_now {
-            self.kill_now = true;
+        } else if self.escalate(Cancel::Kill(sig)) {
             self.reporter.note("killing everything now", true);
             self.kill_everything();
         }
@@ -132,7 +130,7 @@ impl Engine<'_> {
         // (it reattaches); a pipe's other end is gone for good.
         let rejoinable = !in_group || self.only_queue_edges(proc);
         let retry =
-            result.is_failure() && attempt <= p.retries && self.mode == Mode::Normal && rejoinable;
+            result.is_failure() && attempt <= p.retries && self.cancel.is_none() && rejoinable;
         self.emit(RunEvent::Exited {
             process: &name,
             pid: (pid > 0 && !i.start_error).then_some(pid),
@@ -150,7 +148,7 @@ impl Engine<'_> {
         let restart = !retry
             && !asked_to_stop
             && rejoinable
-            && self.mode == Mode::Normal
+            && self.cancel.is_none()
             && self.insts[k].restarts < p.max_restarts
             && match p.restart {
                 crate::spec::Restart::Never => false,
@@ -253,8 +251,8 @@ impl Engine<'_> {
             if !(what == "could not start" && self.insts[k].why.is_some()) {
                 self.insts[k].why = Some(what);
             }
-            if self.fail_fast && self.mode == Mode::Normal {
-                self.cause = Some(format!("`{name}` failed and fail_fast is on"));
+            if self.fail_fast && self.cancel.is_none() {
+                self.escalate(Cancel::FailFast(name.clone()));
                 self.begin_shutdown();
             }
         }

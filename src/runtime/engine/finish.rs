@@ -45,7 +45,7 @@ impl Engine<'_> {
                 false,
             );
         }
-        let deadline = if self.kill_now {
+        let deadline = if self.kill_now() {
             Instant::now()
         } else {
             later(Instant::now(), self.grace)
@@ -61,15 +61,16 @@ impl Engine<'_> {
             let now = Instant::now();
             for sig in self.signals.pending().collect::<Vec<_>>() {
                 if matches!(sig, SIGINT | SIGTERM | SIGHUP) {
-                    if self.interrupted.is_none() {
-                        // Already stopping gracefully; remember it for the exit code.
-                        self.interrupted = Some(sig);
+                    // The first is remembered for the exit code (the sweep is
+                    // already graceful); a second kills at once.
+                    if self.cancel.as_ref().and_then(Cancel::signal).is_none() {
+                        self.escalate(Cancel::Signal(sig));
                     } else {
-                        self.kill_now = true;
+                        self.escalate(Cancel::Kill(sig));
                     }
                 }
             }
-            if now >= deadline || self.kill_now {
+            if now >= deadline || self.kill_now() {
                 for &(pgid, _) in &left {
                     self.exec.signal_group(pgid, libc::SIGKILL);
                 }
@@ -143,12 +144,13 @@ impl Engine<'_> {
             .insts
             .iter()
             .any(|i| i.outcome.is_some_and(Outcome::is_failure));
-        let exit_code = match self.interrupted {
-            Some(SIGINT) => 130,
-            Some(SIGTERM) => 143,
-            Some(SIGHUP) => 129,
-            _ if failed || self.output_failed || self.stalled => 1,
-            _ => 0,
+        let interrupted = self.cancel.as_ref().and_then(Cancel::signal);
+        let stalled = self.cancel == Some(Cancel::Stalled);
+        let exit_code = match interrupted {
+            // 128 + the signal: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+            Some(sig) => 128 + sig as u8,
+            None if failed || self.output_failed || stalled => 1,
+            None => 0,
         };
         let elapsed = self.started_at.elapsed();
         let mut queues = Vec::new();
@@ -193,7 +195,7 @@ impl Engine<'_> {
         // Everything queued is written before the summary; after a second
         // signal, a reader that does not read gets half a second.
         let deadline = self
-            .kill_now
+            .kill_now()
             .then(|| Instant::now() + Duration::from_millis(500));
         let signals = &mut self.signals;
         let late = self.reporter.finish(deadline, &mut || {
@@ -212,7 +214,7 @@ impl Engine<'_> {
             rows,
             queues,
             elapsed,
-            interrupted: self.interrupted.map(signal_name),
+            interrupted: interrupted.map(signal_name),
         }
     }
 }

@@ -155,10 +155,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn skip_all_pending(&mut self) -> bool {
-        let why = self
-            .cause
-            .clone()
-            .unwrap_or_else(|| "the run is stopping".into());
+        let why = self.cause();
         let pending: Vec<usize> = (0..self.insts.len())
             .filter(|&k| self.insts[k].phase == Phase::Pending)
             .collect();
@@ -301,13 +298,13 @@ impl Engine<'_> {
     }
 
     pub(super) fn start_ready(&mut self) -> bool {
-        if self.mode == Mode::ShuttingDown || self.ready.is_empty() || self.launch_more {
+        if self.cancel.is_some() || self.ready.is_empty() || self.launch_more {
             return false;
         }
         let mut changed = false;
         let candidates: Vec<usize> = self.ready.iter().copied().collect();
         for pos in candidates {
-            if self.mode == Mode::ShuttingDown {
+            if self.cancel.is_some() {
                 break;
             }
             if Instant::now() >= self.slice_end {

@@ -2,7 +2,7 @@
 //! printed on SIGUSR1, and the stall check that ends a run which can never
 //! make progress.
 
-use super::{Engine, Outcome, Phase};
+use super::{Cancel, Engine, Outcome, Phase};
 use crate::graph::DepKind;
 use crate::runtime::report::fmt_duration;
 use crate::spec::Condition;
@@ -191,8 +191,7 @@ impl Engine<'_> {
             let _ = write!(text, "\n  … and {} more", stuck.len() - MAX_ROWS);
         }
         self.reporter.note(&text, true);
-        self.stalled = true;
-        self.cause = Some("the run stalled".into());
+        self.escalate(Cancel::Stalled);
         for (k, why) in stuck.into_iter().zip(reasons) {
             let why = format!("stalled: waited for {why}");
             self.ready.remove(&self.pos_of[k]);

@@ -5,19 +5,15 @@ use super::*;
 
 impl Engine<'_> {
     pub(super) fn begin_shutdown(&mut self) {
-        self.mode = Mode::ShuttingDown;
         for k in 0..self.insts.len() {
             match self.insts[k].phase {
                 Phase::Running | Phase::Draining { .. } => {
-                    let why = format!("shutdown: {}", self.cause.as_deref().unwrap_or("stopping"));
+                    let why = format!("shutdown: {}", self.cause());
                     self.request_stop(k, StopReason::Shutdown, why)
                 }
                 Phase::RetryWait { .. } | Phase::Retrying => {
                     self.ready.remove(&self.pos_of[k]);
-                    let why = self
-                        .cause
-                        .clone()
-                        .unwrap_or_else(|| "the run is stopping".into());
+                    let why = self.cause();
                     self.stop_waiting(k, &why);
                 }
                 _ => {}
@@ -164,7 +160,7 @@ impl Engine<'_> {
                     }
                     let i = &self.insts[k];
                     if let Some(t) = i.next_kill {
-                        if now >= t || self.kill_now {
+                        if now >= t || self.kill_now() {
                             let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
                             self.exec.signal_group(pgid, libc::SIGKILL);
                             self.insts[k].next_kill = Some(now + KILL_RECHECK);
