@@ -173,6 +173,44 @@ struct Inst {
     foreign_listener_noted: bool,
 }
 
+impl Inst {
+    fn new(proc: usize, replica: u32, name: String) -> Inst {
+        Inst {
+            proc,
+            replica,
+            name,
+            phase: Phase::Pending,
+            attempts: 0,
+            first_start: None,
+            attempt_start: None,
+            end: None,
+            pid: 0,
+            pgid: 0,
+            open_pipes: 0,
+            exit: None,
+            peak_rss_kib: 0,
+            stop: None,
+            stop_sent: None,
+            next_kill: None,
+            outcome: None,
+            finished: false,
+            start_error: false,
+            ready: false,
+            ready_once: false,
+            probe_due: None,
+            probe_pid: 0,
+            probe_started: None,
+            not_ready: false,
+            restarts: 0,
+            stopped_at_end: false,
+            restart_pending: false,
+            subtree_failure: None,
+            why: None,
+            foreign_listener_noted: false,
+        }
+    }
+}
+
 struct Pipe {
     inst: usize,
     file: std::fs::File,
@@ -295,70 +333,8 @@ pub fn run_with(
     reporter: Box<dyn Reporter>,
 ) -> Result<RunOutcome, String> {
     let included = g.only(&opts.only)?;
-    let mut insts = Vec::new();
-    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
-    for (i, p) in g.file.processes.iter().enumerate() {
-        if !included[i] {
-            continue;
-        }
-        for r in 0..p.replicas.value {
-            of_proc[i].push(insts.len());
-            let name = if p.replicas.value > 1 {
-                format!("{}[{r}]", p.name.value)
-            } else {
-                p.name.value.clone()
-            };
-            insts.push(Inst {
-                proc: i,
-                replica: r,
-                name,
-                phase: Phase::Pending,
-                attempts: 0,
-                first_start: None,
-                attempt_start: None,
-                end: None,
-                pid: 0,
-                pgid: 0,
-                open_pipes: 0,
-                exit: None,
-                peak_rss_kib: 0,
-                stop: None,
-                stop_sent: None,
-                next_kill: None,
-                outcome: None,
-                finished: false,
-                start_error: false,
-                ready: false,
-                ready_once: false,
-                probe_due: None,
-                probe_pid: 0,
-                probe_started: None,
-                not_ready: false,
-                restarts: 0,
-                stopped_at_end: false,
-                restart_pending: false,
-                subtree_failure: None,
-                why: None,
-                foreign_listener_noted: false,
-            });
-        }
-    }
-    let mut stage_of_proc = vec![0usize; g.file.processes.len()];
-    for (s, groups) in g.stages.iter().enumerate() {
-        for &grp in groups {
-            for &m in &g.groups[grp].members {
-                stage_of_proc[m] = s;
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..insts.len()).collect();
-    order.sort_by_key(|&k| {
-        (
-            stage_of_proc[insts[k].proc],
-            insts[k].proc,
-            insts[k].replica,
-        )
-    });
+    let (insts, of_proc) = build_instances(g, &included);
+    let order = launch_order(g, &insts);
 
     let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     let waker = std::sync::Arc::new(
@@ -386,23 +362,7 @@ pub fn run_with(
     engine_env.retain(|(k, _)| k != "JOBGRAPH_RUN");
     engine_env.push(("JOBGRAPH_RUN".into(), marker.clone().into()));
 
-    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| format!("cannot watch signals: {e}"))?;
-    hygiene::ensure_std_fds();
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
-    hygiene::become_subreaper();
-    let terminal = hygiene::foreground_terminal().is_some();
-    if terminal {
-        hygiene::ignore_ttou();
-    }
-    hygiene::cloexec_inherited_fds();
+    let (signals, null, terminal) = prepare_engine_process(&poll)?;
     // In a PID namespace the kernel does the watchdog's job, and better.
     let watchdog = match opts.containment {
         super::contain::Containment::PidNamespace | super::contain::Containment::None => None,
@@ -532,6 +492,72 @@ impl Engine<'_> {
             .as_ref()
             .map_or_else(|| "the run is stopping".into(), Cancel::describe)
     }
+}
+
+/// One instance per replica of each included process, and each process's instances.
+fn build_instances(g: &Graph, included: &[bool]) -> (Vec<Inst>, Vec<Vec<usize>>) {
+    let mut insts = Vec::new();
+    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
+    for (i, p) in g.file.processes.iter().enumerate() {
+        if !included[i] {
+            continue;
+        }
+        for r in 0..p.replicas.value {
+            of_proc[i].push(insts.len());
+            let name = if p.replicas.value > 1 {
+                format!("{}[{r}]", p.name.value)
+            } else {
+                p.name.value.clone()
+            };
+            insts.push(Inst::new(i, r, name));
+        }
+    }
+    (insts, of_proc)
+}
+
+/// Launch order: stage, then file order, then replica.
+fn launch_order(g: &Graph, insts: &[Inst]) -> Vec<usize> {
+    let mut stage_of_proc = vec![0usize; g.file.processes.len()];
+    for (s, groups) in g.stages.iter().enumerate() {
+        for &grp in groups {
+            for &m in &g.groups[grp].members {
+                stage_of_proc[m] = s;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..insts.len()).collect();
+    order.sort_by_key(|&k| {
+        (
+            stage_of_proc[insts[k].proc],
+            insts[k].proc,
+            insts[k].replica,
+        )
+    });
+    order
+}
+
+/// The engine process's own set-up: signals on the loop, standard
+/// descriptors guarded, subreaper, inherited descriptors close-on-exec.
+/// Returns the signals, /dev/null, and whether the engine owns a terminal.
+fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool), String> {
+    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    hygiene::ensure_std_fds();
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    hygiene::become_subreaper();
+    let terminal = hygiene::foreground_terminal().is_some();
+    if terminal {
+        hygiene::ignore_ttou();
+    }
+    hygiene::cloexec_inherited_fds();
+    Ok((signals, null, terminal))
 }
 
 fn now_nanos() -> u128 {

@@ -96,165 +96,191 @@ impl Engine<'_> {
         }
     }
 
-    /// An attempt is over (process reaped and its output drained, or it never started).
+    /// An attempt is over (process reaped and its output drained, or it never
+    /// started): report it, then retry, restart, or end the instance.
     pub(super) fn attempt_end(&mut self, k: usize) {
         self.stop_probing(k);
-        let now = Instant::now();
-        let proc = self.insts[k].proc;
-        let p = &self.g.file.processes[proc];
+        let result = self.attempt_result(k);
         let i = &self.insts[k];
-        let result = match (i.stop, i.stop_sent.is_some(), i.exit) {
+        let (name, pid, attempt) = (i.name.clone(), i.pid, i.attempts);
+        let (code, signal) = exit_parts(i.exit);
+        self.emit(RunEvent::Exited {
+            process: &name,
+            pid: (pid > 0 && !i.start_error).then_some(pid),
+            code,
+            signal,
+            duration: i.attempt_start.map(|s| s.elapsed()),
+            attempt,
+            status: result.as_str(),
+        });
+        let again = self.next_attempt(k, result);
+        self.queue_consumer_exited(k, again.is_some());
+        match again {
+            Some(Again::Restart) => self.schedule_restart(k, result),
+            Some(Again::Retry) => self.schedule_retry(k, result),
+            None => self.end_instance(k, result),
+        }
+    }
+
+    /// What the attempt's end means for the instance.
+    fn attempt_result(&self, k: usize) -> Outcome {
+        let i = &self.insts[k];
+        let proc = i.proc;
+        let p = &self.g.file.processes[proc];
+        match (i.stop, i.stop_sent.is_some(), i.exit) {
             _ if i.not_ready => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
             (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
             // A writer in a stream group killed by SIGPIPE: its reader stopped reading,
             // which is how `yes | head` ends; not a failure of the group.
-            (_, _, Some(Exit::Signal(libc::SIGPIPE)))
-                if !self.g.groups[self.g.group_of[proc]].edges.is_empty() =>
-            {
-                Outcome::Ok
-            }
+            (_, _, Some(Exit::Signal(libc::SIGPIPE))) if self.in_stream_group(proc) => Outcome::Ok,
             _ => Outcome::Failed,
+        }
+    }
+
+    fn in_stream_group(&self, proc: usize) -> bool {
+        !self.g.groups[self.g.group_of[proc]].edges.is_empty()
+    }
+
+    /// Retry first (a failure within `retries`), then `restart` for exits the
+    /// engine did not ask for; neither while the run is cancelled, nor for a
+    /// stream-group member with a pipe edge (its other end is gone for good).
+    fn next_attempt(&self, k: usize, result: Outcome) -> Option<Again> {
+        let i = &self.insts[k];
+        let p = &self.g.file.processes[i.proc];
+        let rejoinable = !self.in_stream_group(i.proc) || self.only_queue_edges(i.proc);
+        if self.cancel.is_some() || !rejoinable {
+            return None;
+        }
+        if result.is_failure() && i.attempts <= p.retries {
+            return Some(Again::Retry);
+        }
+        let asked_to_stop = matches!(i.stop, Some(StopReason::Shutdown | StopReason::DaemonEnd));
+        let policy = match p.restart {
+            crate::spec::Restart::Never => false,
+            crate::spec::Restart::OnFailure => result.is_failure(),
+            crate::spec::Restart::Always => true,
         };
-        let duration = i.attempt_start.map(|s| now - s);
-        let at_end = result == Outcome::Stopped && i.stop == Some(StopReason::DaemonEnd);
-        let (code, signal) = match i.exit {
-            Some(Exit::Code(c)) => (Some(c), None),
-            Some(Exit::Signal(s)) => (None, Some(signal_name(s))),
-            None => (None, None),
-        };
-        let (name, pid, attempt) = (i.name.clone(), i.pid, i.attempts);
-        let in_group = !self.g.groups[self.g.group_of[proc]].edges.is_empty();
-        // A stream group member reruns alone only if all its edges are queues
-        // (it reattaches); a pipe's other end is gone for good.
-        let rejoinable = !in_group || self.only_queue_edges(proc);
-        let retry =
-            result.is_failure() && attempt <= p.retries && self.cancel.is_none() && rejoinable;
-        self.emit(RunEvent::Exited {
-            process: &name,
-            pid: (pid > 0 && !i.start_error).then_some(pid),
-            code,
-            signal,
-            duration,
-            attempt,
-            status: result.as_str(),
-        });
-        // `restart` keeps long-running processes up: after retries, on exits we did not ask for.
-        let asked_to_stop = matches!(
-            self.insts[k].stop,
-            Some(StopReason::Shutdown | StopReason::DaemonEnd)
+        (policy && !asked_to_stop && i.restarts < p.max_restarts).then_some(Again::Restart)
+    }
+
+    /// How the attempt ended, in a few words (`exited 3`, `timed out`).
+    fn attempt_words(&self, k: usize, result: Outcome) -> String {
+        let i = &self.insts[k];
+        match (result, exit_parts(i.exit)) {
+            _ if i.not_ready => "was not ready in time".to_string(),
+            (Outcome::TimedOut, _) => "timed out".to_string(),
+            (_, (Some(c), _)) => format!("exited {c}"),
+            (_, (_, Some(s))) => format!("was killed by {s}"),
+            _ => "could not start".to_string(),
+        }
+    }
+
+    fn schedule_restart(&mut self, k: usize, result: Outcome) {
+        let p = &self.g.file.processes[self.insts[k].proc];
+        let (n, max) = (self.insts[k].restarts, p.max_restarts);
+        let delay = restart_delay(n);
+        let (name, attempt) = (self.insts[k].name.clone(), self.insts[k].attempts);
+        let what = self.attempt_words(k, result);
+        let when = crate::spec::format_duration(delay);
+        self.reporter.note(
+            &format!("{name} {what}; restart {} of {max} in {when}", n + 1),
+            result.is_failure(),
         );
-        let restart = !retry
-            && !asked_to_stop
-            && rejoinable
-            && self.cancel.is_none()
-            && self.insts[k].restarts < p.max_restarts
-            && match p.restart {
-                crate::spec::Restart::Never => false,
-                crate::spec::Restart::OnFailure => result.is_failure(),
-                crate::spec::Restart::Always => true,
-            };
-        self.queue_consumer_exited(k, restart || retry);
-        if restart {
-            let n = self.insts[k].restarts;
-            let delay = restart_delay(n);
-            let what = match (result, code, signal) {
-                _ if self.insts[k].not_ready => "was not ready in time".to_string(),
-                (Outcome::TimedOut, _, _) => "timed out".to_string(),
-                (_, Some(c), _) => format!("exited {c}"),
-                (_, _, Some(s)) => format!("was killed by {s}"),
-                _ => "could not start".to_string(),
-            };
-            self.reporter.note(
-                &format!(
-                    "{name} {what}; restart {} of {} in {}",
-                    n + 1,
-                    p.max_restarts,
-                    crate::spec::format_duration(delay)
-                ),
-                result.is_failure(),
-            );
-            self.emit(RunEvent::Restarting {
-                process: &name,
-                attempt: attempt + 1,
-                delay,
-            });
-            let i = &mut self.insts[k];
-            i.restart_pending = true;
-            i.phase = Phase::RetryWait {
-                until: later(now, delay),
-            };
-            i.stop = None;
-            i.stop_sent = None;
-            return;
-        }
-        if retry {
-            let delay = p.retry_delay;
-            let what = match (result, code, signal) {
-                _ if self.insts[k].not_ready => "was not ready in time".to_string(),
-                (Outcome::TimedOut, _, _) => "timed out".to_string(),
-                (_, Some(c), _) => format!("exited {c}"),
-                (_, _, Some(s)) => format!("killed by {s}"),
-                _ => "could not start".to_string(),
-            };
-            self.reporter.note(
-                &format!(
-                    "{name} {what}; retry {} of {} in {}",
-                    attempt,
-                    p.retries,
-                    crate::spec::format_duration(delay)
-                ),
-                false,
-            );
-            self.emit(RunEvent::Retrying {
-                process: &name,
-                attempt: attempt + 1,
-            });
-            let i = &mut self.insts[k];
-            i.phase = Phase::RetryWait {
-                until: later(now, delay),
-            };
-            i.stop = None;
-            i.stop_sent = None;
-            return;
-        }
-        self.insts[k].stopped_at_end = at_end;
+        self.emit(RunEvent::Restarting {
+            process: &name,
+            attempt: attempt + 1,
+            delay,
+        });
+        self.insts[k].restart_pending = true;
+        self.wait_for_next_attempt(k, delay);
+    }
+
+    fn schedule_retry(&mut self, k: usize, result: Outcome) {
+        let p = &self.g.file.processes[self.insts[k].proc];
+        let (delay, retries) = (p.retry_delay, p.retries);
+        let (name, attempt) = (self.insts[k].name.clone(), self.insts[k].attempts);
+        let what = self.attempt_words(k, result);
+        let when = crate::spec::format_duration(delay);
+        self.reporter.note(
+            &format!("{name} {what}; retry {attempt} of {retries} in {when}"),
+            false,
+        );
+        self.emit(RunEvent::Retrying {
+            process: &name,
+            attempt: attempt + 1,
+        });
+        self.wait_for_next_attempt(k, delay);
+    }
+
+    fn wait_for_next_attempt(&mut self, k: usize, delay: Duration) {
+        let i = &mut self.insts[k];
+        i.phase = Phase::RetryWait {
+            until: later(Instant::now(), delay),
+        };
+        i.stop = None;
+        i.stop_sent = None;
+    }
+
+    /// No further attempt: the instance is done; a failure fails its stream
+    /// group (pipefail) and, with fail-fast, the run.
+    fn end_instance(&mut self, k: usize, result: Outcome) {
+        let proc = self.insts[k].proc;
+        self.insts[k].stopped_at_end =
+            result == Outcome::Stopped && self.insts[k].stop == Some(StopReason::DaemonEnd);
         self.set_done(k, result);
-        if result.is_failure() && in_group {
-            // pipefail: the group fails together; stop the members still running.
+        if !result.is_failure() {
+            return;
+        }
+        if self.in_stream_group(proc) {
             for j in self.group_peers(k) {
                 let why = format!("stream group: `{}` {}", self.insts[k].name, result.as_str());
                 self.request_stop(j, StopReason::Shutdown, why);
             }
         }
-        if result.is_failure() {
-            let what = match (result, code, signal) {
-                _ if self.insts[k].not_ready => format!(
-                    "was not ready within {}",
-                    p.ready
-                        .as_ref()
-                        .map(|r| crate::spec::format_duration(r.timeout))
-                        .unwrap_or_default()
-                ),
-                (Outcome::TimedOut, _, _) => format!(
-                    "timed out after {}",
-                    p.timeout
-                        .map(crate::spec::format_duration)
-                        .unwrap_or_default()
-                ),
-                (_, Some(c), _) => format!("failed with exit code {c}"),
-                (_, _, Some(s)) => format!("was killed by {s}"),
-                _ => "could not start".to_string(),
-            };
-            self.reporter.note(&format!("{name} {what}"), true);
-            if !(what == "could not start" && self.insts[k].why.is_some()) {
-                self.insts[k].why = Some(what);
-            }
-            if self.fail_fast && self.cancel.is_none() {
-                self.escalate(Cancel::FailFast(name.clone()));
-                self.begin_shutdown();
-            }
+        let what = self.failure_words(k, result);
+        let name = self.insts[k].name.clone();
+        self.reporter.note(&format!("{name} {what}"), true);
+        if !(what == "could not start" && self.insts[k].why.is_some()) {
+            self.insts[k].why = Some(what);
         }
+        if self.fail_fast && self.cancel.is_none() {
+            self.escalate(Cancel::FailFast(name));
+            self.begin_shutdown();
+        }
+    }
+
+    /// Why an instance failed for good, as the note and the summary say it.
+    fn failure_words(&self, k: usize, result: Outcome) -> String {
+        let i = &self.insts[k];
+        let p = &self.g.file.processes[i.proc];
+        let limit = |d: Option<Duration>| d.map(crate::spec::format_duration).unwrap_or_default();
+        match (result, exit_parts(i.exit)) {
+            _ if i.not_ready => format!(
+                "was not ready within {}",
+                limit(p.ready.as_ref().map(|r| r.timeout))
+            ),
+            (Outcome::TimedOut, _) => format!("timed out after {}", limit(p.timeout)),
+            (_, (Some(c), _)) => format!("failed with exit code {c}"),
+            (_, (_, Some(s))) => format!("was killed by {s}"),
+            _ => "could not start".to_string(),
+        }
+    }
+}
+
+/// What comes after an attempt that did not end the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    Retry,
+    Restart,
+}
+
+/// An exit as (code, signal name).
+fn exit_parts(exit: Option<Exit>) -> (Option<i32>, Option<&'static str>) {
+    match exit {
+        Some(Exit::Code(c)) => (Some(c), None),
+        Some(Exit::Signal(s)) => (None, Some(signal_name(s))),
+        None => (None, None),
     }
 }

@@ -95,23 +95,28 @@ impl Engine<'_> {
         }
     }
 
-    pub(super) fn finish(mut self) -> RunOutcome {
-        if self.tty_holder.take().is_some() {
-            hygiene::take_terminal_back();
-        }
-        self.report_output_errors();
+    /// Tells the watchdog the run ended cleanly, and reaps it.
+    fn close_watchdog(&mut self) {
         if let Some(mut w) = self.watchdog.take() {
             w.finish();
-            let pid = w.pid();
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let pid = nix::unistd::Pid::from_raw(w.pid());
+            let _ = nix::sys::wait::waitpid(pid, None);
         }
-        let rows: Vec<SummaryRow> = self
-            .order
+    }
+
+    /// One row per instance, in launch order.
+    fn summary_rows(&self) -> Vec<SummaryRow> {
+        let restarts = self
+            .g
+            .file
+            .processes
+            .iter()
+            .any(|p| p.restart != crate::spec::Restart::Never);
+        self.order
             .iter()
             .map(|&k| {
                 let i = &self.insts[k];
+                let p = &self.g.file.processes[i.proc];
                 SummaryRow {
                     process: i.name.clone(),
                     status: i.outcome.map_or("skipped", Outcome::as_str).to_string(),
@@ -125,21 +130,21 @@ impl Engine<'_> {
                     duration: i.first_start.zip(i.end).map(|(s, e)| e - s),
                     peak_rss_kib: (i.peak_rss_kib > 0).then_some(i.peak_rss_kib),
                     queue: (!self.queues.is_empty()).then(|| self.queue_counts_of(k)),
-                    restarts: (self
-                        .g
-                        .file
-                        .processes
-                        .iter()
-                        .any(|p| p.restart != crate::spec::Restart::Never))
-                    .then_some(i.restarts),
+                    restarts: restarts.then_some(i.restarts),
                     reason: i.why.clone().or_else(|| i.subtree_failure.clone()),
-                    replica: {
-                        let p = &self.g.file.processes[i.proc];
-                        (p.replicas.value > 1).then(|| (p.name.value.clone(), i.replica))
-                    },
+                    replica: (p.replicas.value > 1).then(|| (p.name.value.clone(), i.replica)),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    pub(super) fn finish(mut self) -> RunOutcome {
+        if self.tty_holder.take().is_some() {
+            hygiene::take_terminal_back();
+        }
+        self.report_output_errors();
+        self.close_watchdog();
+        let rows = self.summary_rows();
         let failed = self
             .insts
             .iter()

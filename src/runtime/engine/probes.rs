@@ -30,7 +30,7 @@ impl Engine<'_> {
         }
         self.insts[k].probe_due = Some(later(now, ready.interval));
         match &ready.probe.value {
-            crate::spec::Probe::Log(_) => {}
+            crate::spec::Probe::Log(_) => {} // lines are matched as they are read
             crate::spec::Probe::File(path) => {
                 let cwd = self.launches[k]
                     .as_ref()
@@ -41,75 +41,84 @@ impl Engine<'_> {
                     self.set_ready(k);
                 }
             }
-            crate::spec::Probe::Tcp { host, port } => {
-                if self.tcp_probes.values().any(|(j, _)| *j == k) {
-                    return; // one connect in flight at a time
-                }
-                // Resolved once per instance (the lookup blocks), then reused.
-                let addr = match self.tcp_addrs.get(&k) {
-                    Some(a) => *a,
-                    None => {
-                        use std::net::ToSocketAddrs;
-                        let Some(a) = (host.as_str(), *port)
-                            .to_socket_addrs()
-                            .ok()
-                            .and_then(|mut a| a.next())
-                        else {
-                            return;
-                        };
-                        self.tcp_addrs.insert(k, a);
-                        a
-                    }
-                };
-                if let Ok(mut stream) = mio::net::TcpStream::connect(addr) {
-                    let token = self.next_token;
-                    self.next_token += 1;
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, Token(token), Interest::WRITABLE)
-                        .is_ok()
-                    {
-                        self.tcp_probes.insert(token, (k, stream));
-                    }
-                }
-            }
+            crate::spec::Probe::Tcp { host, port } => self.probe_tcp(k, host, *port),
             crate::spec::Probe::Cmd(argv) => {
-                if self.insts[k].probe_pid != 0 {
-                    // The previous probe is still running: each run gets at most
-                    // max(interval, 1s), then it is killed and counts as not ready.
-                    let limit = ready.interval.max(Duration::from_secs(1));
-                    if self.insts[k]
-                        .probe_started
-                        .is_some_and(|t| now >= later(t, limit))
-                    {
-                        self.exec
-                            .signal_group(self.insts[k].probe_pid, libc::SIGKILL);
-                    }
-                    return;
-                }
-                let Some((launch, _)) = &self.launches[k] else {
+                // Each run of the command gets at most max(interval, 1s).
+                let limit = ready.interval.max(Duration::from_secs(1));
+                self.probe_cmd(k, argv, limit, now);
+            }
+        }
+    }
+
+    /// Starts a non-blocking connect, one at a time; its result comes back as
+    /// an event ([`Engine::on_tcp_probe`]).
+    fn probe_tcp(&mut self, k: usize, host: &str, port: u16) {
+        if self.tcp_probes.values().any(|(j, _)| *j == k) {
+            return; // one connect in flight at a time
+        }
+        // Resolved once per instance (the lookup blocks), then reused.
+        let addr = match self.tcp_addrs.get(&k) {
+            Some(a) => *a,
+            None => {
+                use std::net::ToSocketAddrs;
+                let Some(a) = (host, port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                else {
                     return;
                 };
-                let mut probe = launch.clone();
-                probe.argv = argv
-                    .iter()
-                    .map(|a| spawn::interpolate(a, self.insts[k].replica))
-                    .collect();
-                let null = self.null.as_raw_fd();
-                let fds = [
-                    (0, posix::Source::Fd(null)),
-                    (1, posix::Source::Fd(null)),
-                    (2, posix::Source::Fd(null)),
-                ];
-                if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds))
-                {
-                    self.insts[k].probe_pid = pid;
-                    self.insts[k].probe_started = Some(now);
-                    self.probe_pids.insert(pid, k);
-                    self.groups.push(Group { pgid: pid, inst: k });
-                }
+                self.tcp_addrs.insert(k, a);
+                a
             }
+        };
+        if let Ok(mut stream) = mio::net::TcpStream::connect(addr) {
+            let token = self.next_token;
+            self.next_token += 1;
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(token), Interest::WRITABLE)
+                .is_ok()
+            {
+                self.tcp_probes.insert(token, (k, stream));
+            }
+        }
+    }
+
+    /// Runs the probe command in its own group, with the instance's
+    /// environment and cwd; a run still going after `limit` is killed and
+    /// counts as not ready. Its exit comes back through the executor's reap.
+    fn probe_cmd(&mut self, k: usize, argv: &[String], limit: Duration, now: Instant) {
+        if self.insts[k].probe_pid != 0 {
+            if self.insts[k]
+                .probe_started
+                .is_some_and(|t| now >= later(t, limit))
+            {
+                self.exec
+                    .signal_group(self.insts[k].probe_pid, libc::SIGKILL);
+            }
+            return;
+        }
+        let Some((launch, _)) = &self.launches[k] else {
+            return;
+        };
+        let mut probe = launch.clone();
+        probe.argv = argv
+            .iter()
+            .map(|a| spawn::interpolate(a, self.insts[k].replica))
+            .collect();
+        let null = self.null.as_raw_fd();
+        let fds = [
+            (0, posix::Source::Fd(null)),
+            (1, posix::Source::Fd(null)),
+            (2, posix::Source::Fd(null)),
+        ];
+        if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds)) {
+            self.insts[k].probe_pid = pid;
+            self.insts[k].probe_started = Some(now);
+            self.probe_pids.insert(pid, k);
+            self.groups.push(Group { pgid: pid, inst: k });
         }
     }
 
