@@ -62,6 +62,27 @@ pub struct RunOptions {
     pub containment: super::contain::Containment,
 }
 
+/// Why a run could not be started at all (its processes' failures are in
+/// the [`RunOutcome`], not here).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `--only` named something the graph lacks.
+    #[error("{0}")]
+    Only(String),
+    /// The event loop could not be made.
+    #[error("cannot create the event loop: {0}")]
+    EventLoop(#[source] std::io::Error),
+    /// Signal handlers could not be installed or watched.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// /dev/null could not be opened.
+    #[error("cannot open /dev/null: {0}")]
+    DevNull(#[source] std::io::Error),
+    /// The reporter could not start (a log directory or events file).
+    #[error("{0}")]
+    Reporter(String),
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -320,7 +341,7 @@ pub fn run(
     base: &Path,
     opts: &RunOptions,
     reporter: Box<dyn Reporter>,
-) -> Result<RunOutcome, String> {
+) -> Result<RunOutcome, RunError> {
     run_with(g, base, opts, Box::new(Local), reporter)
 }
 
@@ -331,31 +352,31 @@ pub fn run_with(
     opts: &RunOptions,
     exec: Box<dyn Executor>,
     reporter: Box<dyn Reporter>,
-) -> Result<RunOutcome, String> {
-    let included = g.only(&opts.only)?;
+) -> Result<RunOutcome, RunError> {
+    let included = g.only(&opts.only).map_err(RunError::Only)?;
     let (insts, of_proc) = build_instances(g, &included);
     let order = launch_order(g, &insts);
 
-    let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
-    let waker = std::sync::Arc::new(
-        mio::Waker::new(poll.registry(), WAKE)
-            .map_err(|e| format!("cannot create the event loop: {e}"))?,
-    );
+    let poll = Poll::new().map_err(RunError::EventLoop)?;
+    let waker =
+        std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKE).map_err(RunError::EventLoop)?);
     let wake: std::sync::Arc<super::report::Wake> = std::sync::Arc::new(Box::new(move || {
         let _ = waker.wake();
     }));
     let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
     let mut reporter = reporter;
-    reporter.start(RunStart {
-        names: &names,
-        // A process writing to (or reading from) the terminal itself would garble a bar.
-        terminal_taken: g.file.processes.iter().any(|p| {
-            p.stdin == crate::spec::Stdin::Inherit
-                || p.stdout == crate::spec::Output::Inherit
-                || p.stderr == crate::spec::Output::Inherit
-        }),
-        wake,
-    })?;
+    reporter
+        .start(RunStart {
+            names: &names,
+            // A process writing to (or reading from) the terminal itself would garble a bar.
+            terminal_taken: g.file.processes.iter().any(|p| {
+                p.stdin == crate::spec::Stdin::Inherit
+                    || p.stdout == crate::spec::Output::Inherit
+                    || p.stderr == crate::spec::Output::Inherit
+            }),
+            wake,
+        })
+        .map_err(RunError::Reporter)?;
 
     let marker = format!("{}-{}", std::process::id(), now_nanos());
     let mut engine_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -539,18 +560,18 @@ fn launch_order(g: &Graph, insts: &[Inst]) -> Vec<usize> {
 /// The engine process's own set-up: signals on the loop, standard
 /// descriptors guarded, subreaper, inherited descriptors close-on-exec.
 /// Returns the signals, /dev/null, and whether the engine owns a terminal.
-fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool), String> {
-    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool), RunError> {
+    let mut signals =
+        Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(RunError::Signals)?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| format!("cannot watch signals: {e}"))?;
+        .map_err(RunError::Signals)?;
     hygiene::ensure_std_fds();
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        .map_err(RunError::DevNull)?;
     hygiene::become_subreaper();
     let terminal = hygiene::foreground_terminal().is_some();
     if terminal {
@@ -558,6 +579,13 @@ fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool),
     }
     hygiene::cloexec_inherited_fds();
     Ok((signals, null, terminal))
+}
+
+/// Makes a descriptor non-blocking (the loop must never wait on one).
+fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
 }
 
 fn now_nanos() -> u128 {

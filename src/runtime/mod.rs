@@ -24,5 +24,5 @@ mod sockets;
 mod spawn;
 pub mod watchdog;
 
-pub use engine::{run, run_with, RunOptions, RunOutcome};
+pub use engine::{run, run_with, RunError, RunOptions, RunOutcome};
 pub use report::{Reporter, RunEvent};

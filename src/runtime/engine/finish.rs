@@ -185,12 +185,8 @@ impl Engine<'_> {
                 per_consumer,
             });
         }
-        // SAFETY: getrusage fills the struct we pass.
-        let engine_rss = unsafe {
-            let mut usage: libc::rusage = std::mem::zeroed();
-            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-            usage.ru_maxrss as u64
-        };
+        let engine_rss = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0));
         self.emit(RunEvent::RunFinished {
             code: i32::from(exit_code),
             duration: elapsed,

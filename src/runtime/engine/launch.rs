@@ -243,10 +243,8 @@ impl Engine<'_> {
 
     pub(super) fn watch_pipe(&mut self, k: usize, fd: OwnedFd) -> bool {
         let raw = fd.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(raw, libc::F_GETFL);
-            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        if set_nonblocking(&fd).is_err() {
+            return false;
         }
         let token = self.next_token;
         self.next_token += 1;

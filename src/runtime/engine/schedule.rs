@@ -6,6 +6,24 @@
 
 use super::*;
 
+/// Whether a dependency holds now, may still, or never can (and why not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Dep {
+    Holds,
+    Waits,
+    Never(String),
+}
+
+impl Dep {
+    fn when(holds: bool) -> Dep {
+        if holds {
+            Dep::Holds
+        } else {
+            Dep::Waits
+        }
+    }
+}
+
 impl Engine<'_> {
     pub(super) fn mark_changed(&mut self, proc: usize) {
         for idx in 0..self.rdeps[proc].len() {
@@ -19,38 +37,43 @@ impl Engine<'_> {
 
     /// Re-examines the pending instances of one process: skip, ready, or keep waiting.
     pub(super) fn examine(&mut self, proc: usize) {
+        // The same for every instance of the process: evaluated once.
+        let state = self.deps_hold(proc);
         for idx in 0..self.of_proc[proc].len() {
             let k = self.of_proc[proc][idx];
             if self.insts[k].phase != Phase::Pending {
                 continue;
             }
-            match self.deps_hold(proc) {
-                Err(why) => {
+            match &state {
+                Dep::Never(why) => {
                     self.ready.remove(&self.pos_of[k]);
-                    self.skip(k, &why);
+                    self.skip(k, why);
                 }
-                Ok(true) => {
+                Dep::Holds => {
                     self.ready.insert(self.pos_of[k]);
                 }
-                Ok(false) => {
+                Dep::Waits => {
                     self.ready.remove(&self.pos_of[k]);
                 }
             }
         }
     }
 
-    /// All dependencies of `proc` hold (`Ok(true)`), may still (`Ok(false)`), or never can.
-    pub(super) fn deps_hold(&self, proc: usize) -> Result<bool, String> {
-        let mut all = true;
+    /// Whether all dependencies of `proc` hold, may still, or never can.
+    pub(super) fn deps_hold(&self, proc: usize) -> Dep {
+        let mut all = Dep::Holds;
         for d in &self.g.deps[proc] {
-            all &= self.dep_state(d.kind, d.target)?;
+            match self.dep_state(d.kind, d.target) {
+                Dep::Never(why) => return Dep::Never(why),
+                Dep::Waits => all = Dep::Waits,
+                Dep::Holds => {}
+            }
         }
-        Ok(all)
+        all
     }
 
-    /// Whether a dependency holds (`Ok(true)`), may still hold (`Ok(false)`),
-    /// or never can (`Err`, with the reason).
-    pub(super) fn dep_state(&self, kind: DepKind, target: usize) -> Result<bool, String> {
+    /// Whether one dependency holds, may still hold, or never can (with the reason).
+    pub(super) fn dep_state(&self, kind: DepKind, target: usize) -> Dep {
         let tname = &self.g.file.processes[target].name.value;
         let targets = &self.of_proc[target];
         let t = |k: usize| &self.insts[k];
@@ -62,21 +85,21 @@ impl Engine<'_> {
                         .is_some_and(|o| o != Outcome::Ok && !self.clean_daemon_stop(k, o))
                 }) {
                     let status = t(*k).outcome.map_or("", Outcome::as_str);
-                    return Err(format!("`{tname}` did not succeed ({status})"));
+                    return Dep::Never(format!("`{tname}` did not succeed ({status})"));
                 }
                 if let Some(why) = targets.iter().find_map(|&k| t(k).subtree_failure.as_ref()) {
-                    return Err(format!("`{tname}` did not succeed ({why})"));
+                    return Dep::Never(format!("`{tname}` did not succeed ({why})"));
                 }
-                Ok(targets.iter().all(|&k| t(k).finished))
+                Dep::when(targets.iter().all(|&k| t(k).finished))
             }
             DepKind::After(Condition::Exit) => {
                 if targets
                     .iter()
                     .any(|&k| t(k).outcome == Some(Outcome::Skipped))
                 {
-                    return Err(format!("`{tname}` was skipped"));
+                    return Dep::Never(format!("`{tname}` was skipped"));
                 }
-                Ok(targets.iter().all(|&k| t(k).finished))
+                Dep::when(targets.iter().all(|&k| t(k).finished))
             }
             DepKind::After(Condition::Ready) => {
                 if let Some(&k) = targets
@@ -88,40 +111,40 @@ impl Engine<'_> {
                     } else {
                         "never became ready"
                     };
-                    return Err(format!("`{tname}` {why}"));
+                    return Dep::Never(format!("`{tname}` {why}"));
                 }
-                Ok(targets.iter().all(|&k| t(k).ready_once))
+                Dep::when(targets.iter().all(|&k| t(k).ready_once))
             }
             DepKind::After(Condition::Start) => {
                 if targets
                     .iter()
                     .any(|&k| t(k).outcome == Some(Outcome::Skipped))
                 {
-                    return Err(format!("`{tname}` was skipped"));
+                    return Dep::Never(format!("`{tname}` was skipped"));
                 }
                 if targets
                     .iter()
                     .any(|&k| t(k).phase == Phase::Done && t(k).first_start.is_none())
                 {
-                    return Err(format!("`{tname}` never started"));
+                    return Dep::Never(format!("`{tname}` never started"));
                 }
-                Ok(targets.iter().all(|&k| t(k).first_start.is_some()))
+                Dep::when(targets.iter().all(|&k| t(k).first_start.is_some()))
             }
             DepKind::Parent => {
                 let Some(&k) = targets.first() else {
-                    return Err(format!("parent `{tname}` is not part of this run"));
+                    return Dep::Never(format!("parent `{tname}` is not part of this run"));
                 };
                 let p = t(k);
                 if p.outcome == Some(Outcome::Skipped) {
-                    return Err(format!("parent `{tname}` was skipped"));
+                    return Dep::Never(format!("parent `{tname}` was skipped"));
                 }
                 if p.finished {
-                    return Err(format!("parent `{tname}` finished before it could start"));
+                    return Dep::Never(format!("parent `{tname}` finished before it could start"));
                 }
                 if p.outcome.is_some_and(Outcome::is_failure) {
-                    return Err(format!("parent `{tname}` failed"));
+                    return Dep::Never(format!("parent `{tname}` failed"));
                 }
-                Ok(p.first_start.is_some())
+                Dep::when(p.first_start.is_some())
             }
         }
     }
@@ -343,13 +366,13 @@ impl Engine<'_> {
             if self.insts[k].phase == Phase::Pending {
                 // A parent may have finished while this waited for a slot.
                 match self.deps_hold(self.insts[k].proc) {
-                    Err(why) => {
+                    Dep::Never(why) => {
                         self.skip(k, &why);
                         changed = true;
                         continue;
                     }
-                    Ok(false) => continue,
-                    Ok(true) => {}
+                    Dep::Waits => continue,
+                    Dep::Holds => {}
                 }
             }
             self.start(k);

@@ -42,7 +42,7 @@ impl Engine<'_> {
         }
         let mut waits = Vec::new();
         for d in &self.g.deps[i.proc] {
-            if !matches!(self.dep_state(d.kind, d.target), Ok(false)) {
+            if self.dep_state(d.kind, d.target) != super::schedule::Dep::Waits {
                 continue;
             }
             let t = &self.g.file.processes[d.target].name.value;
