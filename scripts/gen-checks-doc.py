@@ -142,9 +142,9 @@ P["max-parallel-too-small"] = (
 ["max-parallel-too-small-2"])
 
 P["bad-duration"] = (
-"""A duration string does not parse. Causes: an unknown unit, no unit at all (`"10"`), a negative value, an empty string, a number too large, or zero where zero makes no sense (`timeout`, `ready.interval`, `ready.timeout`). A bare number without quotes is [`wrong-type`](#wrong-type) instead. See [Durations](format.md#durations).""",
+"""A duration string does not parse. Causes: an unknown unit, no unit at all (`"10"`), a negative value, an empty string, a duration longer than the maximum of `"3650d"` (about 10 years), or zero where zero makes no sense (`timeout`, `ready.interval`, `ready.timeout`). The maximum holds for every duration key (`timeout`, `retry_delay`, `[graph] shutdown_grace`, `ready.interval`, `ready.timeout`): a longer one is a typo, and the cap keeps every deadline the runtime computes far from the limits of the system clock. A bare number without quotes is [`wrong-type`](#wrong-type) instead. See [Durations](format.md#durations).""",
 """Write a number and a unit: `"250ms"`, `"10s"`, `"5m"`, `"1h30m"`.""",
-["bad-duration-2", "bad-duration-3"])
+["bad-duration-2", "bad-duration-3", "bad-duration-4"])
 
 P["bad-signal"] = (
 """`stop_signal` is not a signal name, or names a signal that pauses or resumes a process instead of ending it (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`, `SIGTTOU`, `SIGCONT`): stopping with one of those would only wait out the grace period. Names are upper case, with or without the `SIG` prefix (`"SIGTERM"`, `"TERM"`). A name that is right except for case gets the correct spelling as its suggestion. Other names get the closest known signal, when one is close.""",
@@ -170,6 +170,11 @@ P["bad-probe"] = (
 """A `ready` table does not hold exactly one valid probe. The cases: no probe at all (only `interval` / `timeout`), two or more probes, a `tcp` value that is not `host:port` with a port from 1 to 65535, an empty `cmd` or `file`, or a `log` regex that does not compile. The regex syntax is Rust's `regex` crate, which has no backreferences or look-around.""",
 """Keep exactly one of `tcp`, `cmd`, `log` or `file`. If you need several conditions, combine them in one `cmd` probe (`cmd = ["sh", "-c", "test -f a && nc -z host 80"]`).""",
 ["bad-probe-2", "bad-probe-3", "bad-probe-4", "bad-probe-5"])
+
+P["nul-character"] = (
+"""A string holds a NUL character (written `\\u0000` in TOML). The operating system passes command-line arguments, environment variables and paths as NUL-terminated strings, so such a value cannot reach the process intact: the process would fail to start, and `graph` would write a raw NUL into its output. The rule covers every string of the file: the graph name, `cmd` arguments, `shell`, `cwd`, `env` values, probe fields, `stdout` / `stderr` files and so on. (A NUL in a name or an `env` key is reported as [`bad-name`](#bad-name).)""",
+"""Remove the `\\u0000`. To pass binary data to a process, use a file or a stream edge.""",
+["nul-character-2"])
 
 P["edge-name-clash"] = (
 """Two stream edges (queues or pipes, in any combination) would get the same `JOBGRAPH_FD_<EDGE>` variable. The variable upper-cases the name and turns `-` into `_`, so `raw-events`, `raw_events` and `Raw_Events` all give `JOBGRAPH_FD_RAW_EVENTS`, and a process on both edges could not tell them apart.""",
@@ -231,7 +236,7 @@ match on it.
 
 - **Errors** make the file invalid: `validate` exits 1, and `plan`, `graph` and
   `run` refuse the file.
-- **Warnings** (the last three codes) are reported, but the file stays valid
+- **Warnings** (the codes marked *warning* in the table) are reported, but the file stays valid
   and `validate` exits 0.
 
 jobgraph reports every problem it can find in one pass, not only the first

@@ -45,6 +45,12 @@ enum Cmd {
     Plan {
         /// Job file.
         file: PathBuf,
+        /// Plan only these processes plus what they need (the same as --only).
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+        /// Plan only these processes plus what they need (repeat, or separate with commas).
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        only: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
@@ -76,6 +82,9 @@ enum Cmd {
 struct RunArgs {
     /// Job file.
     file: PathBuf,
+    /// Run only these processes plus what they need (the same as --only).
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
     /// Run only these processes plus what they need (repeat, or separate with commas).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
@@ -139,7 +148,15 @@ pub fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Cmd::Validate { files, format } => validate(&files, format),
-        Cmd::Plan { file, format } => plan(&file, format),
+        Cmd::Plan {
+            file,
+            targets,
+            mut only,
+            format,
+        } => {
+            only.extend(targets);
+            plan(&file, &only, format)
+        }
         Cmd::Graph { file, format } => graph(&file, format),
         Cmd::Schema => {
             print(&crate::schema::schema_text());
@@ -150,7 +167,11 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "jobgraph", &mut std::io::stdout());
             EXIT_OK
         }
-        Cmd::Run(args) => run(&args),
+        Cmd::Run(mut args) => {
+            let targets = std::mem::take(&mut args.targets);
+            args.only.extend(targets);
+            run(&args)
+        }
         Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,
     })
 }
@@ -211,11 +232,18 @@ fn checked_graph(path: &Path) -> Result<crate::graph::Graph, ()> {
     }
 }
 
-fn plan(path: &Path, format: PlanFormat) -> u8 {
+fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
     let Ok(g) = checked_graph(path) else {
         return EXIT_FAILED;
     };
-    let plan = Plan::new(&g);
+    let included = match g.only(only) {
+        Ok(inc) => inc,
+        Err(message) => {
+            eprint(&format!("error: {}: {message}\n", path.display()));
+            return EXIT_USAGE;
+        }
+    };
+    let plan = Plan::of(&g, &included);
     match format {
         PlanFormat::Human => print(&plan.render()),
         PlanFormat::Json => {
@@ -245,12 +273,27 @@ fn run(args: &RunArgs) -> u8 {
     let included = match g.only(&args.only) {
         Ok(inc) => inc,
         Err(message) => {
-            eprint(&format!("error: {message} in {}\n", args.file.display()));
+            eprint(&format!("error: {}: {message}\n", args.file.display()));
             return EXIT_USAGE;
         }
     };
+    // Command-line overrides go through the same checks as the file.
+    if let Some(max) = args.max_parallel {
+        let problems = g.check_max_parallel(max);
+        if !problems.is_empty() {
+            for d in &problems {
+                eprint(&crate::report::render_spanless(&args.file, d));
+            }
+            return EXIT_USAGE;
+        }
+    }
     if args.dry_run {
-        print(&Plan::of(&g, &included).render());
+        let mut plan = Plan::of(&g, &included);
+        if let Some(max) = args.max_parallel {
+            plan.max_parallel = Some(max);
+            plan.max_parallel_from_cli = true;
+        }
+        print(&plan.render());
         return EXIT_OK;
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

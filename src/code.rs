@@ -98,6 +98,8 @@ codes! {
     BadNumber = "bad-number", Error;
     /// A `ready` table without exactly one valid probe.
     BadProbe = "bad-probe", Error;
+    /// A NUL character in a string: no argv, environment variable, path or name can hold one.
+    NulCharacter = "nul-character", Error;
     /// Two queues or pipes whose `JOBGRAPH_FD_<EDGE>` variables would have the same name.
     EdgeNameClash = "edge-name-clash", Error;
     /// A stream group whose members together need more of a lock than it has.

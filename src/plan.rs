@@ -17,6 +17,9 @@ pub struct Plan {
     pub instances: u64,
     /// `max_parallel`, if set.
     pub max_parallel: Option<u32>,
+    /// `max_parallel` comes from `--max-parallel`, not the file.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub max_parallel_from_cli: bool,
     /// `shutdown_grace` as written.
     pub shutdown_grace: String,
     /// `fail_fast`.
@@ -164,6 +167,7 @@ impl Plan {
             processes: chosen().count(),
             instances: chosen().map(|p| u64::from(p.replicas.value)).sum(),
             max_parallel: f.graph.max_parallel.as_ref().map(|m| m.value),
+            max_parallel_from_cli: false,
             shutdown_grace: format_duration(f.graph.shutdown_grace),
             fail_fast: f.graph.fail_fast,
             stages,
@@ -184,8 +188,11 @@ impl Plan {
         let _ = writeln!(
             o,
             "max_parallel {} · shutdown_grace {} · fail_fast {}",
-            self.max_parallel
-                .map_or("unlimited".to_string(), |m| m.to_string()),
+            match self.max_parallel {
+                None => "unlimited".to_string(),
+                Some(m) if self.max_parallel_from_cli => format!("{m} (--max-parallel)"),
+                Some(m) => m.to_string(),
+            },
             self.shutdown_grace,
             if self.fail_fast { "on" } else { "off" }
         );

@@ -359,12 +359,16 @@ pub(super) fn check_group_limits(
     streams: &Streams,
     diags: &mut Vec<Diagnostic>,
 ) {
+    if let Some(max) = &file.graph.max_parallel {
+        check_max_parallel(
+            file,
+            &streams.groups,
+            max.value,
+            Some(max.span.clone()),
+            diags,
+        );
+    }
     for group in streams.groups.iter().filter(|g| !g.edges.is_empty()) {
-        let size: u64 = group
-            .members
-            .iter()
-            .map(|&m| u64::from(file.processes[m].replicas.value))
-            .sum();
         let members = || {
             list_some(
                 group
@@ -373,23 +377,6 @@ pub(super) fn check_group_limits(
                     .map(|&m| file.processes[m].name.value.as_str()),
             )
         };
-        if let Some(max) = &file.graph.max_parallel {
-            if size > u64::from(max.value) {
-                diags.push(
-                    Diagnostic::at(
-                        Code::MaxParallelTooSmall,
-                        max.span.clone(),
-                        format!(
-                            "max_parallel is {}, but the stream group {{{}}} runs {size} processes at once",
-                            max.value,
-                            members()
-                        ),
-                    )
-                    .label("too small for a stream group")
-                    .help(format!("processes joined by pipes or queues start together: set max_parallel = {size} or more")),
-                );
-            }
-        }
         for &m in &group.members {
             let p = &file.processes[m];
             let pipe_edge = streams_endpoints_have_pipe(&streams.endpoints[m]);
@@ -446,6 +433,62 @@ pub(super) fn check_group_limits(
             }
         }
     }
+}
+
+/// `max_parallel` (from the file, with its span, or from `--max-parallel`)
+/// against the largest stream group: a group must fit to launch at all.
+pub(super) fn check_max_parallel(
+    file: &JobFile,
+    groups: &[StreamGroup],
+    max: u32,
+    span: Option<crate::diagnostic::Span>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let size = |g: &StreamGroup| -> u64 {
+        g.members
+            .iter()
+            .map(|&m| u64::from(file.processes[m].replicas.value))
+            .sum()
+    };
+    let Some(group) = groups
+        .iter()
+        .filter(|g| !g.edges.is_empty())
+        .max_by_key(|g| size(g))
+    else {
+        return;
+    };
+    let size = size(group);
+    if size <= u64::from(max) {
+        return;
+    }
+    let members = list_some(
+        group
+            .members
+            .iter()
+            .map(|&m| file.processes[m].name.value.as_str()),
+    );
+    let (what, fix) = match span {
+        Some(_) => (
+            format!("max_parallel is {max}"),
+            format!("set max_parallel = {size} or more"),
+        ),
+        None => (
+            format!("--max-parallel is {max}"),
+            format!("pass --max-parallel {size} or more"),
+        ),
+    };
+    let mut d = Diagnostic::new(
+        Code::MaxParallelTooSmall,
+        span,
+        format!("{what}, but the stream group {{{members}}} runs {size} processes at once"),
+    )
+    .help(format!(
+        "processes joined by pipes or queues start together: {fix}"
+    ));
+    if d.span.is_some() {
+        d = d.label("too small for a stream group");
+    }
+    diags.push(d);
 }
 
 struct UnionFind {

@@ -7,7 +7,7 @@ mod json;
 pub mod live;
 
 pub use github::render_github;
-pub use human::{render_human, HumanStyle};
+pub use human::{render_human, render_spanless, HumanStyle};
 pub use json::{render_json, FileReport};
 
 use crate::check::Checked;

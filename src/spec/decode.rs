@@ -12,6 +12,8 @@ use crate::source::SourceFile;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+type Span = std::ops::Range<usize>;
+
 /// Keys allowed at the top level.
 pub const KEYS_TOP: &[&str] = &[
     "version", "graph", "env", "lock", "process", "queue", "pipe",
@@ -384,9 +386,28 @@ impl Decoder {
         }
     }
 
+    /// Reports a NUL character, which no argv, environment or path can hold.
+    fn no_nul(&mut self, what: &dyn std::fmt::Display, s: &str, span: Span) -> bool {
+        if !s.contains('\0') {
+            return true;
+        }
+        self.push(
+            Diagnostic::at(
+                Code::NulCharacter,
+                self.at(span),
+                format!("`{what}` contains a NUL character"),
+            )
+            .label("NUL (\\u0000) in this string")
+            .help("remove the \\u0000: command lines, environment variables, paths and names cannot hold a NUL byte"),
+        );
+        false
+    }
+
     fn string(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Sp<String>> {
         match v.get_ref() {
-            DeValue::String(s) => Some(Sp::new(s.to_string(), self.at(v.span()))),
+            DeValue::String(s) => self
+                .no_nul(what, s, v.span())
+                .then(|| Sp::new(s.to_string(), self.at(v.span()))),
             _ => {
                 self.wrong_type(what, "a string", v, None);
                 None
@@ -462,7 +483,12 @@ impl Decoder {
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::String(s) => out.push(Sp::new(s.to_string(), self.at(item.span()))),
+                DeValue::String(s) => {
+                    if !self.no_nul(&format!("{what}[{i}]"), s, item.span()) {
+                        return None;
+                    }
+                    out.push(Sp::new(s.to_string(), self.at(item.span())))
+                }
                 _ => {
                     self.wrong_type(&format!("{what}[{i}]"), "a string", item, None);
                     return None;
@@ -535,6 +561,11 @@ impl Decoder {
             Ok(d) => return Some(d),
             Err(e) => e,
         };
+        let help = if problem.contains("maximum") {
+            "durations are at most \"3650d\" (about 10 years); write a shorter one, or leave the key out for its default"
+        } else {
+            "write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""
+        };
         self.push(
             Diagnostic::at(
                 Code::BadDuration,
@@ -542,7 +573,7 @@ impl Decoder {
                 format!("`{what}` is not a valid duration: {problem}"),
             )
             .label("invalid duration")
-            .help("write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""),
+            .help(help),
         );
         None
     }
@@ -628,7 +659,12 @@ impl Decoder {
                 continue;
             }
             let value = match v.get_ref() {
-                DeValue::String(s) => s.to_string(),
+                DeValue::String(s) => {
+                    if !self.no_nul(&format!("{what}.{name}"), s, v.span()) {
+                        continue;
+                    }
+                    s.to_string()
+                }
                 DeValue::Integer(i) => i.to_string(),
                 DeValue::Float(f) => f.as_str().to_string(),
                 DeValue::Boolean(b) => b.to_string(),
@@ -1064,14 +1100,19 @@ impl Decoder {
         match v.get_ref() {
             DeValue::Table(t) => {
                 let mut path = None;
+                let mut reported = false;
                 for (k, fv) in t.iter() {
                     match key_str(k) {
-                        "file" => path = self.string(&format!("{what}.file"), fv),
+                        "file" => {
+                            path = self.string(&format!("{what}.file"), fv);
+                            reported |= path.is_none();
+                        }
                         _ => self.unknown_key(k, &["file"], &format!("`{what}`")),
                     }
                 }
                 match path {
                     Some(p) if !p.value.is_empty() => Some(Output::File(p.value)),
+                    None if reported => None,
                     _ => {
                         self.push(
                             Diagnostic::at(
