@@ -296,6 +296,8 @@ pub(super) fn analyze(
         }
     }
 
+    pipe_cycles(file, index, diags);
+
     // Groups, numbered in file order of their first member.
     let mut group_of = vec![usize::MAX; n];
     let mut groups: Vec<StreamGroup> = Vec::new();
@@ -489,6 +491,60 @@ pub(super) fn check_max_parallel(
         d = d.label("too small for a stream group");
     }
     diags.push(d);
+}
+
+/// One-way pipes that form a loop (`a -> b`, `b -> a`): if every process in
+/// it reads before it writes, none ever does. A warning, since a protocol
+/// where one side writes first works.
+fn pipe_cycles(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) {
+    let n = file.processes.len();
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut edge: HashMap<(usize, usize), &crate::spec::Pipe> = HashMap::default();
+    for pipe in &file.pipes {
+        let PipeEnds::OneWay { from, to } = &pipe.ends else {
+            continue;
+        };
+        let (Some(&a), Some(&b)) = (index.get(from.value.as_str()), index.get(to.value.as_str()))
+        else {
+            continue;
+        };
+        if a != b && edge.insert((a, b), pipe).is_none() {
+            adj[a].push(b);
+        }
+    }
+    if edge.len() < 2 {
+        return;
+    }
+    for component in super::cycles::strongly_connected(&adj) {
+        let Some(path) = super::cycles::find_cycle(&adj, &component, component[0]) else {
+            continue;
+        };
+        let name = |i: usize| file.processes[i].name.value.as_str();
+        let hops: Vec<&crate::spec::Pipe> = (0..path.len())
+            .map(|k| edge[&(path[k], path[(k + 1) % path.len()])])
+            .collect();
+        let mut loop_text: Vec<&str> = path.iter().map(|&i| name(i)).collect();
+        loop_text.push(name(path[0]));
+        let loop_text = super::cycles::shorten(&loop_text);
+        let mut d = Diagnostic::at(
+            Code::PipeCycle,
+            hops[0].name.span.clone(),
+            format!("one-way pipes form a loop: {loop_text}"),
+        )
+        .label(format!("pipe `{}`, part of the loop", hops[0].name.value))
+        .help(if path.len() == 2 {
+            format!(
+                "if both `{}` and `{}` wait to read before they write, neither ever does: use one duplex pipe, between = [\"{}\", \"{}\"], or make sure one side writes first",
+                name(path[0]), name(path[1]), name(path[0]), name(path[1])
+            )
+        } else {
+            "if every process in the loop waits to read before it writes, none ever does: make sure one of them writes first, or break the loop with a queue".to_string()
+        });
+        for p in hops.iter().skip(1).take(8) {
+            d = d.related(p.name.span.clone(), format!("pipe `{}`", p.name.value));
+        }
+        diags.push(d);
+    }
 }
 
 struct UnionFind {

@@ -41,6 +41,10 @@ pub(super) fn check(
                 .help("daemons are stopped once every non-daemon process finished; make the main process a non-daemon"),
         );
     }
+    for p in &file.processes {
+        shell_syntax_in_cmd(p, diags);
+        buffered_log_probe(file, p, diags);
+    }
     let mut finder = ProgramFinder::new(source.base_dir(), file);
     let by_name: HashMap<&str, &Process> = file
         .processes
@@ -195,4 +199,195 @@ fn executable_problem(path: &Path) -> Option<String> {
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_string()),
         Ok(_) => None,
     }
+}
+
+/// The file name of a program path: `/usr/bin/python3` -> `python3`.
+fn basename(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
+/// Programs whose arguments are scripts with their own `$` syntax, or that
+/// hand their arguments to a shell.
+fn interprets_arguments(program: &str) -> bool {
+    let b = basename(program);
+    matches!(
+        b,
+        "sh" | "bash"
+            | "dash"
+            | "zsh"
+            | "ksh"
+            | "mksh"
+            | "fish"
+            | "busybox"
+            | "awk"
+            | "gawk"
+            | "mawk"
+            | "nawk"
+            | "perl"
+            | "sed"
+            | "ruby"
+            | "node"
+            | "deno"
+            | "jq"
+            | "php"
+            | "make"
+            | "find"
+            | "ssh"
+            | "docker"
+            | "podman"
+            | "kubectl"
+            | "watch"
+            | "tclsh"
+            | "expect"
+    ) || b.starts_with("python")
+}
+
+/// Shell syntax in one argument: a `$NAME` / `${...}` / `$(...)` expansion,
+/// or a whole-word operator.
+fn shell_syntax(arg: &str) -> Option<&'static str> {
+    if matches!(
+        arg,
+        "|" | "||" | "&&" | ";" | ">" | ">>" | "<" | "2>&1" | "&"
+    ) {
+        return Some("an operator");
+    }
+    let b = arg.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c != b'$' {
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'{') | Some(b'(') => return Some("an expansion"),
+            Some(&n) if n.is_ascii_alphabetic() || n == b'_' => return Some("a variable"),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn shell_syntax_in_cmd(p: &Process, diags: &mut Vec<Diagnostic>) {
+    let Command::Argv(argv) = &p.command else {
+        return;
+    };
+    for (i, arg) in argv.iter().enumerate() {
+        if interprets_arguments(&arg.value) {
+            return;
+        }
+        if i == 0 {
+            continue;
+        }
+        let Some(kind) = shell_syntax(&arg.value) else {
+            continue;
+        };
+        let line: Vec<&str> = argv.iter().map(|a| a.value.as_str()).collect();
+        let what = if kind == "an operator" {
+            format!(
+                "`{}` is passed to `{}` as an argument",
+                arg.value, argv[0].value
+            )
+        } else {
+            format!(
+                "`{}` reaches `{}` as written: nothing expands it",
+                arg.value, argv[0].value
+            )
+        };
+        diags.push(
+            Diagnostic::at(
+                Code::ShellSyntaxInCmd,
+                arg.span.clone(),
+                format!("`cmd` is not run by a shell, so {what}"),
+            )
+            .label(format!("{kind}, not interpreted"))
+            .help(format!(
+                "to have /bin/sh interpret it, write shell = \"{}\"; or write the value itself into cmd",
+                line.join(" ").replace('\\', "\\\\").replace('"', "\\\"")
+            )),
+        );
+        return;
+    }
+}
+
+/// A Python program whose stdout is a pipe block-buffers it, so a `log`
+/// probe sees nothing until 8 KiB are written or the program exits.
+fn buffered_log_probe(file: &JobFile, p: &Process, diags: &mut Vec<Diagnostic>) {
+    let Some(ready) = &p.ready else {
+        return;
+    };
+    if !matches!(ready.probe.value, crate::spec::Probe::Log(_)) {
+        return;
+    }
+    let unbuffered_env = p
+        .env
+        .iter()
+        .chain(file.env.iter())
+        .any(|(k, v)| k.value == "PYTHONUNBUFFERED" && !v.value.is_empty());
+    if unbuffered_env {
+        return;
+    }
+    let (span, python) = match &p.command {
+        Command::Argv(argv) => {
+            let Some(program) = argv.first() else {
+                return;
+            };
+            if !is_python(basename(&program.value)) {
+                return;
+            }
+            let mut unbuffered = false;
+            for a in &argv[1..] {
+                let a = a.value.as_str();
+                if !a.starts_with('-') || a.starts_with("--") {
+                    break;
+                }
+                if a[1..].contains('u') {
+                    unbuffered = true;
+                }
+                if a.contains(['c', 'm']) {
+                    break;
+                }
+            }
+            if unbuffered {
+                return;
+            }
+            (program.span.clone(), program.value.clone())
+        }
+        Command::Shell(line) => {
+            let v = &line.value;
+            if v.contains("PYTHONUNBUFFERED") || v.contains("stdbuf") {
+                return;
+            }
+            let words: Vec<&str> = v
+                .split(|c: char| c.is_whitespace() || ";&|()".contains(c))
+                .collect();
+            let Some(at) = words.iter().position(|w| is_python(basename(w))) else {
+                return;
+            };
+            if words[at + 1..]
+                .iter()
+                .take_while(|w| w.starts_with('-'))
+                .any(|w| !w.starts_with("--") && w[1..].contains('u'))
+            {
+                return;
+            }
+            (line.span.clone(), words[at].to_string())
+        }
+        Command::Missing => return,
+    };
+    diags.push(
+        Diagnostic::at(
+            Code::BufferedLogProbe,
+            span,
+            format!(
+                "`{}` has a `log` readiness probe, but `{python}` block-buffers its output when it is not a terminal, so the probe may never see the line",
+                p.name.value
+            ),
+        )
+        .label("Python without -u")
+        .related(ready.probe.span.clone(), "watches the output")
+        .help("run it with `python -u`, or set PYTHONUNBUFFERED = \"1\" in its env (or flush after printing)"),
+    );
+}
+
+fn is_python(word: &str) -> bool {
+    word.strip_prefix("python")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
 }
