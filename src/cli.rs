@@ -212,11 +212,14 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
         ValidateFormat::Json => print(&render_json(&outcomes)),
         ValidateFormat::Github => print(&render_github(&outcomes)),
     }
-    if outcomes.iter().all(Outcome::is_valid) {
+    let code = if outcomes.iter().all(Outcome::is_valid) {
         EXIT_OK
     } else {
         EXIT_FAILED
-    }
+    };
+    // The process ends here: leave freeing large graphs to the OS.
+    std::mem::forget(outcomes);
+    code
 }
 
 /// Checks one file for plan/graph/run; prints diagnostics when there are any.
@@ -247,11 +250,16 @@ fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
     match format {
         PlanFormat::Human => print(&plan.render()),
         PlanFormat::Json => {
-            let mut s = serde_json::to_string_pretty(&plan).unwrap_or_default();
-            s.push('\n');
-            print(&s);
+            // Streamed: replicas are written name by name, never all held at once.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let _ = serde_json::to_writer_pretty(&mut out, &plan);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
         }
     }
+    // The process ends here: leave freeing a large graph to the OS.
+    std::mem::forget(plan);
+    std::mem::forget(g);
     EXIT_OK
 }
 

@@ -32,6 +32,9 @@ pub(super) fn check_cycles(file: &JobFile, deps: &[Vec<Dep>], diags: &mut Vec<Di
 /// Components that hold a cycle: two or more nodes, or one with a self-loop.
 /// Iterative (Kosaraju over an explicit stack), so a 100,000-long chain is fine.
 pub(crate) fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    if is_acyclic(adj) {
+        return Vec::new();
+    }
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(adj.len(), adj.iter().map(Vec::len).sum());
     for _ in 0..adj.len() {
         g.add_node(());
@@ -52,6 +55,29 @@ pub(crate) fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
         .collect();
     out.sort();
     out
+}
+
+/// Kahn's algorithm: true when every node can be taken off in topological
+/// order, the usual case, which then needs no component search at all.
+fn is_acyclic(adj: &[Vec<usize>]) -> bool {
+    let mut indegree = vec![0u32; adj.len()];
+    for targets in adj {
+        for &t in targets {
+            indegree[t] += 1;
+        }
+    }
+    let mut ready: Vec<usize> = (0..adj.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut taken = 0;
+    while let Some(i) = ready.pop() {
+        taken += 1;
+        for &t in &adj[i] {
+            indegree[t] -= 1;
+            if indegree[t] == 0 {
+                ready.push(t);
+            }
+        }
+    }
+    taken == adj.len()
 }
 
 /// A shortest loop from `start` back to itself, staying inside `component`

@@ -46,12 +46,14 @@ pub(super) fn check(
         buffered_log_probe(file, p, diags);
     }
     let mut finder = ProgramFinder::new(source.base_dir(), file);
-    let by_name: HashMap<&str, &Process> = file
+    let by_name: HashMap<&str, usize> = file
         .processes
         .iter()
-        .map(|p| (p.name.value.as_str(), p))
+        .enumerate()
+        .map(|(i, p)| (p.name.value.as_str(), i))
         .collect();
-    for p in &file.processes {
+    let lineage = Lineage::new(file, &by_name);
+    for (i, p) in file.processes.iter().enumerate() {
         let Command::Argv(argv) = &p.command else {
             continue;
         };
@@ -61,7 +63,7 @@ pub(super) fn check(
         if program.value.is_empty() || program.value.contains("{replica}") {
             continue;
         }
-        if let Some(problem) = finder.problem(&by_name, p, &program.value) {
+        if let Some(problem) = finder.problem(&lineage, file, i, &program.value) {
             diags.push(
                 Diagnostic::at(Code::CommandNotFound, program.span.clone(), format!("`{}` {problem}", program.value))
                     .label("program")
@@ -106,10 +108,12 @@ impl ProgramFinder {
     /// Why `program` would not start, or `None` if it looks fine.
     fn problem(
         &mut self,
-        by_name: &HashMap<&str, &Process>,
-        p: &Process,
+        lineage: &Lineage,
+        file: &JobFile,
+        i: usize,
         program: &str,
     ) -> Option<String> {
+        let p = &file.processes[i];
         let plain =
             p.cwd.is_none() && p.parent.is_none() && !p.env.iter().any(|(k, _)| k.value == "PATH");
         if plain {
@@ -117,7 +121,7 @@ impl ProgramFinder {
                 return answer.clone();
             }
         }
-        let answer = self.lookup(by_name, p, program);
+        let answer = self.lookup(lineage, file, i, program);
         if plain {
             self.plain.insert(program.to_string(), answer.clone());
         }
@@ -126,10 +130,12 @@ impl ProgramFinder {
 
     fn lookup(
         &mut self,
-        by_name: &HashMap<&str, &Process>,
-        p: &Process,
+        lineage: &Lineage,
+        file: &JobFile,
+        i: usize,
         program: &str,
     ) -> Option<String> {
+        let p = &file.processes[i];
         let own_path = p
             .env
             .iter()
@@ -140,14 +146,14 @@ impl ProgramFinder {
             .or_else(|| self.graph_path.clone())
             .unwrap_or_else(|| self.engine_path.clone());
         // Like the runtime: own cwd, else (fork) the nearest ancestor's, else the file's directory.
-        let mut cwd = self.base.clone();
-        for a in lineage(by_name, p) {
-            match &a.cwd {
-                Some(c) if c.value.contains("{replica}") => return None,
-                Some(c) => cwd = self.base.join(&c.value),
-                None => {}
-            }
+        let (replica, from) = lineage.cwd(file, i);
+        if replica {
+            return None;
         }
+        let cwd = match from.and_then(|a| file.processes[a].cwd.as_ref()) {
+            Some(c) => self.base.join(&c.value),
+            None => self.base.clone(),
+        };
         let key = (program.to_string(), search.clone(), cwd.clone());
         if let Some(answer) = self.cache.get(&key) {
             return answer.clone();
@@ -171,25 +177,74 @@ impl ProgramFinder {
     }
 }
 
-/// The parent chain from the top down to `p`, as the runtime walks it for `fork`.
-fn lineage<'a>(by_name: &HashMap<&str, &'a Process>, p: &'a Process) -> Vec<&'a Process> {
-    let mut chain = vec![p];
-    if p.start == crate::spec::StartMethod::Fork {
-        let mut cur = p;
-        while let Some(parent) = cur
-            .parent
-            .as_ref()
-            .and_then(|n| by_name.get(n.value.as_str()).copied())
-        {
-            if chain.len() > by_name.len() {
-                break;
+/// Working directories down parent chains, as the runtime resolves them for
+/// `fork`: the nearest `cwd` up the chain wins. Computed once per process, so
+/// a 100,000-deep chain costs 100,000 steps, not 100,000².
+struct Lineage {
+    /// Per process, over itself and all its ancestors: whether a `cwd` on the
+    /// way holds `{replica}`, and which process's `cwd` is nearest.
+    up: Vec<(bool, Option<usize>)>,
+}
+
+impl Lineage {
+    fn new(file: &JobFile, by_name: &HashMap<&str, usize>) -> Lineage {
+        let n = file.processes.len();
+        let parent: Vec<Option<usize>> = file
+            .processes
+            .iter()
+            .map(|p| {
+                p.parent
+                    .as_ref()
+                    .and_then(|x| by_name.get(x.value.as_str()).copied())
+            })
+            .collect();
+        let own = |i: usize| {
+            let c = file.processes[i].cwd.as_ref();
+            (
+                c.is_some_and(|c| c.value.contains("{replica}")),
+                c.map(|_| i),
+            )
+        };
+        // 0 = not yet, 1 = on the current walk (a parent cycle: reported elsewhere), 2 = done.
+        let mut state = vec![0u8; n];
+        let mut up = vec![(false, None); n];
+        let mut walk = Vec::new();
+        for start in 0..n {
+            let mut cur = Some(start);
+            while let Some(c) = cur.filter(|&c| state[c] == 0) {
+                state[c] = 1;
+                walk.push(c);
+                cur = parent[c];
             }
-            chain.push(parent);
-            cur = parent;
+            // `cur` is done (or on this walk: a cycle, treated as the top).
+            let mut above = match cur {
+                Some(c) if state[c] == 2 => up[c],
+                _ => (false, None),
+            };
+            while let Some(c) = walk.pop() {
+                let (replica, from) = own(c);
+                above = (above.0 || replica, from.or(above.1));
+                up[c] = above;
+                state[c] = 2;
+            }
+        }
+        Lineage { up }
+    }
+
+    /// For process `i`: whether its working directory depends on `{replica}`,
+    /// and whose `cwd` it uses (`None`: the job file's directory).
+    fn cwd(&self, file: &JobFile, i: usize) -> (bool, Option<usize>) {
+        let p = &file.processes[i];
+        if p.start == crate::spec::StartMethod::Fork {
+            self.up[i]
+        } else {
+            let c = p.cwd.as_ref();
+            (
+                c.is_some_and(|c| c.value.contains("{replica}")),
+                c.map(|_| i),
+            )
         }
     }
-    chain.reverse();
-    chain
 }
 
 fn executable_problem(path: &Path) -> Option<String> {
