@@ -285,7 +285,7 @@ fn unclosed_string(text: &str) -> Option<usize> {
                     i += 2;
                     continue;
                 }
-                if line[i..].starts_with(delim) {
+                if b[i..].starts_with(delim.as_bytes()) {
                     multiline = None;
                     i += 3;
                     while i < b.len() && b[i] == delim.as_bytes()[0] {
@@ -299,7 +299,7 @@ fn unclosed_string(text: &str) -> Option<usize> {
             match b[i] {
                 b'#' => break,
                 q @ (b'"' | b'\'') => {
-                    if line[i..].starts_with("\"\"\"") || line[i..].starts_with("\'\'\'") {
+                    if b[i..].starts_with(b"\"\"\"") || b[i..].starts_with(b"'''") {
                         multiline = Some(if q == b'"' { "\"\"\"" } else { "\'\'\'" });
                         i += 3;
                         continue;
@@ -438,7 +438,7 @@ fn scan_line(line: &str, multiline: &mut Option<&'static str>, depth: &mut i32) 
                 i += 2;
                 continue;
             }
-            if line[i..].starts_with(delim) {
+            if b[i..].starts_with(delim.as_bytes()) {
                 *multiline = None;
                 i += 3;
                 while i < b.len() && b[i] == delim.as_bytes()[0] {
@@ -453,7 +453,7 @@ fn scan_line(line: &str, multiline: &mut Option<&'static str>, depth: &mut i32) 
             b'#' => return Some(()),
             b'"' | b'\'' => {
                 let q = b[i];
-                if line[i..].starts_with("\"\"\"") || line[i..].starts_with("\'\'\'") {
+                if b[i..].starts_with(b"\"\"\"") || b[i..].starts_with(b"'''") {
                     *multiline = Some(if q == b'"' { "\"\"\"" } else { "\'\'\'" });
                     i += 3;
                     continue;
