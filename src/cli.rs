@@ -46,10 +46,10 @@ enum Cmd {
         /// Job file.
         file: PathBuf,
         /// Plan only these processes plus what they need (the same as --only).
-        #[arg(value_name = "TARGET")]
+        #[arg(value_name = "TARGET", add = process_completer())]
         targets: Vec<String>,
         /// Plan only these processes plus what they need (repeat, or separate with commas).
-        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        #[arg(long, value_name = "NAME", value_delimiter = ',', add = process_completer())]
         only: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
@@ -83,10 +83,10 @@ struct RunArgs {
     /// Job file.
     file: PathBuf,
     /// Run only these processes plus what they need (the same as --only).
-    #[arg(value_name = "TARGET")]
+    #[arg(value_name = "TARGET", add = process_completer())]
     targets: Vec<String>,
     /// Run only these processes plus what they need (repeat, or separate with commas).
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    #[arg(long, value_name = "NAME", value_delimiter = ',', add = process_completer())]
     only: Vec<String>,
     /// Keep going after a failure: run everything that does not depend on it.
     #[arg(long)]
@@ -137,8 +137,40 @@ enum GraphFormat {
     Mermaid,
 }
 
+/// Completes process names from the job file named on the command line being
+/// completed (dynamic completion: `source <(COMPLETE=bash jobgraph)`).
+fn process_completer() -> clap_complete::engine::ArgValueCompleter {
+    clap_complete::engine::ArgValueCompleter::new(|current: &std::ffi::OsStr| {
+        let current = current.to_string_lossy();
+        // The words being completed follow `--` in this process's arguments.
+        let file = std::env::args_os()
+            .skip(1)
+            .map(PathBuf::from)
+            .find(|a| a.extension().is_some_and(|e| e == "toml") && a.is_file());
+        let Some(file) = file else {
+            return Vec::new();
+        };
+        let Ok(source) = crate::source::SourceFile::load(&file) else {
+            return Vec::new();
+        };
+        let (Some(job), _) = crate::spec::decode(&source) else {
+            return Vec::new();
+        };
+        job.processes
+            .iter()
+            .map(|p| p.name.value.as_str())
+            .filter(|n| n.starts_with(current.as_ref()))
+            .map(clap_complete::engine::CompletionCandidate::new)
+            .collect()
+    })
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // With COMPLETE=SHELL set, print completions (or the registration) and exit.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .bin("jobgraph")
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

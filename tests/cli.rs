@@ -302,3 +302,29 @@ fn positional_targets_run_just_that_subgraph() {
     );
     assert!(!stderr.contains("other"), "{stderr}");
 }
+
+#[test]
+fn dynamic_completion_offers_process_names_of_the_file() {
+    let complete = |words: &[&str]| {
+        let out = jobgraph()
+            .env("COMPLETE", "fish")
+            .arg("--")
+            .args(words)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let targets = complete(&["jobgraph", "run", "jobs/five.toml", "comp"]);
+    assert_eq!(
+        targets.lines().collect::<Vec<_>>(),
+        ["compile_a", "compile_b"]
+    );
+    let only = complete(&["jobgraph", "run", "jobs/five.toml", "--only", "li"]);
+    assert_eq!(only.trim(), "link");
+    let plan = complete(&["jobgraph", "plan", "jobs/five.toml", "t"]);
+    assert_eq!(plan.trim(), "test");
+    // The registration script for a shell.
+    let out = jobgraph().env("COMPLETE", "bash").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_clap_complete_jobgraph"));
+}
