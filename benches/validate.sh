@@ -1,38 +1,72 @@
 #!/usr/bin/env bash
-# Benchmark: `jobgraph validate` on a generated file of N processes and ~2N after edges.
-# Usage: benches/validate.sh [N] [RUNS]     (defaults: 100000 processes, 7 runs)
-# Prints each run's wall time and peak RSS, then the medians. Not a test: nothing is gated on it.
+# Benchmark: `jobgraph validate` and `jobgraph plan` on generated files of N
+# processes, one per shape (examples/gen_graph.rs):
+#   dag       N processes, ~2N after edges, a lock, a queue per 200 processes
+#   wide      N independent processes
+#   chain     one after chain of N
+#   cycle     one after cycle of N (invalid: measures the error path and its message)
+#   parents   one parent chain N deep
+#   replicas  N processes of 65,536 replicas each (and the issue's 600 x 65,536)
+#   groups    N/2 stream groups (a one-way pipe each, a queue per 4 groups)
+# Usage: benches/validate.sh [N] [RUNS]     (defaults: 100000 processes, 5 runs)
+# Prints a table of medians: wall time and peak RSS (/usr/bin/time -f %M), and
+# the peers' parse-only figures. Not a test: nothing is gated on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
-runs=${2:-7}
+runs=${2:-5}
 cargo build --release --quiet --bin jobgraph --example gen_graph
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-./target/release/examples/gen_graph "$n" $((2 * n)) > "$tmp/big.toml"
-size=$(stat -c %s "$tmp/big.toml")
-edges=$(grep -o '"p[0-9]*"' "$tmp/big.toml" | wc -l)
-echo "file: $n processes (+ $((n / 200 * 2)) queue members), $edges after edges, $((size / 1024)) KiB"
-walls=(); rss=()
-for i in $(seq "$runs"); do
-  /usr/bin/time -f '%e %M' -o "$tmp/time" ./target/release/jobgraph validate "$tmp/big.toml" 2>/dev/null
-  read -r wall kb < "$tmp/time"
-  echo "run $i: ${wall}s wall, $((kb / 1024)) MiB peak RSS"
-  walls+=("$wall"); rss+=("$kb")
-done
+gen=./target/release/examples/gen_graph
+jg=./target/release/jobgraph
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "median: $(median "${walls[@]}")s wall, $(( $(median "${rss[@]}") / 1024 )) MiB peak RSS"
-# Peers on the same file, same run: parsing alone, with no checks at all.
+# measure NAME FILE COMMAND: prints "wall_s rss_mib" medians over $runs runs.
+measure() {
+  local file=$1 cmd=$2 walls=() rss=()
+  for _ in $(seq "$runs"); do
+    /usr/bin/time -f '%e %M' -o "$tmp/time" "$jg" "$cmd" "$file" >/dev/null 2>"$tmp/err" || true
+    # time(1) puts "Command exited with non-zero status" first for an invalid file.
+    read -r wall kb < <(tail -n 1 "$tmp/time")
+    walls+=("$wall"); rss+=("$kb")
+  done
+  echo "$(median "${walls[@]}") $(( $(median "${rss[@]}") / 1024 ))"
+}
+printf '%-9s %10s %9s %10s %10s %10s %10s %s\n' shape processes KiB "validate s" "validate MiB" "plan s" "plan MiB" note
+row() { # shape, file, note
+  local shape=$1 file=$2 note=${3:-}
+  local procs size v p
+  procs=$(grep -c '^\[process\.' "$file")
+  size=$(( $(stat -c %s "$file") / 1024 ))
+  v=$(measure "$file" validate)
+  p=$(measure "$file" plan)
+  # shellcheck disable=SC2086
+  printf '%-9s %10s %9s %10s %10s %10s %10s %s\n' "$shape" "$procs" "$size" $v $p "$note"
+}
+for shape in dag wide chain cycle parents replicas groups; do
+  "$gen" "$shape" "$n" > "$tmp/$shape.toml"
+  note=""
+  if [ "$shape" = cycle ]; then
+    lines=$("$jg" validate "$tmp/$shape.toml" 2>&1 | wc -l || true)
+    note="invalid; message: $lines lines"
+  fi
+  [ "$shape" = replicas ] && note="$((n * 65536)) instances"
+  row "$shape" "$tmp/$shape.toml" "$note"
+  [ "$shape" = dag ] || rm -f "$tmp/$shape.toml"
+done
+"$gen" replicas 600 > "$tmp/r600.toml"
+row replicas "$tmp/r600.toml" "600 x 65,536 (issue 10)"
+# Peers on the dag file: parsing alone, with no checks at all.
 peer() { # name, command...
   local name=$1; shift
   local ws=()
-  for i in $(seq 3); do
+  for _ in $(seq 3); do
     /usr/bin/time -f '%e %M' -o "$tmp/ptime" "$@" > /dev/null 2>&1 || { echo "peer $name: failed"; return; }
     read -r w k < "$tmp/ptime"; ws+=("$w"); pk=$k
   done
-  echo "peer $name (parse only): median $(median "${ws[@]}")s wall, $((pk / 1024)) MiB peak RSS"
+  echo "peer on dag, $name (parse only): median $(median "${ws[@]}")s wall, $((pk / 1024)) MiB peak RSS"
 }
 if command -v python3 >/dev/null; then
-  peer "python3 tomllib" python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp/big.toml"
+  peer "python3 tomllib" python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$tmp/dag.toml"
 fi
-peer "cat (reading the file)" cat "$tmp/big.toml"
+peer "cat (reading the file)" cat "$tmp/dag.toml"

@@ -18,19 +18,21 @@ This is the only code without an example file in `tests/invalid/`, because the p
 None)
 
 P["toml-syntax"] = (
-"""The file is not valid TOML 1.0: an unclosed string or array, a key defined twice, a table defined twice, and so on. Nothing else is checked until the syntax is fixed, because there is no document to check yet. The message is the TOML parser's own.""",
+"""The file is not valid TOML 1.0: an unclosed string or array, a key defined twice, a table defined twice, and so on. Nothing else is checked until the syntax is fixed, because there is no document to check yet. The message is the TOML parser's own, except in three common cases that jobgraph puts in its own words: an unclosed string is reported at its opening quote (the parser notices it only further on, as a missing comma or bracket), and a table or a key defined twice is marked at both definitions.""",
 """Fix the syntax at the marked place. Remember that in TOML a table header (`[process.setup]`) may appear only once, and a key only once per table.""",
 ["toml-syntax-2", "toml-syntax-3"])
 
 P["unknown-key"] = (
-"""A key that the format does not have, at the top level or inside any table. Misspelt keys are errors rather than being ignored: a silently ignored `timout` would leave a process with no time limit. When a known key is close, the help suggests it. Otherwise the help lists the keys that the table accepts.""",
+"""A key that the format does not have, at the top level or inside any table. Misspelt keys are errors rather than being ignored: a silently ignored `timout` would leave a process with no time limit. When a known key is close, the help suggests it. Otherwise the help lists the keys that the table accepts.
+
+Keys that other tools use for the same thing get jobgraph's name as the suggestion: `depends_on`, `needs` or `requires` is `after`; `command` or `args` is `cmd` (for a command line written as one string, `shell`); `working_dir` is `cwd`; `environment` is `env`; `healthcheck` or `readiness_probe` is `ready`; `scale` is `replicas`, and so on (docker compose, process-compose, GitHub Actions, systemd). A table inside a process that a process does not have, such as `[process.build.step]`, is reported as an unknown table: usually another process was meant, declared as `[process.step]`.""",
 """Correct the spelling, or remove the key. The [format reference](format.md) lists every key.""",
-["unknown-key-2", "unknown-key-3", "unknown-key-4", "unknown-key-5", "unknown-key-6"])
+["unknown-key-2", "unknown-key-3", "unknown-key-4", "unknown-key-5", "unknown-key-6", "unknown-key-7", "unknown-key-8"])
 
 P["unknown-value"] = (
-"""A string key that takes one of a fixed set of words has some other value: `start`, an `after` condition, `restart`, `stdin`, `stdout` / `stderr`, a queue's `mode` or `framing`. The message lists the allowed words, and the help suggests the closest one.""",
+"""A string key that takes one of a fixed set of words has some other value: `start`, an `after` condition, `restart`, `stdin`, `stdout` / `stderr`, a queue's `mode` or `framing`. The message lists the allowed words, and the help suggests the closest one. For `stdout` and `stderr`, a value that looks like a path (`stdout = "out.txt"`) gets the table form as its fix: `stdout = { file = "out.txt" }`.""",
 """Use one of the listed values. They are lower case and spelled exactly as shown (`"on-failure"`, not `"on_failure"`).""",
-["unknown-value-2", "unknown-value-3", "unknown-value-4", "unknown-value-5", "unknown-value-6"])
+["unknown-value-2", "unknown-value-3", "unknown-value-4", "unknown-value-5", "unknown-value-6", "unknown-value-7"])
 
 P["wrong-type"] = (
 """A value has the wrong TOML type. Typical cases: `cmd` given as a string, `daemon = "yes"`, `timeout = 10` without a unit, `replicas = "4"`, a bare string where a list is required (`after`, `locks`, a queue's `from` / `to`), a list where a pipe wants one name, an `env` value that is an array or a table, or `stdout = { … }` without a non-empty `file`. When the fix is clear, the help shows it.""",
@@ -142,9 +144,9 @@ P["max-parallel-too-small"] = (
 ["max-parallel-too-small-2"])
 
 P["bad-duration"] = (
-"""A duration string does not parse. Causes: an unknown unit, no unit at all (`"10"`), a negative value, an empty string, a number too large, or zero where zero makes no sense (`timeout`, `ready.interval`, `ready.timeout`). A bare number without quotes is [`wrong-type`](#wrong-type) instead. See [Durations](format.md#durations).""",
+"""A duration string does not parse. Causes: an unknown unit, no unit at all (`"10"`), a negative value, an empty string, a duration longer than the maximum of `"3650d"` (about 10 years), or zero where zero makes no sense (`timeout`, `ready.interval`, `ready.timeout`). The maximum holds for every duration key (`timeout`, `retry_delay`, `[graph] shutdown_grace`, `ready.interval`, `ready.timeout`): a longer one is a typo, and the cap keeps every deadline the runtime computes far from the limits of the system clock. A bare number without quotes is [`wrong-type`](#wrong-type) instead. See [Durations](format.md#durations).""",
 """Write a number and a unit: `"250ms"`, `"10s"`, `"5m"`, `"1h30m"`.""",
-["bad-duration-2", "bad-duration-3"])
+["bad-duration-2", "bad-duration-3", "bad-duration-4"])
 
 P["bad-signal"] = (
 """`stop_signal` is not a signal name, or names a signal that pauses or resumes a process instead of ending it (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`, `SIGTTOU`, `SIGCONT`): stopping with one of those would only wait out the grace period. Names are upper case, with or without the `SIG` prefix (`"SIGTERM"`, `"TERM"`). A name that is right except for case gets the correct spelling as its suggestion. Other names get the closest known signal, when one is close.""",
@@ -170,6 +172,11 @@ P["bad-probe"] = (
 """A `ready` table does not hold exactly one valid probe. The cases: no probe at all (only `interval` / `timeout`), two or more probes, a `tcp` value that is not `host:port` with a port from 1 to 65535, an empty `cmd` or `file`, or a `log` regex that does not compile. The regex syntax is Rust's `regex` crate, which has no backreferences or look-around.""",
 """Keep exactly one of `tcp`, `cmd`, `log` or `file`. If you need several conditions, combine them in one `cmd` probe (`cmd = ["sh", "-c", "test -f a && nc -z host 80"]`).""",
 ["bad-probe-2", "bad-probe-3", "bad-probe-4", "bad-probe-5"])
+
+P["nul-character"] = (
+"""A string holds a NUL character (written `\\u0000` in TOML). The operating system passes command-line arguments, environment variables and paths as NUL-terminated strings, so such a value cannot reach the process intact: the process would fail to start, and `graph` would write a raw NUL into its output. The rule covers every string of the file: the graph name, `cmd` arguments, `shell`, `cwd`, `env` values, probe fields, `stdout` / `stderr` files and so on. (A NUL in a name or an `env` key is reported as [`bad-name`](#bad-name).)""",
+"""Remove the `\\u0000`. To pass binary data to a process, use a file or a stream edge.""",
+["nul-character-2"])
 
 P["edge-name-clash"] = (
 """Two stream edges (queues or pipes, in any combination) would get the same `JOBGRAPH_FD_<EDGE>` variable. The variable upper-cases the name and turns `-` into `_`, so `raw-events`, `raw_events` and `Raw_Events` all give `JOBGRAPH_FD_RAW_EVENTS`, and a process on both edges could not tell them apart.""",
@@ -208,6 +215,23 @@ P["after-daemon"] = (
 """Wait for the daemon's `"start"` (or `"ready"`, with a probe) instead, or make the awaited process a non-daemon.""",
 None)
 
+P["shell-syntax-in-cmd"] = (
+"""**Warning.** An argument of `cmd` holds shell syntax: a variable (`$TARGET`, `${TARGET}`), a command substitution (`$(date)`), or a whole-word operator (`|`, `||`, `&&`, `;`, `>`, `>>`, `<`, `2>&1`, `&`). `cmd` is exec'd directly, with no shell, so the program receives the text as it is written: `cmd = ["echo", "${TARGET}"]` prints `${TARGET}`, and `cmd = ["cat", "a", "|", "wc"]` asks `cat` to open a file named `|`. jobgraph interpolates only `{replica}`.
+
+It is a warning, not an error, because the literal text may be what the program wants. It is not given when the program, or a word before the argument, is a shell or a program with its own `$` syntax (`sh`, `bash`, `awk`, `sed`, `perl`, `python`, `jq`, `make`, `find`, `ssh`, `docker` and a few more), so `cmd = ["sh", "-c", "echo $HOME"]` and `cmd = ["awk", "{print $NF}"]` pass. One warning per process.""",
+"""Write the command line as `shell = "echo ${TARGET}"` to have `/bin/sh` expand it, or write the value itself into `cmd`. The environment is the same either way: `env` and `[env]` are set before the shell starts.""",
+["shell-syntax-in-cmd-2"])
+
+P["pipe-cycle"] = (
+"""**Warning.** One-way pipes form a loop: `a` writes to `b` and `b` writes back to `a` (or a longer loop through more processes). A kernel pipe holds only 64 KiB, and a process that waits to read before it writes waits forever if the process it reads from is waiting too. The static check cannot see the protocol, so this is a warning: a loop where one side writes first (a request, then a reply) works. Each loop is reported once, with every pipe in it marked (up to nine).""",
+"""For request and reply between two processes, use one duplex pipe, `between = ["a", "b"]`: one socketpair, both directions, one descriptor each. Otherwise make sure one side writes before it reads, or put a queue in the loop (the broker buffers up to its `capacity`).""",
+None)
+
+P["buffered-log-probe"] = (
+"""**Warning.** A process with a `log` readiness probe runs Python (`python`, `python3`, `python3.12`..., as the program of `cmd` or as a word of `shell`) without `-u` and without `PYTHONUNBUFFERED` in its `env` or in `[env]`. Python block-buffers stdout when it is a pipe, as it is under jobgraph, so a line printed with plain `print()` reaches the log (and the probe) only once 8 KiB are written or the program exits. The probe then times out and the process fails, with no output shown. A `shell` line that mentions `PYTHONUNBUFFERED` or `stdbuf` is not warned about. See [Output buffering](runtime.md#output-buffering).""",
+"""Run Python with `-u` (`cmd = ["python3", "-u", "server.py"]`), or set `PYTHONUNBUFFERED = "1"` in the process's `env`, or flush after the line the probe waits for (`print(..., flush=True)`). For other programs, `stdbuf -oL program` makes C stdio line-buffered.""",
+["buffered-log-probe-2"])
+
 P["daemons-only"] = (
 """**Warning.** Every process is a daemon. Top-level daemons are stopped once every non-daemon process has finished, and here there are none, so the run would end as soon as it starts.""",
 """Make the main process a non-daemon (`daemon = false`, the default). Its daemons then live as long as it does.""",
@@ -231,7 +255,7 @@ match on it.
 
 - **Errors** make the file invalid: `validate` exits 1, and `plan`, `graph` and
   `run` refuse the file.
-- **Warnings** (the last three codes) are reported, but the file stays valid
+- **Warnings** (the codes marked *warning* in the table) are reported, but the file stays valid
   and `validate` exits 0.
 
 jobgraph reports every problem it can find in one pass, not only the first

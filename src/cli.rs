@@ -45,6 +45,12 @@ enum Cmd {
     Plan {
         /// Job file.
         file: PathBuf,
+        /// Plan only these processes plus what they need (the same as --only).
+        #[arg(value_name = "TARGET", add = process_completer())]
+        targets: Vec<String>,
+        /// Plan only these processes plus what they need (repeat, or separate with commas).
+        #[arg(long, value_name = "NAME", value_delimiter = ',', add = process_completer())]
+        only: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
@@ -76,8 +82,11 @@ enum Cmd {
 struct RunArgs {
     /// Job file.
     file: PathBuf,
+    /// Run only these processes plus what they need (the same as --only).
+    #[arg(value_name = "TARGET", add = process_completer())]
+    targets: Vec<String>,
     /// Run only these processes plus what they need (repeat, or separate with commas).
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    #[arg(long, value_name = "NAME", value_delimiter = ',', add = process_completer())]
     only: Vec<String>,
     /// Keep going after a failure: run everything that does not depend on it.
     #[arg(long)]
@@ -128,8 +137,40 @@ enum GraphFormat {
     Mermaid,
 }
 
+/// Completes process names from the job file named on the command line being
+/// completed (dynamic completion: `source <(COMPLETE=bash jobgraph)`).
+fn process_completer() -> clap_complete::engine::ArgValueCompleter {
+    clap_complete::engine::ArgValueCompleter::new(|current: &std::ffi::OsStr| {
+        let current = current.to_string_lossy();
+        // The words being completed follow `--` in this process's arguments.
+        let file = std::env::args_os()
+            .skip(1)
+            .map(PathBuf::from)
+            .find(|a| a.extension().is_some_and(|e| e == "toml") && a.is_file());
+        let Some(file) = file else {
+            return Vec::new();
+        };
+        let Ok(source) = crate::source::SourceFile::load(&file) else {
+            return Vec::new();
+        };
+        let (Some(job), _) = crate::spec::decode(&source) else {
+            return Vec::new();
+        };
+        job.processes
+            .iter()
+            .map(|p| p.name.value.as_str())
+            .filter(|n| n.starts_with(current.as_ref()))
+            .map(clap_complete::engine::CompletionCandidate::new)
+            .collect()
+    })
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // With COMPLETE=SHELL set, print completions (or the registration) and exit.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .bin("jobgraph")
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -139,7 +180,15 @@ pub fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Cmd::Validate { files, format } => validate(&files, format),
-        Cmd::Plan { file, format } => plan(&file, format),
+        Cmd::Plan {
+            file,
+            targets,
+            mut only,
+            format,
+        } => {
+            only.extend(targets);
+            plan(&file, &only, format)
+        }
         Cmd::Graph { file, format } => graph(&file, format),
         Cmd::Schema => {
             print(&crate::schema::schema_text());
@@ -150,7 +199,11 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "jobgraph", &mut std::io::stdout());
             EXIT_OK
         }
-        Cmd::Run(args) => run(&args),
+        Cmd::Run(mut args) => {
+            let targets = std::mem::take(&mut args.targets);
+            args.only.extend(targets);
+            run(&args)
+        }
         Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,
     })
 }
@@ -191,11 +244,14 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
         ValidateFormat::Json => print(&render_json(&outcomes)),
         ValidateFormat::Github => print(&render_github(&outcomes)),
     }
-    if outcomes.iter().all(Outcome::is_valid) {
+    let code = if outcomes.iter().all(Outcome::is_valid) {
         EXIT_OK
     } else {
         EXIT_FAILED
-    }
+    };
+    // The process ends here: leave freeing large graphs to the OS.
+    std::mem::forget(outcomes);
+    code
 }
 
 /// Checks one file for plan/graph/run; prints diagnostics when there are any.
@@ -211,19 +267,31 @@ fn checked_graph(path: &Path) -> Result<crate::graph::Graph, ()> {
     }
 }
 
-fn plan(path: &Path, format: PlanFormat) -> u8 {
+fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
     let Ok(g) = checked_graph(path) else {
         return EXIT_FAILED;
     };
-    let plan = Plan::new(&g);
+    let included = match g.only(only) {
+        Ok(inc) => inc,
+        Err(message) => {
+            eprint(&format!("error: {}: {message}\n", path.display()));
+            return EXIT_USAGE;
+        }
+    };
+    let plan = Plan::of(&g, &included);
     match format {
         PlanFormat::Human => print(&plan.render()),
         PlanFormat::Json => {
-            let mut s = serde_json::to_string_pretty(&plan).unwrap_or_default();
-            s.push('\n');
-            print(&s);
+            // Streamed: replicas are written name by name, never all held at once.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let _ = serde_json::to_writer_pretty(&mut out, &plan);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
         }
     }
+    // The process ends here: leave freeing a large graph to the OS.
+    std::mem::forget(plan);
+    std::mem::forget(g);
     EXIT_OK
 }
 
@@ -245,12 +313,27 @@ fn run(args: &RunArgs) -> u8 {
     let included = match g.only(&args.only) {
         Ok(inc) => inc,
         Err(message) => {
-            eprint(&format!("error: {message} in {}\n", args.file.display()));
+            eprint(&format!("error: {}: {message}\n", args.file.display()));
             return EXIT_USAGE;
         }
     };
+    // Command-line overrides go through the same checks as the file.
+    if let Some(max) = args.max_parallel {
+        let problems = g.check_max_parallel(max);
+        if !problems.is_empty() {
+            for d in &problems {
+                eprint(&crate::report::render_spanless(&args.file, d));
+            }
+            return EXIT_USAGE;
+        }
+    }
     if args.dry_run {
-        print(&Plan::of(&g, &included).render());
+        let mut plan = Plan::of(&g, &included);
+        if let Some(max) = args.max_parallel {
+            plan.max_parallel = Some(max);
+            plan.max_parallel_from_cli = true;
+        }
+        print(&plan.render());
         return EXIT_OK;
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

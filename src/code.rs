@@ -98,6 +98,8 @@ codes! {
     BadNumber = "bad-number", Error;
     /// A `ready` table without exactly one valid probe.
     BadProbe = "bad-probe", Error;
+    /// A NUL character in a string: no argv, environment variable, path or name can hold one.
+    NulCharacter = "nul-character", Error;
     /// Two queues or pipes whose `JOBGRAPH_FD_<EDGE>` variables would have the same name.
     EdgeNameClash = "edge-name-clash", Error;
     /// A stream group whose members together need more of a lock than it has.
@@ -112,6 +114,12 @@ codes! {
     AfterDaemon = "after-daemon", Warning;
     /// `retries` on a stream-group member with a pipe edge, which cannot rerun on its own.
     StreamGroupRetries = "stream-group-retries", Warning;
+    /// A `cmd` argument with shell syntax (`$VAR`, `${VAR}`, `|`, `>`, ...), passed literally since `cmd` is not run by a shell.
+    ShellSyntaxInCmd = "shell-syntax-in-cmd", Warning;
+    /// One-way pipes that form a loop (`a -> b` and `b -> a`), which deadlock if both ends read first.
+    PipeCycle = "pipe-cycle", Warning;
+    /// A `log` readiness probe on a Python command whose output is block-buffered (no `-u`, no PYTHONUNBUFFERED).
+    BufferedLogProbe = "buffered-log-probe", Warning;
     /// Every process is a daemon, so nothing keeps the graph running.
     DaemonsOnly = "daemons-only", Warning;
 }

@@ -17,6 +17,9 @@ pub struct Plan {
     pub instances: u64,
     /// `max_parallel`, if set.
     pub max_parallel: Option<u32>,
+    /// `max_parallel` comes from `--max-parallel`, not the file.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub max_parallel_from_cli: bool,
     /// `shutdown_grace` as written.
     pub shutdown_grace: String,
     /// `fail_fast`.
@@ -48,8 +51,10 @@ pub struct Unit {
 pub struct Step {
     /// Name.
     pub name: String,
-    /// Instance names (`w[0]`…) when replicated, else just the name.
-    pub instances: Vec<String>,
+    /// Instance names (`w[0]`…) when replicated, else just the name. Held
+    /// as a count and written out name by name only when serialised, so a
+    /// plan's memory follows processes, not instances.
+    pub instances: Instances,
     /// The command as it would be shown.
     pub command: String,
     /// Run through `/bin/sh -c`.
@@ -122,12 +127,9 @@ impl Plan {
                                     let n = p.replicas.value;
                                     Step {
                                         name: p.name.value.clone(),
-                                        instances: if n > 1 {
-                                            (0..n)
-                                                .map(|r| format!("{}[{r}]", p.name.value))
-                                                .collect()
-                                        } else {
-                                            vec![p.name.value.clone()]
+                                        instances: Instances {
+                                            name: p.name.value.clone(),
+                                            replicas: n,
                                         },
                                         command,
                                         shell,
@@ -164,6 +166,7 @@ impl Plan {
             processes: chosen().count(),
             instances: chosen().map(|p| u64::from(p.replicas.value)).sum(),
             max_parallel: f.graph.max_parallel.as_ref().map(|m| m.value),
+            max_parallel_from_cli: false,
             shutdown_grace: format_duration(f.graph.shutdown_grace),
             fail_fast: f.graph.fail_fast,
             stages,
@@ -184,8 +187,11 @@ impl Plan {
         let _ = writeln!(
             o,
             "max_parallel {} · shutdown_grace {} · fail_fast {}",
-            self.max_parallel
-                .map_or("unlimited".to_string(), |m| m.to_string()),
+            match self.max_parallel {
+                None => "unlimited".to_string(),
+                Some(m) if self.max_parallel_from_cli => format!("{m} (--max-parallel)"),
+                Some(m) => m.to_string(),
+            },
             self.shutdown_grace,
             if self.fail_fast { "on" } else { "off" }
         );
@@ -208,8 +214,8 @@ impl Plan {
                 };
                 for p in &unit.processes {
                     let mut title = p.name.clone();
-                    if p.instances.len() > 1 {
-                        let _ = write!(title, "[0..{}]", p.instances.len() - 1);
+                    if p.instances.replicas > 1 {
+                        let _ = write!(title, "[0..{}]", p.instances.replicas - 1);
                     }
                     if p.daemon {
                         title.push_str(" (daemon)");
@@ -258,6 +264,50 @@ impl Plan {
             );
         }
         o
+    }
+}
+
+/// The instances of one process: `name` alone, or `name[0]` … `name[N-1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instances {
+    /// The process name.
+    pub name: String,
+    /// How many replicas.
+    pub replicas: u32,
+}
+
+impl Instances {
+    /// How many instances.
+    pub fn len(&self) -> usize {
+        self.replicas as usize
+    }
+
+    /// Never true: a process has at least one instance.
+    pub fn is_empty(&self) -> bool {
+        self.replicas == 0
+    }
+
+    /// The instance names, made one at a time.
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        let replicated = self.replicas > 1;
+        (0..self.replicas).map(move |r| {
+            if replicated {
+                format!("{}[{r}]", self.name)
+            } else {
+                self.name.clone()
+            }
+        })
+    }
+}
+
+impl serde::Serialize for Instances {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for name in self.names() {
+            seq.serialize_element(&name)?;
+        }
+        seq.end()
     }
 }
 

@@ -21,18 +21,50 @@ struct JobFile {
     env: Option<BTreeMap<String, EnvValue>>,
     /// Named locks, held by processes while they run.
     lock: Option<BTreeMap<String, LockTable>>,
-    /// The processes.
-    process: Option<BTreeMap<String, ProcessTable>>,
+    /// The processes (at least one).
+    #[schemars(extend("minProperties" = 1))]
+    process: BTreeMap<String, ProcessTable>,
     /// Queues: many producers to many consumers, framed messages.
     queue: Option<BTreeMap<String, QueueTable>>,
     /// Pipes: one-way (from/to) or duplex (between).
     pipe: Option<BTreeMap<String, PipeTable>>,
 }
 
-/// A duration: a number and a unit, e.g. "250ms", "10s", "5m", "1h30m".
+/// A duration: a number and a unit, e.g. "250ms", "10s", "5m", "1h30m"; at most "3650d".
 #[derive(JsonSchema)]
 #[schemars(example = "10s")]
-struct DurationText(#[schemars(regex(pattern = r"^\s*[0-9]"))] String);
+struct DurationText(#[schemars(regex(pattern = DURATION_PATTERN))] String);
+
+/// humantime's grammar: one or more `<number>[.<fraction>] <unit>`, spaces allowed.
+const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
+
+/// A stop signal: a name such as "SIGTERM" or "TERM".
+#[derive(JsonSchema)]
+#[schemars(extend("enum" = signal_names()))]
+struct SignalName(String);
+
+/// Every name `stop_signal` accepts, with and without `SIG`.
+fn signal_names() -> Vec<String> {
+    // The usual ones first: validators name the first few in their messages.
+    let mut out: Vec<String> = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL"]
+        .map(String::from)
+        .to_vec();
+    for sig in nix::sys::signal::Signal::iterator() {
+        if out.iter().any(|o| o == sig.as_str()) {
+            continue;
+        }
+        let name = sig.as_str();
+        if crate::spec::parse_signal(name).is_ok() {
+            out.push(name.to_string());
+        }
+    }
+    let short: Vec<String> = out
+        .iter()
+        .filter_map(|n| n.strip_prefix("SIG").map(str::to_string))
+        .collect();
+    out.extend(short);
+    out
+}
 
 /// An environment value; numbers and booleans are turned into text.
 #[derive(JsonSchema)]
@@ -88,7 +120,7 @@ enum Condition {
 #[derive(JsonSchema)]
 #[serde(untagged)]
 enum After {
-    List(Vec<String>),
+    List(Vec<ProcessName>),
     Conditions(BTreeMap<String, Condition>),
 }
 
@@ -134,7 +166,8 @@ enum Output {
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 struct ReadyTable {
-    /// "host:port" that accepts a TCP connection.
+    /// "host:port" that accepts a TCP connection ("[::1]:8080" for IPv6).
+    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):[0-9]{1,5}$"))]
     tcp: Option<String>,
     /// A command that exits 0 when ready.
     #[schemars(length(min = 1))]
@@ -166,7 +199,7 @@ struct ProcessTable {
     /// When this process may start.
     after: Option<After>,
     /// Logical parent process.
-    parent: Option<String>,
+    parent: Option<ProcessName>,
     /// Not waited for; stopped when its parent (or the graph) finishes.
     daemon: Option<bool>,
     /// Number of instances; {replica} is replaced in cmd/shell/env/cwd.
@@ -187,9 +220,10 @@ struct ProcessTable {
     #[schemars(range(min = 0, max = 1000000))]
     max_restarts: Option<u32>,
     /// Locks held while running, taken all-or-nothing.
-    locks: Option<Vec<String>>,
+    #[schemars(extend("uniqueItems" = true))]
+    locks: Option<Vec<ProcessName>>,
     /// Signal sent to stop it; default "SIGTERM".
-    stop_signal: Option<String>,
+    stop_signal: Option<SignalName>,
     /// Exit codes that mean success; default [0].
     #[schemars(length(min = 1))]
     success_codes: Option<Vec<u8>>,
@@ -223,11 +257,11 @@ enum Framing {
 #[schemars(deny_unknown_fields)]
 struct QueueTable {
     /// Producers.
-    #[schemars(length(min = 1))]
-    from: Vec<String>,
+    #[schemars(length(min = 1), extend("uniqueItems" = true))]
+    from: Vec<ProcessName>,
     /// Consumers (a replicated process means all its replicas).
-    #[schemars(length(min = 1))]
-    to: Vec<String>,
+    #[schemars(length(min = 1), extend("uniqueItems" = true))]
+    to: Vec<ProcessName>,
     /// Messages buffered in the engine; default 1024.
     #[schemars(range(min = 1, max = 16777216))]
     capacity: Option<u32>,
@@ -241,19 +275,114 @@ struct QueueTable {
 #[schemars(deny_unknown_fields)]
 struct PipeTable {
     /// Writer of a one-way pipe.
-    from: Option<String>,
+    from: Option<ProcessName>,
     /// Reader of a one-way pipe.
-    to: Option<String>,
+    to: Option<ProcessName>,
     /// The two ends of a duplex pipe.
     #[schemars(length(min = 2, max = 2))]
-    between: Option<Vec<String>>,
+    between: Option<Vec<ProcessName>>,
 }
 
 const NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_-]*$";
 
+/// A name: letters, digits, `_` and `-`, not starting with a digit or `-`.
+#[derive(JsonSchema)]
+struct ProcessName(#[schemars(regex(pattern = NAME_PATTERN))] String);
+
+/// TOML has no null: `Option` means "the key may be left out", which
+/// `required` already says. Removes every `null` schemars adds for `Option`.
+fn strip_null(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Array(types)) = o.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let t = types[0].clone();
+                    o.insert("type".into(), t);
+                }
+            }
+            for key in ["anyOf", "oneOf"] {
+                let Some(Value::Array(items)) = o.get_mut(key) else {
+                    continue;
+                };
+                items.retain(|i| i.get("type").is_none_or(|t| t != "null"));
+                if items.len() == 1 {
+                    let Some(Value::Object(only)) = items.pop() else {
+                        continue;
+                    };
+                    o.remove(key);
+                    for (k, val) in only {
+                        o.entry(k).or_insert(val);
+                    }
+                }
+            }
+            if o.get("default").is_some_and(Value::is_null) {
+                o.remove("default");
+            }
+            for val in o.values_mut() {
+                strip_null(val);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_null),
+        _ => {}
+    }
+}
+
+/// `oneOf` of `const`s (an enum with documented variants) as a plain `enum`,
+/// which editors offer as completions and validators name in their messages.
+/// The variants' descriptions move into the description.
+fn plain_enums(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let consts: Option<Vec<(Value, Option<String>)>> =
+                o.get("oneOf").and_then(Value::as_array).and_then(|items| {
+                    items
+                        .iter()
+                        .map(|i| {
+                            let c = i.get("const")?.clone();
+                            let d = i
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .map(str::to_string);
+                            Some((c, d))
+                        })
+                        .collect()
+                });
+            if let Some(consts) = consts {
+                o.remove("oneOf");
+                let described: Vec<String> = consts
+                    .iter()
+                    .filter_map(|(c, d)| d.as_ref().map(|d| format!("{c}: {d}")))
+                    .collect();
+                o.insert("type".into(), json!("string"));
+                o.insert(
+                    "enum".into(),
+                    Value::Array(consts.into_iter().map(|c| c.0).collect()),
+                );
+                if !described.is_empty() {
+                    let mut text = o
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(|d| format!("{d}\n"))
+                        .unwrap_or_default();
+                    text.push_str(&described.join("\n"));
+                    o.insert("description".into(), json!(text));
+                }
+            }
+            for val in o.values_mut() {
+                plain_enums(val);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_enums),
+        _ => {}
+    }
+}
+
 /// The schema as a JSON value.
 pub fn schema() -> Value {
     let mut v = schemars::schema_for!(JobFile).as_value().clone();
+    strip_null(&mut v);
+    plain_enums(&mut v);
     // Rules schemars cannot derive: names of tables, and exactly-one-of keys.
     if let Some(props) = v.get_mut("properties").and_then(Value::as_object_mut) {
         for table in ["lock", "process", "queue", "pipe"] {
@@ -274,6 +403,25 @@ pub fn schema() -> Value {
                 "oneOf".into(),
                 json!([{ "required": ["from", "to"] }, { "required": ["between"] }]),
             );
+        }
+        // A string or a table: if/then/else rather than anyOf, so that a bad
+        // string is reported against the list of allowed values.
+        if let Some(o) = defs.get_mut("Output").and_then(Value::as_object_mut) {
+            o.remove("anyOf");
+            o.insert("if".into(), json!({ "type": "string" }));
+            o.insert("then".into(), json!({ "$ref": "#/$defs/OutputMode" }));
+            o.insert("else".into(), json!({ "$ref": "#/$defs/OutputFile" }));
+        }
+        if let Some(o) = defs.get_mut("After").and_then(Value::as_object_mut) {
+            if let Some(Value::Array(mut both)) = o.remove("anyOf") {
+                if both.len() == 2 {
+                    let table = both.pop().unwrap_or_default();
+                    let list = both.pop().unwrap_or_default();
+                    o.insert("if".into(), json!({ "type": "array" }));
+                    o.insert("then".into(), list);
+                    o.insert("else".into(), table);
+                }
+            }
         }
         if let Some(p) = defs.get_mut("ReadyTable").and_then(Value::as_object_mut) {
             p.insert(

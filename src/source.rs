@@ -140,6 +140,16 @@ impl SourceFile {
         (line + 1, col)
     }
 
+    /// The byte range of a 1-based line, without its line break.
+    pub fn line_range(&self, line: usize) -> Option<std::ops::Range<usize>> {
+        let start = *self.line_starts.get(line.checked_sub(1)?)?;
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.text.len(), |&next| next - 1);
+        Some(start..end.max(start))
+    }
+
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> PathBuf {
         match self.path.parent() {

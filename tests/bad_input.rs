@@ -106,3 +106,99 @@ fn binary_garbage_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// A job file whose line 3 puts a diagnostic past column 65,535.
+fn long_line_file(dir: &std::path::Path, line: &str) -> std::path::PathBuf {
+    let path = dir.join("long.toml");
+    std::fs::write(&path, format!("[process.a]\ncmd = [\"true\"]\n{line}\n")).unwrap();
+    path
+}
+
+#[test]
+fn diagnostics_on_very_long_lines_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let spaces = " ".repeat(65_530);
+    // An error past column 65,535, in every format.
+    let bad = long_line_file(dir.path(), &format!("after = [{spaces}\"nope\"]"));
+    let out = jobgraph().arg("validate").arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown process `nope`"), "{stderr}");
+    assert!(stderr.contains("long.toml:3:65540"), "{stderr}");
+    assert!(
+        stderr.contains("no snippet: line 3 is 65546 characters long"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() < 20, "{stderr}");
+    for format in ["json", "github"] {
+        let out = jobgraph()
+            .args(["validate", "--format", format])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("65540"),
+            "{format}"
+        );
+    }
+    jobgraph().arg("plan").arg(&bad).assert().code(1);
+    jobgraph().arg("run").arg(&bad).assert().code(2);
+    // A valid file whose only diagnostic is a warning on a long line still runs.
+    let warn = long_line_file(
+        dir.path(),
+        &format!("[process.b]\ncmd = [{spaces}\"no-such-program-xyz\"]"),
+    );
+    let out = jobgraph().arg("validate").arg(&warn).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("command-not-found"));
+    let out = jobgraph()
+        .args(["run", "--no-progress", "--only", "a"])
+        .arg(&warn)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("command-not-found"), "{stderr}");
+}
+
+#[test]
+fn huge_durations_are_rejected_by_validate_and_run() {
+    for key in [
+        "timeout = \"300000000000y\"",
+        "retry_delay = \"18446744073709551615s\"",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(&path, format!("[process.a]\ncmd = [\"true\"]\n{key}\n")).unwrap();
+        let out = jobgraph().arg("validate").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("bad-duration") && stderr.contains("3650d"),
+            "{stderr}"
+        );
+        jobgraph().arg("run").arg(&path).assert().code(2);
+    }
+}
+
+#[test]
+fn nul_characters_are_rejected_before_graph_or_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.toml");
+    std::fs::write(
+        &path,
+        "[graph]\nname = \"a\\u0000b\"\n[process.a]\nshell = \"true\"\n",
+    )
+    .unwrap();
+    let out = jobgraph()
+        .args(["graph", "--format", "dot"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nul-character"));
+    jobgraph().arg("run").arg(&path).assert().code(2);
+}

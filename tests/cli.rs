@@ -179,3 +179,152 @@ fn dry_run_with_only_shows_just_that_subgraph() {
     assert!(text.contains("link") && text.contains("setup"), "{text}");
     assert!(!text.contains("  test "), "{text}");
 }
+
+/// A queue between `load` and 4 `worker` replicas: a stream group of 5.
+const GROUP_OF_FIVE: &str = "[process]\nload = { cmd = [\"true\"] }\nworker = { cmd = [\"true\"], replicas = 4 }\n[queue.tasks]\nfrom = [\"load\"]\nto = [\"worker\"]\n";
+
+#[test]
+fn max_parallel_on_the_command_line_is_checked_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("group.toml");
+    std::fs::write(&job, GROUP_OF_FIVE).unwrap();
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = jobgraph()
+            .args(["run", "--max-parallel", "2", "--no-progress"])
+            .args(extra)
+            .arg(&job)
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("error[max-parallel-too-small]")
+                && stderr.contains("--max-parallel is 2")
+                && stderr.contains("pass --max-parallel 5 or more"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // Large enough: the dry run shows the override.
+    let out = jobgraph()
+        .args(["run", "--dry-run", "--max-parallel", "5"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max_parallel 5 (--max-parallel)"), "{text}");
+}
+
+#[test]
+fn only_suggests_a_close_name() {
+    let out = jobgraph()
+        .args(["run", "--dry-run", "--only", "lnik", "jobs/five.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("error: jobs/five.toml: --only lnik: no such process; did you mean `link`?"),
+        "{stderr}"
+    );
+    let out = jobgraph()
+        .args(["plan", "jobs/five.toml", "zzz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the processes are: setup, compile_a"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn positional_targets_mean_only() {
+    let by_flag = jobgraph()
+        .args([
+            "run",
+            "--dry-run",
+            "--only",
+            "compile_a",
+            "--only",
+            "compile_b",
+            "jobs/five.toml",
+        ])
+        .output()
+        .unwrap();
+    let by_target = jobgraph()
+        .args([
+            "run",
+            "--dry-run",
+            "jobs/five.toml",
+            "compile_a",
+            "compile_b",
+        ])
+        .output()
+        .unwrap();
+    let by_plan = jobgraph()
+        .args(["plan", "jobs/five.toml", "compile_a", "compile_b"])
+        .output()
+        .unwrap();
+    assert_eq!(by_target.status.code(), Some(0));
+    assert_eq!(by_flag.stdout, by_target.stdout);
+    assert_eq!(by_flag.stdout, by_plan.stdout);
+    let text = String::from_utf8_lossy(&by_target.stdout);
+    assert!(text.contains("3 processes"), "{text}");
+    assert!(!text.contains("link"), "{text}");
+}
+
+#[test]
+fn positional_targets_run_just_that_subgraph() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("t.toml");
+    std::fs::write(
+        &job,
+        "[process.setup]\ncmd = [\"true\"]\n[process.build]\ncmd = [\"true\"]\nafter = [\"setup\"]\n[process.other]\ncmd = [\"false\"]\n",
+    )
+    .unwrap();
+    let out = jobgraph()
+        .args(["run", "--no-progress"])
+        .arg(&job)
+        .arg("build")
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("setup") && stderr.contains("build"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("other"), "{stderr}");
+}
+
+#[test]
+fn dynamic_completion_offers_process_names_of_the_file() {
+    let complete = |words: &[&str]| {
+        let out = jobgraph()
+            .env("COMPLETE", "fish")
+            .arg("--")
+            .args(words)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let targets = complete(&["jobgraph", "run", "jobs/five.toml", "comp"]);
+    assert_eq!(
+        targets.lines().collect::<Vec<_>>(),
+        ["compile_a", "compile_b"]
+    );
+    let only = complete(&["jobgraph", "run", "jobs/five.toml", "--only", "li"]);
+    assert_eq!(only.trim(), "link");
+    let plan = complete(&["jobgraph", "plan", "jobs/five.toml", "t"]);
+    assert_eq!(plan.trim(), "test");
+    // The registration script for a shell.
+    let out = jobgraph().env("COMPLETE", "bash").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_clap_complete_jobgraph"));
+}

@@ -234,3 +234,37 @@ proptest! {
         }
     }
 }
+
+/// Inputs that crashed the fuzzer (`fuzz/`, `cargo +nightly fuzz run check`)
+/// stay in tests/fuzz-crashes/ and must pass through every format cleanly.
+#[test]
+fn fuzzer_crashes_stay_fixed() {
+    let dir = root().join("tests/fuzz-crashes");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        seen += 1;
+        for format in ["human", "json", "github"] {
+            let out = jobgraph()
+                .args(["validate", "--format", format])
+                .arg(&path)
+                .timeout(std::time::Duration::from_secs(20))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{}: {format}: {stderr}",
+                path.display()
+            );
+            assert!(!stderr.contains("panicked"), "{}: {stderr}", path.display());
+        }
+        jobgraph()
+            .args(["plan"])
+            .arg(&path)
+            .timeout(std::time::Duration::from_secs(20))
+            .assert()
+            .code(predicates::ord::lt(2));
+    }
+    assert!(seen > 0);
+}

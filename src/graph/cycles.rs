@@ -32,6 +32,9 @@ pub(super) fn check_cycles(file: &JobFile, deps: &[Vec<Dep>], diags: &mut Vec<Di
 /// Components that hold a cycle: two or more nodes, or one with a self-loop.
 /// Iterative (Kosaraju over an explicit stack), so a 100,000-long chain is fine.
 pub(crate) fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    if is_acyclic(adj) {
+        return Vec::new();
+    }
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(adj.len(), adj.iter().map(Vec::len).sum());
     for _ in 0..adj.len() {
         g.add_node(());
@@ -52,6 +55,29 @@ pub(crate) fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
         .collect();
     out.sort();
     out
+}
+
+/// Kahn's algorithm: true when every node can be taken off in topological
+/// order, the usual case, which then needs no component search at all.
+fn is_acyclic(adj: &[Vec<usize>]) -> bool {
+    let mut indegree = vec![0u32; adj.len()];
+    for targets in adj {
+        for &t in targets {
+            indegree[t] += 1;
+        }
+    }
+    let mut ready: Vec<usize> = (0..adj.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut taken = 0;
+    while let Some(i) = ready.pop() {
+        taken += 1;
+        for &t in &adj[i] {
+            indegree[t] -= 1;
+            if indegree[t] == 0 {
+                ready.push(t);
+            }
+        }
+    }
+    taken == adj.len()
 }
 
 /// A shortest loop from `start` back to itself, staying inside `component`
@@ -85,11 +111,45 @@ pub(crate) fn find_cycle(
     None
 }
 
+/// How many names of a long loop are shown at each end.
+const SHOWN_AT_EACH_END: usize = 5;
+/// How many links of a loop are marked in the file, at most.
+const MAX_MARKED: usize = 10;
+
+/// `a -> b -> c -> a`, or for a long loop its first and last names around
+/// `… (9,990 more) …`, so a message stays one line whatever the loop's length.
+pub(crate) fn shorten(names: &[&str]) -> String {
+    let k = SHOWN_AT_EACH_END;
+    if names.len() <= 2 * k + 1 {
+        return names.join(" -> ");
+    }
+    let hidden = names.len() - 2 * k;
+    format!(
+        "{} -> … ({} more) … -> {}",
+        names[..k].join(" -> "),
+        thousands(hidden),
+        names[names.len() - k..].join(" -> ")
+    )
+}
+
+/// 9990 -> "9,990".
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn cycle_diagnostic(file: &JobFile, deps: &[Vec<Dep>], path: &[usize]) -> Diagnostic {
     let name = |i: usize| file.processes[i].name.value.as_str();
     let mut shown: Vec<&str> = path.iter().map(|&i| name(i)).collect();
     shown.push(name(path[0]));
-    let text = shown.join(" -> ");
+    let text = shorten(&shown);
     let hop = |k: usize| {
         let from = path[k];
         let to = path[(k + 1) % path.len()];
@@ -120,7 +180,13 @@ fn cycle_diagnostic(file: &JobFile, deps: &[Vec<Dep>], path: &[usize]) -> Diagno
         } else {
             "nothing in a cycle can ever start: remove one of these dependencies".to_string()
         });
-    for k in 1..path.len() {
+    // Mark the first links and the last one; a long loop is named in the message.
+    let marked: Vec<usize> = if path.len() <= MAX_MARKED {
+        (1..path.len()).collect()
+    } else {
+        (1..MAX_MARKED - 1).chain([path.len() - 1]).collect()
+    };
+    for k in marked {
         let (from, to, d) = hop(k);
         if let Some(d) = d {
             diag = diag.related(d.span.clone(), describe(from, to, Some(d)));
@@ -140,6 +206,20 @@ mod tests {
         let comps = strongly_connected(&adj);
         assert_eq!(comps, vec![vec![0, 1, 2]]);
         assert_eq!(find_cycle(&adj, &comps[0], 0), Some(vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn long_loops_are_shortened() {
+        let names: Vec<String> = (0..10_000)
+            .map(|i| format!("p{i}"))
+            .chain(["p0".into()])
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            shorten(&refs),
+            "p0 -> p1 -> p2 -> p3 -> p4 -> … (9,991 more) … -> p9996 -> p9997 -> p9998 -> p9999 -> p0"
+        );
+        assert_eq!(shorten(&["a", "b", "a"]), "a -> b -> a");
     }
 
     #[test]

@@ -88,10 +88,16 @@ impl Graph {
         let mut inc = vec![false; n];
         let mut stack = Vec::new();
         for name in names {
-            stack.push(
-                self.process_index(name)
-                    .ok_or_else(|| format!("--only {name}: no such process"))?,
-            );
+            stack.push(self.process_index(name).ok_or_else(|| {
+                let names = self.file.processes.iter().map(|p| p.name.value.as_str());
+                match crate::spec::did_you_mean(name, names) {
+                    Some(s) => format!("--only {name}: no such process; did you mean `{s}`?"),
+                    None => format!(
+                        "--only {name}: no such process (the processes are: {})",
+                        list_some(self.file.processes.iter().map(|p| p.name.value.as_str()))
+                    ),
+                }
+            })?);
         }
         while let Some(i) = stack.pop() {
             if std::mem::replace(&mut inc[i], true) {
@@ -109,6 +115,14 @@ impl Graph {
             stack.extend(self.groups[self.group_of[i]].members.iter().copied());
         }
         Ok(inc)
+    }
+
+    /// Checks a `--max-parallel` given on the command line as `[graph]
+    /// max_parallel` is checked in the file: the same rule, without a span.
+    pub fn check_max_parallel(&self, max: u32) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        streams::check_max_parallel(&self.file, &self.groups, max, None, &mut diags);
+        diags
     }
 
     /// Total instances (replicas counted).

@@ -69,20 +69,31 @@ pub(super) fn launch_stages(
             .iter()
             .find(|d| d.target == hops[0].1)
             .map(|d| d.span.clone());
-        let mut text = name(hops[0].0).to_string();
+        // (separator before, name): `a -> b ~ c -> a`.
+        let mut parts: Vec<(&str, &str)> = vec![("", name(hops[0].0))];
         let mut at = hops[0].0;
         for &(p, t) in &hops {
             if p != at {
-                text.push_str(" ~ ");
-                text.push_str(name(p));
+                parts.push((" ~ ", name(p)));
             }
-            text.push_str(" -> ");
-            text.push_str(name(t));
+            parts.push((" -> ", name(t)));
             at = t;
         }
         if at != hops[0].0 {
-            text.push_str(" ~ ");
-            text.push_str(name(hops[0].0));
+            parts.push((" ~ ", name(hops[0].0)));
+        }
+        // A long loop keeps its ends, so the message stays one line.
+        let mut text = String::new();
+        let keep = 5;
+        for (k, (sep, n)) in parts.iter().enumerate() {
+            if parts.len() > 2 * keep + 1 && k == keep {
+                text.push_str(&format!(" … ({} more) …", parts.len() - 2 * keep));
+            }
+            if parts.len() > 2 * keep + 1 && k >= keep && k < parts.len() - keep {
+                continue;
+            }
+            text.push_str(sep);
+            text.push_str(n);
         }
         diags.push(
             Diagnostic::new(Code::StreamGroupDeadlock, span, format!("launch deadlock through stream groups: {text}"))

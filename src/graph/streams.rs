@@ -296,6 +296,8 @@ pub(super) fn analyze(
         }
     }
 
+    pipe_cycles(file, index, diags);
+
     // Groups, numbered in file order of their first member.
     let mut group_of = vec![usize::MAX; n];
     let mut groups: Vec<StreamGroup> = Vec::new();
@@ -359,12 +361,16 @@ pub(super) fn check_group_limits(
     streams: &Streams,
     diags: &mut Vec<Diagnostic>,
 ) {
+    if let Some(max) = &file.graph.max_parallel {
+        check_max_parallel(
+            file,
+            &streams.groups,
+            max.value,
+            Some(max.span.clone()),
+            diags,
+        );
+    }
     for group in streams.groups.iter().filter(|g| !g.edges.is_empty()) {
-        let size: u64 = group
-            .members
-            .iter()
-            .map(|&m| u64::from(file.processes[m].replicas.value))
-            .sum();
         let members = || {
             list_some(
                 group
@@ -373,23 +379,6 @@ pub(super) fn check_group_limits(
                     .map(|&m| file.processes[m].name.value.as_str()),
             )
         };
-        if let Some(max) = &file.graph.max_parallel {
-            if size > u64::from(max.value) {
-                diags.push(
-                    Diagnostic::at(
-                        Code::MaxParallelTooSmall,
-                        max.span.clone(),
-                        format!(
-                            "max_parallel is {}, but the stream group {{{}}} runs {size} processes at once",
-                            max.value,
-                            members()
-                        ),
-                    )
-                    .label("too small for a stream group")
-                    .help(format!("processes joined by pipes or queues start together: set max_parallel = {size} or more")),
-                );
-            }
-        }
         for &m in &group.members {
             let p = &file.processes[m];
             let pipe_edge = streams_endpoints_have_pipe(&streams.endpoints[m]);
@@ -445,6 +434,118 @@ pub(super) fn check_group_limits(
                 );
             }
         }
+    }
+}
+
+/// `max_parallel` (from the file, with its span, or from `--max-parallel`)
+/// against the largest stream group: a group must fit to launch at all.
+pub(super) fn check_max_parallel(
+    file: &JobFile,
+    groups: &[StreamGroup],
+    max: u32,
+    span: Option<crate::diagnostic::Span>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    // Daemons take no slot (SPEC §3), so only the other members count.
+    let size = |g: &StreamGroup| -> u64 {
+        g.members
+            .iter()
+            .filter(|&&m| !file.processes[m].daemon.value)
+            .map(|&m| u64::from(file.processes[m].replicas.value))
+            .sum()
+    };
+    let Some(group) = groups
+        .iter()
+        .filter(|g| !g.edges.is_empty())
+        .max_by_key(|g| size(g))
+    else {
+        return;
+    };
+    let size = size(group);
+    if size <= u64::from(max) {
+        return;
+    }
+    let members = list_some(
+        group
+            .members
+            .iter()
+            .map(|&m| file.processes[m].name.value.as_str()),
+    );
+    let (what, fix) = match span {
+        Some(_) => (
+            format!("max_parallel is {max}"),
+            format!("set max_parallel = {size} or more"),
+        ),
+        None => (
+            format!("--max-parallel is {max}"),
+            format!("pass --max-parallel {size} or more"),
+        ),
+    };
+    let mut d = Diagnostic::new(
+        Code::MaxParallelTooSmall,
+        span,
+        format!("{what}, but the stream group {{{members}}} runs {size} non-daemon processes at once"),
+    )
+    .help(format!(
+        "processes joined by pipes or queues start together: {fix}"
+    ));
+    if d.span.is_some() {
+        d = d.label("too small for a stream group");
+    }
+    diags.push(d);
+}
+
+/// One-way pipes that form a loop (`a -> b`, `b -> a`): if every process in
+/// it reads before it writes, none ever does. A warning, since a protocol
+/// where one side writes first works.
+fn pipe_cycles(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) {
+    let n = file.processes.len();
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut edge: HashMap<(usize, usize), &crate::spec::Pipe> = HashMap::default();
+    for pipe in &file.pipes {
+        let PipeEnds::OneWay { from, to } = &pipe.ends else {
+            continue;
+        };
+        let (Some(&a), Some(&b)) = (index.get(from.value.as_str()), index.get(to.value.as_str()))
+        else {
+            continue;
+        };
+        if a != b && edge.insert((a, b), pipe).is_none() {
+            adj[a].push(b);
+        }
+    }
+    if edge.len() < 2 {
+        return;
+    }
+    for component in super::cycles::strongly_connected(&adj) {
+        let Some(path) = super::cycles::find_cycle(&adj, &component, component[0]) else {
+            continue;
+        };
+        let name = |i: usize| file.processes[i].name.value.as_str();
+        let hops: Vec<&crate::spec::Pipe> = (0..path.len())
+            .map(|k| edge[&(path[k], path[(k + 1) % path.len()])])
+            .collect();
+        let mut loop_text: Vec<&str> = path.iter().map(|&i| name(i)).collect();
+        loop_text.push(name(path[0]));
+        let loop_text = super::cycles::shorten(&loop_text);
+        let mut d = Diagnostic::at(
+            Code::PipeCycle,
+            hops[0].name.span.clone(),
+            format!("one-way pipes form a loop: {loop_text}"),
+        )
+        .label(format!("pipe `{}`, part of the loop", hops[0].name.value))
+        .help(if path.len() == 2 {
+            format!(
+                "if both `{}` and `{}` wait to read before they write, neither ever does: use one duplex pipe, between = [\"{}\", \"{}\"], or make sure one side writes first",
+                name(path[0]), name(path[1]), name(path[0]), name(path[1])
+            )
+        } else {
+            "if every process in the loop waits to read before it writes, none ever does: make sure one of them writes first, or break the loop with a queue".to_string()
+        });
+        for p in hops.iter().skip(1).take(8) {
+            d = d.related(p.name.span.clone(), format!("pipe `{}`", p.name.value));
+        }
+        diags.push(d);
     }
 }
 

@@ -41,13 +41,19 @@ pub(super) fn check(
                 .help("daemons are stopped once every non-daemon process finished; make the main process a non-daemon"),
         );
     }
+    for p in &file.processes {
+        shell_syntax_in_cmd(p, diags);
+        buffered_log_probe(file, p, diags);
+    }
     let mut finder = ProgramFinder::new(source.base_dir(), file);
-    let by_name: HashMap<&str, &Process> = file
+    let by_name: HashMap<&str, usize> = file
         .processes
         .iter()
-        .map(|p| (p.name.value.as_str(), p))
+        .enumerate()
+        .map(|(i, p)| (p.name.value.as_str(), i))
         .collect();
-    for p in &file.processes {
+    let lineage = Lineage::new(file, &by_name);
+    for (i, p) in file.processes.iter().enumerate() {
         let Command::Argv(argv) = &p.command else {
             continue;
         };
@@ -57,7 +63,7 @@ pub(super) fn check(
         if program.value.is_empty() || program.value.contains("{replica}") {
             continue;
         }
-        if let Some(problem) = finder.problem(&by_name, p, &program.value) {
+        if let Some(problem) = finder.problem(&lineage, file, i, &program.value) {
             diags.push(
                 Diagnostic::at(Code::CommandNotFound, program.span.clone(), format!("`{}` {problem}", program.value))
                     .label("program")
@@ -102,10 +108,12 @@ impl ProgramFinder {
     /// Why `program` would not start, or `None` if it looks fine.
     fn problem(
         &mut self,
-        by_name: &HashMap<&str, &Process>,
-        p: &Process,
+        lineage: &Lineage,
+        file: &JobFile,
+        i: usize,
         program: &str,
     ) -> Option<String> {
+        let p = &file.processes[i];
         let plain =
             p.cwd.is_none() && p.parent.is_none() && !p.env.iter().any(|(k, _)| k.value == "PATH");
         if plain {
@@ -113,7 +121,7 @@ impl ProgramFinder {
                 return answer.clone();
             }
         }
-        let answer = self.lookup(by_name, p, program);
+        let answer = self.lookup(lineage, file, i, program);
         if plain {
             self.plain.insert(program.to_string(), answer.clone());
         }
@@ -122,10 +130,12 @@ impl ProgramFinder {
 
     fn lookup(
         &mut self,
-        by_name: &HashMap<&str, &Process>,
-        p: &Process,
+        lineage: &Lineage,
+        file: &JobFile,
+        i: usize,
         program: &str,
     ) -> Option<String> {
+        let p = &file.processes[i];
         let own_path = p
             .env
             .iter()
@@ -136,14 +146,14 @@ impl ProgramFinder {
             .or_else(|| self.graph_path.clone())
             .unwrap_or_else(|| self.engine_path.clone());
         // Like the runtime: own cwd, else (fork) the nearest ancestor's, else the file's directory.
-        let mut cwd = self.base.clone();
-        for a in lineage(by_name, p) {
-            match &a.cwd {
-                Some(c) if c.value.contains("{replica}") => return None,
-                Some(c) => cwd = self.base.join(&c.value),
-                None => {}
-            }
+        let (replica, from) = lineage.cwd(file, i);
+        if replica {
+            return None;
         }
+        let cwd = match from.and_then(|a| file.processes[a].cwd.as_ref()) {
+            Some(c) => self.base.join(&c.value),
+            None => self.base.clone(),
+        };
         let key = (program.to_string(), search.clone(), cwd.clone());
         if let Some(answer) = self.cache.get(&key) {
             return answer.clone();
@@ -167,25 +177,74 @@ impl ProgramFinder {
     }
 }
 
-/// The parent chain from the top down to `p`, as the runtime walks it for `fork`.
-fn lineage<'a>(by_name: &HashMap<&str, &'a Process>, p: &'a Process) -> Vec<&'a Process> {
-    let mut chain = vec![p];
-    if p.start == crate::spec::StartMethod::Fork {
-        let mut cur = p;
-        while let Some(parent) = cur
-            .parent
-            .as_ref()
-            .and_then(|n| by_name.get(n.value.as_str()).copied())
-        {
-            if chain.len() > by_name.len() {
-                break;
+/// Working directories down parent chains, as the runtime resolves them for
+/// `fork`: the nearest `cwd` up the chain wins. Computed once per process, so
+/// a 100,000-deep chain costs 100,000 steps, not 100,000².
+struct Lineage {
+    /// Per process, over itself and all its ancestors: whether a `cwd` on the
+    /// way holds `{replica}`, and which process's `cwd` is nearest.
+    up: Vec<(bool, Option<usize>)>,
+}
+
+impl Lineage {
+    fn new(file: &JobFile, by_name: &HashMap<&str, usize>) -> Lineage {
+        let n = file.processes.len();
+        let parent: Vec<Option<usize>> = file
+            .processes
+            .iter()
+            .map(|p| {
+                p.parent
+                    .as_ref()
+                    .and_then(|x| by_name.get(x.value.as_str()).copied())
+            })
+            .collect();
+        let own = |i: usize| {
+            let c = file.processes[i].cwd.as_ref();
+            (
+                c.is_some_and(|c| c.value.contains("{replica}")),
+                c.map(|_| i),
+            )
+        };
+        // 0 = not yet, 1 = on the current walk (a parent cycle: reported elsewhere), 2 = done.
+        let mut state = vec![0u8; n];
+        let mut up = vec![(false, None); n];
+        let mut walk = Vec::new();
+        for start in 0..n {
+            let mut cur = Some(start);
+            while let Some(c) = cur.filter(|&c| state[c] == 0) {
+                state[c] = 1;
+                walk.push(c);
+                cur = parent[c];
             }
-            chain.push(parent);
-            cur = parent;
+            // `cur` is done (or on this walk: a cycle, treated as the top).
+            let mut above = match cur {
+                Some(c) if state[c] == 2 => up[c],
+                _ => (false, None),
+            };
+            while let Some(c) = walk.pop() {
+                let (replica, from) = own(c);
+                above = (above.0 || replica, from.or(above.1));
+                up[c] = above;
+                state[c] = 2;
+            }
+        }
+        Lineage { up }
+    }
+
+    /// For process `i`: whether its working directory depends on `{replica}`,
+    /// and whose `cwd` it uses (`None`: the job file's directory).
+    fn cwd(&self, file: &JobFile, i: usize) -> (bool, Option<usize>) {
+        let p = &file.processes[i];
+        if p.start == crate::spec::StartMethod::Fork {
+            self.up[i]
+        } else {
+            let c = p.cwd.as_ref();
+            (
+                c.is_some_and(|c| c.value.contains("{replica}")),
+                c.map(|_| i),
+            )
         }
     }
-    chain.reverse();
-    chain
 }
 
 fn executable_problem(path: &Path) -> Option<String> {
@@ -195,4 +254,195 @@ fn executable_problem(path: &Path) -> Option<String> {
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_string()),
         Ok(_) => None,
     }
+}
+
+/// The file name of a program path: `/usr/bin/python3` -> `python3`.
+fn basename(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
+/// Programs whose arguments are scripts with their own `$` syntax, or that
+/// hand their arguments to a shell.
+fn interprets_arguments(program: &str) -> bool {
+    let b = basename(program);
+    matches!(
+        b,
+        "sh" | "bash"
+            | "dash"
+            | "zsh"
+            | "ksh"
+            | "mksh"
+            | "fish"
+            | "busybox"
+            | "awk"
+            | "gawk"
+            | "mawk"
+            | "nawk"
+            | "perl"
+            | "sed"
+            | "ruby"
+            | "node"
+            | "deno"
+            | "jq"
+            | "php"
+            | "make"
+            | "find"
+            | "ssh"
+            | "docker"
+            | "podman"
+            | "kubectl"
+            | "watch"
+            | "tclsh"
+            | "expect"
+    ) || b.starts_with("python")
+}
+
+/// Shell syntax in one argument: a `$NAME` / `${...}` / `$(...)` expansion,
+/// or a whole-word operator.
+fn shell_syntax(arg: &str) -> Option<&'static str> {
+    if matches!(
+        arg,
+        "|" | "||" | "&&" | ";" | ">" | ">>" | "<" | "2>&1" | "&"
+    ) {
+        return Some("an operator");
+    }
+    let b = arg.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c != b'$' {
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'{') | Some(b'(') => return Some("an expansion"),
+            Some(&n) if n.is_ascii_alphabetic() || n == b'_' => return Some("a variable"),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn shell_syntax_in_cmd(p: &Process, diags: &mut Vec<Diagnostic>) {
+    let Command::Argv(argv) = &p.command else {
+        return;
+    };
+    for (i, arg) in argv.iter().enumerate() {
+        if interprets_arguments(&arg.value) {
+            return;
+        }
+        if i == 0 {
+            continue;
+        }
+        let Some(kind) = shell_syntax(&arg.value) else {
+            continue;
+        };
+        let line: Vec<&str> = argv.iter().map(|a| a.value.as_str()).collect();
+        let what = if kind == "an operator" {
+            format!(
+                "`{}` is passed to `{}` as an argument",
+                arg.value, argv[0].value
+            )
+        } else {
+            format!(
+                "`{}` reaches `{}` as written: nothing expands it",
+                arg.value, argv[0].value
+            )
+        };
+        diags.push(
+            Diagnostic::at(
+                Code::ShellSyntaxInCmd,
+                arg.span.clone(),
+                format!("`cmd` is not run by a shell, so {what}"),
+            )
+            .label(format!("{kind}, not interpreted"))
+            .help(format!(
+                "to have /bin/sh interpret it, write shell = \"{}\"; or write the value itself into cmd",
+                line.join(" ").replace('\\', "\\\\").replace('"', "\\\"")
+            )),
+        );
+        return;
+    }
+}
+
+/// A Python program whose stdout is a pipe block-buffers it, so a `log`
+/// probe sees nothing until 8 KiB are written or the program exits.
+fn buffered_log_probe(file: &JobFile, p: &Process, diags: &mut Vec<Diagnostic>) {
+    let Some(ready) = &p.ready else {
+        return;
+    };
+    if !matches!(ready.probe.value, crate::spec::Probe::Log(_)) {
+        return;
+    }
+    let unbuffered_env = p
+        .env
+        .iter()
+        .chain(file.env.iter())
+        .any(|(k, v)| k.value == "PYTHONUNBUFFERED" && !v.value.is_empty());
+    if unbuffered_env {
+        return;
+    }
+    let (span, python) = match &p.command {
+        Command::Argv(argv) => {
+            let Some(program) = argv.first() else {
+                return;
+            };
+            if !is_python(basename(&program.value)) {
+                return;
+            }
+            let mut unbuffered = false;
+            for a in &argv[1..] {
+                let a = a.value.as_str();
+                if !a.starts_with('-') || a.starts_with("--") {
+                    break;
+                }
+                if a[1..].contains('u') {
+                    unbuffered = true;
+                }
+                if a.contains(['c', 'm']) {
+                    break;
+                }
+            }
+            if unbuffered {
+                return;
+            }
+            (program.span.clone(), program.value.clone())
+        }
+        Command::Shell(line) => {
+            let v = &line.value;
+            if v.contains("PYTHONUNBUFFERED") || v.contains("stdbuf") {
+                return;
+            }
+            let words: Vec<&str> = v
+                .split(|c: char| c.is_whitespace() || ";&|()".contains(c))
+                .collect();
+            let Some(at) = words.iter().position(|w| is_python(basename(w))) else {
+                return;
+            };
+            if words[at + 1..]
+                .iter()
+                .take_while(|w| w.starts_with('-'))
+                .any(|w| !w.starts_with("--") && w[1..].contains('u'))
+            {
+                return;
+            }
+            (line.span.clone(), words[at].to_string())
+        }
+        Command::Missing => return,
+    };
+    diags.push(
+        Diagnostic::at(
+            Code::BufferedLogProbe,
+            span,
+            format!(
+                "`{}` has a `log` readiness probe, but `{python}` block-buffers its output when it is not a terminal, so the probe may never see the line",
+                p.name.value
+            ),
+        )
+        .label("Python without -u")
+        .related(ready.probe.span.clone(), "watches the output")
+        .help("run it with `python -u`, or set PYTHONUNBUFFERED = \"1\" in its env (or flush after printing)"),
+    );
+}
+
+fn is_python(word: &str) -> bool {
+    word.strip_prefix("python")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
 }

@@ -3,11 +3,17 @@
 use super::Outcome;
 use crate::check::Checked;
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::source::SourceFile;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use std::fmt;
 
 /// At most this many diagnostics per file are drawn; the rest are counted.
 const MAX_SHOWN: usize = 50;
+
+/// Snippets are drawn only when every line they show is at most this many
+/// characters long. A longer line would be unreadable in a terminal, and
+/// miette's renderer cannot pad past column 65,535.
+const MAX_SNIPPET_LINE: usize = 1000;
 
 /// How to draw.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +78,17 @@ impl miette::Diagnostic for Report<'_> {
     }
 }
 
+/// One line for a diagnostic of the file as a whole, or of a command-line option.
+pub fn render_spanless(path: &std::path::Path, d: &Diagnostic) -> String {
+    let level = if d.is_error() { "error" } else { "warning" };
+    let mut out = format!("{level}[{}]: {}: {}", d.code, path.display(), d.message);
+    if let Some(h) = &d.help {
+        out.push_str(&format!(" (help: {h})"));
+    }
+    out.push('\n');
+    out
+}
+
 /// Renders one file's diagnostics and a closing line, for stderr.
 pub fn render_human(outcome: &Outcome, style: HumanStyle) -> String {
     match outcome {
@@ -95,11 +112,11 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
     let mut out = String::new();
     for d in c.diagnostics.iter().take(MAX_SHOWN) {
         if d.span.is_none() {
-            let level = if d.is_error() { "error" } else { "warning" };
-            out.push_str(&format!("{level}[{}]: {name}: {}", d.code, d.message));
-            if let Some(h) = &d.help {
-                out.push_str(&format!(" (help: {h})"));
-            }
+            out.push_str(&render_spanless(c.source.path(), d));
+            continue;
+        }
+        if let Some(long) = long_line(&c.source, d) {
+            render_plain(&mut out, &c.source, d, long);
             out.push('\n');
             continue;
         }
@@ -140,4 +157,51 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
         ));
     }
     out
+}
+
+/// The first line a snippet of `d` would show (1-based line, characters) that
+/// is too long to draw, if any.
+fn long_line(source: &SourceFile, d: &Diagnostic) -> Option<(usize, usize)> {
+    let text = source.text();
+    let spans = d.span.iter().chain(d.related.iter().map(|(s, _)| s));
+    for span in spans {
+        let (first, _) = source.line_col(span.start);
+        let (last, _) = source.line_col(span.end.max(span.start));
+        // One line of context either side, as the handler is configured.
+        for line in first.saturating_sub(1).max(1)..=last + 1 {
+            let Some(range) = source.line_range(line) else {
+                continue;
+            };
+            let t = &text[range];
+            if t.len() > MAX_SNIPPET_LINE && t.chars().count() > MAX_SNIPPET_LINE {
+                return Some((line, t.chars().count()));
+            }
+        }
+    }
+    None
+}
+
+/// A diagnostic without a snippet: message, locations, labels and help, one per line.
+fn render_plain(out: &mut String, source: &SourceFile, d: &Diagnostic, long: (usize, usize)) {
+    use std::fmt::Write;
+    let name = source.path().display();
+    let mark = if d.is_error() { "×" } else { "⚠" };
+    let _ = writeln!(out, "{}\n\n  {mark} {}", d.code, d.message);
+    if let Some(span) = &d.span {
+        let (line, col) = source.line_col(span.start);
+        let label = d.label.as_deref().unwrap_or("here");
+        let _ = writeln!(out, "  at {name}:{line}:{col}: {label}");
+    }
+    for (span, label) in &d.related {
+        let (line, col) = source.line_col(span.start);
+        let _ = writeln!(out, "  and {name}:{line}:{col}: {label}");
+    }
+    let _ = writeln!(
+        out,
+        "  (no snippet: line {} is {} characters long)",
+        long.0, long.1
+    );
+    if let Some(h) = &d.help {
+        let _ = writeln!(out, "  help: {h}");
+    }
 }

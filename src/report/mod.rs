@@ -8,7 +8,7 @@ pub mod live;
 pub mod writer;
 
 pub use github::render_github;
-pub use human::{render_human, HumanStyle};
+pub use human::{render_human, render_spanless, HumanStyle};
 pub use json::{render_json, FileReport};
 
 use crate::check::Checked;

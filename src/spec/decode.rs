@@ -12,6 +12,8 @@ use crate::source::SourceFile;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+type Span = std::ops::Range<usize>;
+
 /// Keys allowed at the top level.
 pub const KEYS_TOP: &[&str] = &[
     "version", "graph", "env", "lock", "process", "queue", "pipe",
@@ -68,6 +70,66 @@ fn is_signal_name(text: &str) -> bool {
     nix::sys::signal::Signal::from_str(&full).is_ok()
 }
 
+/// Names other tools use (docker compose, process-compose, GitHub Actions,
+/// systemd, Kubernetes...) for jobgraph's keys: (their name, jobgraph's name).
+const ALIASES: &[(&str, &str)] = &[
+    ("depends_on", "after"),
+    ("depends", "after"),
+    ("dependencies", "after"),
+    ("deps", "after"),
+    ("needs", "after"),
+    ("requires", "after"),
+    ("wait_for", "after"),
+    ("command", "cmd"),
+    ("args", "cmd"),
+    ("argv", "cmd"),
+    ("entrypoint", "cmd"),
+    ("exec", "cmd"),
+    ("program", "cmd"),
+    ("script", "shell"),
+    ("run", "shell"),
+    ("working_dir", "cwd"),
+    ("workdir", "cwd"),
+    ("working_directory", "cwd"),
+    ("dir", "cwd"),
+    ("directory", "cwd"),
+    ("environment", "env"),
+    ("readiness_probe", "ready"),
+    ("healthcheck", "ready"),
+    ("health_check", "ready"),
+    ("is_daemon", "daemon"),
+    ("background", "daemon"),
+    ("scale", "replicas"),
+    ("instances", "replicas"),
+    ("restart_policy", "restart"),
+    ("max_retries", "retries"),
+    ("retry", "retries"),
+    ("backoff", "retry_delay"),
+    ("signal", "stop_signal"),
+    ("exit_codes", "success_codes"),
+    ("parallelism", "max_parallel"),
+    ("concurrency", "max_parallel"),
+    ("jobs", "max_parallel"),
+    ("shutdown_timeout", "shutdown_grace"),
+    ("stop_grace_period", "shutdown_grace"),
+    ("producers", "from"),
+    ("consumers", "to"),
+    ("size", "capacity"),
+    ("maxsize", "capacity"),
+];
+
+/// jobgraph's key for a key another tool uses, when this table has it.
+fn alias(name: &str, allowed: &[&str]) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase().replace('-', "_");
+    ALIASES
+        .iter()
+        .find(|(theirs, ours)| *theirs == lower && allowed.contains(ours))
+        .map(|(_, ours)| *ours)
+}
+
+/// Keys of a process that take a table.
+const PROCESS_TABLES: &[&str] = &["env", "ready", "after", "stdout", "stderr"];
+
 /// The last component of a dotted name: what the user writes inside the table.
 fn last_key(what: &dyn std::fmt::Display) -> String {
     let s = what.to_string();
@@ -101,9 +163,7 @@ pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
             Err(err) => {
                 let span = d.at(err.span().unwrap_or(0..0));
                 let message = err.message().trim().to_string();
-                let diag =
-                    Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
-                        .label(message);
+                let diag = syntax_error(text, span, &message);
                 return (None, vec![diag]);
             }
         };
@@ -116,6 +176,153 @@ pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
         );
     }
     (Some(file), d.diags)
+}
+
+/// A TOML syntax error in words a user recognises: an unclosed string where
+/// it starts (the parser notices it only later), and both places of a table
+/// or key defined twice.
+fn syntax_error(text: &str, span: Span, message: &str) -> Diagnostic {
+    if let Some(quote) = unclosed_string(text).filter(|&q| q <= span.start) {
+        let q = &text[quote..quote + 1];
+        return Diagnostic::at(Code::TomlSyntax, quote..quote + 1, "invalid TOML: unclosed string")
+            .label("this string is not closed on its line")
+            .help(format!(
+                "add the closing {q} before the end of the line; a string that spans lines is written with triple quotes ({q}{q}{q})"
+            ));
+    }
+    let plain = || {
+        Diagnostic::at(
+            Code::TomlSyntax,
+            span.clone(),
+            format!("invalid TOML: {message}"),
+        )
+        .label(message.to_string())
+    };
+    if message != "duplicate key" {
+        return plain();
+    }
+    let line_start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = &text[line_start..line_end];
+    let squash = |l: &str| -> String {
+        l.split('#')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect()
+    };
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('[') {
+        // A table header defined twice: find the first one.
+        let header = squash(line);
+        let mut pos = 0;
+        for l in text[..line_start].split_inclusive('\n') {
+            if squash(l) == header {
+                let at = pos + (l.len() - l.trim_start().len());
+                let shown = header.trim_start_matches('[').trim_end_matches(']');
+                return Diagnostic::at(
+                    Code::TomlSyntax,
+                    line_start + (line.len() - trimmed.len())..line_end,
+                    format!("invalid TOML: table `[{shown}]` is defined twice"),
+                )
+                .label("defined again here")
+                .related(
+                    at..at + l.trim_end().len() - (l.len() - l.trim_start().len()),
+                    "first defined here",
+                )
+                .help("merge the two tables into one; a table header may appear only once");
+            }
+            pos += l.len();
+        }
+        return plain();
+    }
+    // A key defined twice in one table: look back to the table's header.
+    let Some(key) = text.get(span.clone()).filter(|k| !k.is_empty()) else {
+        return plain();
+    };
+    let mut pos = line_start;
+    for l in text[..line_start].split_inclusive('\n').rev() {
+        pos -= l.len();
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                let at = pos + (l.len() - t.len());
+                return Diagnostic::at(
+                    Code::TomlSyntax,
+                    span.clone(),
+                    format!("invalid TOML: `{key}` is defined twice in one table"),
+                )
+                .label("defined again here")
+                .related(at..at + key.len(), "first defined here")
+                .help("keep one of the two; a key may appear only once per table");
+            }
+        }
+    }
+    plain()
+}
+
+/// The byte offset of the opening quote of the first single-line string that
+/// is not closed on its line, if any.
+fn unclosed_string(text: &str) -> Option<usize> {
+    let mut multiline: Option<&str> = None;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let start = pos;
+        pos += line.len();
+        let b = line.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if let Some(delim) = multiline {
+                if delim == "\"\"\"" && b[i] == b'\\' {
+                    i += 2;
+                    continue;
+                }
+                if b[i..].starts_with(delim.as_bytes()) {
+                    multiline = None;
+                    i += 3;
+                    while i < b.len() && b[i] == delim.as_bytes()[0] {
+                        i += 1;
+                    }
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            match b[i] {
+                b'#' => break,
+                q @ (b'"' | b'\'') => {
+                    if b[i..].starts_with(b"\"\"\"") || b[i..].starts_with(b"'''") {
+                        multiline = Some(if q == b'"' { "\"\"\"" } else { "\'\'\'" });
+                        i += 3;
+                        continue;
+                    }
+                    let open = i;
+                    i += 1;
+                    loop {
+                        match b.get(i) {
+                            None | Some(b'\n') | Some(b'\r') => return Some(start + open),
+                            Some(b'\\') if q == b'"' => i += 2,
+                            Some(&c) if c == q => {
+                                i += 1;
+                                break;
+                            }
+                            Some(_) => i += 1,
+                        }
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    None
 }
 
 /// Files above this size are parsed in pieces.
@@ -231,7 +438,7 @@ fn scan_line(line: &str, multiline: &mut Option<&'static str>, depth: &mut i32) 
                 i += 2;
                 continue;
             }
-            if line[i..].starts_with(delim) {
+            if b[i..].starts_with(delim.as_bytes()) {
                 *multiline = None;
                 i += 3;
                 while i < b.len() && b[i] == delim.as_bytes()[0] {
@@ -246,7 +453,7 @@ fn scan_line(line: &str, multiline: &mut Option<&'static str>, depth: &mut i32) 
             b'#' => return Some(()),
             b'"' | b'\'' => {
                 let q = b[i];
-                if line[i..].starts_with("\"\"\"") || line[i..].starts_with("\'\'\'") {
+                if b[i..].starts_with(b"\"\"\"") || b[i..].starts_with(b"'''") {
                     *multiline = Some(if q == b'"' { "\"\"\"" } else { "\'\'\'" });
                     i += 3;
                     continue;
@@ -334,9 +541,12 @@ impl Decoder {
 
     fn unknown_key(&mut self, key: &Key<'_>, allowed: &[&str], context: &str) {
         let name = key_str(key);
-        let help = match did_you_mean(name, allowed.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("{context} takes: {}", allowed.join(", ")),
+        let help = match alias(name, allowed) {
+            Some(s) => format!("did you mean `{s}`? (jobgraph's name for `{name}`)"),
+            None => match did_you_mean(name, allowed.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("{context} takes: {}", allowed.join(", ")),
+            },
         };
         self.push(
             Diagnostic::at(
@@ -345,6 +555,28 @@ impl Decoder {
                 format!("unknown key `{name}` in {context}"),
             )
             .label("unknown key")
+            .help(help),
+        );
+    }
+
+    /// `[process.NAME.OTHER]`: a table that a process does not have, often a
+    /// process declared inside another by mistake.
+    fn unknown_table(&mut self, key: &Key<'_>, process: &str) {
+        let name = key_str(key);
+        let help = match did_you_mean(name, PROCESS_TABLES.iter().copied()) {
+            Some(s) if strsim::jaro_winkler(name, s) >= 0.9 => format!("did you mean `{s}`?"),
+            _ => format!(
+                "a process's tables are {}; to declare another process, write [process.{name}]",
+                PROCESS_TABLES.join(", ")
+            ),
+        };
+        self.push(
+            Diagnostic::at(
+                Code::UnknownKey,
+                self.at(key.span()),
+                format!("unknown table `{name}` in process `{process}`"),
+            )
+            .label("unknown table")
             .help(help),
         );
     }
@@ -384,9 +616,28 @@ impl Decoder {
         }
     }
 
+    /// Reports a NUL character, which no argv, environment or path can hold.
+    fn no_nul(&mut self, what: &dyn std::fmt::Display, s: &str, span: Span) -> bool {
+        if !s.contains('\0') {
+            return true;
+        }
+        self.push(
+            Diagnostic::at(
+                Code::NulCharacter,
+                self.at(span),
+                format!("`{what}` contains a NUL character"),
+            )
+            .label("NUL (\\u0000) in this string")
+            .help("remove the \\u0000: command lines, environment variables, paths and names cannot hold a NUL byte"),
+        );
+        false
+    }
+
     fn string(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Sp<String>> {
         match v.get_ref() {
-            DeValue::String(s) => Some(Sp::new(s.to_string(), self.at(v.span()))),
+            DeValue::String(s) => self
+                .no_nul(what, s, v.span())
+                .then(|| Sp::new(s.to_string(), self.at(v.span()))),
             _ => {
                 self.wrong_type(what, "a string", v, None);
                 None
@@ -462,7 +713,12 @@ impl Decoder {
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::String(s) => out.push(Sp::new(s.to_string(), self.at(item.span()))),
+                DeValue::String(s) => {
+                    if !self.no_nul(&format!("{what}[{i}]"), s, item.span()) {
+                        return None;
+                    }
+                    out.push(Sp::new(s.to_string(), self.at(item.span())))
+                }
                 _ => {
                     self.wrong_type(&format!("{what}[{i}]"), "a string", item, None);
                     return None;
@@ -535,6 +791,11 @@ impl Decoder {
             Ok(d) => return Some(d),
             Err(e) => e,
         };
+        let help = if problem.contains("maximum") {
+            "durations are at most \"3650d\" (about 10 years); write a shorter one, or leave the key out for its default"
+        } else {
+            "write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""
+        };
         self.push(
             Diagnostic::at(
                 Code::BadDuration,
@@ -542,7 +803,7 @@ impl Decoder {
                 format!("`{what}` is not a valid duration: {problem}"),
             )
             .label("invalid duration")
-            .help("write a number and a unit: \"250ms\", \"10s\", \"5m\", \"1h30m\""),
+            .help(help),
         );
         None
     }
@@ -628,7 +889,12 @@ impl Decoder {
                 continue;
             }
             let value = match v.get_ref() {
-                DeValue::String(s) => s.to_string(),
+                DeValue::String(s) => {
+                    if !self.no_nul(&format!("{what}.{name}"), s, v.span()) {
+                        continue;
+                    }
+                    s.to_string()
+                }
                 DeValue::Integer(i) => i.to_string(),
                 DeValue::Float(f) => f.as_str().to_string(),
                 DeValue::Boolean(b) => b.to_string(),
@@ -959,8 +1225,30 @@ impl Decoder {
                 }
                 other => {
                     // A misspelt `cmd`/`shell` is reported once, not again as a missing command.
-                    typo_command |= did_you_mean(other, ["cmd", "shell"]).is_some();
-                    self.unknown_key(k, KEYS_PROCESS, "a process");
+                    typo_command |= did_you_mean(other, ["cmd", "shell"]).is_some()
+                        || matches!(alias(other, KEYS_PROCESS), Some("cmd" | "shell"));
+                    if matches!(v.get_ref(), DeValue::Table(_))
+                        && alias(other, PROCESS_TABLES).is_none()
+                    {
+                        self.unknown_table(k, &n);
+                    } else if let (Some("cmd"), DeValue::String(line)) =
+                        (alias(other, KEYS_PROCESS), v.get_ref())
+                    {
+                        // compose's `command: make all` is a command line: jobgraph's `shell`.
+                        self.push(
+                            Diagnostic::at(
+                                Code::UnknownKey,
+                                self.at(k.span()),
+                                format!("unknown key `{other}` in a process"),
+                            )
+                            .label("unknown key")
+                            .help(format!(
+                                "did you mean `cmd`? jobgraph's `cmd` is an argv array, cmd = [\"program\", \"arg\"]; for a command line write shell = \"{line}\""
+                            )),
+                        );
+                    } else {
+                        self.unknown_key(k, KEYS_PROCESS, "a process");
+                    }
                 }
             }
         }
@@ -1064,14 +1352,19 @@ impl Decoder {
         match v.get_ref() {
             DeValue::Table(t) => {
                 let mut path = None;
+                let mut reported = false;
                 for (k, fv) in t.iter() {
                     match key_str(k) {
-                        "file" => path = self.string(&format!("{what}.file"), fv),
+                        "file" => {
+                            path = self.string(&format!("{what}.file"), fv);
+                            reported |= path.is_none();
+                        }
                         _ => self.unknown_key(k, &["file"], &format!("`{what}`")),
                     }
                 }
                 match path {
                     Some(p) if !p.value.is_empty() => Some(Output::File(p.value)),
+                    None if reported => None,
                     _ => {
                         self.push(
                             Diagnostic::at(
@@ -1087,6 +1380,33 @@ impl Decoder {
                         None
                     }
                 }
+            }
+            DeValue::String(text) if !matches!(text.as_ref(), "log" | "null" | "inherit") => {
+                let text = text.to_string();
+                if !self.no_nul(what, &text, v.span()) {
+                    return None;
+                }
+                let key = last_key(what);
+                let file = format!("{key} = {{ file = \"{text}\" }}");
+                let help = match did_you_mean(&text, ["log", "null", "inherit"]) {
+                    _ if text.contains(['.', '/']) => format!("to write to a file, write {file}"),
+                    Some(c) => format!("did you mean \"{c}\"? (a file is written {file})"),
+                    None => format!(
+                        "write \"log\", \"null\" or \"inherit\"; to write to a file, write {file}"
+                    ),
+                };
+                self.push(
+                    Diagnostic::at(
+                        Code::UnknownValue,
+                        self.at(v.span()),
+                        format!(
+                            "`{what}` cannot be \"{text}\"; it is one of \"log\", \"null\", \"inherit\" or {{ file = \"path\" }}"
+                        ),
+                    )
+                    .label("unknown value")
+                    .help(help),
+                );
+                None
             }
             _ => {
                 let i = self.choice(what, v, &["log", "null", "inherit"])?;

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The longest duration a job file may give: 3650 days (about 10 years).
+/// Anything longer is a typo, and a cap keeps every deadline the runtime
+/// computes (`now + timeout`) far from the limits of the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
 /// Parses a duration; the error says what is wrong in words.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
@@ -14,7 +19,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if trimmed.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!("`{trimmed}` has no unit"));
     }
-    humantime::parse_duration(trimmed).map_err(|e| e.to_string())
+    // humantime does checked arithmetic and reports an overflow as an error.
+    match humantime::parse_duration(trimmed) {
+        Ok(d) if d > MAX_DURATION => Err(format!(
+            "`{trimmed}` is longer than the maximum, 3650d (about 10 years)"
+        )),
+        Ok(d) => Ok(d),
+        Err(humantime::DurationError::NumberOverflow) => Err(format!(
+            "`{trimmed}` is too large; the maximum is 3650d (about 10 years)"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Formats a duration the way a user would write it (`1h30m`, `250ms`).
@@ -39,6 +54,19 @@ mod tests {
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for s in [
+            "300000000000y",
+            "18446744073709551615s",
+            "3651d",
+            "99999999999999999999999h",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
     }
 
     #[test]

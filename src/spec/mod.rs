@@ -14,7 +14,7 @@ mod suggest;
 pub use decode::{
     decode, KEYS_GRAPH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY, KEYS_TOP,
 };
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use name::is_valid_name;
 pub use signal::parse_signal;
 pub use suggest::did_you_mean;
