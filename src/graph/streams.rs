@@ -484,7 +484,9 @@ pub(super) fn check_max_parallel(
     let mut d = Diagnostic::new(
         Code::MaxParallelTooSmall,
         span,
-        format!("{what}, but the stream group {{{members}}} runs {size} non-daemon processes at once"),
+        format!(
+            "{what}, but the stream group {{{members}}} runs {size} non-daemon processes at once"
+        ),
     )
     .help(format!(
         "processes joined by pipes or queues start together: {fix}"
