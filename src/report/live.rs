@@ -562,6 +562,15 @@ fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             out.pid = Some(pid);
             out.signal = Some("SIGKILL");
         }
+        RunEvent::HealthFailed {
+            process,
+            pid,
+            failures,
+        } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+            out.failures = Some(failures);
+        }
         RunEvent::Queue {
             queue,
             messages_in,
@@ -667,6 +676,9 @@ pub struct Event<'a> {
     /// Messages lost in flight (`queue` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// Consecutive failed health checks (`health-failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
     /// How the run's processes are contained (`run-started`): `pid-namespace` or `marker`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containment: Option<&'a str>,
@@ -1016,6 +1028,11 @@ mod tests {
             RunEvent::Killed {
                 process: "a",
                 pid: 2,
+            },
+            RunEvent::HealthFailed {
+                process: "a",
+                pid: 2,
+                failures: 3,
             },
             RunEvent::Queue {
                 queue: "q",

@@ -73,6 +73,12 @@ pub enum RunEvent<'a> {
     },
     /// SIGKILL was sent to its group.
     Killed { process: &'a str, pid: i32 },
+    /// Its health check failed `failures` times in a row: it is stopped and fails.
+    HealthFailed {
+        process: &'a str,
+        pid: i32,
+        failures: u32,
+    },
     /// A queue's counts, at the end.
     Queue {
         queue: &'a str,
@@ -104,6 +110,7 @@ impl RunEvent<'_> {
             RunEvent::Joined { .. } => "joined",
             RunEvent::Stopping { .. } => "stopping",
             RunEvent::Killed { .. } => "killed",
+            RunEvent::HealthFailed { .. } => "health-failed",
             RunEvent::Queue { .. } => "queue",
             RunEvent::RunFinished { .. } => "run-finished",
         }
@@ -124,6 +131,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "joined",
     "stopping",
     "killed",
+    "health-failed",
     "queue",
     "run-finished",
 ];
