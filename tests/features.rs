@@ -236,3 +236,73 @@ health = { file = "alive", interval = "100ms", failures = 1 }
 fn feature_examples_run() {
     examples_run(&["finally", "foreach", "health"]);
 }
+
+const RESUMABLE: &str = r#"
+[process.a]
+shell = "echo a >> ran"
+[process.b]
+after = ["a"]
+shell = "echo b >> ran; test -f fixed"
+[process.c]
+after = ["b"]
+shell = "echo c >> ran"
+[process.d]
+shell = "echo d >> ran"
+"#;
+
+#[test]
+fn resume_reruns_only_what_did_not_succeed() {
+    let job = Job::new(RESUMABLE);
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    std::fs::write(job.file("fixed"), "").unwrap();
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let (code, evs, err) = job.run_events(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ran: Vec<String> = job.read("ran").lines().map(String::from).collect();
+    ran.sort();
+    assert_eq!(ran, ["b", "c"], "{err}");
+    assert_eq!(events_of(&evs, "a"), ["cached"]);
+    assert_eq!(summary(&err)["d"][0], "cached", "{err}");
+    // Resumed again: everything ended ok (or cached) last time.
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let (code, _, err) = job.run(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!job.file("ran").exists(), "{err}");
+}
+
+#[test]
+fn resume_reruns_a_changed_process_and_what_needs_it() {
+    let job = Job::new(RESUMABLE);
+    std::fs::write(job.file("fixed"), "").unwrap();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let text = std::fs::read_to_string(job.path()).unwrap();
+    std::fs::write(job.path(), text.replace("echo a >>", "echo a  >>")).unwrap();
+    let (code, _, err) = job.run(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ran: Vec<String> = job.read("ran").lines().map(String::from).collect();
+    ran.sort();
+    assert_eq!(ran, ["a", "b", "c"], "{err}");
+}
+
+#[test]
+fn a_journal_of_another_graph_or_a_corrupt_one_is_reported_and_ignored() {
+    let job = Job::new(RESUMABLE);
+    std::fs::write(job.file("fixed"), "").unwrap();
+    let state = job.file("state.journal");
+    std::fs::write(
+        &state,
+        "{\"run\":\"x\",\"graph\":\"other\",\"version\":1}\n",
+    )
+    .unwrap();
+    let (code, _, err) = job.run(&["--resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("belongs to graph `other`"), "{err}");
+    assert_eq!(job.read("ran").lines().count(), 4);
+    std::fs::write(&state, [0xff, 0xfe, b'\n', b'{']).unwrap();
+    let (code, _, err) = job.run(&["--resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+}

@@ -7,6 +7,7 @@ mod launch;
 mod output;
 mod probes;
 mod queues;
+mod resume;
 mod schedule;
 mod status;
 mod stop;
@@ -61,6 +62,10 @@ pub struct RunOptions {
     pub max_parallel: Option<u32>,
     /// How the run's processes are contained (see [`super::contain`]).
     pub containment: super::contain::Containment,
+    /// Where the run's journal goes (see [`super::journal`]); `None`: no journal.
+    pub journal: Option<PathBuf>,
+    /// Skip what ended ok in the last run, unchanged (`--resume`).
+    pub resume: bool,
 }
 
 /// Why a run could not be started at all (its processes' failures are in
@@ -102,6 +107,8 @@ pub struct RunOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Ok,
+    /// Not run: it ended ok in the last run, unchanged (`--resume`).
+    Cached,
     Failed,
     TimedOut,
     Skipped,
@@ -112,6 +119,7 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Cached => "cached",
             Outcome::Failed => "failed",
             Outcome::TimedOut => "timed out",
             Outcome::Skipped => "skipped",
@@ -120,6 +128,10 @@ impl Outcome {
     }
     fn is_failure(self) -> bool {
         matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+    /// Succeeded, now or in the run it was cached from.
+    fn is_ok(self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Cached)
     }
 }
 
@@ -300,6 +312,9 @@ struct Engine<'g> {
     cancel: Option<Cancel>,
     /// After a signal: when running `always` steps are stopped.
     shutdown_deadline: Option<Instant>,
+    /// The run's journal, and each instance's definition fingerprint.
+    journal: Option<super::journal::Journal>,
+    keys: Vec<String>,
     started_at: Instant,
     /// Per process: the processes that wait for it (after or parent).
     rdeps: Vec<Vec<usize>>,
@@ -464,6 +479,8 @@ pub fn run_with(
         watchdog: None,
         cancel: None,
         shutdown_deadline: None,
+        journal: None,
+        keys: Vec::new(),
         started_at: Instant::now(),
         rdeps,
         pos_of,
@@ -509,6 +526,9 @@ pub fn run_with(
         containment: opts.containment.as_str(),
         pid: std::process::id() as i32,
     });
+    if let Some(path) = &opts.journal {
+        e.start_journal(path, opts.resume, &marker);
+    }
     e.main_loop();
     e.sweep();
     Ok(e.finish())

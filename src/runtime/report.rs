@@ -57,6 +57,8 @@ pub enum RunEvent<'a> {
     },
     /// It will never run.
     Skipped { process: &'a str, reason: &'a str },
+    /// Not run: it ended ok in the last run, unchanged (`--resume`).
+    Cached { process: &'a str },
     /// It was waiting for a retry or restart that will not happen.
     Stopped { process: &'a str, reason: &'a str },
     /// Its subtree (itself and its non-daemon descendants) is finished.
@@ -106,6 +108,7 @@ impl RunEvent<'_> {
             RunEvent::Retrying { .. } => "retrying",
             RunEvent::Restarting { .. } => "restarting",
             RunEvent::Skipped { .. } => "skipped",
+            RunEvent::Cached { .. } => "cached",
             RunEvent::Stopped { .. } => "stopped",
             RunEvent::Joined { .. } => "joined",
             RunEvent::Stopping { .. } => "stopping",
@@ -127,6 +130,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "retrying",
     "restarting",
     "skipped",
+    "cached",
     "stopped",
     "joined",
     "stopping",

@@ -135,7 +135,7 @@ impl Engine<'_> {
         }
     }
 
-    fn in_stream_group(&self, proc: usize) -> bool {
+    pub(super) fn in_stream_group(&self, proc: usize) -> bool {
         !self.g.groups[self.g.group_of[proc]].edges.is_empty()
     }
 

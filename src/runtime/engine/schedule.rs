@@ -93,7 +93,7 @@ impl Engine<'_> {
                 // Its own failure is known before the join: no need to wait for its children.
                 if let Some(k) = targets.iter().find(|&&k| {
                     t(k).outcome
-                        .is_some_and(|o| o != Outcome::Ok && !self.clean_daemon_stop(k, o))
+                        .is_some_and(|o| !o.is_ok() && !self.clean_daemon_stop(k, o))
                 }) {
                     let status = t(*k).outcome.map_or("", Outcome::as_str);
                     return Dep::Never(format!("`{tname}` did not succeed ({status})"));
@@ -211,6 +211,7 @@ impl Engine<'_> {
 
     /// The instance's own process is done for good.
     pub(super) fn set_done(&mut self, k: usize, outcome: Outcome) {
+        self.journal_record(k, outcome);
         let i = &mut self.insts[k];
         i.phase = Phase::Done;
         i.outcome = Some(outcome);
@@ -280,7 +281,7 @@ impl Engine<'_> {
                 let c = &self.insts[ck];
                 match (&c.subtree_failure, c.outcome) {
                     (Some(why), _) => Some(why.clone()),
-                    (None, Some(o)) if o != Outcome::Ok && !self.clean_daemon_stop(ck, o) => {
+                    (None, Some(o)) if !o.is_ok() && !self.clean_daemon_stop(ck, o) => {
                         Some(format!("child `{}` {}", c.name, o.as_str()))
                     }
                     _ => None,
