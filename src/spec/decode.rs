@@ -894,7 +894,7 @@ impl Decoder {
                         format!("`{name}` is not a valid environment variable name"),
                     )
                     .label("invalid name")
-                    .help("environment variable names are non-empty and contain no `=`"),
+                    .help("environment variable names are non-empty and contain no `=` and no NUL character"),
                 );
                 continue;
             }
