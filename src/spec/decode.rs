@@ -512,7 +512,7 @@ struct Decoder {
     /// Where the piece being decoded starts in the file (see [`pieces`]).
     offset: usize,
     /// Tables already decoded from earlier pieces, to catch redefinitions across pieces.
-    seen: rustc_hash::FxHashSet<String>,
+    seen: rustc_hash::FxHashMap<String, std::ops::Range<usize>>,
 }
 
 fn key_str<'a>(k: &'a Key<'_>) -> &'a str {
@@ -539,17 +539,27 @@ impl Decoder {
 
     /// Reports a table defined twice, in two pieces; within one piece, toml reports it.
     fn first_definition(&mut self, what: String, span: std::ops::Range<usize>) -> bool {
-        if self.seen.insert(what.clone()) {
-            return true;
-        }
+        let first = match self.seen.entry(what) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(span);
+                return true;
+            }
+            std::collections::hash_map::Entry::Occupied(o) => (o.key().clone(), o.get().clone()),
+        };
+        let (what, first) = first;
         self.push(
             Diagnostic::at(
                 Code::TomlSyntax,
                 span,
-                format!("invalid TOML: `{what}` is defined twice"),
+                if what == "version" {
+                    "invalid TOML: `version` is defined twice".to_string()
+                } else {
+                    format!("invalid TOML: table `[{what}]` is defined twice")
+                },
             )
-            .label("duplicate definition")
-            .help("merge the two definitions into one table"),
+            .label("defined again here")
+            .related(first, "first defined here")
+            .help("merge the two tables into one; a table header may appear only once"),
         );
         false
     }
@@ -903,7 +913,7 @@ impl Decoder {
                         format!("`{name}` is not a valid environment variable name"),
                     )
                     .label("invalid name")
-                    .help("environment variable names are non-empty and contain no `=`"),
+                    .help("environment variable names are non-empty and contain no `=` and no NUL character"),
                 );
                 continue;
             }
@@ -1911,6 +1921,16 @@ mod tests {
         let (_, d, src) = check(text.clone());
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].code, Code::TomlSyntax);
+        assert_eq!(
+            d[0].message,
+            "invalid TOML: table `[process.p3]` is defined twice"
+        );
+        let first = d[0].related[0].0.start;
+        assert_eq!(
+            src.line_col(first).0,
+            2 + 3 * 3,
+            "points at the first [process.p3]"
+        );
         let line = src.line_col(d[0].span.clone().unwrap().start).0;
         assert_eq!(line, text.lines().count() - 1);
     }
