@@ -1563,7 +1563,11 @@ impl Decoder {
                 self.push(
                     Diagnostic::at(Code::BadProbe, self.at(v.span()), format!("`{what}` has no probe"))
                         .label("no probe")
-                        .help("add one of tcp = \"127.0.0.1:8080\", http = \"http://127.0.0.1:8080/health\", cmd = [...], log = \"regex\" or file = \"path\""),
+                        .help(if keys.contains(&"log") {
+                            "add one of tcp = \"127.0.0.1:8080\", http = \"http://127.0.0.1:8080/health\", cmd = [...], log = \"regex\" or file = \"path\""
+                        } else {
+                            "add one of tcp = \"127.0.0.1:8080\", http = \"http://127.0.0.1:8080/health\", cmd = [...] or file = \"path\""
+                        }),
                 );
                 None
             }

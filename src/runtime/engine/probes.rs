@@ -309,8 +309,14 @@ impl Engine<'_> {
         if owned == Some(false) {
             if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
                 let name = self.insts[k].name.clone();
+                let until = match check {
+                    Check::Ready => "not ready until",
+                    Check::Health => "not healthy until",
+                };
                 self.reporter.note(
-                    &format!("{name}: another program listens on {addr}; not ready until {name} itself does"),
+                    &format!(
+                        "{name}: another program listens on {addr}; {until} {name} itself does"
+                    ),
                     true,
                 );
             }
