@@ -510,3 +510,29 @@ shell = "touch checked"
     assert!(!job.file("checked").exists());
     drop(taken);
 }
+
+#[test]
+fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
+    let mut body = String::new();
+    for i in 0..100 {
+        body.push_str(&format!("[process.s{i}]\nshell = \"sleep 0.2\"\n"));
+    }
+    let job = Job::new(&body);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec '{}' run '{}'",
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+            job.path().display()
+        ))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("100 ok"), "{err}");
+    assert!(
+        err.contains("waiting for running processes to exit"),
+        "{err}"
+    );
+}
