@@ -311,6 +311,9 @@ pub struct Event<'a> {
     /// Messages lost in flight (`queue` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// Messages a consumer left unread, put back in the queue (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeued: Option<u64>,
     /// The engine's own peak RSS in KiB (`run-finished`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_peak_rss_kib: Option<u64>,
@@ -406,8 +409,9 @@ pub struct SummaryRow {
     pub duration: Option<Duration>,
     /// Peak resident set size in KiB, from rusage.
     pub peak_rss_kib: Option<u64>,
-    /// Queue messages received / sent / lost in flight to it; `None` when the graph has no queue.
-    pub queue: Option<(u64, u64, u64)>,
+    /// Queue messages received / sent / lost in flight to it / requeued from
+    /// it; `None` when the graph has no queue.
+    pub queue: Option<(u64, u64, u64, u64)>,
     /// Restarts under `restart`; `None` when no process has a restart policy.
     pub restarts: Option<u32>,
 }
@@ -423,7 +427,7 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
         head.insert(4, "restarts");
     }
     if queues {
-        head.push("queue in/out/lost");
+        head.push("queue in/out/lost/requeued");
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -441,7 +445,7 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
             }
             if queues {
                 row.push(match r.queue {
-                    Some((i, o, l)) if i + o + l > 0 => format!("{i}/{o}/{l}"),
+                    Some((i, o, l, r)) if i + o + l + r > 0 => format!("{i}/{o}/{l}/{r}"),
                     _ => "-".into(),
                 });
             }

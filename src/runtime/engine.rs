@@ -1165,13 +1165,16 @@ impl Engine<'_> {
             for &k in &consumers {
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(std::io::Error::from)?;
+                // The broker keeps a read end of its own (close-on-exec) to
+                // read back what the consumer leaves unread.
+                let keep = read.try_clone()?;
                 ends.insert((k, name.clone()), read);
-                consumer_files.push(std::fs::File::from(write));
+                consumer_files.push((std::fs::File::from(write), std::fs::File::from(keep)));
             }
             for (i, f) in producer_files.iter().enumerate() {
                 self.register_stream(f.as_raw_fd(), (qi, true, i), Interest::READABLE)?;
             }
-            for (i, f) in consumer_files.iter().enumerate() {
+            for (i, (f, _)) in consumer_files.iter().enumerate() {
                 self.register_stream(f.as_raw_fd(), (qi, false, i), Interest::WRITABLE)?;
             }
             let q = &self.g.file.queues[qi];
@@ -1183,13 +1186,11 @@ impl Engine<'_> {
                 crate::spec::Framing::Line => b'\n',
                 crate::spec::Framing::Nul => 0,
             };
-            self.queues[qi] = Some(broker::Queue::new(
-                mode,
-                delim,
-                q.capacity,
-                producer_files,
-                consumer_files,
-            ));
+            let queue = broker::Queue::new(mode, delim, q.capacity, producer_files, consumer_files);
+            if let Some(fd) = queue.timer_fd() {
+                self.register_stream(fd, (qi, false, broker::TIMER), Interest::READABLE)?;
+            }
+            self.queues[qi] = Some(queue);
             self.queue_ends[qi] = (producers, consumers);
         }
         Ok(())
@@ -1284,6 +1285,10 @@ impl Engine<'_> {
             };
             let (producers, consumers) = self.queue_ends[q].clone();
             if let Some(i) = consumers.iter().position(|&c| c == k) {
+                let Ok(keep) = read.try_clone() else {
+                    failed = true;
+                    break;
+                };
                 let file = std::fs::File::from(write);
                 if self
                     .register_stream(file.as_raw_fd(), (q, false, i), Interest::WRITABLE)
@@ -1292,7 +1297,7 @@ impl Engine<'_> {
                     failed = true;
                 }
                 if let Some(queue) = self.queues[q].as_mut() {
-                    queue.reattach_consumer(i, file);
+                    queue.reattach_consumer(i, file, std::fs::File::from(keep));
                 }
                 ends.push((e.fd, read));
             } else if let Some(i) = producers.iter().position(|&c| c == k) {
@@ -2412,11 +2417,12 @@ impl Engine<'_> {
                 .map(|(&k, n)| format!("{} {n}", self.insts[k].name))
                 .collect();
             queue_lines.push_str(&format!(
-                "queue {name}: {} in, {} out ({}), {} lost\n",
+                "queue {name}: {} in, {} out ({}), {} lost, {} requeued\n",
                 c.messages_in,
                 c.messages_out,
                 per.join(", "),
-                c.lost
+                c.lost,
+                c.requeued
             ));
             self.emit(Event {
                 event: "queue",
@@ -2424,6 +2430,7 @@ impl Engine<'_> {
                 messages_in: Some(c.messages_in),
                 messages_out: Some(c.messages_out),
                 lost: Some(c.lost),
+                requeued: Some(c.requeued),
                 ..Default::default()
             });
         }
@@ -2479,9 +2486,10 @@ impl Engine<'_> {
         }
     }
 
-    /// (received, sent, lost in flight to it) over every queue, for one instance.
-    fn queue_counts_of(&self, k: usize) -> (u64, u64, u64) {
-        let mut total = (0, 0, 0);
+    /// (received, sent, lost in flight to it, requeued from it) over every
+    /// queue, for one instance.
+    fn queue_counts_of(&self, k: usize) -> (u64, u64, u64, u64) {
+        let mut total = (0, 0, 0, 0);
         for q in 0..self.queues.len() {
             let Some(queue) = &self.queues[q] else {
                 continue;
@@ -2491,6 +2499,7 @@ impl Engine<'_> {
             if let Some(i) = consumers.iter().position(|&j| j == k) {
                 total.0 += c.per_consumer[i];
                 total.2 += c.lost_per_consumer[i];
+                total.3 += c.requeued_per_consumer[i];
             }
             if let Some(i) = producers.iter().position(|&j| j == k) {
                 total.1 += c.per_producer[i];
