@@ -464,8 +464,24 @@ impl Queue {
             self.lost_unassigned += self.backlog_msgs;
             self.backlog.clear();
             self.backlog_msgs = 0;
-            for p in &mut self.producers {
-                if let Some(f) = p.file.take() {
+            for i in 0..self.producers.len() {
+                // What is already in its pipe was sent: counted in, and lost
+                // (at most a pipe's worth: a producer may still be writing).
+                let limit = self.producers[i]
+                    .file
+                    .as_ref()
+                    // SAFETY: F_GETPIPE_SZ only queries the pipe.
+                    .map(|f| unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) })
+                    .map_or(0, |n| n.max(0) as u64);
+                self.producers[i].readable = true;
+                let mut reads = 0u64;
+                while reads * (READ_SIZE as u64) < limit.max(READ_SIZE as u64)
+                    && self.producers[i].file.is_some()
+                    && self.read_one(i, closed)
+                {
+                    reads += 1;
+                }
+                if let Some(f) = self.producers[i].file.take() {
                     closed.push(f.as_raw_fd());
                 }
             }
@@ -557,6 +573,17 @@ impl Queue {
                     memchr::memrchr(self.delim, &buf[carried..]).map_or(0, |at| carried + at + 1);
                 if cut == 0 {
                     self.producers[i].partial = buf;
+                    return true;
+                }
+                if cut < READ_SIZE / 2 {
+                    // A short read: its pieces may be kept a while (in the
+                    // backlog, or remembered for a read back), so they get a
+                    // copy of their own size, and the read buffer (with the
+                    // unfinished message moved to its start) serves again.
+                    let batch = buf[..cut].to_vec();
+                    buf.drain(..cut);
+                    self.producers[i].partial = buf;
+                    self.accept(i, batch, cut);
                     return true;
                 }
                 self.producers[i].partial = buf[cut..].to_vec();
