@@ -1,9 +1,10 @@
 //! The command line: parse arguments, call the library, print, pick the exit code.
 
-use crate::check::check_file;
+use crate::check::check_file_with;
 use crate::plan::Plan;
 use crate::render::{render_dot, render_mermaid};
 use crate::report::{render_github, render_human, render_json, HumanStyle, Outcome};
+use crate::spec::LoadOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
         format: ValidateFormat,
+        /// Override a var of the file's [vars] (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Show the launch order as stages, with why each process waits.
     Plan {
@@ -54,6 +58,9 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
+        /// Override a var of the file's [vars] (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Draw the graph for Graphviz or Mermaid.
     Graph {
@@ -62,6 +69,9 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+        /// Override a var of the file's [vars] (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Print the JSON Schema of the job-file format.
     Schema,
@@ -109,6 +119,9 @@ struct RunArgs {
     /// Show the plan and stop (same as `jobgraph plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Override a var of the file's [vars] (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+    set: Vec<(String, String)>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -179,17 +192,18 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(match cli.command {
-        Cmd::Validate { files, format } => validate(&files, format),
+        Cmd::Validate { files, format, set } => validate(&files, format, &load_options(set)),
         Cmd::Plan {
             file,
             targets,
             mut only,
             format,
+            set,
         } => {
             only.extend(targets);
-            plan(&file, &only, format)
+            plan(&file, &only, format, &load_options(set))
         }
-        Cmd::Graph { file, format } => graph(&file, format),
+        Cmd::Graph { file, format, set } => graph(&file, format, &load_options(set)),
         Cmd::Schema => {
             print(&crate::schema::schema_text());
             EXIT_OK
@@ -225,15 +239,24 @@ fn eprint(s: &str) {
     let _ = std::io::stderr().write_all(s.as_bytes());
 }
 
-fn outcome(path: &Path) -> Outcome {
-    match check_file(path) {
+fn load_options(set: Vec<(String, String)>) -> LoadOptions {
+    LoadOptions { set }
+}
+
+/// A `--set` of a var the file does not declare: a usage error (exit 2).
+fn bad_override(o: &Outcome) -> bool {
+    matches!(o, Outcome::Checked(c) if c.diagnostics.iter().any(|d| d.code == crate::Code::UnknownVar && d.span.is_none()))
+}
+
+fn outcome(path: &Path, opts: &LoadOptions) -> Outcome {
+    match check_file_with(path, opts) {
         Ok(c) => Outcome::Checked(Box::new(c)),
         Err(e) => Outcome::Unreadable(path.to_path_buf(), e),
     }
 }
 
-fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
-    let outcomes: Vec<Outcome> = files.iter().map(|f| outcome(f)).collect();
+fn validate(files: &[PathBuf], format: ValidateFormat, opts: &LoadOptions) -> u8 {
+    let outcomes: Vec<Outcome> = files.iter().map(|f| outcome(f, opts)).collect();
     match format {
         ValidateFormat::Human => {
             let style = human_style();
@@ -244,7 +267,9 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
         ValidateFormat::Json => print(&render_json(&outcomes)),
         ValidateFormat::Github => print(&render_github(&outcomes)),
     }
-    let code = if outcomes.iter().all(Outcome::is_valid) {
+    let code = if outcomes.iter().any(bad_override) {
+        EXIT_USAGE
+    } else if outcomes.iter().all(Outcome::is_valid) {
         EXIT_OK
     } else {
         EXIT_FAILED
@@ -254,22 +279,30 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
     code
 }
 
-/// Checks one file for plan/graph/run; prints diagnostics when there are any.
-fn checked_graph(path: &Path) -> Result<crate::graph::Graph, ()> {
-    let o = outcome(path);
+/// Checks one file for plan/graph/run; prints diagnostics when there are
+/// any. The error is the exit code for an invalid file (`invalid`), or
+/// [`EXIT_USAGE`] for a `--set` of an unknown var.
+fn checked_graph(path: &Path, opts: &LoadOptions, invalid: u8) -> Result<crate::graph::Graph, u8> {
+    let o = outcome(path, opts);
     let quiet_ok = matches!(&o, Outcome::Checked(c) if c.diagnostics.is_empty());
     if !quiet_ok {
         eprint(&render_human(&o, human_style()));
     }
+    let code = if bad_override(&o) {
+        EXIT_USAGE
+    } else {
+        invalid
+    };
     match o {
-        Outcome::Checked(c) => c.graph.ok_or(()),
-        Outcome::Unreadable(..) => Err(()),
+        Outcome::Checked(c) => c.graph.ok_or(code),
+        Outcome::Unreadable(..) => Err(code),
     }
 }
 
-fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
-    let Ok(g) = checked_graph(path) else {
-        return EXIT_FAILED;
+fn plan(path: &Path, only: &[String], format: PlanFormat, opts: &LoadOptions) -> u8 {
+    let g = match checked_graph(path, opts, EXIT_FAILED) {
+        Ok(g) => g,
+        Err(code) => return code,
     };
     let included = match g.only(only) {
         Ok(inc) => inc,
@@ -295,9 +328,10 @@ fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
     EXIT_OK
 }
 
-fn graph(path: &Path, format: GraphFormat) -> u8 {
-    let Ok(g) = checked_graph(path) else {
-        return EXIT_FAILED;
+fn graph(path: &Path, format: GraphFormat, opts: &LoadOptions) -> u8 {
+    let g = match checked_graph(path, opts, EXIT_FAILED) {
+        Ok(g) => g,
+        Err(code) => return code,
     };
     print(&match format {
         GraphFormat::Dot => render_dot(&g),
@@ -307,7 +341,8 @@ fn graph(path: &Path, format: GraphFormat) -> u8 {
 }
 
 fn run(args: &RunArgs) -> u8 {
-    let Ok(g) = checked_graph(&args.file) else {
+    let opts = load_options(args.set.clone());
+    let Ok(g) = checked_graph(&args.file, &opts, EXIT_USAGE) else {
         return EXIT_USAGE;
     };
     let included = match g.only(&args.only) {

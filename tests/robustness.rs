@@ -55,6 +55,18 @@ const TOKENS: &[&str] = &[
     "inf",
     "nan",
     "1979-05-27",
+    "[vars]",
+    "{{ x }}",
+    "{{",
+    "}}",
+    "{{{{",
+    "\"{{ replica }}\"",
+    "{{ name }}",
+    "{{ item }}",
+    "{ env = \"HOME\" }",
+    "env_file",
+    "\"missing.env\"",
+    "{ path = \"x\", optional = true }",
 ];
 
 fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {

@@ -16,10 +16,16 @@ type Span = std::ops::Range<usize>;
 
 /// Keys allowed at the top level.
 pub const KEYS_TOP: &[&str] = &[
-    "version", "graph", "env", "lock", "process", "queue", "pipe",
+    "version", "graph", "env", "lock", "process", "queue", "pipe", "vars",
 ];
 /// Keys of `[graph]`.
-pub const KEYS_GRAPH: &[&str] = &["name", "max_parallel", "shutdown_grace", "fail_fast"];
+pub const KEYS_GRAPH: &[&str] = &[
+    "name",
+    "max_parallel",
+    "shutdown_grace",
+    "fail_fast",
+    "env_file",
+];
 /// Keys of `[lock.NAME]`.
 pub const KEYS_LOCK: &[&str] = &["capacity"];
 /// Keys of `[process.NAME]`.
@@ -45,6 +51,7 @@ pub const KEYS_PROCESS: &[&str] = &[
     "stdin",
     "stdout",
     "stderr",
+    "env_file",
 ];
 /// Keys of a process's `ready` table.
 pub const KEYS_READY: &[&str] = &["tcp", "cmd", "log", "file", "interval", "timeout"];
@@ -59,6 +66,12 @@ const MAX_QUEUE_CAPACITY: i64 = 16 * 1024 * 1024;
 const MAX_COUNT: i64 = 1_000_000;
 
 type Value<'i> = Spanned<DeValue<'i>>;
+
+#[path = "env_file.rs"]
+mod env_file;
+#[path = "vars.rs"]
+pub(crate) mod vars;
+use vars::LoadOptions;
 
 fn is_signal_name(text: &str) -> bool {
     use std::str::FromStr;
@@ -149,11 +162,19 @@ type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
 /// Decodes a job file. `None` when the TOML itself does not parse; otherwise
 /// the model, with every invalid value replaced by its default and reported.
 pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
+    decode_with(source, &LoadOptions::default())
+}
+
+/// [`decode`] with options from the command line (`--set`).
+pub fn decode_with(source: &SourceFile, opts: &LoadOptions) -> (Option<JobFile>, Vec<Diagnostic>) {
     let text = source.text();
     let mut d = Decoder {
         diags: Vec::new(),
         offset: 0,
         seen: Default::default(),
+        vars: Vec::new(),
+        base: source.base_dir(),
+        graph_env_file: Vec::new(),
     };
     let mut file = JobFile::default();
     for piece in pieces(text) {
@@ -167,8 +188,14 @@ pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
                 return (None, vec![diag]);
             }
         };
-        d.file(root.into_inner(), &mut file);
+        if let Some(v) = root.get_ref().get("vars") {
+            d.vars_table(v, opts);
+        }
+        d.file(root.into_inner(), &mut file, &text[piece.clone()]);
     }
+    let declared: Vec<String> = d.vars.iter().map(|v| v.name.clone()).collect();
+    d.unknown_overrides(&declared, opts);
+    file.env.splice(0..0, std::mem::take(&mut d.graph_env_file));
     if file.processes.is_empty() && !d.diags.iter().any(|x| x.is_error()) {
         d.diags.push(
             Diagnostic::new(Code::EmptyGraph, None, "the file declares no process")
@@ -494,6 +521,12 @@ struct Decoder {
     offset: usize,
     /// Tables already decoded from earlier pieces, to catch redefinitions across pieces.
     seen: rustc_hash::FxHashSet<String>,
+    /// `[vars]`, resolved (see vars.rs).
+    vars: Vec<vars::Var>,
+    /// The job file's directory, for `env_file` paths.
+    base: std::path::PathBuf,
+    /// `[graph] env_file` variables, put before `[env]` at the end.
+    graph_env_file: Vec<(Sp<String>, Sp<String>)>,
 }
 
 fn key_str<'a>(k: &'a Key<'_>) -> &'a str {
@@ -918,10 +951,10 @@ impl Decoder {
 
     /// Consumes the document table by table, so that a large file's parsed
     /// form is freed while the model is built rather than held until the end.
-    fn file(&mut self, root: DeTable<'_>, file: &mut JobFile) {
+    fn file(&mut self, root: DeTable<'_>, file: &mut JobFile, text: &str) {
         for (k, v) in root {
             let k = &k;
-            if matches!(key_str(k), "version" | "graph" | "env")
+            if matches!(key_str(k), "version" | "graph" | "env" | "vars")
                 && !self.first_definition(key_str(k).to_string(), self.at(k.span()))
             {
                 continue;
@@ -941,12 +974,20 @@ impl Decoder {
                         );
                     }
                 }
+                "vars" => {} // decoded first, by vars_table
                 "graph" => {
                     if let Some(t) = self.table(&"graph", &v) {
                         file.graph = self.graph(t);
+                        if let Some(ef) = t.get("env_file") {
+                            self.graph_env_file = self.env_file("graph.env_file", ef);
+                        }
                     }
                 }
                 "env" => {
+                    let v = match self.expand_env(text, &v) {
+                        Some(new) => Spanned::new(v.span(), new),
+                        None => v,
+                    };
                     if let Some(t) = self.table(&"env", &v) {
                         file.env = self.env(&"env", t);
                     }
@@ -957,7 +998,14 @@ impl Decoder {
                     }
                 }),
                 "process" => self.each_named("process", v, |d, name, t| {
-                    file.processes.push(d.process(name, t))
+                    let expanded = d.expand_process(text, &name.value, t);
+                    let t = expanded.as_ref().unwrap_or(t);
+                    let mut p = d.process(name, t);
+                    if let Some(ef) = t.get("env_file") {
+                        let what = format!("process.{}.env_file", p.name.value);
+                        p.env.splice(0..0, d.env_file(&what, ef));
+                    }
+                    file.processes.push(p)
                 }),
                 "queue" => {
                     self.each_named("queue", v, |d, name, t| file.queues.push(d.queue(name, t)))
@@ -1038,6 +1086,7 @@ impl Decoder {
                         g.fail_fast = b;
                     }
                 }
+                "env_file" => {} // read by env_file.rs
                 _ => self.unknown_key(k, KEYS_GRAPH, "[graph]"),
             }
         }
@@ -1223,6 +1272,7 @@ impl Decoder {
                         p.stderr = o;
                     }
                 }
+                "env_file" => {} // read by env_file.rs
                 other => {
                     // A misspelt `cmd`/`shell` is reported once, not again as a missing command.
                     typo_command |= did_you_mean(other, ["cmd", "shell"]).is_some()

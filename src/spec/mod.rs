@@ -11,8 +11,10 @@ mod name;
 mod signal;
 mod suggest;
 
+pub use decode::vars::{expand_instance, parse_set, LoadOptions};
 pub use decode::{
-    decode, KEYS_GRAPH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY, KEYS_TOP,
+    decode, decode_with, KEYS_GRAPH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY,
+    KEYS_TOP,
 };
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use name::is_valid_name;
