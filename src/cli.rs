@@ -35,8 +35,8 @@ enum Cmd {
     Run(RunArgs),
     /// Run every static check; never starts a process.
     Validate {
-        /// Job files to check.
-        #[arg(required = true, value_name = "FILE")]
+        /// Job files to check; `-` reads stdin; none: the nearest jobgraph.toml.
+        #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
@@ -47,8 +47,8 @@ enum Cmd {
     },
     /// Show the launch order as stages, with why each process waits.
     Plan {
-        /// Job file.
-        file: PathBuf,
+        /// Job file; `-` reads stdin; left out: the nearest jobgraph.toml.
+        file: Option<PathBuf>,
         /// Plan only these processes plus what they need (the same as --only).
         #[arg(value_name = "TARGET", add = process_completer())]
         targets: Vec<String>,
@@ -64,8 +64,8 @@ enum Cmd {
     },
     /// Draw the graph for Graphviz or Mermaid.
     Graph {
-        /// Job file.
-        file: PathBuf,
+        /// Job file; `-` reads stdin; left out: the nearest jobgraph.toml.
+        file: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
@@ -90,8 +90,9 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Job file.
-    file: PathBuf,
+    /// Job file; `-` reads stdin; left out (or not a file): the nearest
+    /// jobgraph.toml, and every positional is a target.
+    file: Option<PathBuf>,
     /// Run only these processes plus what they need (the same as --only).
     #[arg(value_name = "TARGET", add = process_completer())]
     targets: Vec<String>,
@@ -192,18 +193,37 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(match cli.command {
-        Cmd::Validate { files, format, set } => validate(&files, format, &load_options(set)),
+        Cmd::Validate {
+            mut files,
+            format,
+            set,
+        } => {
+            if files.is_empty() {
+                match resolve_file(None, &mut Vec::new()) {
+                    Ok(f) => files.push(f),
+                    Err(code) => return ExitCode::from(code),
+                }
+            }
+            validate(&files, format, &load_options(set))
+        }
         Cmd::Plan {
             file,
-            targets,
+            mut targets,
             mut only,
             format,
             set,
         } => {
+            let file = match resolve_file(file, &mut targets) {
+                Ok(f) => f,
+                Err(code) => return ExitCode::from(code),
+            };
             only.extend(targets);
             plan(&file, &only, format, &load_options(set))
         }
-        Cmd::Graph { file, format, set } => graph(&file, format, &load_options(set)),
+        Cmd::Graph { file, format, set } => match resolve_file(file, &mut Vec::new()) {
+            Ok(file) => graph(&file, format, &load_options(set)),
+            Err(code) => code,
+        },
         Cmd::Schema => {
             print(&crate::schema::schema_text());
             EXIT_OK
@@ -214,9 +234,13 @@ pub fn main() -> ExitCode {
             EXIT_OK
         }
         Cmd::Run(mut args) => {
-            let targets = std::mem::take(&mut args.targets);
+            let mut targets = std::mem::take(&mut args.targets);
+            let file = match resolve_file(args.file.take(), &mut targets) {
+                Ok(f) => f,
+                Err(code) => return ExitCode::from(code),
+            };
             args.only.extend(targets);
-            run(&args)
+            run(&file, &args)
         }
         Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,
     })
@@ -248,7 +272,76 @@ fn bad_override(o: &Outcome) -> bool {
     matches!(o, Outcome::Checked(c) if c.diagnostics.iter().any(|d| d.code == crate::Code::UnknownVar && d.span.is_none()))
 }
 
+/// The name diagnostics give the file read from stdin (`-`).
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// The job file of a command: FILE as given; else the nearest `jobgraph.toml`
+/// in the current directory or a parent, announced on stderr. A FILE that is
+/// not a file (no such path, no `/`, no `.toml`) while a `jobgraph.toml` is
+/// found is taken as the first target: `jobgraph run build` runs `build`.
+fn resolve_file(file: Option<PathBuf>, targets: &mut Vec<String>) -> Result<PathBuf, u8> {
+    if let Some(f) = &file {
+        let s = f.to_string_lossy();
+        let path_like = s == "-" || s.contains('/') || s.ends_with(".toml") || f.exists();
+        if path_like {
+            return Ok(f.clone());
+        }
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let found = cwd
+        .ancestors()
+        .map(|dir| dir.join("jobgraph.toml"))
+        .find(|p| p.is_file());
+    match (found, file) {
+        (Some(found), first) => {
+            if let Some(first) = first {
+                targets.insert(0, first.to_string_lossy().into_owned());
+            }
+            eprint(&format!("jobgraph: using {}\n", found.display()));
+            Ok(found)
+        }
+        (None, Some(f)) => Ok(f),
+        (None, None) => {
+            eprint(&format!(
+                "error: no FILE given, and no jobgraph.toml in {} or any parent directory\n",
+                cwd.display()
+            ));
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// Reads the job file from stdin, with the limits of a file on disk.
+fn read_stdin() -> Result<crate::source::SourceFile, crate::source::LoadError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let limit = crate::source::MAX_FILE_BYTES;
+    let name = PathBuf::from(STDIN_NAME);
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| crate::source::LoadError::Io(name.clone(), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(crate::source::LoadError::TooLarge(name, bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map(|text| crate::source::SourceFile::new(STDIN_NAME, text))
+        .map_err(|e| {
+            let good = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+            let (line, col) = crate::source::SourceFile::new(STDIN_NAME, prefix).line_col(good);
+            crate::source::LoadError::NotUtf8(name, line, col)
+        })
+}
+
 fn outcome(path: &Path, opts: &LoadOptions) -> Outcome {
+    if path.as_os_str() == "-" {
+        return match read_stdin() {
+            Ok(source) => Outcome::Checked(Box::new(crate::check::check_source_with(source, opts))),
+            Err(e) => Outcome::Unreadable(PathBuf::from(STDIN_NAME), e),
+        };
+    }
     match check_file_with(path, opts) {
         Ok(c) => Outcome::Checked(Box::new(c)),
         Err(e) => Outcome::Unreadable(path.to_path_buf(), e),
@@ -340,15 +433,15 @@ fn graph(path: &Path, format: GraphFormat, opts: &LoadOptions) -> u8 {
     EXIT_OK
 }
 
-fn run(args: &RunArgs) -> u8 {
+fn run(file: &Path, args: &RunArgs) -> u8 {
     let opts = load_options(args.set.clone());
-    let Ok(g) = checked_graph(&args.file, &opts, EXIT_USAGE) else {
+    let Ok(g) = checked_graph(file, &opts, EXIT_USAGE) else {
         return EXIT_USAGE;
     };
     let included = match g.only(&args.only) {
         Ok(inc) => inc,
         Err(message) => {
-            eprint(&format!("error: {}: {message}\n", args.file.display()));
+            eprint(&format!("error: {}: {message}\n", file.display()));
             return EXIT_USAGE;
         }
     };
@@ -357,7 +450,7 @@ fn run(args: &RunArgs) -> u8 {
         let problems = g.check_max_parallel(max);
         if !problems.is_empty() {
             for d in &problems {
-                eprint(&crate::report::render_spanless(&args.file, d));
+                eprint(&crate::report::render_spanless(file, d));
             }
             return EXIT_USAGE;
         }
@@ -391,7 +484,7 @@ fn run(args: &RunArgs) -> u8 {
         max_parallel: args.max_parallel,
         containment: crate::runtime::contain::Containment::Marker,
     };
-    let base = crate::source::SourceFile::new(&args.file, String::new()).base_dir();
+    let base = crate::source::SourceFile::new(file, String::new()).base_dir();
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
         crate::runtime::contain::Entered::Exited(code) => return code,
