@@ -210,6 +210,16 @@ P["bad-env-file"] = (
 """Create the file or correct the path (relative to the job file's directory). For a file that may be missing, write `env_file = { path = ".env", optional = true }`. Fix the line named in the message.""",
 ["bad-env-file-2"])
 
+P["bad-include"] = (
+"""An `include` cannot be used: the file does not exist or cannot be read as a job file, it is part of an include cycle (a file that includes itself, directly or through others; the message prints the chain), or an included file sets `[graph]`, which only the main file may. The span is the path in the `include` list, in the file that names it, which may itself be an included file. A file included by several others is read once; that is not a cycle.""",
+"""Correct the path (relative to the directory of the file that has the `include`), remove one include of the cycle, or move `[graph]` to the main file.""",
+["bad-include-2"])
+
+P["duplicate-name"] = (
+"""A process, lock, queue, pipe, var or `[env]` variable is defined both in a file and in a file it includes (or in two included files). Included files share one set of names, and jobgraph does not let one silently replace the other. The diagnostic marks both definitions, each in its own file.""",
+"""Rename one of the two, or keep only one definition, usually in the shared file.""",
+None)
+
 P["command-not-found"] = (
 """**Warning.** The program in `cmd` would not start. Either it is not found on the PATH, or, for a program with a `/`, the path does not exist, is a directory, or is not executable. The PATH searched is the process's own `env.PATH`, else `[env] PATH`, else jobgraph's own PATH. A relative path with a `/` is resolved against the process's `cwd`, which defaults to the job file's directory.
 

@@ -49,7 +49,9 @@ pub fn check_file_with(path: &Path, opts: &LoadOptions) -> Result<Checked, LoadE
 
 /// Checks a job file already in memory, with options from the command line.
 pub fn check_source_with(source: SourceFile, opts: &LoadOptions) -> Checked {
+    let (source, included) = crate::spec::load_includes(source);
     let (file, mut diagnostics) = crate::spec::decode_with(&source, opts);
+    diagnostics.extend(included);
     let mut graph = None;
     if let Some(file) = file {
         let decode_failed = diagnostics.iter().any(Diagnostic::is_error);

@@ -112,6 +112,10 @@ codes! {
     UnsetEnvVar = "unset-env-var", Error;
     /// An `env_file` that is missing, unreadable or not valid dotenv.
     BadEnvFile = "bad-env-file", Error;
+    /// An `include` that is missing, unreadable, part of a cycle, or sets `[graph]`.
+    BadInclude = "bad-include", Error;
+    /// A process, lock, queue, pipe, var or `[env]` variable defined in two files.
+    DuplicateName = "duplicate-name", Error;
     /// A program that is not on PATH or not executable.
     CommandNotFound = "command-not-found", Warning;
     /// A lock that no process takes.

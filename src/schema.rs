@@ -30,7 +30,13 @@ struct JobFile {
     pipe: Option<BTreeMap<String, PipeTable>>,
     /// Variables, used as {{ name }} in cmd, shell, env values, cwd, output files and probes; `--set NAME=VALUE` overrides one.
     vars: Option<BTreeMap<String, VarValue>>,
+    /// Job files whose processes, locks, queues, pipes, [env] and [vars] join this graph; paths relative to this file.
+    include: Option<Vec<IncludePath>>,
 }
+
+/// A job file to include, relative to the including file.
+#[derive(JsonSchema)]
+struct IncludePath(#[schemars(length(min = 1))] String);
 
 /// A var: a value, or read from the engine's environment with a default.
 #[derive(JsonSchema)]

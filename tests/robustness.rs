@@ -67,6 +67,9 @@ const TOKENS: &[&str] = &[
     "env_file",
     "\"missing.env\"",
     "{ path = \"x\", optional = true }",
+    "include = [\"common.toml\"]",
+    "include = [\"include.toml\"]",
+    "include",
 ];
 
 fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {

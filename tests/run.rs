@@ -608,7 +608,7 @@ fn sigkill_of_the_engine_leaves_no_survivor() {
 fn runnable_examples_run() {
     examples_run(&[
         "hello", "five", "daemon", "contexts", "locks", "pipe", "duplex", "pipeline", "vars",
-        "envfile",
+        "envfile", "include", "common",
     ]);
 }
 

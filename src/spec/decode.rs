@@ -16,7 +16,7 @@ type Span = std::ops::Range<usize>;
 
 /// Keys allowed at the top level.
 pub const KEYS_TOP: &[&str] = &[
-    "version", "graph", "env", "lock", "process", "queue", "pipe", "vars",
+    "version", "graph", "env", "lock", "process", "queue", "pipe", "vars", "include",
 ];
 /// Keys of `[graph]`.
 pub const KEYS_GRAPH: &[&str] = &[
@@ -69,6 +69,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 #[path = "env_file.rs"]
 mod env_file;
+#[path = "include.rs"]
+pub(crate) mod include;
 #[path = "vars.rs"]
 pub(crate) mod vars;
 use vars::LoadOptions;
@@ -167,7 +169,6 @@ pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
 
 /// [`decode`] with options from the command line (`--set`).
 pub fn decode_with(source: &SourceFile, opts: &LoadOptions) -> (Option<JobFile>, Vec<Diagnostic>) {
-    let text = source.text();
     let mut d = Decoder {
         diags: Vec::new(),
         offset: 0,
@@ -175,23 +176,46 @@ pub fn decode_with(source: &SourceFile, opts: &LoadOptions) -> (Option<JobFile>,
         vars: Vec::new(),
         base: source.base_dir(),
         graph_env_file: Vec::new(),
+        part: 0..source.text().len(),
     };
     let mut file = JobFile::default();
-    for piece in pieces(text) {
-        d.offset = piece.start;
-        let root = match DeTable::parse(&text[piece.clone()]) {
-            Ok(root) => root,
-            Err(err) => {
-                let span = d.at(err.span().unwrap_or(0..0));
-                let message = err.message().trim().to_string();
-                let diag = syntax_error(text, span, &message);
-                return (None, vec![diag]);
+    let parts = source.parts();
+    if parts.len() > 1 {
+        // Vars of every file first: a file may use the vars of another.
+        for part in parts {
+            let text = &source.text()[part.range.clone()];
+            for piece in pieces(text) {
+                d.offset = part.range.start + piece.start;
+                if let Ok(root) = DeTable::parse(&text[piece.clone()]) {
+                    if let Some(v) = root.get_ref().get("vars") {
+                        d.vars_table(v, opts);
+                    }
+                }
             }
-        };
-        if let Some(v) = root.get_ref().get("vars") {
-            d.vars_table(v, opts);
         }
-        d.file(root.into_inner(), &mut file, &text[piece.clone()]);
+    }
+    for (index, part) in parts.iter().enumerate() {
+        let text = &source.text()[part.range.clone()];
+        d.enter_part(index, part, source);
+        for piece in pieces(text) {
+            d.offset = part.range.start + piece.start;
+            let root = match DeTable::parse(&text[piece.clone()]) {
+                Ok(root) => root,
+                Err(err) => {
+                    let span = err.span().unwrap_or(0..0);
+                    let span = span.start + piece.start..span.end + piece.start;
+                    let message = err.message().trim().to_string();
+                    let diag = syntax_error(text, span, &message);
+                    return (None, vec![include::shift(diag, part.range.start)]);
+                }
+            };
+            if parts.len() == 1 {
+                if let Some(v) = root.get_ref().get("vars") {
+                    d.vars_table(v, opts);
+                }
+            }
+            d.file(root.into_inner(), &mut file, &text[piece.clone()]);
+        }
     }
     let declared: Vec<String> = d.vars.iter().map(|v| v.name.clone()).collect();
     d.unknown_overrides(&declared, opts);
@@ -520,13 +544,15 @@ struct Decoder {
     /// Where the piece being decoded starts in the file (see [`pieces`]).
     offset: usize,
     /// Tables already decoded from earlier pieces, to catch redefinitions across pieces.
-    seen: rustc_hash::FxHashSet<String>,
+    seen: rustc_hash::FxHashMap<String, Span>,
     /// `[vars]`, resolved (see vars.rs).
     vars: Vec<vars::Var>,
     /// The job file's directory, for `env_file` paths.
     base: std::path::PathBuf,
     /// `[graph] env_file` variables, put before `[env]` at the end.
     graph_env_file: Vec<(Sp<String>, Sp<String>)>,
+    /// The byte range of the file being decoded (the main file, or an included one).
+    part: std::ops::Range<usize>,
 }
 
 fn key_str<'a>(k: &'a Key<'_>) -> &'a str {
@@ -553,8 +579,13 @@ impl Decoder {
 
     /// Reports a table defined twice, in two pieces; within one piece, toml reports it.
     fn first_definition(&mut self, what: String, span: std::ops::Range<usize>) -> bool {
-        if self.seen.insert(what.clone()) {
+        let Some(first) = self.seen.get(&what).cloned() else {
+            self.seen.insert(what, span);
             return true;
+        };
+        if first.start < self.part.start {
+            self.defined_twice(&what, span, first);
+            return false;
         }
         self.push(
             Diagnostic::at(
@@ -954,7 +985,7 @@ impl Decoder {
     fn file(&mut self, root: DeTable<'_>, file: &mut JobFile, text: &str) {
         for (k, v) in root {
             let k = &k;
-            if matches!(key_str(k), "version" | "graph" | "env" | "vars")
+            if matches!(key_str(k), "version" | "graph" | "env" | "vars" | "include")
                 && !self.first_definition(key_str(k).to_string(), self.at(k.span()))
             {
                 continue;
@@ -974,7 +1005,8 @@ impl Decoder {
                         );
                     }
                 }
-                "vars" => {} // decoded first, by vars_table
+                "vars" | "include" => {} // decoded first, by vars_table / include.rs
+                "graph" if self.part.start > 0 => self.graph_in_include(k),
                 "graph" => {
                     if let Some(t) = self.table(&"graph", &v) {
                         file.graph = self.graph(t);
@@ -989,7 +1021,8 @@ impl Decoder {
                         None => v,
                     };
                     if let Some(t) = self.table(&"env", &v) {
-                        file.env = self.env(&"env", t);
+                        let env = self.env(&"env", t);
+                        self.merge_env(&mut file.env, env);
                     }
                 }
                 "lock" => self.each_named("lock", v, |d, name, t| {

@@ -8,6 +8,7 @@
 //! This is a child module of `decode.rs`: it extends the decoder.
 
 use super::*;
+use std::path::{Path, PathBuf};
 
 /// Keys of an `env_file` entry written as a table.
 const KEYS_ENV_FILE: &[&str] = &["path", "optional"];
@@ -112,7 +113,11 @@ impl Decoder {
 
     /// Reads one dotenv file; `span` is the path's span in the job file.
     fn read_env_file(&mut self, path: &str, optional: bool, span: Span) -> Entries {
-        let full = self.base.join(path);
+        let full = if self.base == Path::new(".") {
+            PathBuf::from(path)
+        } else {
+            self.base.join(path)
+        };
         let fail = |d: &mut Self, why: String, help: &str| {
             d.push(
                 Diagnostic::at(

@@ -24,6 +24,8 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub(super) struct Var {
     pub name: String,
+    /// The name's span.
+    pub span: Span,
     /// `None` when it could not be resolved (already reported).
     pub value: Option<String>,
 }
@@ -119,6 +121,11 @@ impl Decoder {
                 );
                 continue;
             }
+            if let Some(first) = self.vars.iter().find(|v| v.name == name) {
+                let first = first.span.clone();
+                self.defined_twice(&what, self.at(k.span()), first);
+                continue;
+            }
             let overridden = opts.set.iter().rev().find(|(n, _)| n == name);
             let value = match v.get_ref() {
                 DeValue::Table(entry) => self.env_var(&what, entry, v, overridden.is_some()),
@@ -134,6 +141,7 @@ impl Decoder {
             };
             self.vars.push(Var {
                 name: name.to_string(),
+                span: self.at(k.span()),
                 value,
             });
         }
