@@ -21,18 +21,19 @@ trap 'rm -rf "$tmp"' EXIT
 gen=./target/release/examples/gen_graph
 jg=./target/release/jobgraph
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# measure NAME FILE COMMAND: prints "wall_s rss_mib" medians over $runs runs.
+# measure FILE COMMAND: prints "wall_s cpu_s rss_mib" medians over $runs runs
+# (cpu = user + system: what the machine's other work does not inflate).
 measure() {
-  local file=$1 cmd=$2 walls=() rss=()
+  local file=$1 cmd=$2 walls=() cpus=() rss=()
   for _ in $(seq "$runs"); do
-    /usr/bin/time -f '%e %M' -o "$tmp/time" "$jg" "$cmd" "$file" >/dev/null 2>"$tmp/err" || true
+    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time" "$jg" "$cmd" "$file" >/dev/null 2>"$tmp/err" || true
     # time(1) puts "Command exited with non-zero status" first for an invalid file.
-    read -r wall kb < <(tail -n 1 "$tmp/time")
-    walls+=("$wall"); rss+=("$kb")
+    read -r wall user sys kb < <(tail -n 1 "$tmp/time")
+    walls+=("$wall"); cpus+=("$(echo "$user $sys" | awk '{printf "%.2f", $1 + $2}')"); rss+=("$kb")
   done
-  echo "$(median "${walls[@]}") $(( $(median "${rss[@]}") / 1024 ))"
+  echo "$(median "${walls[@]}") $(median "${cpus[@]}") $(( $(median "${rss[@]}") / 1024 ))"
 }
-printf '%-9s %10s %9s %10s %10s %10s %10s %s\n' shape processes KiB "validate s" "validate MiB" "plan s" "plan MiB" note
+printf '%-9s %9s %7s | %8s %8s %8s | %8s %8s %8s | %s\n' shape processes KiB "val wall" "val cpu" "val MiB" "plan wall" "plan cpu" "plan MiB" note
 row() { # shape, file, note
   local shape=$1 file=$2 note=${3:-}
   local procs size v p
@@ -41,7 +42,7 @@ row() { # shape, file, note
   v=$(measure "$file" validate)
   p=$(measure "$file" plan)
   # shellcheck disable=SC2086
-  printf '%-9s %10s %9s %10s %10s %10s %10s %s\n' "$shape" "$procs" "$size" $v $p "$note"
+  printf '%-9s %9s %7s | %8s %8s %8s | %8s %8s %8s | %s\n' "$shape" "$procs" "$size" $v $p "$note"
 }
 for shape in dag wide chain cycle parents replicas groups; do
   "$gen" "$shape" "$n" > "$tmp/$shape.toml"

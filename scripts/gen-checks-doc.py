@@ -169,9 +169,24 @@ P["bad-number"] = (
 ["bad-number-2", "bad-number-3"])
 
 P["bad-probe"] = (
-"""A `ready` table does not hold exactly one valid probe. The cases: no probe at all (only `interval` / `timeout`), two or more probes, a `tcp` value that is not `host:port` with a port from 1 to 65535, an empty `cmd` or `file`, or a `log` regex that does not compile. The regex syntax is Rust's `regex` crate, which has no backreferences or look-around.""",
-"""Keep exactly one of `tcp`, `cmd`, `log` or `file`. If you need several conditions, combine them in one `cmd` probe (`cmd = ["sh", "-c", "test -f a && nc -z host 80"]`).""",
-["bad-probe-2", "bad-probe-3", "bad-probe-4", "bad-probe-5"])
+"""A `ready` or `health` table does not hold exactly one valid probe. The cases: no probe at all (only `interval` / `timeout`), two or more probes, a `tcp` value that is not `host:port` with a port from 1 to 65535, an `http` value that is not a plain `http://host[:port]/path` URL (the probe talks to the process itself, without TLS), a `status` outside 100 – 599 or without an `http` probe, an empty `cmd` or `file`, or a `log` regex that does not compile (`log` is for `ready` only). The regex syntax is Rust's `regex` crate, which has no backreferences or look-around.""",
+"""Keep exactly one of `tcp`, `http`, `cmd`, `log` or `file`. If you need several conditions, combine them in one `cmd` probe (`cmd = ["sh", "-c", "test -f a && nc -z host 80"]`).""",
+["bad-probe-2", "bad-probe-3", "bad-probe-4", "bad-probe-5", "bad-probe-6", "bad-probe-7"])
+
+P["bad-for-each"] = (
+"""`for_each` cannot make its instances: an empty list, a glob that matches no file (relative to the job file's directory, expanded when the file is checked, so at the start of every run too), an invalid glob, or `for_each` together with `replicas` (`for_each` decides the count).""",
+"""List at least one item, fix the pattern, or drop `replicas`.""",
+["bad-for-each-2", "bad-for-each-3"])
+
+P["always-daemon"] = (
+"""A daemon has `always = true`. An `always` step runs once its `after` targets are finished, like a `finally` block or DAGMan's FINAL node; a daemon runs alongside others until it is stopped, so the two cannot mix.""",
+"""Drop `daemon = true` (a cleanup step is an ordinary process), or drop `always`.""",
+[])
+
+P["tty-stream"] = (
+"""A process has `tty = true`, but its stdout or stderr is a stream edge (a pipe or queue on descriptor 1 or 2). Its output cannot go both to a pseudo-terminal and to the edge.""",
+"""Drop `tty`, or let the edge use another descriptor (a process's first outgoing edge takes stdout; others get fds 3, 4, …).""",
+[])
 
 P["nul-character"] = (
 """A string holds a NUL character (written `\\u0000` in TOML). The operating system passes command-line arguments, environment variables and paths as NUL-terminated strings, so such a value cannot reach the process intact: the process would fail to start, and `graph` would write a raw NUL into its output. The rule covers every string of the file: the graph name, `cmd` arguments, `shell`, `cwd`, `env` values, probe fields, `stdout` / `stderr` files and so on. (A NUL in a name or an `env` key is reported as [`bad-name`](#bad-name).)""",

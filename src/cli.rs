@@ -117,6 +117,12 @@ struct RunArgs {
     /// Only the summary and errors.
     #[arg(long)]
     quiet: bool,
+    /// Skip what ended ok in the last run, if its definition is unchanged and nothing it needs runs again.
+    #[arg(long)]
+    resume: bool,
+    /// The run's journal (default: .jobgraph/GRAPH.journal beside the file).
+    #[arg(long, value_name = "PATH")]
+    state: Option<std::path::PathBuf>,
     /// Show the plan and stop (same as `jobgraph plan`).
     #[arg(long)]
     dry_run: bool,
@@ -483,8 +489,18 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         keep_going: args.keep_going,
         max_parallel: args.max_parallel,
         containment: crate::runtime::contain::Containment::Marker,
+        journal: None,
+        resume: args.resume,
     };
     let base = crate::source::SourceFile::new(file, String::new()).base_dir();
+    let opts = crate::runtime::RunOptions {
+        journal: Some(
+            args.state
+                .clone()
+                .unwrap_or_else(|| crate::runtime::journal::default_path(&base, &g.name)),
+        ),
+        ..opts
+    };
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
         crate::runtime::contain::Entered::Exited(code) => return code,

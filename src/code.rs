@@ -98,6 +98,12 @@ codes! {
     BadNumber = "bad-number", Error;
     /// A `ready` table without exactly one valid probe.
     BadProbe = "bad-probe", Error;
+    /// An empty `for_each`, a glob that matches nothing, or `for_each` with `replicas`.
+    BadForEach = "bad-for-each", Error;
+    /// A process with `always = true` that is a daemon.
+    AlwaysDaemon = "always-daemon", Error;
+    /// `tty = true` on a process whose stdout or stderr is a stream edge.
+    TtyStream = "tty-stream", Error;
     /// A NUL character in a string: no argv, environment variable, path or name can hold one.
     NulCharacter = "nul-character", Error;
     /// Two queues or pipes whose `JOBGRAPH_FD_<EDGE>` variables would have the same name.

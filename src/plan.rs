@@ -106,6 +106,12 @@ impl Plan {
                                                     name(d.target)
                                                 )
                                             }
+                                            DepKind::After(_) if p.always.value => {
+                                                format!(
+                                                    "{} to finish, whatever its outcome (always)",
+                                                    name(d.target)
+                                                )
+                                            }
                                             DepKind::After(c) => {
                                                 let what = match c {
                                                     crate::spec::Condition::Success => "to succeed",

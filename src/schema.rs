@@ -234,10 +234,65 @@ struct ReadyTable {
     log: Option<String>,
     /// A path that exists when ready.
     file: Option<String>,
+    /// An http:// URL that answers with an accepted status (any 2xx by default).
+    #[schemars(regex(pattern = r"^http://[^/\s]+"))]
+    http: Option<String>,
+    /// Accepted HTTP statuses, for an http probe.
+    status: Option<HttpStatus>,
     /// Time between attempts; default "200ms".
     interval: Option<DurationText>,
     /// Give up after; default "30s".
     timeout: Option<DurationText>,
+}
+
+/// An HTTP status, or several.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum HttpStatus {
+    One(#[schemars(range(min = 100, max = 599))] u16),
+    Many(#[schemars(length(min = 1))] Vec<u16>),
+}
+
+/// A liveness check, run once the process is ready: exactly one of tcp, http, cmd, file.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HealthTable {
+    /// "host:port" that accepts a TCP connection.
+    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):[0-9]{1,5}$"))]
+    tcp: Option<String>,
+    /// A command that exits 0 when healthy.
+    #[schemars(length(min = 1))]
+    cmd: Option<Vec<String>>,
+    /// A path that exists while healthy.
+    file: Option<String>,
+    /// An http:// URL that answers with an accepted status.
+    #[schemars(regex(pattern = r"^http://[^/\s]+"))]
+    http: Option<String>,
+    /// Accepted HTTP statuses, for an http probe.
+    status: Option<HttpStatus>,
+    /// Time between checks; default "5s".
+    interval: Option<DurationText>,
+    /// Failed checks in a row that fail the process; default 3.
+    #[schemars(range(min = 1, max = 1000000))]
+    failures: Option<u32>,
+}
+
+/// One instance per item: a list, or a glob relative to the file's directory.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ForEach {
+    List(#[schemars(length(min = 1))] Vec<String>),
+    Glob(GlobTable),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct GlobTable {
+    /// A glob such as "data/*.csv", expanded at run start, sorted.
+    #[schemars(length(min = 1))]
+    glob: String,
 }
 
 #[derive(JsonSchema)]
@@ -291,6 +346,14 @@ struct ProcessTable {
     stdout: Option<Output>,
     /// stderr; default "log".
     stderr: Option<Output>,
+    /// Runs once its after targets are finished, whatever their outcome, even while the run stops (a finally step).
+    always: Option<bool>,
+    /// One instance per item; {{ item }} and JOBGRAPH_ITEM hold it. Excludes replicas.
+    for_each: Option<ForEach>,
+    /// stdout and stderr on a pseudo-terminal.
+    tty: Option<bool>,
+    /// Liveness check.
+    health: Option<HealthTable>,
     /// Dotenv files for this process, below its own env.
     env_file: Option<EnvFile>,
 }
@@ -488,7 +551,17 @@ pub fn schema() -> Value {
                 "oneOf".into(),
                 json!([
                     { "required": ["tcp"] }, { "required": ["cmd"] },
-                    { "required": ["log"] }, { "required": ["file"] }
+                    { "required": ["log"] }, { "required": ["file"] },
+                    { "required": ["http"] }
+                ]),
+            );
+        }
+        if let Some(p) = defs.get_mut("HealthTable").and_then(Value::as_object_mut) {
+            p.insert(
+                "oneOf".into(),
+                json!([
+                    { "required": ["tcp"] }, { "required": ["cmd"] },
+                    { "required": ["file"] }, { "required": ["http"] }
                 ]),
             );
         }
@@ -537,6 +610,7 @@ mod tests {
         assert_eq!(keys(&v, Some("LockTable")), sorted(spec::KEYS_LOCK));
         assert_eq!(keys(&v, Some("ProcessTable")), sorted(spec::KEYS_PROCESS));
         assert_eq!(keys(&v, Some("ReadyTable")), sorted(spec::KEYS_READY));
+        assert_eq!(keys(&v, Some("HealthTable")), sorted(spec::KEYS_HEALTH));
         assert_eq!(keys(&v, Some("QueueTable")), sorted(spec::KEYS_QUEUE));
         assert_eq!(keys(&v, Some("PipeTable")), sorted(spec::KEYS_PIPE));
     }

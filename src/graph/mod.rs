@@ -3,6 +3,7 @@
 //! share — stream groups, descriptor numbers, launch stages.
 
 mod cycles;
+mod features;
 mod references;
 mod stages;
 mod streams;
@@ -136,8 +137,9 @@ impl Graph {
 }
 
 /// Resolves and checks a decoded file. Returns the graph only when no error was found.
-pub fn analyze(file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Diagnostic>) {
+pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
+    features::resolve(&mut file, source, &mut diags);
     let index: HashMap<&str, usize> = file
         .processes
         .iter()
@@ -157,6 +159,7 @@ pub fn analyze(file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Diagno
         }
     }
     streams::check_group_limits(&file, &refs.locks, &streams, &mut diags);
+    features::check_tty(&file, &streams.endpoints, &mut diags);
     warnings::check(&file, source, &refs.locks, &mut diags);
     let name = file
         .graph

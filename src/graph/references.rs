@@ -57,9 +57,10 @@ pub(super) fn resolve(
                     )),
                 );
             }
+            // An `always` step waits for every target to finish, whatever the condition.
             if target.daemon.value
                 && !p.daemon.value
-                && matches!(a.condition, Condition::Success | Condition::Exit)
+                && (p.always.value || matches!(a.condition, Condition::Success | Condition::Exit))
             {
                 diags.push(
                     Diagnostic::at(
@@ -69,7 +70,13 @@ pub(super) fn resolve(
                             "`{}` waits for daemon `{}` to {}, but daemons are stopped only once every non-daemon process finished",
                             p.name.value,
                             target.name.value,
-                            if a.condition == Condition::Success { "succeed" } else { "exit" }
+                            if p.always.value {
+                                "finish (it is `always`)"
+                            } else if a.condition == Condition::Success {
+                                "succeed"
+                            } else {
+                                "exit"
+                            }
                         ),
                     )
                     .label("may wait forever")

@@ -534,6 +534,10 @@ fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             out.status = Some("skipped");
             out.reason = Some(reason);
         }
+        RunEvent::Cached { process } => {
+            out.process = Some(process);
+            out.status = Some("cached");
+        }
         RunEvent::Stopped { process, reason } => {
             out.process = Some(process);
             out.status = Some("stopped");
@@ -561,6 +565,15 @@ fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             out.process = Some(process);
             out.pid = Some(pid);
             out.signal = Some("SIGKILL");
+        }
+        RunEvent::HealthFailed {
+            process,
+            pid,
+            failures,
+        } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+            out.failures = Some(failures);
         }
         RunEvent::Queue {
             queue,
@@ -667,6 +680,9 @@ pub struct Event<'a> {
     /// Messages lost in flight (`queue` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// Consecutive failed health checks (`health-failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
     /// How the run's processes are contained (`run-started`): `pid-namespace` or `marker`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containment: Option<&'a str>,
@@ -793,7 +809,7 @@ fn fold(rows: &[SummaryRow]) -> Vec<(SummaryRow, u32)> {
 /// The closing verdict: `1 failed, 2 skipped, 5 ok in 1.04s`.
 pub fn render_verdict(rows: &[SummaryRow], elapsed: Duration, interrupted: Option<&str>) -> String {
     let mut parts = Vec::new();
-    for status in ["failed", "timed out", "stopped", "skipped", "ok"] {
+    for status in ["failed", "timed out", "stopped", "skipped", "cached", "ok"] {
         let n = rows.iter().filter(|r| r.status == status).count();
         if n > 0 {
             parts.push(format!("{n} {status}"));
@@ -900,7 +916,7 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
     for row in &cells {
         let status = row[1].split(" ×").next().unwrap_or_default();
         let col = color.then_some(match status {
-            "ok" => "32",
+            "ok" | "cached" => "32",
             "failed" | "timed out" => "31",
             "stopped" => "33",
             _ => "90", // skipped: never ran, greyed out
@@ -999,6 +1015,7 @@ mod tests {
                 process: "a",
                 reason: "r",
             },
+            RunEvent::Cached { process: "a" },
             RunEvent::Stopped {
                 process: "a",
                 reason: "r",
@@ -1016,6 +1033,11 @@ mod tests {
             RunEvent::Killed {
                 process: "a",
                 pid: 2,
+            },
+            RunEvent::HealthFailed {
+                process: "a",
+                pid: 2,
+                failures: 3,
             },
             RunEvent::Queue {
                 queue: "q",

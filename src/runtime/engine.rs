@@ -7,6 +7,7 @@ mod launch;
 mod output;
 mod probes;
 mod queues;
+mod resume;
 mod schedule;
 mod status;
 mod stop;
@@ -31,6 +32,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long output pipes may stay open after their process exited (a
@@ -60,6 +62,10 @@ pub struct RunOptions {
     pub max_parallel: Option<u32>,
     /// How the run's processes are contained (see [`super::contain`]).
     pub containment: super::contain::Containment,
+    /// Where the run's journal goes (see [`super::journal`]); `None`: no journal.
+    pub journal: Option<PathBuf>,
+    /// Skip what ended ok in the last run, unchanged (`--resume`).
+    pub resume: bool,
 }
 
 /// Why a run could not be started at all (its processes' failures are in
@@ -101,6 +107,8 @@ pub struct RunOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Ok,
+    /// Not run: it ended ok in the last run, unchanged (`--resume`).
+    Cached,
     Failed,
     TimedOut,
     Skipped,
@@ -111,6 +119,7 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Cached => "cached",
             Outcome::Failed => "failed",
             Outcome::TimedOut => "timed out",
             Outcome::Skipped => "skipped",
@@ -119,6 +128,10 @@ impl Outcome {
     }
     fn is_failure(self) -> bool {
         matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+    /// Succeeded, now or in the run it was cached from.
+    fn is_ok(self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Cached)
     }
 }
 
@@ -148,6 +161,8 @@ enum StopReason {
     DaemonEnd,
     /// Its readiness probe did not pass in time.
     NotReady,
+    /// Its health check failed too many times in a row.
+    Unhealthy,
 }
 
 struct Inst {
@@ -173,11 +188,10 @@ struct Inst {
     /// Readiness in the current attempt; `ready_once` in any attempt.
     ready: bool,
     ready_once: bool,
-    /// Next probe, while probing.
-    probe_due: Option<Instant>,
-    /// A `cmd` probe still running, and when it started.
-    probe_pid: i32,
-    probe_started: Option<Instant>,
+    /// Readiness and health probing.
+    checks: [probes::CheckState; 2],
+    /// Its health check failed `failures` times in a row: the attempt failed.
+    unhealthy: bool,
     /// The readiness deadline passed: the attempt fails.
     not_ready: bool,
     /// Restarts made under `restart`.
@@ -218,9 +232,8 @@ impl Inst {
             start_error: false,
             ready: false,
             ready_once: false,
-            probe_due: None,
-            probe_pid: 0,
-            probe_started: None,
+            checks: Default::default(),
+            unhealthy: false,
             not_ready: false,
             restarts: 0,
             stopped_at_end: false,
@@ -297,6 +310,11 @@ struct Engine<'g> {
     watchdog: Option<Watchdog>,
     /// Set once the run is being cancelled; only ever escalates.
     cancel: Option<Cancel>,
+    /// After a signal: when running `always` steps are stopped.
+    shutdown_deadline: Option<Instant>,
+    /// The run's journal, and each instance's definition fingerprint.
+    journal: Option<super::journal::Journal>,
+    keys: Vec<String>,
     started_at: Instant,
     /// Per process: the processes that wait for it (after or parent).
     rdeps: Vec<Vec<usize>>,
@@ -326,12 +344,25 @@ struct Engine<'g> {
     stream_tokens: FxHashMap<usize, (usize, bool, usize)>,
     /// Per process: its `ready.log` regex.
     log_probes: Vec<Option<regex::Regex>>,
-    /// Running `ready.cmd` probes: pid to instance.
-    probe_pids: FxHashMap<i32, usize>,
-    /// TCP probes in flight: token to (instance, socket).
-    tcp_probes: FxHashMap<usize, (usize, mio::net::TcpStream)>,
-    /// Resolved TCP probe addresses, per instance.
-    tcp_addrs: FxHashMap<usize, std::net::SocketAddr>,
+    /// Running `cmd` probes: pid to instance and check.
+    probe_pids: FxHashMap<i32, (usize, probes::Check)>,
+    /// TCP probes in flight: token to (instance, check, address, socket).
+    tcp_probes: FxHashMap<
+        usize,
+        (
+            usize,
+            probes::Check,
+            std::net::SocketAddr,
+            mio::net::TcpStream,
+        ),
+    >,
+    /// Resolved probe addresses, per instance and port.
+    tcp_addrs: FxHashMap<(usize, u16), std::net::SocketAddr>,
+    /// Answers of http probes, from their threads.
+    http_tx: std::sync::mpsc::Sender<probes::HttpAnswer>,
+    http_rx: std::sync::mpsc::Receiver<probes::HttpAnswer>,
+    /// Wakes the loop from another thread.
+    waker: std::sync::Arc<mio::Waker>,
 }
 
 /// Runs a validated graph whose relative paths resolve against `base`, as
@@ -360,9 +391,11 @@ pub fn run_with(
     let poll = Poll::new().map_err(RunError::EventLoop)?;
     let waker =
         std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKE).map_err(RunError::EventLoop)?);
+    let loop_waker = std::sync::Arc::clone(&waker);
     let wake: std::sync::Arc<super::report::Wake> = std::sync::Arc::new(Box::new(move || {
         let _ = waker.wake();
     }));
+    let (http_tx, http_rx) = std::sync::mpsc::channel();
     let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
     let mut reporter = reporter;
     reporter
@@ -445,6 +478,9 @@ pub fn run_with(
         reporter,
         watchdog: None,
         cancel: None,
+        shutdown_deadline: None,
+        journal: None,
+        keys: Vec::new(),
         started_at: Instant::now(),
         rdeps,
         pos_of,
@@ -474,6 +510,9 @@ pub fn run_with(
         probe_pids: FxHashMap::default(),
         tcp_probes: FxHashMap::default(),
         tcp_addrs: FxHashMap::default(),
+        http_tx,
+        http_rx,
+        waker: loop_waker,
     };
     match watchdog {
         None => {}
@@ -487,6 +526,9 @@ pub fn run_with(
         containment: opts.containment.as_str(),
         pid: std::process::id() as i32,
     });
+    if let Some(path) = &opts.journal {
+        e.start_journal(path, opts.resume, &marker);
+    }
     e.main_loop();
     e.sweep();
     Ok(e.finish())
@@ -647,6 +689,7 @@ impl Engine<'_> {
                     },
                 }
             }
+            self.on_http_answers();
             self.serve_output();
             self.report_output_errors();
             // Children can exit without a fresh SIGCHLD being seen yet (coalesced signals).

@@ -18,6 +18,7 @@ pub mod contain;
 mod engine;
 pub mod executor;
 mod hygiene;
+pub mod journal;
 pub mod posix;
 pub mod report;
 mod sockets;

@@ -57,6 +57,8 @@ pub enum RunEvent<'a> {
     },
     /// It will never run.
     Skipped { process: &'a str, reason: &'a str },
+    /// Not run: it ended ok in the last run, unchanged (`--resume`).
+    Cached { process: &'a str },
     /// It was waiting for a retry or restart that will not happen.
     Stopped { process: &'a str, reason: &'a str },
     /// Its subtree (itself and its non-daemon descendants) is finished.
@@ -73,6 +75,12 @@ pub enum RunEvent<'a> {
     },
     /// SIGKILL was sent to its group.
     Killed { process: &'a str, pid: i32 },
+    /// Its health check failed `failures` times in a row: it is stopped and fails.
+    HealthFailed {
+        process: &'a str,
+        pid: i32,
+        failures: u32,
+    },
     /// A queue's counts, at the end.
     Queue {
         queue: &'a str,
@@ -100,10 +108,12 @@ impl RunEvent<'_> {
             RunEvent::Retrying { .. } => "retrying",
             RunEvent::Restarting { .. } => "restarting",
             RunEvent::Skipped { .. } => "skipped",
+            RunEvent::Cached { .. } => "cached",
             RunEvent::Stopped { .. } => "stopped",
             RunEvent::Joined { .. } => "joined",
             RunEvent::Stopping { .. } => "stopping",
             RunEvent::Killed { .. } => "killed",
+            RunEvent::HealthFailed { .. } => "health-failed",
             RunEvent::Queue { .. } => "queue",
             RunEvent::RunFinished { .. } => "run-finished",
         }
@@ -120,10 +130,12 @@ pub const EVENT_NAMES: &[&str] = &[
     "retrying",
     "restarting",
     "skipped",
+    "cached",
     "stopped",
     "joined",
     "stopping",
     "killed",
+    "health-failed",
     "queue",
     "run-finished",
 ];

@@ -31,6 +31,16 @@ pub fn interpolate(text: &str, replica: u32) -> String {
     }
 }
 
+/// `{{ item }}` (or `{{item}}`) replaced by a `for_each` item.
+pub fn interpolate_item(text: String, item: Option<&str>) -> String {
+    match item {
+        Some(item) if text.contains("{{") => {
+            text.replace("{{ item }}", item).replace("{{item}}", item)
+        }
+        _ => text,
+    }
+}
+
 /// The chain of parents from the top down to `i` (inclusive).
 fn lineage(g: &Graph, i: usize) -> Vec<usize> {
     let mut chain = vec![i];
@@ -59,6 +69,8 @@ pub fn launch(
     engine_env: &[(OsString, OsString)],
 ) -> Launch {
     let p = &g.file.processes[i];
+    let item = p.items.get(replica as usize).map(String::as_str);
+    let interpolate = |text: &str, replica: u32| interpolate_item(interpolate(text, replica), item);
     let argv = match &p.command {
         Cmd::Argv(a) => a.iter().map(|s| interpolate(&s.value, replica)).collect(),
         Cmd::Shell(s) => vec![
@@ -106,6 +118,9 @@ pub fn launch(
     set("JOBGRAPH_ENGINE_PID", std::process::id().to_string());
     set("JOBGRAPH_REPLICA", replica.to_string());
     set("JOBGRAPH_REPLICAS", p.replicas.value.to_string());
+    if let Some(item) = item {
+        set("JOBGRAPH_ITEM", item.to_string());
+    }
     for e in &g.endpoints[i] {
         set(&e.env, e.fd.to_string());
     }
@@ -185,6 +200,7 @@ pub fn fd_plan(
     err: Sink,
     null: RawFd,
     endpoints: &[(i32, RawFd)],
+    tty: bool,
 ) -> std::io::Result<FdPlan> {
     let mut plan = FdPlan {
         fds: Vec::with_capacity(3 + endpoints.len()),
@@ -220,8 +236,12 @@ pub fn fd_plan(
             (None, Some(Sink::Log)) => match log_write {
                 Some(w) => Source::Fd(w),
                 None => {
-                    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                        .map_err(std::io::Error::from)?;
+                    let (read, write) = if tty {
+                        log_terminal()?
+                    } else {
+                        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                            .map_err(std::io::Error::from)?
+                    };
                     let raw = write.as_raw_fd();
                     plan.keep.push(write);
                     plan.log = Some(read);
@@ -255,6 +275,25 @@ pub fn fd_plan(
         }
     }
     Ok(plan)
+}
+
+/// A pseudo-terminal in place of the log pipe (`tty = true`): the child writes
+/// to the terminal side, so programs that line-buffer or colour only on a
+/// terminal do so; the engine reads the other side as it reads a pipe.
+/// Returns (the engine's side, the child's side), both close-on-exec.
+fn log_terminal() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    }
+    Ok((pty.master, pty.slave))
 }
 
 #[cfg(test)]

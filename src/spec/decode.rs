@@ -51,10 +51,20 @@ pub const KEYS_PROCESS: &[&str] = &[
     "stdin",
     "stdout",
     "stderr",
+    "always",
+    "for_each",
+    "tty",
+    "health",
     "env_file",
 ];
 /// Keys of a process's `ready` table.
-pub const KEYS_READY: &[&str] = &["tcp", "cmd", "log", "file", "interval", "timeout"];
+pub const KEYS_READY: &[&str] = &[
+    "tcp", "cmd", "log", "file", "http", "status", "interval", "timeout",
+];
+/// Keys of a process's `health` table.
+pub const KEYS_HEALTH: &[&str] = &[
+    "tcp", "cmd", "file", "http", "status", "interval", "failures",
+];
 /// Keys of `[queue.NAME]`.
 pub const KEYS_QUEUE: &[&str] = &["from", "to", "capacity", "mode", "framing"];
 /// Keys of `[pipe.NAME]`.
@@ -539,12 +549,21 @@ fn scan_line(line: &str, multiline: &mut Option<&'static str>, depth: &mut i32) 
     Some(())
 }
 
+/// What a probe table holds (`ready` or `health`).
+#[derive(Default)]
+struct ProbeTable {
+    probe: Option<Sp<Probe>>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    failures: Option<u32>,
+}
+
 struct Decoder {
     diags: Vec<Diagnostic>,
     /// Where the piece being decoded starts in the file (see [`pieces`]).
     offset: usize,
     /// Tables already decoded from earlier pieces, to catch redefinitions across pieces.
-    seen: rustc_hash::FxHashMap<String, Span>,
+    seen: rustc_hash::FxHashMap<String, std::ops::Range<usize>>,
     /// `[vars]`, resolved (see vars.rs).
     vars: Vec<vars::Var>,
     /// The job file's directory, for `env_file` paths.
@@ -579,10 +598,14 @@ impl Decoder {
 
     /// Reports a table defined twice, in two pieces; within one piece, toml reports it.
     fn first_definition(&mut self, what: String, span: std::ops::Range<usize>) -> bool {
-        let Some(first) = self.seen.get(&what).cloned() else {
-            self.seen.insert(what, span);
-            return true;
+        let first = match self.seen.entry(what) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(span);
+                return true;
+            }
+            std::collections::hash_map::Entry::Occupied(o) => (o.key().clone(), o.get().clone()),
         };
+        let (what, first) = first;
         if first.start < self.part.start {
             self.defined_twice(&what, span, first);
             return false;
@@ -591,10 +614,15 @@ impl Decoder {
             Diagnostic::at(
                 Code::TomlSyntax,
                 span,
-                format!("invalid TOML: `{what}` is defined twice"),
+                if what == "version" {
+                    "invalid TOML: `version` is defined twice".to_string()
+                } else {
+                    format!("invalid TOML: table `[{what}]` is defined twice")
+                },
             )
-            .label("duplicate definition")
-            .help("merge the two definitions into one table"),
+            .label("defined again here")
+            .related(first, "first defined here")
+            .help("merge the two tables into one; a table header may appear only once"),
         );
         false
     }
@@ -948,7 +976,7 @@ impl Decoder {
                         format!("`{name}` is not a valid environment variable name"),
                     )
                     .label("invalid name")
-                    .help("environment variable names are non-empty and contain no `=`"),
+                    .help("environment variable names are non-empty and contain no `=` and no NUL character"),
                 );
                 continue;
             }
@@ -1305,6 +1333,18 @@ impl Decoder {
                         p.stderr = o;
                     }
                 }
+                "always" => {
+                    if let Some(b) = self.boolean(&q("always"), v) {
+                        p.always = Sp::new(b, self.at(v.span()));
+                    }
+                }
+                "tty" => {
+                    if let Some(b) = self.boolean(&q("tty"), v) {
+                        p.tty = Sp::new(b, self.at(v.span()));
+                    }
+                }
+                "for_each" => p.for_each = self.for_each(&q("for_each"), v),
+                "health" => p.health = self.health(&q("health"), v),
                 "env_file" => {} // read by env_file.rs
                 other => {
                     // A misspelt `cmd`/`shell` is reported once, not again as a missing command.
@@ -1499,61 +1539,71 @@ impl Decoder {
     }
 
     fn ready(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Ready> {
+        let t = self.probe_table(what, v, KEYS_READY, "`ready`")?;
+        Some(Ready {
+            probe: t.probe?,
+            interval: t.interval.unwrap_or(Duration::from_millis(200)),
+            timeout: t.timeout.unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
+    fn health(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Health> {
+        let t = self.probe_table(what, v, KEYS_HEALTH, "`health`")?;
+        Some(Health {
+            probe: t.probe?,
+            interval: t.interval.unwrap_or(Duration::from_secs(5)),
+            failures: t.failures.unwrap_or(3),
+        })
+    }
+
+    /// A table with exactly one probe (`tcp`, `cmd`, `log`, `file`, `http`)
+    /// and its settings; `keys` are the keys this kind of table allows.
+    fn probe_table(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        keys: &[&str],
+        context: &str,
+    ) -> Option<ProbeTable> {
         let t = self.table(what, v)?;
-        let mut interval = Duration::from_millis(200);
-        let mut timeout = Duration::from_secs(30);
+        let mut out = ProbeTable::default();
         let mut probe: Option<(Probe, std::ops::Range<usize>)> = None;
+        let mut status: Option<(Vec<u16>, std::ops::Range<usize>)> = None;
         let mut ok = true;
         for (k, pv) in t.iter() {
             let key = key_str(k);
+            if !keys.contains(&key) {
+                self.unknown_key(k, keys, context);
+                continue;
+            }
             let found = match key {
                 "interval" => {
-                    if let Some(d) = self.duration(&format!("{what}.interval"), pv, false) {
-                        interval = d;
-                    }
+                    out.interval = self.duration(&format!("{what}.interval"), pv, false);
                     continue;
                 }
                 "timeout" => {
-                    if let Some(d) = self.duration(&format!("{what}.timeout"), pv, false) {
-                        timeout = d;
-                    }
+                    out.timeout = self.duration(&format!("{what}.timeout"), pv, false);
                     continue;
                 }
-                "tcp" => self.tcp_probe(&format!("{what}.tcp"), pv),
-                "cmd" => self.strings(&format!("{what}.cmd"), pv, &|| None).and_then(|argv| {
-                    if argv.first().is_none_or(|a| a.value.is_empty()) {
-                        self.push(Diagnostic::at(Code::BadProbe, self.at(pv.span()), "the probe command is empty").label("no program"));
-                        None
-                    } else {
-                        Some(Probe::Cmd(argv.into_iter().map(|a| a.value).collect()))
-                    }
-                }),
-                "log" => self.string(&format!("{what}.log"), pv).and_then(|re| match regex::Regex::new(&re.value) {
-                    Ok(_) => Some(Probe::Log(re.value)),
-                    Err(e) => {
-                        let detail = e.to_string();
-                        let last = detail.lines().last().unwrap_or("invalid regex").trim();
-                        let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
-                        self.push(
-                            Diagnostic::at(Code::BadProbe, self.at(pv.span()), format!("the log probe is not a valid regex: {last}"))
-                                .label("invalid regex")
-                                .help("the syntax is Rust's regex crate (like RE2); escape literal brackets with \\\\"),
-                        );
-                        None
-                    }
-                }),
-                "file" => self.string(&format!("{what}.file"), pv).and_then(|f| {
-                    if f.value.is_empty() {
-                        self.push(Diagnostic::at(Code::BadProbe, self.at(pv.span()), "the file probe's path is empty"));
-                        None
-                    } else {
-                        Some(Probe::File(f.value))
-                    }
-                }),
-                _ => {
-                    self.unknown_key(k, KEYS_READY, "`ready`");
+                "failures" => {
+                    out.failures = self
+                        .int(
+                            &format!("{what}.failures"),
+                            pv,
+                            Code::BadNumber,
+                            1,
+                            MAX_COUNT,
+                        )
+                        .map(|n| n as u32);
                     continue;
                 }
+                "status" => {
+                    status = self
+                        .statuses(&format!("{what}.status"), pv)
+                        .map(|s| (s, self.at(k.span())));
+                    continue;
+                }
+                _ => self.probe_kind(what, key, pv),
             };
             match (found, &probe) {
                 (_, Some((_, first))) => {
@@ -1562,29 +1612,196 @@ impl Decoder {
                         Diagnostic::at(Code::BadProbe, self.at(k.span()), format!("`{what}` has more than one probe"))
                             .label("second probe")
                             .related(first.clone(), "first probe")
-                            .help("keep one of tcp, cmd, log or file; chain checks in a cmd probe if you need several"),
+                            .help("keep one of tcp, cmd, log, file or http; chain checks in a cmd probe if you need several"),
                     );
                 }
                 (Some(p), None) => probe = Some((p, self.at(pv.span()))),
                 (None, None) => ok = false,
             }
         }
+        match (&mut probe, status) {
+            (Some((Probe::Http { status, .. }, _)), Some((s, _))) => *status = s,
+            (_, Some((_, span))) if ok => {
+                ok = false;
+                self.push(
+                    Diagnostic::at(
+                        Code::BadProbe,
+                        span,
+                        format!("`{what}.status` applies only to an http probe"),
+                    )
+                    .label("no http probe")
+                    .help("drop status, or probe with http = \"http://127.0.0.1:8080/health\""),
+                );
+            }
+            _ => {}
+        }
         match probe {
-            Some((p, span)) if ok => Some(Ready {
-                probe: Sp::new(p, span),
-                interval,
-                timeout,
-            }),
+            Some((p, span)) if ok => {
+                out.probe = Some(Sp::new(p, span));
+                Some(out)
+            }
             Some(_) => None,
             None if ok => {
                 self.push(
                     Diagnostic::at(Code::BadProbe, self.at(v.span()), format!("`{what}` has no probe"))
                         .label("no probe")
-                        .help("add one of tcp = \"127.0.0.1:8080\", cmd = [...], log = \"regex\" or file = \"path\""),
+                        .help(if keys.contains(&"log") {
+                            "add one of tcp = \"127.0.0.1:8080\", http = \"http://127.0.0.1:8080/health\", cmd = [...], log = \"regex\" or file = \"path\""
+                        } else {
+                            "add one of tcp = \"127.0.0.1:8080\", http = \"http://127.0.0.1:8080/health\", cmd = [...] or file = \"path\""
+                        }),
                 );
                 None
             }
             None => None,
+        }
+    }
+
+    /// One probe key's value: `None` when it is invalid (already reported).
+    fn probe_kind(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        key: &str,
+        pv: &Value<'_>,
+    ) -> Option<Probe> {
+        match key {
+            "tcp" => self.tcp_probe(&format!("{what}.tcp"), pv),
+            "http" => self.http_probe(&format!("{what}.http"), pv),
+            "cmd" => self.strings(&format!("{what}.cmd"), pv, &|| None).and_then(|argv| {
+                if argv.first().is_none_or(|a| a.value.is_empty()) {
+                    self.push(Diagnostic::at(Code::BadProbe, self.at(pv.span()), "the probe command is empty").label("no program"));
+                    None
+                } else {
+                    Some(Probe::Cmd(argv.into_iter().map(|a| a.value).collect()))
+                }
+            }),
+            "log" => self.string(&format!("{what}.log"), pv).and_then(|re| match regex::Regex::new(&re.value) {
+                Ok(_) => Some(Probe::Log(re.value)),
+                Err(e) => {
+                    let detail = e.to_string();
+                    let last = detail.lines().last().unwrap_or("invalid regex").trim();
+                    let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
+                    self.push(
+                        Diagnostic::at(Code::BadProbe, self.at(pv.span()), format!("the log probe is not a valid regex: {last}"))
+                            .label("invalid regex")
+                            .help("the syntax is Rust's regex crate (like RE2); escape literal brackets with \\\\"),
+                    );
+                    None
+                }
+            }),
+            _ => self.string(&format!("{what}.file"), pv).and_then(|f| {
+                if f.value.is_empty() {
+                    self.push(Diagnostic::at(Code::BadProbe, self.at(pv.span()), "the file probe's path is empty"));
+                    None
+                } else {
+                    Some(Probe::File(f.value))
+                }
+            }),
+        }
+    }
+
+    /// `http = "http://host:port/path"`: plain HTTP (a health endpoint on the
+    /// process's own machine; no TLS).
+    fn http_probe(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Probe> {
+        let s = self.string(what, v)?;
+        let valid = s.value.strip_prefix("http://").is_some_and(|rest| {
+            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+        });
+        if valid {
+            return Some(Probe::Http {
+                url: s.value,
+                status: Vec::new(),
+            });
+        }
+        let help = if s.value.starts_with("https://") {
+            "the probe speaks plain HTTP to the process itself: use http://, or a cmd probe with curl for TLS"
+        } else {
+            "write http = \"http://127.0.0.1:8080/health\""
+        };
+        self.push(
+            Diagnostic::at(
+                Code::BadProbe,
+                s.span,
+                format!("`{what}` is not an http:// URL"),
+            )
+            .label("expected http://host:port/path")
+            .help(help),
+        );
+        None
+    }
+
+    /// `status = 200` or `status = [200, 204]`.
+    fn statuses(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Vec<u16>> {
+        let items: Vec<&Value<'_>> = match v.get_ref() {
+            DeValue::Array(a) => a.iter().collect(),
+            _ => vec![v],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            out.push(self.int(what, item, Code::BadProbe, 100, 599)? as u16);
+        }
+        if out.is_empty() {
+            self.push(
+                Diagnostic::at(
+                    Code::BadProbe,
+                    self.at(v.span()),
+                    format!("`{what}` is empty"),
+                )
+                .help(
+                    "list the accepted statuses, e.g. status = [200, 204], or drop it for any 2xx",
+                ),
+            );
+            return None;
+        }
+        Some(out)
+    }
+
+    /// `for_each = ["a", "b"]` or `for_each = { glob = "data/*.csv" }`.
+    fn for_each(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<ForEach> {
+        match v.get_ref() {
+            DeValue::Array(_) => {
+                let items = self.strings(what, v, &|| None)?;
+                if items.is_empty() {
+                    self.push(
+                        Diagnostic::at(
+                            Code::BadForEach,
+                            self.at(v.span()),
+                            format!("`{what}` is empty"),
+                        )
+                        .label("no items")
+                        .help("list at least one item, or drop for_each"),
+                    );
+                    return None;
+                }
+                Some(ForEach::List(items))
+            }
+            DeValue::Table(t) => {
+                let mut glob = None;
+                for (k, gv) in t.iter() {
+                    match key_str(k) {
+                        "glob" => glob = self.string(&format!("{what}.glob"), gv),
+                        _ => self.unknown_key(k, &["glob"], "`for_each`"),
+                    }
+                }
+                match glob {
+                    Some(g) if !g.value.is_empty() => Some(ForEach::Glob(g)),
+                    Some(_) | None => {
+                        self.push(
+                            Diagnostic::at(
+                                Code::BadForEach,
+                                self.at(v.span()),
+                                format!("`{what}` has no glob pattern"),
+                            )
+                            .help("write for_each = { glob = \"data/*.csv\" }"),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.wrong_type(what, "an array of strings or { glob = \"...\" }", v, None);
+                None
+            }
         }
     }
 
@@ -1790,6 +2007,16 @@ mod tests {
         let (_, d, src) = check(text.clone());
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].code, Code::TomlSyntax);
+        assert_eq!(
+            d[0].message,
+            "invalid TOML: table `[process.p3]` is defined twice"
+        );
+        let first = d[0].related[0].0.start;
+        assert_eq!(
+            src.line_col(first).0,
+            2 + 3 * 3,
+            "points at the first [process.p3]"
+        );
         let line = src.line_col(d[0].span.clone().unwrap().start).0;
         assert_eq!(line, text.lines().count() - 1);
     }

@@ -14,8 +14,8 @@ mod suggest;
 pub use decode::include::load as load_includes;
 pub use decode::vars::{expand_instance, parse_set, LoadOptions};
 pub use decode::{
-    decode, decode_with, KEYS_GRAPH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY,
-    KEYS_TOP,
+    decode, decode_with, KEYS_GRAPH, KEYS_HEALTH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE,
+    KEYS_READY, KEYS_TOP,
 };
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use name::is_valid_name;
@@ -172,6 +172,46 @@ pub enum Probe {
     Log(String),
     /// A file exists.
     File(String),
+    /// An HTTP GET of the URL answers with an accepted status.
+    Http {
+        /// `http://host:port/path`.
+        url: String,
+        /// Accepted statuses; empty means any 2xx.
+        status: Vec<u16>,
+    },
+}
+
+impl Probe {
+    /// The probe in words, as notes show it (`tcp 127.0.0.1:8080`).
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Tcp { host, port } => format!("tcp {host}:{port}"),
+            Probe::Cmd(argv) => format!("cmd {}", argv.join(" ")),
+            Probe::Log(re) => format!("log /{re}/"),
+            Probe::File(f) => format!("file {f}"),
+            Probe::Http { url, .. } => format!("http {url}"),
+        }
+    }
+}
+
+/// The `health` table: a liveness check, run once the process is ready.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// The probe (span: its value).
+    pub probe: Sp<Probe>,
+    /// Time between checks (and the most one check may take).
+    pub interval: Duration,
+    /// Consecutive failed checks that fail the process.
+    pub failures: u32,
+}
+
+/// `for_each`: one instance per item.
+#[derive(Debug, Clone)]
+pub enum ForEach {
+    /// `for_each = ["a", "b"]`.
+    List(Vec<Sp<String>>),
+    /// `for_each = { glob = "data/*.csv" }`, relative to the file's directory.
+    Glob(Sp<String>),
 }
 
 /// The `ready` table.
@@ -287,6 +327,17 @@ pub struct Process {
     pub stdout: Output,
     /// `stderr`.
     pub stderr: Output,
+    /// `always`: runs once its `after` targets are finished, whatever their
+    /// outcome, even while the run stops (DAGMan's FINAL node).
+    pub always: Sp<bool>,
+    /// `for_each`, as written.
+    pub for_each: Option<ForEach>,
+    /// The items of `for_each`, expanded (globs at check time); one instance each.
+    pub items: Vec<String>,
+    /// `tty`: stdout and stderr on a pseudo-terminal.
+    pub tty: Sp<bool>,
+    /// `health`: a liveness check.
+    pub health: Option<Health>,
 }
 
 impl Process {
@@ -302,7 +353,7 @@ impl Process {
             after: Vec::new(),
             parent: None,
             daemon: Sp::new(false, span.clone()),
-            replicas: Sp::new(1, span),
+            replicas: Sp::new(1, span.clone()),
             ready: None,
             timeout: None,
             retries: 0,
@@ -315,6 +366,11 @@ impl Process {
             stdin: Stdin::Null,
             stdout: Output::Log,
             stderr: Output::Log,
+            always: Sp::new(false, span.clone()),
+            for_each: None,
+            items: Vec::new(),
+            tty: Sp::new(false, span.clone()),
+            health: None,
         }
     }
 }

@@ -92,8 +92,10 @@ fn placeholder(s: &str, at: usize) -> Option<(usize, &str)> {
 pub(super) struct Context<'a> {
     /// The process, for `{{ name }}`; `None` in `[env]`.
     pub process: Option<&'a str>,
-    /// Whether the process has `for_each`, for `{{ item }}`.
+    /// Whether `{{ item }}` is replaced here (a `for_each` process's cmd, shell, env, cwd).
     pub item: bool,
+    /// Whether the process has `for_each`.
+    pub for_each: bool,
 }
 
 impl Decoder {
@@ -279,9 +281,11 @@ impl Decoder {
         name: &str,
         t: &DeTable<'i>,
     ) -> Option<DeTable<'i>> {
+        let for_each = t.contains_key("for_each");
         let cx = Context {
             process: Some(name),
-            item: t.contains_key("for_each"),
+            item: for_each,
+            for_each,
         };
         let mut out: Option<DeTable<'i>> = None;
         for (k, v) in t.iter() {
@@ -294,6 +298,11 @@ impl Decoder {
             if deep == 0 {
                 continue;
             }
+            // The runtime replaces `{{ item }}` in cmd, shell, env and cwd only.
+            let cx = Context {
+                item: cx.item && deep == 1,
+                ..cx
+            };
             if let Some(new) = self.expand_value(text, v, cx, deep) {
                 let table = out.get_or_insert_with(|| t.clone());
                 if let Some(slot) = table.get_mut(key) {
@@ -309,6 +318,7 @@ impl Decoder {
         let cx = Context {
             process: None,
             item: false,
+            for_each: false,
         };
         self.expand_value(text, v, cx, 1)
     }
@@ -378,7 +388,14 @@ impl Decoder {
                 "item" if cx.item => out.push_str(ITEM),
                 "name" if cx.process.is_some() => out.push_str(cx.process.unwrap_or_default()),
                 "item" | "name" => {
-                    let (message, help) = if name == "item" {
+                    let (message, help) = if name == "item" && cx.for_each {
+                        (
+                            "`{{ item }}` is not replaced in output file paths and probes"
+                                .to_string(),
+                            "use it in cmd, shell, env or cwd; output files and probes are shared by the instances"
+                                .to_string(),
+                        )
+                    } else if name == "item" {
                         (
                             "`{{ item }}` is only defined in a process with `for_each`".to_string(),
                             "add for_each = [\"a\", \"b\"] to the process, or declare a var"

@@ -64,12 +64,8 @@ impl Engine<'_> {
             self.watchdog = None;
             return;
         }
-        if let Some(k) = self.probe_pids.remove(&pid) {
-            self.insts[k].probe_pid = 0;
-            let passed = r.exit == Exit::Code(0);
-            if passed && self.insts[k].phase == Phase::Running && !self.insts[k].ready {
-                self.set_ready(k);
-            }
+        if self.probe_pids.contains_key(&pid) {
+            self.on_probe_exit(pid, r.exit == Exit::Code(0));
             return;
         }
         let Some(k) = self.by_pid.remove(&pid) else {
@@ -128,7 +124,7 @@ impl Engine<'_> {
         let proc = i.proc;
         let p = &self.g.file.processes[proc];
         match (i.stop, i.stop_sent.is_some(), i.exit) {
-            _ if i.not_ready => Outcome::Failed,
+            _ if i.not_ready || i.unhealthy => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
             (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
@@ -139,7 +135,7 @@ impl Engine<'_> {
         }
     }
 
-    fn in_stream_group(&self, proc: usize) -> bool {
+    pub(super) fn in_stream_group(&self, proc: usize) -> bool {
         !self.g.groups[self.g.group_of[proc]].edges.is_empty()
     }
 
@@ -170,6 +166,7 @@ impl Engine<'_> {
         let i = &self.insts[k];
         match (result, exit_parts(i.exit)) {
             _ if i.not_ready => "was not ready in time".to_string(),
+            _ if i.unhealthy => "failed its health check".to_string(),
             (Outcome::TimedOut, _) => "timed out".to_string(),
             (_, (Some(c), _)) => format!("exited {c}"),
             (_, (_, Some(s))) => format!("was killed by {s}"),
@@ -260,6 +257,10 @@ impl Engine<'_> {
             _ if i.not_ready => format!(
                 "was not ready within {}",
                 limit(p.ready.as_ref().map(|r| r.timeout))
+            ),
+            _ if i.unhealthy => format!(
+                "failed its health check {} times in a row",
+                p.health.as_ref().map_or(0, |h| h.failures)
             ),
             (Outcome::TimedOut, _) => format!("timed out after {}", limit(p.timeout)),
             (_, (Some(c), _)) => format!("failed with exit code {c}"),

@@ -181,7 +181,15 @@ impl Engine<'_> {
         i.first_start.get_or_insert(now);
         i.ready = false;
         i.not_ready = false;
-        i.probe_due = self.g.file.processes[proc].ready.as_ref().map(|_| now);
+        i.unhealthy = false;
+        let p = &self.g.file.processes[proc];
+        i.checks = Default::default();
+        i.checks[probes::Check::Ready as usize].due = p.ready.as_ref().map(|_| now);
+        // Without `ready`, liveness checks start with the process.
+        if p.ready.is_none() {
+            i.checks[probes::Check::Health as usize].due =
+                p.health.as_ref().map(|h| later(now, h.interval));
+        }
         let (name, attempt) = (i.name.clone(), i.attempts);
         self.active.insert(k);
         if first_success {
@@ -229,7 +237,14 @@ impl Engine<'_> {
             }
             _ => spawn::sink(&p.stderr, &self.base, i.replica, first)?,
         };
-        let plan = spawn::fd_plan(p.stdin, out, err, self.null.as_raw_fd(), endpoints)?;
+        let plan = spawn::fd_plan(
+            p.stdin,
+            out,
+            err,
+            self.null.as_raw_fd(),
+            endpoints,
+            p.tty.value,
+        )?;
         let pid = self.exec.spawn(prepared, &plan.fds).map_err(|e| {
             Error::new(
                 e.kind(),

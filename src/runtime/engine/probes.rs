@@ -1,13 +1,63 @@
-//! Readiness probes: tcp, cmd, log and file, run from the loop without blocking it.
+//! Probes: readiness (`ready`) and liveness (`health`), by tcp, http, cmd,
+//! log and file, run from the loop without ever blocking it. A tcp connect
+//! is an event on the loop, a cmd probe a process reaped like any other, an
+//! http request a short-lived thread that wakes the loop with its answer.
 
 use super::*;
 
+/// Which check a probe serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Check {
+    /// `ready`: probed until it passes once, then no more.
+    Ready = 0,
+    /// `health`: probed for as long as the process runs, once it is ready.
+    Health = 1,
+}
+
+/// A probe's schedule and the run of it in flight, per instance and check.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CheckState {
+    /// When to probe next; `None` while not probing.
+    pub(super) due: Option<Instant>,
+    /// A `cmd` probe running (its pid), or 0.
+    pub(super) pid: i32,
+    /// When that run (or the http request in flight) started.
+    pub(super) started: Option<Instant>,
+    /// An http request or tcp connect is in flight.
+    pub(super) inflight: bool,
+    /// Consecutive failed health checks.
+    pub(super) failures: u32,
+}
+
+/// The answer of an http probe, sent from its thread.
+pub(super) struct HttpAnswer {
+    pub(super) inst: usize,
+    pub(super) check: Check,
+    pub(super) attempt: u32,
+    pub(super) passed: bool,
+}
+
 impl Engine<'_> {
-    /// Runs the instance's readiness probe if it is due, and fails the attempt
-    /// once the readiness timeout passed. Probing stops at the first success.
+    fn probe_of(&self, k: usize, check: Check) -> Option<&crate::spec::Probe> {
+        let p = &self.g.file.processes[self.insts[k].proc];
+        match check {
+            Check::Ready => p.ready.as_ref().map(|r| &r.probe.value),
+            Check::Health => p.health.as_ref().map(|h| &h.probe.value),
+        }
+    }
+
+    /// Runs the instance's probes that are due: readiness until it passes
+    /// (failing the attempt once its timeout passed), then health.
     pub(super) fn probe_if_due(&mut self, k: usize, now: Instant) {
+        self.readiness_if_due(k, now);
+        self.health_if_due(k, now);
+    }
+
+    fn readiness_if_due(&mut self, k: usize, now: Instant) {
         let i = &self.insts[k];
-        let Some(due) = i.probe_due else { return };
+        let Some(due) = i.checks[Check::Ready as usize].due else {
+            return;
+        };
         let Some(ready) = self.g.file.processes[i.proc].ready.as_ref() else {
             return;
         };
@@ -19,7 +69,6 @@ impl Engine<'_> {
         {
             let i = &mut self.insts[k];
             i.not_ready = true;
-            i.probe_due = None;
             i.stop = Some(StopReason::NotReady);
             self.stop_pending.push(k);
             self.stop_probing(k);
@@ -28,8 +77,43 @@ impl Engine<'_> {
         if now < due {
             return;
         }
-        self.insts[k].probe_due = Some(later(now, ready.interval));
-        match &ready.probe.value {
+        let (interval, probe) = (ready.interval, ready.probe.value.clone());
+        self.insts[k].checks[Check::Ready as usize].due = Some(later(now, interval));
+        // Each run of a command or request gets at most max(interval, 1s).
+        self.run_probe(
+            k,
+            Check::Ready,
+            &probe,
+            interval.max(Duration::from_secs(1)),
+            now,
+        );
+    }
+
+    fn health_if_due(&mut self, k: usize, now: Instant) {
+        let i = &self.insts[k];
+        let Some(due) = i.checks[Check::Health as usize].due else {
+            return;
+        };
+        let Some(health) = self.g.file.processes[i.proc].health.as_ref() else {
+            return;
+        };
+        if i.phase != Phase::Running || i.stop.is_some() || now < due {
+            return;
+        }
+        let (interval, probe) = (health.interval, health.probe.value.clone());
+        self.insts[k].checks[Check::Health as usize].due = Some(later(now, interval));
+        self.run_probe(k, Check::Health, &probe, interval, now);
+    }
+
+    fn run_probe(
+        &mut self,
+        k: usize,
+        check: Check,
+        probe: &crate::spec::Probe,
+        limit: Duration,
+        now: Instant,
+    ) {
+        match probe {
             crate::spec::Probe::Log(_) => {} // lines are matched as they are read
             crate::spec::Probe::File(path) => {
                 let cwd = self.launches[k]
@@ -37,66 +121,69 @@ impl Engine<'_> {
                     .map(|(l, _)| l.cwd.clone())
                     .unwrap_or_else(|| self.base.clone());
                 let path = cwd.join(spawn::interpolate(path, self.insts[k].replica));
-                if path.exists() {
-                    self.set_ready(k);
-                }
+                self.check_result(k, check, path.exists());
             }
-            crate::spec::Probe::Tcp { host, port } => self.probe_tcp(k, host, *port),
-            crate::spec::Probe::Cmd(argv) => {
-                // Each run of the command gets at most max(interval, 1s).
-                let limit = ready.interval.max(Duration::from_secs(1));
-                self.probe_cmd(k, argv, limit, now);
+            crate::spec::Probe::Tcp { host, port } => self.probe_tcp(k, check, host, *port),
+            crate::spec::Probe::Cmd(argv) => self.probe_cmd(k, check, argv, limit, now),
+            crate::spec::Probe::Http { url, status } => {
+                self.probe_http(k, check, url, status, limit, now)
             }
         }
     }
 
+    /// Resolves `host:port` once per instance (the lookup blocks), then reuses it.
+    fn probe_addr(&mut self, k: usize, host: &str, port: u16) -> Option<std::net::SocketAddr> {
+        if let Some(a) = self.tcp_addrs.get(&(k, port)) {
+            return Some(*a);
+        }
+        use std::net::ToSocketAddrs;
+        let a = (host, port).to_socket_addrs().ok()?.next()?;
+        self.tcp_addrs.insert((k, port), a);
+        Some(a)
+    }
+
     /// Starts a non-blocking connect, one at a time; its result comes back as
     /// an event ([`Engine::on_tcp_probe`]).
-    fn probe_tcp(&mut self, k: usize, host: &str, port: u16) {
-        if self.tcp_probes.values().any(|(j, _)| *j == k) {
-            return; // one connect in flight at a time
+    fn probe_tcp(&mut self, k: usize, check: Check, host: &str, port: u16) {
+        if self.insts[k].checks[check as usize].inflight {
+            return;
         }
-        // Resolved once per instance (the lookup blocks), then reused.
-        let addr = match self.tcp_addrs.get(&k) {
-            Some(a) => *a,
-            None => {
-                use std::net::ToSocketAddrs;
-                let Some(a) = (host, port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                else {
-                    return;
-                };
-                self.tcp_addrs.insert(k, a);
-                a
-            }
+        let Some(addr) = self.probe_addr(k, host, port) else {
+            self.check_result(k, check, false);
+            return;
         };
-        if let Ok(mut stream) = mio::net::TcpStream::connect(addr) {
-            let token = self.next_token;
-            self.next_token += 1;
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, Token(token), Interest::WRITABLE)
-                .is_ok()
-            {
-                self.tcp_probes.insert(token, (k, stream));
-            }
+        let Ok(mut stream) = mio::net::TcpStream::connect(addr) else {
+            self.check_result(k, check, false);
+            return;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(token), Interest::WRITABLE)
+            .is_ok()
+        {
+            self.insts[k].checks[check as usize].inflight = true;
+            self.tcp_probes.insert(token, (k, check, addr, stream));
         }
     }
 
     /// Runs the probe command in its own group, with the instance's
     /// environment and cwd; a run still going after `limit` is killed and
-    /// counts as not ready. Its exit comes back through the executor's reap.
-    fn probe_cmd(&mut self, k: usize, argv: &[String], limit: Duration, now: Instant) {
-        if self.insts[k].probe_pid != 0 {
-            if self.insts[k]
-                .probe_started
-                .is_some_and(|t| now >= later(t, limit))
-            {
-                self.exec
-                    .signal_group(self.insts[k].probe_pid, libc::SIGKILL);
+    /// counts as failed. Its exit comes back through the executor's reap.
+    fn probe_cmd(
+        &mut self,
+        k: usize,
+        check: Check,
+        argv: &[String],
+        limit: Duration,
+        now: Instant,
+    ) {
+        let state = self.insts[k].checks[check as usize];
+        if state.pid != 0 {
+            if state.started.is_some_and(|t| now >= later(t, limit)) {
+                self.exec.signal_group(state.pid, libc::SIGKILL);
             }
             return;
         }
@@ -115,40 +202,183 @@ impl Engine<'_> {
             (2, posix::Source::Fd(null)),
         ];
         if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds)) {
-            self.insts[k].probe_pid = pid;
-            self.insts[k].probe_started = Some(now);
-            self.probe_pids.insert(pid, k);
+            let state = &mut self.insts[k].checks[check as usize];
+            state.pid = pid;
+            state.started = Some(now);
+            self.probe_pids.insert(pid, (k, check));
             self.groups.push(Group { pgid: pid, inst: k });
         }
     }
 
+    /// A GET in a thread of its own (the loop never waits on the network);
+    /// the answer comes back through a channel, and the thread wakes the loop.
+    fn probe_http(
+        &mut self,
+        k: usize,
+        check: Check,
+        url: &str,
+        accept: &[u16],
+        limit: Duration,
+        now: Instant,
+    ) {
+        if self.insts[k].checks[check as usize].inflight {
+            return;
+        }
+        let url = spawn::interpolate(url, self.insts[k].replica);
+        let (accept, tx, waker) = (
+            accept.to_vec(),
+            self.http_tx.clone(),
+            Arc::clone(&self.waker),
+        );
+        let attempt = self.insts[k].attempts;
+        let spawned = std::thread::Builder::new()
+            .name("jobgraph-http-probe".into())
+            .spawn(move || {
+                let passed = http_check(&url, &accept, limit);
+                let _ = tx.send(HttpAnswer {
+                    inst: k,
+                    check,
+                    attempt,
+                    passed,
+                });
+                let _ = waker.wake();
+            });
+        if spawned.is_ok() {
+            let state = &mut self.insts[k].checks[check as usize];
+            state.inflight = true;
+            state.started = Some(now);
+        }
+    }
+
+    /// Answers of http probes that arrived since the last turn.
+    pub(super) fn on_http_answers(&mut self) {
+        while let Ok(a) = self.http_rx.try_recv() {
+            let state = &mut self.insts[a.inst].checks[a.check as usize];
+            state.inflight = false;
+            state.started = None;
+            // An answer for an attempt that is over says nothing about this one.
+            if self.insts[a.inst].attempts != a.attempt {
+                continue;
+            }
+            let passed = a.passed && self.owns_http_listener(a.inst, a.check);
+            self.check_result(a.inst, a.check, passed);
+        }
+    }
+
+    /// An http answer counts only if the server is the instance's own (as for tcp).
+    fn owns_http_listener(&mut self, k: usize, check: Check) -> bool {
+        let Some(crate::spec::Probe::Http { url, .. }) = self.probe_of(k, check).cloned() else {
+            return true;
+        };
+        let Some((host, port)) = http_host_port(&spawn::interpolate(&url, self.insts[k].replica))
+        else {
+            return true;
+        };
+        let Some(addr) = self.probe_addr(k, &host, port) else {
+            return true;
+        };
+        if crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid) != Some(false) {
+            return true;
+        }
+        if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
+            let name = self.insts[k].name.clone();
+            self.reporter.note(
+                &format!(
+                    "{name}: another program answers on {addr}; not ready until {name} itself does"
+                ),
+                true,
+            );
+        }
+        false
+    }
+
     pub(super) fn on_tcp_probe(&mut self, token: usize) {
-        let Some((k, mut stream)) = self.tcp_probes.remove(&token) else {
+        let Some((k, check, addr, mut stream)) = self.tcp_probes.remove(&token) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
+        self.insts[k].checks[check as usize].inflight = false;
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
-        if !(connected && self.insts[k].phase == Phase::Running && !self.insts[k].ready) {
+        if !connected {
+            self.check_result(k, check, false);
             return;
         }
-        // Ready only if the listener is the instance's own, not another program's
-        // on the same port; where /proc cannot tell, the connect is enough.
-        let owned = self
-            .tcp_addrs
-            .get(&k)
-            .and_then(|&addr| crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid));
+        // The listener must be the instance's own, not another program's on the
+        // same port; where /proc cannot tell, the connect is enough.
+        let owned = crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid);
         if owned == Some(false) {
             if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
-                let (name, addr) = (self.insts[k].name.clone(), self.tcp_addrs.get(&k).copied());
-                let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+                let name = self.insts[k].name.clone();
+                let until = match check {
+                    Check::Ready => "not ready until",
+                    Check::Health => "not healthy until",
+                };
                 self.reporter.note(
-                    &format!("{name}: another program listens on {addr}; not ready until {name} itself does"),
+                    &format!(
+                        "{name}: another program listens on {addr}; {until} {name} itself does"
+                    ),
                     true,
                 );
             }
+            self.check_result(k, check, false);
             return;
         }
-        self.set_ready(k);
+        self.check_result(k, check, true);
+    }
+
+    /// A `cmd` probe exited.
+    pub(super) fn on_probe_exit(&mut self, pid: i32, passed: bool) {
+        if let Some((k, check)) = self.probe_pids.remove(&pid) {
+            let state = &mut self.insts[k].checks[check as usize];
+            state.pid = 0;
+            state.started = None;
+            self.check_result(k, check, passed);
+        }
+    }
+
+    /// What a probe found. A process that has exited is never ready or healthy.
+    pub(super) fn check_result(&mut self, k: usize, check: Check, passed: bool) {
+        if self.insts[k].phase != Phase::Running || self.insts[k].stop.is_some() {
+            return;
+        }
+        match check {
+            Check::Ready if passed && !self.insts[k].ready => self.set_ready(k),
+            Check::Ready => {}
+            Check::Health if passed => self.insts[k].checks[Check::Health as usize].failures = 0,
+            Check::Health => self.health_failed(k),
+        }
+    }
+
+    /// One more failed health check; at `failures` in a row the process is
+    /// stopped and counts as failed (then its `restart` policy applies).
+    fn health_failed(&mut self, k: usize) {
+        let Some(health) = self.g.file.processes[self.insts[k].proc].health.as_ref() else {
+            return;
+        };
+        let (limit, what) = (health.failures, health.probe.value.describe());
+        let state = &mut self.insts[k].checks[Check::Health as usize];
+        state.failures += 1;
+        if state.failures < limit {
+            return;
+        }
+        let i = &mut self.insts[k];
+        i.unhealthy = true;
+        i.stop = Some(StopReason::Unhealthy);
+        i.why = Some(format!(
+            "health check failed {limit} times in a row ({what})"
+        ));
+        let (name, pid) = (i.name.clone(), i.pid);
+        self.stop_pending.push(k);
+        self.stop_probing(k);
+        self.reporter.note(
+            &format!("{name}: health check failed {limit} times in a row ({what}); stopping it"),
+            true,
+        );
+        self.emit(RunEvent::HealthFailed {
+            process: &name,
+            pid,
+            failures: limit,
+        });
     }
 
     pub(super) fn set_ready(&mut self, k: usize) {
@@ -159,21 +389,18 @@ impl Engine<'_> {
         }
         i.ready = true;
         i.ready_once = true;
-        i.probe_due = None;
         let (name, pid, proc) = (i.name.clone(), i.pid, i.proc);
         let took = i.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
-        self.stop_probing(k);
-        let what = match self.g.file.processes[proc]
-            .ready
-            .as_ref()
-            .map(|r| &r.probe.value)
-        {
-            Some(crate::spec::Probe::Tcp { host, port }) => format!("tcp {host}:{port}"),
-            Some(crate::spec::Probe::Cmd(argv)) => format!("cmd {}", argv.join(" ")),
-            Some(crate::spec::Probe::Log(re)) => format!("log /{re}/"),
-            Some(crate::spec::Probe::File(f)) => format!("file {f}"),
-            None => String::new(),
-        };
+        self.end_check(k, Check::Ready);
+        // Liveness starts once the process is ready.
+        if let Some(h) = &self.g.file.processes[proc].health {
+            self.insts[k].checks[Check::Health as usize].due =
+                Some(later(Instant::now(), h.interval));
+        }
+        let what = self
+            .probe_of(k, Check::Ready)
+            .map(crate::spec::Probe::describe)
+            .unwrap_or_default();
         self.reporter.instance_note(
             &name,
             &format!(
@@ -188,23 +415,90 @@ impl Engine<'_> {
         self.mark_changed(proc);
     }
 
-    /// Ends any probe of instance `k` still in flight.
-    pub(super) fn stop_probing(&mut self, k: usize) {
-        self.insts[k].probe_due = None;
-        let pid = std::mem::take(&mut self.insts[k].probe_pid);
-        if pid > 0 {
-            self.exec.signal_group(pid, libc::SIGKILL);
+    /// Stops one check of instance `k`: no more probes, none in flight.
+    fn end_check(&mut self, k: usize, check: Check) {
+        let state = std::mem::take(&mut self.insts[k].checks[check as usize]);
+        if state.pid > 0 {
+            self.exec.signal_group(state.pid, libc::SIGKILL);
         }
         let tokens: Vec<usize> = self
             .tcp_probes
             .iter()
-            .filter(|(_, (j, _))| *j == k)
+            .filter(|(_, (j, c, _, _))| *j == k && *c == check)
             .map(|(t, _)| *t)
             .collect();
         for t in tokens {
-            if let Some((_, mut stream)) = self.tcp_probes.remove(&t) {
+            if let Some((_, _, _, mut stream)) = self.tcp_probes.remove(&t) {
                 let _ = self.poll.registry().deregister(&mut stream);
             }
         }
+        // An http answer still to come is ignored: the attempt number or the
+        // phase will not match, or `inflight` is cleared when it arrives.
+    }
+
+    /// Ends every probe of instance `k` (its attempt is over or stopping).
+    pub(super) fn stop_probing(&mut self, k: usize) {
+        self.end_check(k, Check::Ready);
+        self.end_check(k, Check::Health);
+    }
+}
+
+/// The host and port of an `http://host[:port]/path` URL (port 80 by default).
+fn http_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(80), |p| p.parse().ok())?;
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((authority.to_string(), 80)),
+    }
+}
+
+/// A GET of `url` within `limit`: passes on an accepted status (any 2xx when
+/// `accept` is empty).
+fn http_check(url: &str, accept: &[u16], limit: Duration) -> bool {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(limit)
+        .redirects(0)
+        .build();
+    let status = match agent.get(url).call() {
+        Ok(resp) => resp.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(_) => return false,
+    };
+    if accept.is_empty() {
+        (200..300).contains(&status)
+    } else {
+        accept.contains(&status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_host_port;
+
+    #[test]
+    fn urls_name_their_host_and_port() {
+        assert_eq!(
+            http_host_port("http://127.0.0.1:8080/health"),
+            Some(("127.0.0.1".into(), 8080))
+        );
+        assert_eq!(
+            http_host_port("http://localhost/x?y"),
+            Some(("localhost".into(), 80))
+        );
+        assert_eq!(
+            http_host_port("http://[::1]:9000/"),
+            Some(("::1".into(), 9000))
+        );
+        assert_eq!(http_host_port("http://u:p@h:81"), Some(("h".into(), 81)));
+        assert_eq!(http_host_port("ftp://h"), None);
     }
 }

@@ -62,7 +62,18 @@ impl Engine<'_> {
     /// Whether all dependencies of `proc` hold, may still, or never can.
     pub(super) fn deps_hold(&self, proc: usize) -> Dep {
         let mut all = Dep::Holds;
+        let always = self.g.file.processes[proc].always.value;
         for d in &self.g.deps[proc] {
+            // `always`: its after targets need only be finished, whatever their outcome.
+            if always && matches!(d.kind, DepKind::After(_)) {
+                if !self.of_proc[d.target]
+                    .iter()
+                    .all(|&t| self.insts[t].finished)
+                {
+                    all = Dep::Waits;
+                }
+                continue;
+            }
             match self.dep_state(d.kind, d.target) {
                 Dep::Never(why) => return Dep::Never(why),
                 Dep::Waits => all = Dep::Waits,
@@ -82,7 +93,7 @@ impl Engine<'_> {
                 // Its own failure is known before the join: no need to wait for its children.
                 if let Some(k) = targets.iter().find(|&&k| {
                     t(k).outcome
-                        .is_some_and(|o| o != Outcome::Ok && !self.clean_daemon_stop(k, o))
+                        .is_some_and(|o| !o.is_ok() && !self.clean_daemon_stop(k, o))
                 }) {
                     let status = t(*k).outcome.map_or("", Outcome::as_str);
                     return Dep::Never(format!("`{tname}` did not succeed ({status})"));
@@ -177,20 +188,30 @@ impl Engine<'_> {
         });
     }
 
+    /// Skips every pending instance: the run is stopping. `always` steps
+    /// still run, unless everything is being killed.
     pub(super) fn skip_all_pending(&mut self) -> bool {
         let why = self.cause();
+        // After a signal, an `always` step that could not start within the grace never will.
+        let kill = self.kill_now() || self.shutdown_deadline.is_some_and(|t| Instant::now() >= t);
         let pending: Vec<usize> = (0..self.insts.len())
-            .filter(|&k| self.insts[k].phase == Phase::Pending)
+            .filter(|&k| self.insts[k].phase == Phase::Pending && (kill || !self.is_always(k)))
             .collect();
         for &k in &pending {
+            self.ready.remove(&self.pos_of[k]);
             self.skip(k, &why);
         }
-        self.ready.clear();
         !pending.is_empty()
+    }
+
+    /// An `always` step (a `finally`): runs even while the run stops.
+    pub(super) fn is_always(&self, k: usize) -> bool {
+        self.g.file.processes[self.insts[k].proc].always.value
     }
 
     /// The instance's own process is done for good.
     pub(super) fn set_done(&mut self, k: usize, outcome: Outcome) {
+        self.journal_record(k, outcome);
         let i = &mut self.insts[k];
         i.phase = Phase::Done;
         i.outcome = Some(outcome);
@@ -260,7 +281,7 @@ impl Engine<'_> {
                 let c = &self.insts[ck];
                 match (&c.subtree_failure, c.outcome) {
                     (Some(why), _) => Some(why.clone()),
-                    (None, Some(o)) if o != Outcome::Ok && !self.clean_daemon_stop(ck, o) => {
+                    (None, Some(o)) if !o.is_ok() && !self.clean_daemon_stop(ck, o) => {
                         Some(format!("child `{}` {}", c.name, o.as_str()))
                     }
                     _ => None,
@@ -321,14 +342,18 @@ impl Engine<'_> {
     }
 
     pub(super) fn start_ready(&mut self) -> bool {
-        if self.cancel.is_some() || self.ready.is_empty() || self.launch_more {
+        if self.kill_now() || self.ready.is_empty() || self.launch_more {
             return false;
         }
         let mut changed = false;
         let candidates: Vec<usize> = self.ready.iter().copied().collect();
         for pos in candidates {
-            if self.cancel.is_some() {
+            if self.kill_now() {
                 break;
+            }
+            // While the run stops, only `always` steps still start.
+            if self.cancel.is_some() && !self.is_always(self.order[pos]) {
+                continue;
             }
             if Instant::now() >= self.slice_end {
                 self.launch_more = true;

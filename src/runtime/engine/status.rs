@@ -42,11 +42,22 @@ impl Engine<'_> {
         }
         let mut waits = Vec::new();
         for d in &self.g.deps[i.proc] {
-            if self.dep_state(d.kind, d.target) != super::schedule::Dep::Waits {
+            let waiting = if self.g.file.processes[i.proc].always.value
+                && matches!(d.kind, DepKind::After(_))
+            {
+                !self.of_proc[d.target]
+                    .iter()
+                    .all(|&t| self.insts[t].finished)
+            } else {
+                self.dep_state(d.kind, d.target) == super::schedule::Dep::Waits
+            };
+            if !waiting {
                 continue;
             }
             let t = &self.g.file.processes[d.target].name.value;
+            let always = self.g.file.processes[i.proc].always.value;
             waits.push(match d.kind {
+                DepKind::After(_) if always => format!("`{t}` to finish"),
                 DepKind::After(Condition::Success) => format!("`{t}` to succeed"),
                 DepKind::After(Condition::Exit) => format!("`{t}` to exit"),
                 DepKind::After(Condition::Ready) => format!("`{t}` to be ready"),

@@ -5,8 +5,16 @@ use super::*;
 
 impl Engine<'_> {
     pub(super) fn begin_shutdown(&mut self) {
+        // After a signal, `always` steps get `shutdown_grace` to do their work.
+        if self.cancel.as_ref().and_then(Cancel::signal).is_some()
+            && self.shutdown_deadline.is_none()
+        {
+            self.shutdown_deadline = Some(later(Instant::now(), self.grace));
+        }
+        let kill = self.kill_now();
         for k in 0..self.insts.len() {
             match self.insts[k].phase {
+                Phase::Running | Phase::Draining { .. } if self.is_always(k) && !kill => {}
                 Phase::Running | Phase::Draining { .. } => {
                     let why = format!("shutdown: {}", self.cause());
                     self.request_stop(k, StopReason::Shutdown, why)
@@ -67,8 +75,10 @@ impl Engine<'_> {
             if i.phase != Phase::Running || i.stop.is_none() || i.stop_sent.is_some() {
                 continue;
             }
-            if !matches!(i.stop, Some(StopReason::Timeout | StopReason::NotReady))
-                && self.has_running_dependent(k)
+            if !matches!(
+                i.stop,
+                Some(StopReason::Timeout | StopReason::NotReady | StopReason::Unhealthy)
+            ) && self.has_running_dependent(k)
             {
                 self.stop_pending.push(k);
                 continue;
@@ -111,6 +121,10 @@ impl Engine<'_> {
         if let Some(t) = self.exec.poll_due() {
             consider(t);
         }
+        // Once past, it has fired (see on_deadlines): never a busy loop.
+        if let Some(t) = self.shutdown_deadline.filter(|t| *t > Instant::now()) {
+            consider(t);
+        }
         for i in self.active.iter().map(|&k| &self.insts[k]) {
             match i.phase {
                 Phase::Running => {
@@ -124,9 +138,12 @@ impl Engine<'_> {
                     if let Some(t) = i.next_kill {
                         consider(t);
                     }
-                    if let (Some(t), Some(r)) = (i.probe_due, &self.g.file.processes[i.proc].ready)
-                    {
-                        consider(t);
+                    for c in &i.checks {
+                        if let Some(t) = c.due {
+                            consider(t);
+                        }
+                    }
+                    if let (Some(r), false) = (&self.g.file.processes[i.proc].ready, i.ready) {
                         if let Some(start) = i.attempt_start {
                             consider(later(start, r.timeout));
                         }
@@ -150,6 +167,12 @@ impl Engine<'_> {
                 }
                 Phase::Running => {
                     self.probe_if_due(k, now);
+                    if self.shutdown_deadline.is_some_and(|t| now >= t)
+                        && self.insts[k].stop.is_none()
+                    {
+                        let why = format!("shutdown: {}, after shutdown_grace", self.cause());
+                        self.request_stop(k, StopReason::Shutdown, why);
+                    }
                     let i = &self.insts[k];
                     let limit = self.g.file.processes[i.proc].timeout;
                     if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {

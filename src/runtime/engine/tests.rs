@@ -133,6 +133,8 @@ fn opts() -> RunOptions {
         keep_going: false,
         max_parallel: None,
         containment: crate::runtime::contain::Containment::None,
+        journal: None,
+        resume: false,
     }
 }
 

@@ -1,0 +1,119 @@
+//! `--resume` and the journal: what the last run finished is not run again,
+//! if it is unchanged and nothing it needs runs again.
+
+use super::*;
+use crate::runtime::journal::{self, Journal, LastRun};
+
+impl Engine<'_> {
+    /// Fingerprints every instance, reads the last run (for `--resume`),
+    /// opens this run's journal, and marks the instances that need not run.
+    /// A journal problem is reported and the run goes on without it.
+    pub(super) fn start_journal(&mut self, path: &Path, resume: bool, run_id: &str) {
+        self.keys = (0..self.insts.len()).map(|k| self.fingerprint(k)).collect();
+        let last = if resume {
+            match journal::last_run(path, &self.g.name) {
+                Ok(last) => Some(last),
+                Err(why) => {
+                    self.reporter
+                        .note(&format!("{why}; ignoring it, so everything runs"), true);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match Journal::open(path, &self.g.name, run_id) {
+            Ok(j) => self.journal = Some(j),
+            Err(why) => self
+                .reporter
+                .note(&format!("{why}; this run will not be resumable"), true),
+        }
+        if let Some(last) = last {
+            self.mark_cached(&last);
+        }
+    }
+
+    /// The resolved definition that decides whether a cached result still
+    /// holds: argv (or shell), cwd, and the environment the job file gives
+    /// (not the engine's own environment, which changes between shells).
+    fn fingerprint(&self, k: usize) -> String {
+        let i = &self.insts[k];
+        let launch = spawn::launch(self.g, i.proc, i.replica, &self.base, &[]);
+        let mut parts: Vec<String> = launch.argv.clone();
+        parts.push(format!("\u{1}cwd={}", launch.cwd.display()));
+        let mut env: Vec<String> = launch
+            .env
+            .iter()
+            .filter(|(key, _)| !key.to_string_lossy().starts_with("JOBGRAPH_"))
+            .map(|(key, v)| format!("{}={}", key.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        env.sort();
+        parts.extend(env);
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        journal::fingerprint(&refs)
+    }
+
+    /// An instance is cached when it ended ok last time with the same
+    /// definition, is not a daemon, an `always` step or a stream-group
+    /// member, and nothing it needs (after targets, parent) nor any
+    /// non-daemon child of it will run again. Computed to a fixed point.
+    fn mark_cached(&mut self, last: &LastRun) {
+        let n = self.insts.len();
+        let mut cached: Vec<bool> = (0..n)
+            .map(|k| {
+                let p = &self.g.file.processes[self.insts[k].proc];
+                last.ok_with(&self.insts[k].name, &self.keys[k])
+                    && !p.daemon.value
+                    && !p.always.value
+                    && !self.in_stream_group(self.insts[k].proc)
+            })
+            .collect();
+        let all = |cached: &[bool], procs: Vec<usize>| {
+            procs
+                .into_iter()
+                .all(|t| self.of_proc[t].iter().all(|&j| cached[j]))
+        };
+        loop {
+            let mut changed = false;
+            for k in 0..n {
+                if !cached[k] {
+                    continue;
+                }
+                let proc = self.insts[k].proc;
+                let needs: Vec<usize> = self.g.deps[proc].iter().map(|d| d.target).collect();
+                let kids: Vec<usize> = self.g.children[proc]
+                    .iter()
+                    .copied()
+                    .filter(|&c| !self.g.file.processes[c].daemon.value)
+                    .collect();
+                if !all(&cached, needs) || !all(&cached, kids) {
+                    cached[k] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for k in (0..n).filter(|&k| cached[k]) {
+            self.ready.remove(&self.pos_of[k]);
+            self.set_done(k, Outcome::Cached);
+            let name = self.insts[k].name.clone();
+            self.emit(RunEvent::Cached { process: &name });
+        }
+    }
+
+    /// Records an instance's final status in the journal (fsync'd).
+    pub(super) fn journal_record(&mut self, k: usize, outcome: Outcome) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        let key = self.keys.get(k).map_or("", String::as_str);
+        if let Err(why) = j.record(&self.insts[k].name, outcome.as_str(), key) {
+            self.reporter.note(
+                &format!("{why}; the rest of this run is not journaled"),
+                true,
+            );
+        }
+    }
+}

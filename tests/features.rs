@@ -1,0 +1,308 @@
+//! Everyday features through the binary: always steps, for_each, tty,
+//! http readiness and health (liveness) probes.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn an_always_step_runs_after_a_failure_and_the_run_still_fails() {
+    let job = Job::new(
+        r#"
+[process.build]
+shell = "exit 1"
+[process.test]
+after = ["build"]
+shell = "touch tested"
+[process.other]
+shell = "sleep 30"
+[process.cleanup]
+after = ["build", "test", "other"]
+always = true
+shell = "touch cleaned"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(job.file("cleaned").exists(), "{err}");
+    assert!(!job.file("tested").exists());
+    // It waited for every target to be finished, the stopped one included.
+    assert!(pos(&evs, "other", "exited") < pos(&evs, "cleanup", "started"));
+}
+
+#[test]
+fn an_always_step_runs_on_the_first_signal_within_the_grace() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "2s"
+[process.work]
+shell = "touch started; sleep 30"
+[process.cleanup]
+after = ["work"]
+always = true
+shell = "sleep 0.2; touch cleaned"
+[process.slow]
+after = ["work"]
+always = true
+shell = "sleep 30"
+"#,
+    );
+    let mut engine = spawn_engine(&job, "started");
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(20)).expect("ends");
+    assert_eq!(status.code(), Some(130));
+    assert!(job.file("cleaned").exists());
+    assert!(wait_gone(&job, Duration::from_secs(5)).is_empty());
+}
+
+#[test]
+fn an_always_step_does_not_run_after_a_second_signal() {
+    let job = Job::new(
+        r#"
+[process.work]
+shell = "trap '' INT TERM; touch started; sleep 30"
+[process.cleanup]
+after = ["work"]
+always = true
+shell = "touch cleaned"
+"#,
+    );
+    let mut engine = spawn_engine(&job, "started");
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(20)).expect("ends");
+    assert_eq!(status.code(), Some(130));
+    assert!(!job.file("cleaned").exists());
+}
+
+#[test]
+fn for_each_makes_one_instance_per_item() {
+    let job = Job::new(
+        r#"
+[process.convert]
+for_each = ["a.csv", "b c.csv", "d.csv"]
+shell = "echo '{{ item }}' > \"out-$JOBGRAPH_REPLICA\"; test \"$JOBGRAPH_ITEM\" = '{{ item }}'"
+[process.report]
+after = ["convert"]
+shell = "cat out-0 out-1 out-2 > all"
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("all"), "a.csv\nb c.csv\nd.csv\n");
+    assert!(err.contains("convert[0..2]"), "{err}");
+}
+
+#[test]
+fn for_each_expands_a_glob_sorted_relative_to_the_file() {
+    let job = Job::new(
+        r#"
+[process.count]
+for_each = { glob = "data/*.txt" }
+cmd = ["sh", "-c", "wc -l < \"$JOBGRAPH_ITEM\" > \"$(basename \"$JOBGRAPH_ITEM\").n\""]
+"#,
+    );
+    std::fs::create_dir(job.file("data")).unwrap();
+    for (n, lines) in [("b.txt", 2), ("a.txt", 1), ("c.txt", 3)] {
+        std::fs::write(job.file("data").join(n), "x\n".repeat(lines)).unwrap();
+    }
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    for (n, lines) in [("a.txt", "1"), ("b.txt", "2"), ("c.txt", "3")] {
+        assert_eq!(job.read(&format!("{n}.n")).trim(), lines);
+    }
+    assert_eq!(events_of(&evs, "count[2]")[0], "started");
+    // An empty expansion is an error, before anything runs.
+    let job = Job::new("[process.c]\nfor_each = { glob = \"none/*\" }\ncmd = [\"true\"]\n");
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("matches no file"), "{err}");
+}
+
+#[test]
+fn tty_gives_the_process_a_terminal_and_its_lines_are_still_logged() {
+    let job = Job::new(
+        r#"
+[process.t]
+tty = true
+shell = "if [ -t 1 ]; then echo on-a-tty; fi; echo to-stderr >&2"
+[process.p]
+shell = "if [ -t 1 ]; then echo on-a-tty; else echo on-a-pipe; fi"
+"#,
+    );
+    let logs = job.file("logs");
+    let (code, out, err) = job.run(&["--log-dir", logs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("t | on-a-tty\n"), "{out}");
+    assert!(out.contains("t | to-stderr\n"), "{out}");
+    assert!(out.contains("p | on-a-pipe\n"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("t.log")).unwrap(),
+        "on-a-tty\nto-stderr\n"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_http_probe_waits_for_the_status() {
+    let port = free_port();
+    let job = Job::new(&format!(
+        r#"
+[process.server]
+daemon = true
+cmd = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+ready = {{ http = "http://127.0.0.1:{port}/ready.txt", interval = "50ms", timeout = "20s" }}
+stop_signal = "SIGINT"
+[process.maker]
+shell = "sleep 0.5; touch ready.txt"
+[process.client]
+after = {{ server = "ready" }}
+shell = "test -f ready.txt"
+"#
+    ));
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    // 404 until the file exists: readiness came after it was made.
+    assert!(
+        pos(&evs, "maker", "exited") < pos(&evs, "server", "ready"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_process_that_fails_its_health_check_is_stopped_failed_and_restarted() {
+    let job = Job::new(
+        r#"
+[process.svc]
+shell = "touch alive; sleep 0.5; rm -f alive; sleep 30"
+health = { file = "alive", interval = "100ms", failures = 2 }
+restart = "on-failure"
+max_restarts = 1
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    let failed: Vec<_> = evs
+        .iter()
+        .filter(|e| e["event"] == "health-failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{evs:#?}");
+    assert_eq!(failed[0]["failures"], 2);
+    let rows = summary(&err);
+    assert_eq!(rows["svc"][0], "failed", "{err}");
+    assert!(
+        rows["svc"]
+            .last()
+            .unwrap()
+            .contains("failed its health check 2 times"),
+        "{err}"
+    );
+    assert_eq!(
+        events_of(&evs, "svc")
+            .iter()
+            .filter(|e| **e == "started")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_healthy_process_is_left_alone() {
+    let job = Job::new(
+        r#"
+[process.svc]
+shell = "touch alive; sleep 0.8"
+health = { file = "alive", interval = "100ms", failures = 1 }
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!evs.iter().any(|e| e["event"] == "health-failed"));
+}
+
+#[test]
+fn feature_examples_run() {
+    examples_run(&["finally", "foreach", "health"]);
+}
+
+const RESUMABLE: &str = r#"
+[process.a]
+shell = "echo a >> ran"
+[process.b]
+after = ["a"]
+shell = "echo b >> ran; test -f fixed"
+[process.c]
+after = ["b"]
+shell = "echo c >> ran"
+[process.d]
+shell = "echo d >> ran"
+"#;
+
+#[test]
+fn resume_reruns_only_what_did_not_succeed() {
+    let job = Job::new(RESUMABLE);
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    std::fs::write(job.file("fixed"), "").unwrap();
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let (code, evs, err) = job.run_events(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ran: Vec<String> = job.read("ran").lines().map(String::from).collect();
+    ran.sort();
+    assert_eq!(ran, ["b", "c"], "{err}");
+    assert_eq!(events_of(&evs, "a"), ["cached"]);
+    assert_eq!(summary(&err)["d"][0], "cached", "{err}");
+    // Resumed again: everything ended ok (or cached) last time.
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let (code, _, err) = job.run(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!job.file("ran").exists(), "{err}");
+}
+
+#[test]
+fn resume_reruns_a_changed_process_and_what_needs_it() {
+    let job = Job::new(RESUMABLE);
+    std::fs::write(job.file("fixed"), "").unwrap();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let text = std::fs::read_to_string(job.path()).unwrap();
+    std::fs::write(job.path(), text.replace("echo a >>", "echo a  >>")).unwrap();
+    let (code, _, err) = job.run(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ran: Vec<String> = job.read("ran").lines().map(String::from).collect();
+    ran.sort();
+    assert_eq!(ran, ["a", "b", "c"], "{err}");
+}
+
+#[test]
+fn a_journal_of_another_graph_or_a_corrupt_one_is_reported_and_ignored() {
+    let job = Job::new(RESUMABLE);
+    std::fs::write(job.file("fixed"), "").unwrap();
+    let state = job.file("state.journal");
+    std::fs::write(
+        &state,
+        "{\"run\":\"x\",\"graph\":\"other\",\"version\":1}\n",
+    )
+    .unwrap();
+    let (code, _, err) = job.run(&["--resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("belongs to graph `other`"), "{err}");
+    assert_eq!(job.read("ran").lines().count(), 4);
+    std::fs::write(&state, [0xff, 0xfe, b'\n', b'{']).unwrap();
+    let (code, _, err) = job.run(&["--resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+}
