@@ -77,6 +77,12 @@ fn dash_reads_the_file_from_stdin_relative_to_the_current_directory() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("who=stdin-env"));
     let out = in_dir(dir.path())
+        .args(["run", "-"])
+        .write_stdin("[process.a]\nshell = 'echo \"graph=$JOBGRAPH_GRAPH\"'\n")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("graph=stdin"));
+    let out = in_dir(dir.path())
         .args(["validate", "-"])
         .write_stdin("[process.a]\ncmd = 1\n")
         .output()

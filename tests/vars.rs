@@ -181,3 +181,34 @@ fn a_missing_env_file_is_reported_by_validate_with_its_path() {
         "{err}"
     );
 }
+
+#[test]
+fn checks_see_resolved_values() {
+    let job = Job::new(
+        r#"
+[vars]
+port = "8080"
+prog = "true"
+[process.a]
+cmd = ["{{ prog }}"]
+ready = { tcp = "127.0.0.1:{{ port }}" }
+"#,
+    );
+    let ok = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    let out = jobgraph()
+        .args([
+            "validate",
+            "--set",
+            "port=http",
+            "--set",
+            "prog=no-such-program-jg",
+        ])
+        .arg(job.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad-probe"), "{err}");
+    assert!(err.contains("command-not-found"), "{err}");
+}
