@@ -212,3 +212,20 @@ ready = { tcp = "127.0.0.1:{{ port }}" }
     assert!(err.contains("bad-probe"), "{err}");
     assert!(err.contains("command-not-found"), "{err}");
 }
+
+#[test]
+fn vars_reach_for_each_items_and_item_reaches_the_command() {
+    let job = Job::new(
+        r#"
+[vars]
+ext = "csv"
+[process.convert]
+for_each = ["a.{{ ext }}", "b.{{ ext }}"]
+cmd = ["echo", "converting {{ item }} by {{ name }}"]
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("converting a.csv by convert"), "{out}");
+    assert!(out.contains("converting b.csv by convert"), "{out}");
+}

@@ -292,7 +292,7 @@ impl Decoder {
             let key = key_str(k);
             let deep = match key {
                 "cmd" | "shell" | "cwd" | "env" => 1,
-                "stdout" | "stderr" | "ready" | "health" => 2,
+                "stdout" | "stderr" | "ready" | "health" | "for_each" => 2,
                 _ => 0,
             };
             if deep == 0 {
