@@ -166,13 +166,15 @@ fn process_completer() -> clap_complete::engine::ArgValueCompleter {
         let file = std::env::args_os()
             .skip(1)
             .map(PathBuf::from)
-            .find(|a| a.extension().is_some_and(|e| e == "toml") && a.is_file());
+            .find(|a| a.extension().is_some_and(|e| e == "toml") && a.is_file())
+            .or_else(nearest_default);
         let Some(file) = file else {
             return Vec::new();
         };
         let Ok(source) = crate::source::SourceFile::load(&file) else {
             return Vec::new();
         };
+        let (source, _) = crate::spec::load_includes(source);
         let (Some(job), _) = crate::spec::decode(&source) else {
             return Vec::new();
         };
@@ -293,11 +295,7 @@ fn resolve_file(file: Option<PathBuf>, targets: &mut Vec<String>) -> Result<Path
             return Ok(f.clone());
         }
     }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let found = cwd
-        .ancestors()
-        .map(|dir| dir.join("jobgraph.toml"))
-        .find(|p| p.is_file());
+    let found = nearest_default();
     match (found, file) {
         (Some(found), first) => {
             if let Some(first) = first {
@@ -308,6 +306,7 @@ fn resolve_file(file: Option<PathBuf>, targets: &mut Vec<String>) -> Result<Path
         }
         (None, Some(f)) => Ok(f),
         (None, None) => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             eprint(&format!(
                 "error: no FILE given, and no jobgraph.toml in {} or any parent directory\n",
                 cwd.display()
@@ -315,6 +314,14 @@ fn resolve_file(file: Option<PathBuf>, targets: &mut Vec<String>) -> Result<Path
             Err(EXIT_USAGE)
         }
     }
+}
+
+/// `jobgraph.toml` in the current directory or the nearest parent that has one.
+fn nearest_default() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors()
+        .map(|dir| dir.join("jobgraph.toml"))
+        .find(|p| p.is_file())
 }
 
 /// Reads the job file from stdin, with the limits of a file on disk.
