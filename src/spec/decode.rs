@@ -1033,6 +1033,11 @@ impl Decoder {
                         );
                     }
                 }
+                "include" if matches!(v.get_ref(), DeValue::Table(_)) => {
+                    let help =
+                        Some("write include = [\"common.toml\"] at the top of the file".into());
+                    self.wrong_type(&"include", "an array of paths", &v, help);
+                }
                 "vars" | "include" => {} // decoded first, by vars_table / include.rs
                 "graph" if self.part.start > 0 => self.graph_in_include(k),
                 "graph" => {

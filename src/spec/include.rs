@@ -42,11 +42,23 @@ fn includes(
 ) -> Vec<(String, std::ops::Range<usize>)> {
     let range = source.parts()[index].range.clone();
     let text = &source.text()[range.clone()];
-    if !text.contains("include") {
+    // `include` is a top-level key, so it comes before the first table
+    // header: only that head is parsed, unless the cut is not clean.
+    let mut pos = 0;
+    let mut cut = text.len();
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('[') {
+            cut = pos;
+            break;
+        }
+        pos += line.len();
+    }
+    let head = &text[..cut];
+    if !head.contains("include") {
         return Vec::new();
     }
     // A syntax error is reported when the part is decoded.
-    let Ok(root) = DeTable::parse(text) else {
+    let Ok(root) = DeTable::parse(head).or_else(|_| DeTable::parse(text)) else {
         return Vec::new();
     };
     let Some(v) = root.get_ref().get("include") else {
@@ -62,9 +74,13 @@ fn includes(
         .label("expected an array of strings")
         .help("write include = [\"common.toml\"]")
     };
-    let DeValue::Array(items) = v.get_ref() else {
-        diags.push(wrong(v.span()));
-        return Vec::new();
+    let items = match v.get_ref() {
+        DeValue::Array(items) => items,
+        DeValue::Table(_) => return Vec::new(), // reported by the decoder, which sees `[include]` too
+        _ => {
+            diags.push(wrong(v.span()));
+            return Vec::new();
+        }
     };
     let mut out = Vec::new();
     for item in items.iter() {
