@@ -12,7 +12,7 @@ mod signal;
 mod suggest;
 
 pub use decode::include::load as load_includes;
-pub use decode::vars::{expand_instance, parse_set, LoadOptions};
+pub use decode::vars::{parse_set, LoadOptions};
 pub use decode::{
     decode, decode_with, KEYS_GRAPH, KEYS_HEALTH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE,
     KEYS_READY, KEYS_TOP,

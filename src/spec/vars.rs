@@ -3,8 +3,9 @@
 //! File vars are substituted once, while the file is decoded, so `plan`,
 //! `graph`, `validate` and every later check see resolved values. What
 //! differs per instance stays for the runtime: `{{ replica }}` becomes the
-//! existing `{replica}` token, and `{{ item }}` is kept as written (see
-//! [`expand_instance`]). `{{{{` is a literal `{{`.
+//! existing `{replica}` token, and `{{ item }}` is kept, spelt `{{ item }}`,
+//! in a `for_each` process's cmd, shell, env and cwd (see
+//! `runtime::spawn::interpolate` and `interpolate_item`). `{{{{` is a literal `{{`.
 //!
 //! This is a child module of `decode.rs`: it extends the decoder.
 
@@ -46,23 +47,6 @@ pub fn parse_set(arg: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((name.to_string(), value.to_string()))
-}
-
-/// Per-instance substitution, after the file's vars were substituted at load:
-/// `{replica}` (which `{{ replica }}` became) and, for a `for_each` instance,
-/// `{{ item }}`.
-pub fn expand_instance(text: &str, replica: u32, item: Option<&str>) -> String {
-    let mut out = if text.contains("{replica}") {
-        text.replace("{replica}", &replica.to_string())
-    } else {
-        text.to_string()
-    };
-    if let Some(item) = item {
-        if out.contains(ITEM) {
-            out = out.replace(ITEM, item);
-        }
-    }
-    out
 }
 
 /// How `{{ item }}` is kept for the runtime.
@@ -469,13 +453,6 @@ mod tests {
         assert_eq!(placeholder("{{ a b }}", 0), None);
         assert_eq!(placeholder("{{ a", 0), None);
         assert_eq!(placeholder("{{", 0), None);
-    }
-
-    #[test]
-    fn instances_replace_replica_and_item() {
-        assert_eq!(expand_instance("a{replica}b", 3, None), "a3b");
-        assert_eq!(expand_instance("{{ item }}", 0, Some("x.csv")), "x.csv");
-        assert_eq!(expand_instance("{{ item }}", 0, None), "{{ item }}");
     }
 
     #[test]
