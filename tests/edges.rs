@@ -510,3 +510,162 @@ shell = "touch checked"
     assert!(!job.file("checked").exists());
     drop(taken);
 }
+
+#[test]
+fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
+    let mut body = String::new();
+    for i in 0..100 {
+        body.push_str(&format!("[process.s{i}]\nshell = \"sleep 0.2\"\n"));
+    }
+    let job = Job::new(&body);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec '{}' run '{}'",
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+            job.path().display()
+        ))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("100 ok"), "{err}");
+    assert!(
+        err.contains("waiting for running processes to exit"),
+        "{err}"
+    );
+}
+
+/// Runs `jobgraph run FILE` on an 80-column pseudo-terminal, presses Ctrl-C
+/// once the progress bar shows, and returns the screen as a terminal would
+/// show it at the end (a small emulator: wrapping, \r, cursor up, erase line).
+fn screen_after_ctrl_c(job: &Job) -> String {
+    let script = r#"
+import fcntl, os, pty, select, struct, sys, termios, time
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+out, sent, deadline = b"", False, time.time() + 30
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+        if b"done" in out and not sent:
+            time.sleep(0.5)
+            os.write(fd, b"\x03")
+            sent = True
+os.waitpid(pid, 0)
+cols, rows, r, c, wrap = 80, [[]], 0, 0, False
+def put(ch):
+    global r, c, wrap
+    if wrap:
+        r, c, wrap = r + 1, 0, False
+    while len(rows) <= r:
+        rows.append([])
+    line = rows[r]
+    while len(line) <= c:
+        line.append(" ")
+    line[c] = ch
+    if c == cols - 1:
+        wrap = True
+    else:
+        c += 1
+text, i = out.decode("utf-8", "replace"), 0
+while i < len(text):
+    ch = text[i]
+    if ch == "\x1b" and i + 1 < len(text) and text[i + 1] == "[":
+        j = i + 2
+        while j < len(text) and not text[j].isalpha():
+            j += 1
+        arg, cmd = text[i + 2:j].lstrip("?"), text[j:j + 1]
+        n = int(arg) if arg.isdigit() else 0
+        while len(rows) <= r:
+            rows.append([])
+        if cmd == "K":
+            rows[r] = rows[r][:c] if n == 0 else []
+        elif cmd == "A":
+            r, wrap = max(0, r - max(n, 1)), False
+        elif cmd == "B":
+            r += max(n, 1)
+        i = j + 1
+        continue
+    if ch == "\r":
+        c, wrap = 0, False
+    elif ch == "\n":
+        r, wrap = r + 1, False
+    elif ch >= " ":
+        put(ch)
+    i += 1
+print("\n".join("".join(line).rstrip() for line in rows))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .arg("run")
+        .arg(job.path())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn no_stale_progress_bar_is_left_after_ctrl_c() {
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "echo start a; sleep 30"
+[process.b]
+shell = "echo start b; sleep 30"
+"#,
+    );
+    let screen = screen_after_ctrl_c(&job);
+    assert!(screen.contains("SIGINT received"), "{screen}");
+    assert!(
+        !screen.contains("/2 done"),
+        "a stale bar is left:\n{screen}"
+    );
+}
+
+#[test]
+fn readiness_is_shown_in_the_log() {
+    let job = Job::new(
+        r#"
+[process.server]
+shell = "sleep 0.2; touch up; sleep 30"
+daemon = true
+ready = { file = "up", interval = "50ms" }
+[process.client]
+after = { server = "ready" }
+shell = "true"
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("server | ready after") && l.ends_with("(file up)")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_log_dir_that_cannot_be_made_is_named() {
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\n");
+    let (code, _, err) = job.run(&["--log-dir", "/proc/nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot create the log directory /proc/nope"),
+        "{err}"
+    );
+}

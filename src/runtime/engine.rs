@@ -312,6 +312,10 @@ struct Engine<'g> {
     cancel: Option<Cancel>,
     /// After a signal: when running `always` steps are stopped.
     shutdown_deadline: Option<Instant>,
+    /// Out of descriptors or processes: no launch until this passes or a process exits.
+    resource_wait: Option<Instant>,
+    /// That was said once.
+    resource_noted: bool,
     /// The run's journal, and each instance's definition fingerprint.
     journal: Option<super::journal::Journal>,
     keys: Vec<String>,
@@ -479,6 +483,8 @@ pub fn run_with(
         watchdog: None,
         cancel: None,
         shutdown_deadline: None,
+        resource_wait: None,
+        resource_noted: false,
         journal: None,
         keys: Vec::new(),
         started_at: Instant::now(),

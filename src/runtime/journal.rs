@@ -105,11 +105,15 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
     Ok(last.unwrap_or_default())
 }
 
-/// The journal being written by this run.
+/// The journal being written by this run. Records go to a thread that
+/// writes and fsyncs them in batches (a group commit), so the engine's loop
+/// never waits on the disk: a record is durable a moment after its instance
+/// finished, and a burst of a thousand exits costs a few fsyncs, not a thousand.
 pub struct Journal {
-    file: std::fs::File,
-    path: PathBuf,
-    failed: bool,
+    tx: Option<std::sync::mpsc::Sender<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    reported: bool,
 }
 
 impl Journal {
@@ -119,51 +123,93 @@ impl Journal {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| format!("cannot open the journal {}: {e}", path.display()))?;
-        let mut j = Journal {
-            file,
-            path: path.to_path_buf(),
-            failed: false,
-        };
         let header = Header {
             run: run.to_string(),
             graph: graph.to_string(),
             version: VERSION,
         };
-        j.append(&serde_json::to_string(&header).unwrap_or_default())?;
-        Ok(j)
+        let mut line = serde_json::to_string(&header).unwrap_or_default();
+        line.push('\n');
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (err, shown) = (std::sync::Arc::clone(&error), path.display().to_string());
+        let thread = std::thread::Builder::new()
+            .name("jobgraph-journal".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = first;
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push_str(&more);
+                    }
+                    if let Err(e) = file
+                        .write_all(batch.as_bytes())
+                        .and_then(|_| file.sync_data())
+                    {
+                        let mut slot = err.lock().unwrap_or_else(|p| p.into_inner());
+                        *slot = Some(format!("cannot write the journal {shown}: {e}"));
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the journal writer: {e}"))?;
+        Ok(Journal {
+            tx: Some(tx),
+            thread: Some(thread),
+            error,
+            reported: false,
+        })
     }
 
-    /// Records a finished instance, durably. The first error is returned
-    /// (to be reported once); later records are not attempted.
+    /// Records a finished instance. A write error (from an earlier record)
+    /// is returned once, to be reported; the journal then stops.
     pub fn record(&mut self, instance: &str, status: &str, key: &str) -> Result<(), String> {
-        if self.failed {
-            return Ok(());
+        if let Some(e) = self.take_error() {
+            self.tx = None;
+            return Err(e);
         }
         let r = Record {
             i: instance.to_string(),
             s: status.to_string(),
             k: key.to_string(),
         };
-        self.append(&serde_json::to_string(&r).unwrap_or_default())
+        let mut line = serde_json::to_string(&r).unwrap_or_default();
+        line.push('\n');
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(line);
+        }
+        Ok(())
     }
 
-    fn append(&mut self, line: &str) -> Result<(), String> {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        let result = self
-            .file
-            .write_all(&bytes)
-            .and_then(|_| self.file.sync_data());
-        result.map_err(|e| {
-            self.failed = true;
-            format!("cannot write the journal {}: {e}", self.path.display())
-        })
+    fn take_error(&mut self) -> Option<String> {
+        if self.reported {
+            return None;
+        }
+        let e = self.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.reported |= e.is_some();
+        e
+    }
+
+    /// Writes everything recorded and waits for it to be on disk.
+    pub fn close(&mut self) -> Result<(), String> {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.take_error().map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let _ = self.close();
     }
 }
 

@@ -71,6 +71,8 @@ impl Engine<'_> {
         let Some(k) = self.by_pid.remove(&pid) else {
             return;
         };
+        // What it held (descriptors, a process slot) is free again.
+        self.resource_wait = None;
         if self.tty_holder == Some(k) {
             self.tty_holder = None;
             hygiene::take_terminal_back();

@@ -139,6 +139,12 @@ impl Engine<'_> {
     }
 
     pub(super) fn finish(mut self) -> RunOutcome {
+        if let Some(mut j) = self.journal.take() {
+            if let Err(why) = j.close() {
+                self.reporter
+                    .note(&format!("{why}; this run is not fully journaled"), true);
+            }
+        }
         if self.tty_holder.take().is_some() {
             hygiene::take_terminal_back();
         }

@@ -105,6 +105,7 @@ impl Engine<'_> {
         }
         let first = self.insts[k].attempts == 0;
         let now = Instant::now();
+        let was_restart = self.insts[k].restart_pending;
         {
             let i = &mut self.insts[k];
             // A restart counts once it is really attempted, not when it is scheduled.
@@ -129,6 +130,10 @@ impl Engine<'_> {
         };
         let (pid, log) = match spawned {
             Ok(spawned) => spawned,
+            Err(err) if endpoints.is_empty() && out_of_resources(&err) && self.running > 0 => {
+                self.wait_for_resources(k, was_restart, &err);
+                return;
+            }
             Err(err) => {
                 let name = self.insts[k].name.clone();
                 let text = err.to_string();
@@ -246,6 +251,9 @@ impl Engine<'_> {
             p.tty.value,
         )?;
         let pid = self.exec.spawn(prepared, &plan.fds).map_err(|e| {
+            if out_of_resources(&e) {
+                return e; // kept whole: the caller waits and tries again
+            }
             Error::new(
                 e.kind(),
                 format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
@@ -282,4 +290,38 @@ impl Engine<'_> {
         );
         true
     }
+
+    /// The machine is out of descriptors or processes for now (EMFILE,
+    /// ENFILE, EAGAIN, ENOMEM): the attempt did not happen. The instance goes
+    /// back to the ready list, and launching pauses until a running process
+    /// exits (which frees what it held) or 200 ms pass.
+    fn wait_for_resources(&mut self, k: usize, was_restart: bool, err: &std::io::Error) {
+        let i = &mut self.insts[k];
+        i.attempts -= 1;
+        if was_restart {
+            i.restarts -= 1;
+            i.restart_pending = true;
+        }
+        i.attempt_start = None;
+        if i.phase == Phase::Pending {
+            self.active.remove(&k);
+        }
+        self.ready.insert(self.pos_of[k]);
+        self.resource_wait = Some(later(Instant::now(), Duration::from_millis(200)));
+        if !std::mem::replace(&mut self.resource_noted, true) {
+            self.reporter.note(
+                &format!("{err}: waiting for running processes to exit before launching more"),
+                true,
+            );
+        }
+    }
+}
+
+/// Errors that say "not now" rather than "never": the system's limits on
+/// descriptors, processes or memory.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
 }

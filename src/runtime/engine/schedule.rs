@@ -345,6 +345,9 @@ impl Engine<'_> {
         if self.kill_now() || self.ready.is_empty() || self.launch_more {
             return false;
         }
+        if self.resource_wait.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
         let mut changed = false;
         let candidates: Vec<usize> = self.ready.iter().copied().collect();
         for pos in candidates {

@@ -121,6 +121,9 @@ impl Engine<'_> {
         if let Some(t) = self.exec.poll_due() {
             consider(t);
         }
+        if let Some(t) = self.resource_wait.filter(|t| *t > Instant::now()) {
+            consider(t);
+        }
         // Once past, it has fired (see on_deadlines): never a busy loop.
         if let Some(t) = self.shutdown_deadline.filter(|t| *t > Instant::now()) {
             consider(t);
