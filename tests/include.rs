@@ -30,8 +30,10 @@ fn included_parts_join_the_graph() {
     write(
         dir.path(),
         "lib/common.toml",
-        "include = [\"more.toml\"]\n[env]\nLEVEL = \"lib-env\"\n[lock.db]\n[process.a]\ncmd = [\"echo\", \"a {{ who }} {{ extra }}\"]\n",
+        "include = [\"more.toml\"]\n[env]\nLEVEL = \"lib-env\"\n[lock.db]\n[process.a]\nenv_file = \"lib.env\"\nshell = 'echo \"a {{ who }} {{ extra }} $FROM_LIB\"'\n",
     );
+    // env_file paths are relative to the file that names them.
+    write(dir.path(), "lib/lib.env", "FROM_LIB=lib-dotenv\n");
     // A file included twice (here by main.toml through common.toml, and by
     // itself nowhere else) is read once.
     write(dir.path(), "lib/more.toml", "[vars]\nextra = \"more\"\n");
@@ -47,7 +49,7 @@ fn included_parts_join_the_graph() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("a main more"), "{text}");
+    assert!(text.contains("a main more lib-dotenv"), "{text}");
     assert!(text.contains("b main lib-env"), "{text}");
 }
 
