@@ -208,6 +208,33 @@ P["parent-replicated"] = (
 """Give the child a parent that is not replicated. To make it wait for the replicated process, use `after` instead. To get one helper per replica, start the helper from the replica's own command.""",
 None)
 
+P["unknown-var"] = (
+"""A `{{ name }}` placeholder names no var: it is neither declared in `[vars]` nor a built-in (`{{ name }}`, `{{ replica }}`, `{{ item }}`). The span is the placeholder inside the string, and the help suggests the closest var. The built-ins have limits: `{{ item }}` exists only in a process with `for_each`, and `{{ name }}` only inside a process, not in the graph-wide `[env]`. The same code, without a line, reports a `--set NAME=VALUE` whose NAME the file does not declare; that is a usage error (exit status 2).
+
+Only `{{` followed by a name and `}}` is a placeholder: `{{.State}}` (a Go template, as in `docker inspect -f`) is left as it is. A literal `{{` is written `{{{{`.""",
+"""Correct the name, or declare the var: `[vars]` `port = "8080"`. For a literal `{{ name }}`, write `{{{{ name }}`.""",
+["unknown-var-2"])
+
+P["unset-env-var"] = (
+"""A var is read from the engine's environment (`port = { env = "PORT" }`), the variable is not set (or not UTF-8), and the var has no `default`. The file would otherwise run with an empty value, which is rarely what was meant. A `--set` of the var replaces the environment, so the variable need not be set then.""",
+"""Set the variable, give the var a default (`port = { env = "PORT", default = "8080" }`), or pass `--set port=8080`.""",
+None)
+
+P["bad-env-file"] = (
+"""An `env_file` (at `[graph]` level or in a process) cannot be used: the file does not exist, is not a regular file, cannot be read, or is not valid dotenv. The span is the path in the job file; the message names the file and, for a bad line, its line number. Env files are read by `validate` too, so a missing file is found before a run. The format is dotenv as read by the `dotenvy` crate: `NAME=value` lines, `#` comments, single or double quotes, an optional `export`.""",
+"""Create the file or correct the path (relative to the job file's directory). For a file that may be missing, write `env_file = { path = ".env", optional = true }`. Fix the line named in the message.""",
+["bad-env-file-2"])
+
+P["bad-include"] = (
+"""An `include` cannot be used: the file does not exist or cannot be read as a job file, it is part of an include cycle (a file that includes itself, directly or through others; the message prints the chain), or an included file sets `[graph]`, which only the main file may. The span is the path in the `include` list, in the file that names it, which may itself be an included file. A file included by several others is read once; that is not a cycle.""",
+"""Correct the path (relative to the directory of the file that has the `include`), remove one include of the cycle, or move `[graph]` to the main file.""",
+["bad-include-2"])
+
+P["duplicate-name"] = (
+"""A process, lock, queue, pipe, var or `[env]` variable is defined both in a file and in a file it includes (or in two included files). Included files share one set of names, and jobgraph does not let one silently replace the other. The diagnostic marks both definitions, each in its own file.""",
+"""Rename one of the two, or keep only one definition, usually in the shared file.""",
+None)
+
 P["command-not-found"] = (
 """**Warning.** The program in `cmd` would not start. Either it is not found on the PATH, or, for a program with a `/`, the path does not exist, is a directory, or is not executable. The PATH searched is the process's own `env.PATH`, else `[env] PATH`, else jobgraph's own PATH. A relative path with a `/` is resolved against the process's `cwd`, which defaults to the job file's directory.
 

@@ -3,6 +3,7 @@
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::graph::{analyze, Graph};
 use crate::source::{LoadError, SourceFile};
+use crate::spec::LoadOptions;
 use std::path::Path;
 
 /// The outcome of checking one job file.
@@ -38,7 +39,19 @@ pub fn check_file(path: &Path) -> Result<Checked, LoadError> {
 
 /// Checks a job file already in memory.
 pub fn check_source(source: SourceFile) -> Checked {
-    let (file, mut diagnostics) = crate::spec::decode(&source);
+    check_source_with(source, &LoadOptions::default())
+}
+
+/// Reads and checks a job file, with options from the command line (`--set`).
+pub fn check_file_with(path: &Path, opts: &LoadOptions) -> Result<Checked, LoadError> {
+    Ok(check_source_with(SourceFile::load(path)?, opts))
+}
+
+/// Checks a job file already in memory, with options from the command line.
+pub fn check_source_with(source: SourceFile, opts: &LoadOptions) -> Checked {
+    let (source, included) = crate::spec::load_includes(source);
+    let (file, mut diagnostics) = crate::spec::decode_with(&source, opts);
+    diagnostics.extend(included);
     let mut graph = None;
     if let Some(file) = file {
         let decode_failed = diagnostics.iter().any(Diagnostic::is_error);

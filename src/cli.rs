@@ -1,9 +1,10 @@
 //! The command line: parse arguments, call the library, print, pick the exit code.
 
-use crate::check::check_file;
+use crate::check::check_file_with;
 use crate::plan::Plan;
 use crate::render::{render_dot, render_mermaid};
 use crate::report::{render_github, render_human, render_json, HumanStyle, Outcome};
+use crate::spec::LoadOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -34,17 +35,20 @@ enum Cmd {
     Run(RunArgs),
     /// Run every static check; never starts a process.
     Validate {
-        /// Job files to check.
-        #[arg(required = true, value_name = "FILE")]
+        /// Job files to check; `-` reads stdin; none: the nearest jobgraph.toml.
+        #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
         format: ValidateFormat,
+        /// Override a var of the file's [vars] (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Show the launch order as stages, with why each process waits.
     Plan {
-        /// Job file.
-        file: PathBuf,
+        /// Job file; `-` reads stdin; left out: the nearest jobgraph.toml.
+        file: Option<PathBuf>,
         /// Plan only these processes plus what they need (the same as --only).
         #[arg(value_name = "TARGET", add = process_completer())]
         targets: Vec<String>,
@@ -54,14 +58,20 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
+        /// Override a var of the file's [vars] (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Draw the graph for Graphviz or Mermaid.
     Graph {
-        /// Job file.
-        file: PathBuf,
+        /// Job file; `-` reads stdin; left out: the nearest jobgraph.toml.
+        file: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+        /// Override a var of the file's [vars] (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+        set: Vec<(String, String)>,
     },
     /// Print the JSON Schema of the job-file format.
     Schema,
@@ -80,8 +90,9 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Job file.
-    file: PathBuf,
+    /// Job file; `-` reads stdin; left out (or not a file): the nearest
+    /// jobgraph.toml, and every positional is a target.
+    file: Option<PathBuf>,
     /// Run only these processes plus what they need (the same as --only).
     #[arg(value_name = "TARGET", add = process_completer())]
     targets: Vec<String>,
@@ -115,6 +126,9 @@ struct RunArgs {
     /// Show the plan and stop (same as `jobgraph plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Override a var of the file's [vars] (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
+    set: Vec<(String, String)>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -152,13 +166,15 @@ fn process_completer() -> clap_complete::engine::ArgValueCompleter {
         let file = std::env::args_os()
             .skip(1)
             .map(PathBuf::from)
-            .find(|a| a.extension().is_some_and(|e| e == "toml") && a.is_file());
+            .find(|a| a.extension().is_some_and(|e| e == "toml") && a.is_file())
+            .or_else(nearest_default);
         let Some(file) = file else {
             return Vec::new();
         };
         let Ok(source) = crate::source::SourceFile::load(&file) else {
             return Vec::new();
         };
+        let (source, _) = crate::spec::load_includes(source);
         let (Some(job), _) = crate::spec::decode(&source) else {
             return Vec::new();
         };
@@ -185,17 +201,37 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(match cli.command {
-        Cmd::Validate { files, format } => validate(&files, format),
+        Cmd::Validate {
+            mut files,
+            format,
+            set,
+        } => {
+            if files.is_empty() {
+                match resolve_file(None, &mut Vec::new()) {
+                    Ok(f) => files.push(f),
+                    Err(code) => return ExitCode::from(code),
+                }
+            }
+            validate(&files, format, &load_options(set))
+        }
         Cmd::Plan {
             file,
-            targets,
+            mut targets,
             mut only,
             format,
+            set,
         } => {
+            let file = match resolve_file(file, &mut targets) {
+                Ok(f) => f,
+                Err(code) => return ExitCode::from(code),
+            };
             only.extend(targets);
-            plan(&file, &only, format)
+            plan(&file, &only, format, &load_options(set))
         }
-        Cmd::Graph { file, format } => graph(&file, format),
+        Cmd::Graph { file, format, set } => match resolve_file(file, &mut Vec::new()) {
+            Ok(file) => graph(&file, format, &load_options(set)),
+            Err(code) => code,
+        },
         Cmd::Schema => {
             print(&crate::schema::schema_text());
             EXIT_OK
@@ -206,9 +242,13 @@ pub fn main() -> ExitCode {
             EXIT_OK
         }
         Cmd::Run(mut args) => {
-            let targets = std::mem::take(&mut args.targets);
+            let mut targets = std::mem::take(&mut args.targets);
+            let file = match resolve_file(args.file.take(), &mut targets) {
+                Ok(f) => f,
+                Err(code) => return ExitCode::from(code),
+            };
             args.only.extend(targets);
-            run(&args)
+            run(&file, &args)
         }
         Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,
     })
@@ -231,15 +271,98 @@ fn eprint(s: &str) {
     let _ = std::io::stderr().write_all(s.as_bytes());
 }
 
-fn outcome(path: &Path) -> Outcome {
-    match check_file(path) {
+fn load_options(set: Vec<(String, String)>) -> LoadOptions {
+    LoadOptions { set }
+}
+
+/// A `--set` of a var the file does not declare: a usage error (exit 2).
+fn bad_override(o: &Outcome) -> bool {
+    matches!(o, Outcome::Checked(c) if c.diagnostics.iter().any(|d| d.code == crate::Code::UnknownVar && d.span.is_none()))
+}
+
+/// The name diagnostics give the file read from stdin (`-`).
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// The job file of a command: FILE as given; else the nearest `jobgraph.toml`
+/// in the current directory or a parent, announced on stderr. A FILE that is
+/// not a file (no such path, no `/`, no `.toml`) while a `jobgraph.toml` is
+/// found is taken as the first target: `jobgraph run build` runs `build`.
+fn resolve_file(file: Option<PathBuf>, targets: &mut Vec<String>) -> Result<PathBuf, u8> {
+    if let Some(f) = &file {
+        let s = f.to_string_lossy();
+        let path_like = s == "-" || s.contains('/') || s.ends_with(".toml") || f.exists();
+        if path_like {
+            return Ok(f.clone());
+        }
+    }
+    let found = nearest_default();
+    match (found, file) {
+        (Some(found), first) => {
+            if let Some(first) = first {
+                targets.insert(0, first.to_string_lossy().into_owned());
+            }
+            eprint(&format!("jobgraph: using {}\n", found.display()));
+            Ok(found)
+        }
+        (None, Some(f)) => Ok(f),
+        (None, None) => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            eprint(&format!(
+                "error: no FILE given, and no jobgraph.toml in {} or any parent directory\n",
+                cwd.display()
+            ));
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// `jobgraph.toml` in the current directory or the nearest parent that has one.
+fn nearest_default() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors()
+        .map(|dir| dir.join("jobgraph.toml"))
+        .find(|p| p.is_file())
+}
+
+/// Reads the job file from stdin, with the limits of a file on disk.
+fn read_stdin() -> Result<crate::source::SourceFile, crate::source::LoadError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let limit = crate::source::MAX_FILE_BYTES;
+    let name = PathBuf::from(STDIN_NAME);
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| crate::source::LoadError::Io(name.clone(), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(crate::source::LoadError::TooLarge(name, bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map(|text| crate::source::SourceFile::new(STDIN_NAME, text))
+        .map_err(|e| {
+            let good = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+            let (line, col) = crate::source::SourceFile::new(STDIN_NAME, prefix).line_col(good);
+            crate::source::LoadError::NotUtf8(name, line, col)
+        })
+}
+
+fn outcome(path: &Path, opts: &LoadOptions) -> Outcome {
+    if path.as_os_str() == "-" {
+        return match read_stdin() {
+            Ok(source) => Outcome::Checked(Box::new(crate::check::check_source_with(source, opts))),
+            Err(e) => Outcome::Unreadable(PathBuf::from(STDIN_NAME), e),
+        };
+    }
+    match check_file_with(path, opts) {
         Ok(c) => Outcome::Checked(Box::new(c)),
         Err(e) => Outcome::Unreadable(path.to_path_buf(), e),
     }
 }
 
-fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
-    let outcomes: Vec<Outcome> = files.iter().map(|f| outcome(f)).collect();
+fn validate(files: &[PathBuf], format: ValidateFormat, opts: &LoadOptions) -> u8 {
+    let outcomes: Vec<Outcome> = files.iter().map(|f| outcome(f, opts)).collect();
     match format {
         ValidateFormat::Human => {
             let style = human_style();
@@ -250,7 +373,9 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
         ValidateFormat::Json => print(&render_json(&outcomes)),
         ValidateFormat::Github => print(&render_github(&outcomes)),
     }
-    let code = if outcomes.iter().all(Outcome::is_valid) {
+    let code = if outcomes.iter().any(bad_override) {
+        EXIT_USAGE
+    } else if outcomes.iter().all(Outcome::is_valid) {
         EXIT_OK
     } else {
         EXIT_FAILED
@@ -260,22 +385,30 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> u8 {
     code
 }
 
-/// Checks one file for plan/graph/run; prints diagnostics when there are any.
-fn checked_graph(path: &Path) -> Result<crate::graph::Graph, ()> {
-    let o = outcome(path);
+/// Checks one file for plan/graph/run; prints diagnostics when there are
+/// any. The error is the exit code for an invalid file (`invalid`), or
+/// [`EXIT_USAGE`] for a `--set` of an unknown var.
+fn checked_graph(path: &Path, opts: &LoadOptions, invalid: u8) -> Result<crate::graph::Graph, u8> {
+    let o = outcome(path, opts);
     let quiet_ok = matches!(&o, Outcome::Checked(c) if c.diagnostics.is_empty());
     if !quiet_ok {
         eprint(&render_human(&o, human_style()));
     }
+    let code = if bad_override(&o) {
+        EXIT_USAGE
+    } else {
+        invalid
+    };
     match o {
-        Outcome::Checked(c) => c.graph.ok_or(()),
-        Outcome::Unreadable(..) => Err(()),
+        Outcome::Checked(c) => c.graph.ok_or(code),
+        Outcome::Unreadable(..) => Err(code),
     }
 }
 
-fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
-    let Ok(g) = checked_graph(path) else {
-        return EXIT_FAILED;
+fn plan(path: &Path, only: &[String], format: PlanFormat, opts: &LoadOptions) -> u8 {
+    let g = match checked_graph(path, opts, EXIT_FAILED) {
+        Ok(g) => g,
+        Err(code) => return code,
     };
     let included = match g.only(only) {
         Ok(inc) => inc,
@@ -301,9 +434,10 @@ fn plan(path: &Path, only: &[String], format: PlanFormat) -> u8 {
     EXIT_OK
 }
 
-fn graph(path: &Path, format: GraphFormat) -> u8 {
-    let Ok(g) = checked_graph(path) else {
-        return EXIT_FAILED;
+fn graph(path: &Path, format: GraphFormat, opts: &LoadOptions) -> u8 {
+    let g = match checked_graph(path, opts, EXIT_FAILED) {
+        Ok(g) => g,
+        Err(code) => return code,
     };
     print(&match format {
         GraphFormat::Dot => render_dot(&g),
@@ -312,14 +446,15 @@ fn graph(path: &Path, format: GraphFormat) -> u8 {
     EXIT_OK
 }
 
-fn run(args: &RunArgs) -> u8 {
-    let Ok(g) = checked_graph(&args.file) else {
+fn run(file: &Path, args: &RunArgs) -> u8 {
+    let opts = load_options(args.set.clone());
+    let Ok(g) = checked_graph(file, &opts, EXIT_USAGE) else {
         return EXIT_USAGE;
     };
     let included = match g.only(&args.only) {
         Ok(inc) => inc,
         Err(message) => {
-            eprint(&format!("error: {}: {message}\n", args.file.display()));
+            eprint(&format!("error: {}: {message}\n", file.display()));
             return EXIT_USAGE;
         }
     };
@@ -328,7 +463,7 @@ fn run(args: &RunArgs) -> u8 {
         let problems = g.check_max_parallel(max);
         if !problems.is_empty() {
             for d in &problems {
-                eprint(&crate::report::render_spanless(&args.file, d));
+                eprint(&crate::report::render_spanless(file, d));
             }
             return EXIT_USAGE;
         }
@@ -364,7 +499,7 @@ fn run(args: &RunArgs) -> u8 {
         journal: None,
         resume: args.resume,
     };
-    let base = crate::source::SourceFile::new(&args.file, String::new()).base_dir();
+    let base = crate::source::SourceFile::new(file, String::new()).base_dir();
     let opts = crate::runtime::RunOptions {
         journal: Some(
             args.state

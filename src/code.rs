@@ -112,6 +112,16 @@ codes! {
     StreamGroupLock = "stream-group-lock", Error;
     /// A `parent` that is replicated.
     ParentReplicated = "parent-replicated", Error;
+    /// A `{{ name }}` that names no var (or a `--set` of a var the file does not declare).
+    UnknownVar = "unknown-var", Error;
+    /// A var read from an environment variable that is not set and has no default.
+    UnsetEnvVar = "unset-env-var", Error;
+    /// An `env_file` that is missing, unreadable or not valid dotenv.
+    BadEnvFile = "bad-env-file", Error;
+    /// An `include` that is missing, unreadable, part of a cycle, or sets `[graph]`.
+    BadInclude = "bad-include", Error;
+    /// A process, lock, queue, pipe, var or `[env]` variable defined in two files.
+    DuplicateName = "duplicate-name", Error;
     /// A program that is not on PATH or not executable.
     CommandNotFound = "command-not-found", Warning;
     /// A lock that no process takes.

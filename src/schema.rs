@@ -28,6 +28,62 @@ struct JobFile {
     queue: Option<BTreeMap<String, QueueTable>>,
     /// Pipes: one-way (from/to) or duplex (between).
     pipe: Option<BTreeMap<String, PipeTable>>,
+    /// Variables, used as {{ name }} in cmd, shell, env values, cwd, output files and probes; `--set NAME=VALUE` overrides one.
+    vars: Option<BTreeMap<String, VarValue>>,
+    /// Job files whose processes, locks, queues, pipes, [env] and [vars] join this graph; paths relative to this file.
+    include: Option<Vec<IncludePath>>,
+}
+
+/// A job file to include, relative to the including file.
+#[derive(JsonSchema)]
+struct IncludePath(#[schemars(length(min = 1))] String);
+
+/// A var: a value, or read from the engine's environment with a default.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum VarValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    FromEnv(VarFromEnv),
+}
+
+/// A var read from the engine's environment.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct VarFromEnv {
+    /// The environment variable to read.
+    #[schemars(length(min = 1))]
+    env: String,
+    /// Used when the environment variable is not set; without it, an unset variable is an error.
+    default: Option<EnvValue>,
+}
+
+/// Dotenv files, read in order (later ones win); paths relative to the job file's directory.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum EnvFile {
+    One(EnvFileEntry),
+    Many(Vec<EnvFileEntry>),
+}
+
+/// One dotenv file: a path, or { path, optional }.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum EnvFileEntry {
+    Path(#[schemars(length(min = 1))] String),
+    Table(EnvFileTable),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct EnvFileTable {
+    /// Path, relative to the job file's directory.
+    #[schemars(length(min = 1))]
+    path: String,
+    /// A missing file is not an error; default false.
+    optional: Option<bool>,
 }
 
 /// A duration: a number and a unit, e.g. "250ms", "10s", "5m", "1h30m"; at most "3650d".
@@ -88,6 +144,8 @@ struct GraphTable {
     shutdown_grace: Option<DurationText>,
     /// Stop everything at the first failure; default true.
     fail_fast: Option<bool>,
+    /// Dotenv files for every process, below [env].
+    env_file: Option<EnvFile>,
 }
 
 #[derive(JsonSchema)]
@@ -296,6 +354,8 @@ struct ProcessTable {
     tty: Option<bool>,
     /// Liveness check.
     health: Option<HealthTable>,
+    /// Dotenv files for this process, below its own env.
+    env_file: Option<EnvFile>,
 }
 
 #[derive(JsonSchema)]

@@ -8,12 +8,26 @@ use std::path::{Path, PathBuf};
 /// processes. The cap keeps a stray `jobgraph validate big.log` from eating memory.
 pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// A job file's text, with an index of where its lines start.
+/// A job file's text, with an index of where its lines start. A file with
+/// `include`s holds the included files too, one after the other, each a
+/// [`Part`]: a span is an offset into the whole, so it also names its file.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     path: PathBuf,
     text: String,
     line_starts: Vec<usize>,
+    parts: Vec<Part>,
+}
+
+/// One file of a [`SourceFile`]: the main file first, then included files.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Byte range of this file in the whole text.
+    pub range: std::ops::Range<usize>,
+    /// The path as given, or as resolved from the including file.
+    pub path: PathBuf,
+    /// Index (0-based) of the file's first line in the whole text.
+    first_line: usize,
 }
 
 /// Why a job file could not be read. Each renders as one line.
@@ -107,14 +121,55 @@ impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: String) -> SourceFile {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        let path = path.into();
         SourceFile {
-            path: path.into(),
+            parts: vec![Part {
+                range: 0..text.len(),
+                path: path.clone(),
+                first_line: 0,
+            }],
+            path,
             text,
             line_starts,
         }
     }
 
-    /// The path as given by the user.
+    /// Appends an included file; returns its index in [`SourceFile::parts`].
+    pub fn append(&mut self, path: PathBuf, text: &str) -> usize {
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.text.push('\n');
+            self.line_starts.push(self.text.len());
+        }
+        let start = self.text.len();
+        let first_line = self.line_starts.len() - 1;
+        self.text.push_str(text);
+        self.line_starts
+            .extend(text.match_indices('\n').map(|(i, _)| start + i + 1));
+        self.parts.push(Part {
+            range: start..self.text.len(),
+            path,
+            first_line,
+        });
+        self.parts.len() - 1
+    }
+
+    /// The main file, then each included file.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The file that holds byte `offset`.
+    pub fn part_at(&self, offset: usize) -> &Part {
+        let i = self.parts.partition_point(|p| p.range.start <= offset);
+        &self.parts[i.saturating_sub(1)]
+    }
+
+    /// The path of the file that holds byte `offset`.
+    pub fn path_at(&self, offset: usize) -> &Path {
+        &self.part_at(offset).path
+    }
+
+    /// The path as given by the user (the main file).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -124,23 +179,31 @@ impl SourceFile {
         &self.text
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
+    /// 1-based line and column (in characters) of a byte offset, in the
+    /// file that holds it (see [`SourceFile::path_at`]).
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let line = match self.line_starts.binary_search(&offset) {
-            Ok(i) => i,
-            Err(i) => i - 1,
-        };
+        let line = self.global_line(offset) - 1;
         let start = self.line_starts[line];
         let mut end = offset;
         while !self.text.is_char_boundary(end) {
             end -= 1;
         }
         let col = self.text[start..end].chars().count() + 1;
-        (line + 1, col)
+        (line + 1 - self.part_at(offset).first_line, col)
     }
 
-    /// The byte range of a 1-based line, without its line break.
+    /// 1-based line of a byte offset in the whole text (all parts), as
+    /// [`SourceFile::line_range`] takes it.
+    pub fn global_line(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        match self.line_starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+
+    /// The byte range of a 1-based line of the whole text, without its line break.
     pub fn line_range(&self, line: usize) -> Option<std::ops::Range<usize>> {
         let start = *self.line_starts.get(line.checked_sub(1)?)?;
         let end = self
@@ -171,5 +234,18 @@ mod tests {
         assert_eq!(f.line_col(3), (2, 1));
         assert_eq!(f.line_col(5), (2, 2)); // after the two-byte 'ç'
         assert_eq!(f.line_col(100), (3, 1));
+    }
+
+    #[test]
+    fn appended_files_count_lines_from_one() {
+        let mut f = SourceFile::new("a.toml", "a\nb".to_string());
+        let i = f.append("c.toml".into(), "x\ny\n");
+        assert_eq!(i, 1);
+        let start = f.parts()[1].range.start;
+        assert_eq!(&f.text()[start..start + 1], "x");
+        assert_eq!(f.line_col(start + 2), (2, 1));
+        assert_eq!(f.path_at(start + 2), Path::new("c.toml"));
+        assert_eq!(f.path_at(1), Path::new("a.toml"));
+        assert_eq!(f.line_col(2), (2, 1));
     }
 }

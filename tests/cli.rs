@@ -324,6 +324,9 @@ fn dynamic_completion_offers_process_names_of_the_file() {
     assert_eq!(only.trim(), "link");
     let plan = complete(&["jobgraph", "plan", "jobs/five.toml", "t"]);
     assert_eq!(plan.trim(), "test");
+    // Names from included files too.
+    let included = complete(&["jobgraph", "run", "jobs/include.toml", "se"]);
+    assert_eq!(included.trim(), "setup");
     // The registration script for a shell.
     let out = jobgraph().env("COMPLETE", "bash").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("_clap_complete_jobgraph"));

@@ -79,6 +79,7 @@ fn json_and_github_snapshots() {
         "bad-duration",
         "command-not-found",
         "empty-graph",
+        "duplicate-name",
     ] {
         let path = format!("tests/invalid/{name}.toml");
         let json = jobgraph()

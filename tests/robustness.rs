@@ -55,6 +55,21 @@ const TOKENS: &[&str] = &[
     "inf",
     "nan",
     "1979-05-27",
+    "[vars]",
+    "{{ x }}",
+    "{{",
+    "}}",
+    "{{{{",
+    "\"{{ replica }}\"",
+    "{{ name }}",
+    "{{ item }}",
+    "{ env = \"HOME\" }",
+    "env_file",
+    "\"missing.env\"",
+    "{ path = \"x\", optional = true }",
+    "include = [\"common.toml\"]",
+    "include = [\"include.toml\"]",
+    "include",
 ];
 
 fn mutate(text: &str, rng: &mut Rng) -> Vec<u8> {
@@ -267,4 +282,64 @@ fn fuzzer_crashes_stay_fixed() {
             .code(predicates::ord::lt(2));
     }
     assert!(seen > 0);
+}
+
+#[test]
+fn braces_in_every_placement_never_panic() {
+    const PARTS: &[&str] = &[
+        "{{", "}}", "{{{{", " ", "a", "é", "{", "}", "replica", "item-x",
+    ];
+    let n = PARTS.len();
+    for i in 0..n.pow(4) {
+        let mut s = String::new();
+        let mut k = i;
+        for _ in 0..4 {
+            s.push_str(PARTS[k % n]);
+            k /= n;
+        }
+        let text = format!(
+            "[vars]\na = \"1\"\n[env]\nE = '{s}'\n[process.p]\ncmd = ['{s}', 'x{s}']\nshell = '{s}'\nready = {{ log = '{s}' }}\n"
+        );
+        let checked = check_source(SourceFile::new("braces.toml", text));
+        assert!(!checked.diagnostics.is_empty() || checked.graph.is_some());
+    }
+}
+
+#[test]
+fn mutated_included_files_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = std::fs::read_to_string(root().join("jobs/include.toml")).unwrap();
+    let common = std::fs::read_to_string(root().join("jobs/common.toml")).unwrap();
+    std::fs::write(dir.path().join("include.toml"), &main).unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for round in 0..300 {
+        let (target, text) = if round % 2 == 0 {
+            ("common.toml", &common)
+        } else {
+            ("include.toml", &main)
+        };
+        std::fs::write(dir.path().join("common.toml"), &common).unwrap();
+        std::fs::write(dir.path().join("include.toml"), &main).unwrap();
+        let bytes = mutate(text, &mut rng);
+        std::fs::write(dir.path().join(target), &bytes).unwrap();
+        // Rendering walks every span: human, JSON and GitHub forms.
+        let out = jobgraph()
+            .args(["validate", "--format", "json"])
+            .arg(dir.path().join("include.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if round % 10 == 0 {
+            let out = jobgraph()
+                .arg("validate")
+                .arg(dir.path().join("include.toml"))
+                .output()
+                .unwrap();
+            assert!(matches!(out.status.code(), Some(0 | 1)), "round {round}");
+        }
+    }
 }

@@ -607,7 +607,8 @@ fn sigkill_of_the_engine_leaves_no_survivor() {
 #[test]
 fn runnable_examples_run() {
     examples_run(&[
-        "hello", "five", "daemon", "contexts", "locks", "pipe", "duplex", "pipeline",
+        "hello", "five", "daemon", "contexts", "locks", "pipe", "duplex", "pipeline", "vars",
+        "envfile", "include", "common",
     ]);
 }
 

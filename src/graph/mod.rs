@@ -170,7 +170,8 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
             source
                 .path()
                 .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
+                // `<stdin>` (the file read from `-`) gives the name `stdin`.
+                .map(|s| s.to_string_lossy().trim_matches(['<', '>']).to_string())
                 .unwrap_or_else(|| "graph".into())
         });
     if diags.iter().any(|d| d.is_error()) {

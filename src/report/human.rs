@@ -4,7 +4,7 @@ use super::Outcome;
 use crate::check::Checked;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::source::SourceFile;
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan};
 use std::fmt;
 
 /// At most this many diagnostics per file are drawn; the rest are counted.
@@ -26,7 +26,39 @@ pub struct HumanStyle {
 
 struct Report<'a> {
     diag: &'a Diagnostic,
-    source: &'a NamedSource<String>,
+    source: &'a Files<'a>,
+}
+
+/// The source code of a check: the main file and the files it includes,
+/// each snippet named after the file it is in.
+struct Files<'a>(&'a SourceFile);
+
+impl miette::SourceCode for Files<'_> {
+    fn read_span<'b>(
+        &'b self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'b> + 'b>, miette::MietteError> {
+        let part = self.0.part_at(span.offset());
+        let (start, end) = (part.range.start, part.range.end);
+        if span.offset() + span.len() > end {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let text: &'b str = &self.0.text()[start..end];
+        let local = miette::SourceSpan::new((span.offset() - start).into(), span.len());
+        let inner = text.read_span(&local, before, after)?;
+        let shifted =
+            miette::SourceSpan::new((inner.span().offset() + start).into(), inner.span().len());
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            part.path.display().to_string(),
+            inner.data(),
+            shifted,
+            inner.line(),
+            inner.column(),
+            inner.line_count(),
+        )))
+    }
 }
 
 impl fmt::Debug for Report<'_> {
@@ -108,7 +140,7 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
         .with_links(false)
         .with_context_lines(1);
     let name = c.source.path().display().to_string();
-    let source = NamedSource::new(name.clone(), c.source.text().to_string());
+    let source = Files(&c.source);
     let mut out = String::new();
     for d in c.diagnostics.iter().take(MAX_SHOWN) {
         if d.span.is_none() {
@@ -165,8 +197,9 @@ fn long_line(source: &SourceFile, d: &Diagnostic) -> Option<(usize, usize)> {
     let text = source.text();
     let spans = d.span.iter().chain(d.related.iter().map(|(s, _)| s));
     for span in spans {
-        let (first, _) = source.line_col(span.start);
-        let (last, _) = source.line_col(span.end.max(span.start));
+        let first = source.global_line(span.start);
+        let last = source.global_line(span.end.max(span.start));
+        let shift = first - source.line_col(span.start).0;
         // One line of context either side, as the handler is configured.
         for line in first.saturating_sub(1).max(1)..=last + 1 {
             let Some(range) = source.line_range(line) else {
@@ -174,7 +207,7 @@ fn long_line(source: &SourceFile, d: &Diagnostic) -> Option<(usize, usize)> {
             };
             let t = &text[range];
             if t.len() > MAX_SNIPPET_LINE && t.chars().count() > MAX_SNIPPET_LINE {
-                return Some((line, t.chars().count()));
+                return Some((line.saturating_sub(shift).max(1), t.chars().count()));
             }
         }
     }
@@ -184,17 +217,17 @@ fn long_line(source: &SourceFile, d: &Diagnostic) -> Option<(usize, usize)> {
 /// A diagnostic without a snippet: message, locations, labels and help, one per line.
 fn render_plain(out: &mut String, source: &SourceFile, d: &Diagnostic, long: (usize, usize)) {
     use std::fmt::Write;
-    let name = source.path().display();
+    let name = |offset: usize| source.path_at(offset).display();
     let mark = if d.is_error() { "×" } else { "⚠" };
     let _ = writeln!(out, "{}\n\n  {mark} {}", d.code, d.message);
     if let Some(span) = &d.span {
         let (line, col) = source.line_col(span.start);
         let label = d.label.as_deref().unwrap_or("here");
-        let _ = writeln!(out, "  at {name}:{line}:{col}: {label}");
+        let _ = writeln!(out, "  at {}:{line}:{col}: {label}", name(span.start));
     }
     for (span, label) in &d.related {
         let (line, col) = source.line_col(span.start);
-        let _ = writeln!(out, "  and {name}:{line}:{col}: {label}");
+        let _ = writeln!(out, "  and {}:{line}:{col}: {label}", name(span.start));
     }
     let _ = writeln!(
         out,

@@ -63,6 +63,8 @@ pub struct Located {
 /// A secondary place of a diagnostic.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RelatedLocation {
+    /// The file (another one than the diagnostic's when it is in an included file).
+    pub file: String,
     /// Line.
     pub line: usize,
     /// Column.
@@ -75,8 +77,12 @@ pub struct RelatedLocation {
 pub fn locate(source: &SourceFile, d: &Diagnostic) -> Located {
     let start = d.span.as_ref().map(|s| source.line_col(s.start));
     let end = d.span.as_ref().map(|s| source.line_col(s.end));
+    let file = match &d.span {
+        Some(s) => source.path_at(s.start),
+        None => source.path(),
+    };
     Located {
-        file: source.path().display().to_string(),
+        file: file.display().to_string(),
         line: start.map(|x| x.0),
         column: start.map(|x| x.1),
         end_line: end.map(|x| x.0),
@@ -92,6 +98,7 @@ pub fn locate(source: &SourceFile, d: &Diagnostic) -> Located {
             .map(|(span, label)| {
                 let (line, column) = source.line_col(span.start);
                 RelatedLocation {
+                    file: source.path_at(span.start).display().to_string(),
                     line,
                     column,
                     label: label.clone(),

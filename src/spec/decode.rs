@@ -16,10 +16,16 @@ type Span = std::ops::Range<usize>;
 
 /// Keys allowed at the top level.
 pub const KEYS_TOP: &[&str] = &[
-    "version", "graph", "env", "lock", "process", "queue", "pipe",
+    "version", "graph", "env", "lock", "process", "queue", "pipe", "vars", "include",
 ];
 /// Keys of `[graph]`.
-pub const KEYS_GRAPH: &[&str] = &["name", "max_parallel", "shutdown_grace", "fail_fast"];
+pub const KEYS_GRAPH: &[&str] = &[
+    "name",
+    "max_parallel",
+    "shutdown_grace",
+    "fail_fast",
+    "env_file",
+];
 /// Keys of `[lock.NAME]`.
 pub const KEYS_LOCK: &[&str] = &["capacity"];
 /// Keys of `[process.NAME]`.
@@ -49,6 +55,7 @@ pub const KEYS_PROCESS: &[&str] = &[
     "for_each",
     "tty",
     "health",
+    "env_file",
 ];
 /// Keys of a process's `ready` table.
 pub const KEYS_READY: &[&str] = &[
@@ -69,6 +76,14 @@ const MAX_QUEUE_CAPACITY: i64 = 16 * 1024 * 1024;
 const MAX_COUNT: i64 = 1_000_000;
 
 type Value<'i> = Spanned<DeValue<'i>>;
+
+#[path = "env_file.rs"]
+mod env_file;
+#[path = "include.rs"]
+pub(crate) mod include;
+#[path = "vars.rs"]
+pub(crate) mod vars;
+use vars::LoadOptions;
 
 fn is_signal_name(text: &str) -> bool {
     use std::str::FromStr;
@@ -159,26 +174,62 @@ type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
 /// Decodes a job file. `None` when the TOML itself does not parse; otherwise
 /// the model, with every invalid value replaced by its default and reported.
 pub fn decode(source: &SourceFile) -> (Option<JobFile>, Vec<Diagnostic>) {
-    let text = source.text();
+    decode_with(source, &LoadOptions::default())
+}
+
+/// [`decode`] with options from the command line (`--set`).
+pub fn decode_with(source: &SourceFile, opts: &LoadOptions) -> (Option<JobFile>, Vec<Diagnostic>) {
     let mut d = Decoder {
         diags: Vec::new(),
         offset: 0,
         seen: Default::default(),
+        vars: Vec::new(),
+        base: source.base_dir(),
+        graph_env_file: Vec::new(),
+        part: 0..source.text().len(),
     };
     let mut file = JobFile::default();
-    for piece in pieces(text) {
-        d.offset = piece.start;
-        let root = match DeTable::parse(&text[piece.clone()]) {
-            Ok(root) => root,
-            Err(err) => {
-                let span = d.at(err.span().unwrap_or(0..0));
-                let message = err.message().trim().to_string();
-                let diag = syntax_error(text, span, &message);
-                return (None, vec![diag]);
+    let parts = source.parts();
+    if parts.len() > 1 {
+        // Vars of every file first: a file may use the vars of another.
+        for part in parts {
+            let text = &source.text()[part.range.clone()];
+            for piece in pieces(text) {
+                d.offset = part.range.start + piece.start;
+                if let Ok(root) = DeTable::parse(&text[piece.clone()]) {
+                    if let Some(v) = root.get_ref().get("vars") {
+                        d.vars_table(v, opts);
+                    }
+                }
             }
-        };
-        d.file(root.into_inner(), &mut file);
+        }
     }
+    for (index, part) in parts.iter().enumerate() {
+        let text = &source.text()[part.range.clone()];
+        d.enter_part(index, part, source);
+        for piece in pieces(text) {
+            d.offset = part.range.start + piece.start;
+            let root = match DeTable::parse(&text[piece.clone()]) {
+                Ok(root) => root,
+                Err(err) => {
+                    let span = err.span().unwrap_or(0..0);
+                    let span = span.start + piece.start..span.end + piece.start;
+                    let message = err.message().trim().to_string();
+                    let diag = syntax_error(text, span, &message);
+                    return (None, vec![include::shift(diag, part.range.start)]);
+                }
+            };
+            if parts.len() == 1 {
+                if let Some(v) = root.get_ref().get("vars") {
+                    d.vars_table(v, opts);
+                }
+            }
+            d.file(root.into_inner(), &mut file, &text[piece.clone()]);
+        }
+    }
+    let declared: Vec<String> = d.vars.iter().map(|v| v.name.clone()).collect();
+    d.unknown_overrides(&declared, opts);
+    file.env.splice(0..0, std::mem::take(&mut d.graph_env_file));
     if file.processes.is_empty() && !d.diags.iter().any(|x| x.is_error()) {
         d.diags.push(
             Diagnostic::new(Code::EmptyGraph, None, "the file declares no process")
@@ -513,6 +564,14 @@ struct Decoder {
     offset: usize,
     /// Tables already decoded from earlier pieces, to catch redefinitions across pieces.
     seen: rustc_hash::FxHashMap<String, std::ops::Range<usize>>,
+    /// `[vars]`, resolved (see vars.rs).
+    vars: Vec<vars::Var>,
+    /// The job file's directory, for `env_file` paths.
+    base: std::path::PathBuf,
+    /// `[graph] env_file` variables, put before `[env]` at the end.
+    graph_env_file: Vec<(Sp<String>, Sp<String>)>,
+    /// The byte range of the file being decoded (the main file, or an included one).
+    part: std::ops::Range<usize>,
 }
 
 fn key_str<'a>(k: &'a Key<'_>) -> &'a str {
@@ -547,6 +606,10 @@ impl Decoder {
             std::collections::hash_map::Entry::Occupied(o) => (o.key().clone(), o.get().clone()),
         };
         let (what, first) = first;
+        if first.start < self.part.start {
+            self.defined_twice(&what, span, first);
+            return false;
+        }
         self.push(
             Diagnostic::at(
                 Code::TomlSyntax,
@@ -947,10 +1010,10 @@ impl Decoder {
 
     /// Consumes the document table by table, so that a large file's parsed
     /// form is freed while the model is built rather than held until the end.
-    fn file(&mut self, root: DeTable<'_>, file: &mut JobFile) {
+    fn file(&mut self, root: DeTable<'_>, file: &mut JobFile, text: &str) {
         for (k, v) in root {
             let k = &k;
-            if matches!(key_str(k), "version" | "graph" | "env")
+            if matches!(key_str(k), "version" | "graph" | "env" | "vars" | "include")
                 && !self.first_definition(key_str(k).to_string(), self.at(k.span()))
             {
                 continue;
@@ -970,14 +1033,29 @@ impl Decoder {
                         );
                     }
                 }
+                "include" if matches!(v.get_ref(), DeValue::Table(_)) => {
+                    let help =
+                        Some("write include = [\"common.toml\"] at the top of the file".into());
+                    self.wrong_type(&"include", "an array of paths", &v, help);
+                }
+                "vars" | "include" => {} // decoded first, by vars_table / include.rs
+                "graph" if self.part.start > 0 => self.graph_in_include(k),
                 "graph" => {
                     if let Some(t) = self.table(&"graph", &v) {
                         file.graph = self.graph(t);
+                        if let Some(ef) = t.get("env_file") {
+                            self.graph_env_file = self.env_file("graph.env_file", ef);
+                        }
                     }
                 }
                 "env" => {
+                    let v = match self.expand_env(text, &v) {
+                        Some(new) => Spanned::new(v.span(), new),
+                        None => v,
+                    };
                     if let Some(t) = self.table(&"env", &v) {
-                        file.env = self.env(&"env", t);
+                        let env = self.env(&"env", t);
+                        self.merge_env(&mut file.env, env);
                     }
                 }
                 "lock" => self.each_named("lock", v, |d, name, t| {
@@ -986,7 +1064,14 @@ impl Decoder {
                     }
                 }),
                 "process" => self.each_named("process", v, |d, name, t| {
-                    file.processes.push(d.process(name, t))
+                    let expanded = d.expand_process(text, &name.value, t);
+                    let t = expanded.as_ref().unwrap_or(t);
+                    let mut p = d.process(name, t);
+                    if let Some(ef) = t.get("env_file") {
+                        let what = format!("process.{}.env_file", p.name.value);
+                        p.env.splice(0..0, d.env_file(&what, ef));
+                    }
+                    file.processes.push(p)
                 }),
                 "queue" => {
                     self.each_named("queue", v, |d, name, t| file.queues.push(d.queue(name, t)))
@@ -1067,6 +1152,7 @@ impl Decoder {
                         g.fail_fast = b;
                     }
                 }
+                "env_file" => {} // read by env_file.rs
                 _ => self.unknown_key(k, KEYS_GRAPH, "[graph]"),
             }
         }
@@ -1264,6 +1350,7 @@ impl Decoder {
                 }
                 "for_each" => p.for_each = self.for_each(&q("for_each"), v),
                 "health" => p.health = self.health(&q("health"), v),
+                "env_file" => {} // read by env_file.rs
                 other => {
                     // A misspelt `cmd`/`shell` is reported once, not again as a missing command.
                     typo_command |= did_you_mean(other, ["cmd", "shell"]).is_some()

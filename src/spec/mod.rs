@@ -11,9 +11,11 @@ mod name;
 mod signal;
 mod suggest;
 
+pub use decode::include::load as load_includes;
+pub use decode::vars::{parse_set, LoadOptions};
 pub use decode::{
-    decode, KEYS_GRAPH, KEYS_HEALTH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE, KEYS_READY,
-    KEYS_TOP,
+    decode, decode_with, KEYS_GRAPH, KEYS_HEALTH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE,
+    KEYS_READY, KEYS_TOP,
 };
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use name::is_valid_name;
