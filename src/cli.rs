@@ -100,6 +100,18 @@ struct RunArgs {
     /// Show the plan and stop (same as `jobgraph plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Where units run: this machine, or Slurm (job steps inside an allocation,
+    /// else sbatch jobs; see docs/slurm.md). Default: $JOBGRAPH_EXECUTOR, else local.
+    #[arg(long, value_name = "EXECUTOR")]
+    executor: Option<ExecutorKind>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ExecutorKind {
+    /// Processes on this machine.
+    Local,
+    /// Slurm job steps or batch jobs.
+    Slurm,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -276,6 +288,20 @@ fn run(args: &RunArgs) -> u8 {
         containment: crate::runtime::contain::Containment::Marker,
     };
     let base = crate::source::SourceFile::new(&args.file, String::new()).base_dir();
+    let executor = match (
+        args.executor,
+        std::env::var("JOBGRAPH_EXECUTOR").ok().as_deref(),
+    ) {
+        (Some(e), _) => e,
+        (None, None | Some("" | "local")) => ExecutorKind::Local,
+        (None, Some("slurm")) => ExecutorKind::Slurm,
+        (None, Some(other)) => {
+            eprint(&format!(
+                "error: JOBGRAPH_EXECUTOR={other}: expected `local` or `slurm`\n"
+            ));
+            return EXIT_USAGE;
+        }
+    };
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
         crate::runtime::contain::Entered::Exited(code) => return code,
@@ -284,7 +310,19 @@ fn run(args: &RunArgs) -> u8 {
             ..opts
         },
     };
-    match crate::runtime::run(&g, &base, &opts) {
+    let exec: Box<dyn crate::runtime::executor::Executor> = match executor {
+        ExecutorKind::Local => Box::new(crate::runtime::executor::Local),
+        ExecutorKind::Slurm => match crate::runtime::slurm::Config::from_env()
+            .and_then(crate::runtime::slurm::Slurm::new)
+        {
+            Ok(s) => Box::new(s),
+            Err(message) => {
+                eprint(&format!("error: {message}\n"));
+                return EXIT_USAGE;
+            }
+        },
+    };
+    match crate::runtime::run_with(&g, &base, &opts, exec) {
         Ok(outcome) => {
             eprint(&format!("\n{}", outcome.summary));
             outcome.exit_code

@@ -19,6 +19,7 @@ mod engine;
 pub mod executor;
 mod hygiene;
 mod posix;
+pub mod slurm;
 mod sockets;
 mod spawn;
 pub mod watchdog;

@@ -1,0 +1,53 @@
+#!/bin/sh
+# jobgraph's unit wrapper on Slurm (written by the engine into its run
+# directory; see docs/slurm.md). It runs the command, keeps it from outliving
+# the engine, and records its exit status.
+#
+# usage: unit.sh HEARTBEAT STALE_SECONDS STATUS_FILE STEP_FILE PREFIX COMMAND [ARG...]
+#   HEARTBEAT      a file the engine touches every second
+#   STALE_SECONDS  heartbeat older than this: the engine is gone; every unit
+#                  of the run (job or step named PREFIX*) is cancelled
+#   STATUS_FILE    where the exit status goes (batch mode), or ""
+#   STEP_FILE      where JOB.STEP goes (step mode), or ""
+hb=$1 stale=$2 status=$3 stepf=$4 prefix=$5
+shift 5
+if [ -n "$stepf" ]; then
+  echo "$SLURM_JOB_ID.$SLURM_STEP_ID" >"$stepf.tmp" && mv -f "$stepf.tmp" "$stepf"
+fi
+"$@" <&0 &
+child=$!
+cancel_run() {
+  if [ -n "$stepf" ]; then
+    squeue -h -s -j "$SLURM_JOB_ID" -o '%i %j'
+  else
+    squeue -h -u "$(id -u)" -o '%i %j'
+  fi | awk -v p="$prefix" 'index($2, p) == 1 { print $1 }' | xargs -r scancel --quiet
+}
+(
+  trap 'kill "$s" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 1 &
+    s=$!
+    wait "$s"
+    kill -0 "$child" 2>/dev/null || exit 0
+    now=$(date +%s)
+    beat=$(stat -c %Y "$hb" 2>/dev/null || echo 0)
+    if [ $((now - beat)) -gt "$stale" ]; then
+      echo "jobgraph: the engine's heartbeat stopped ($hb): cancelling the run's units" >&2
+      cancel_run
+      kill -KILL "$child" 2>/dev/null
+      exit 0
+    fi
+  done
+) &
+watcher=$!
+# A stop signal is for the command (Slurm signals every process of the unit):
+# the wrapper outlives it to report the command's status.
+trap '' TERM INT HUP QUIT USR1 USR2
+wait "$child"
+rc=$?
+kill "$watcher" 2>/dev/null
+if [ -n "$status" ]; then
+  echo "$rc" >"$status.tmp" && mv -f "$status.tmp" "$status"
+fi
+exit "$rc"
