@@ -219,6 +219,18 @@ struct Unit {
     /// The Slurm job name.
     job_name: String,
     kind: Kind,
+    /// Signals sent to it (srun and the wrapper report a death by signal N as 128 + N).
+    sent: Vec<i32>,
+}
+
+impl Unit {
+    /// `128 + N` after signal N was sent is a death by that signal, as locally.
+    fn translate(&self, exit: Exit) -> Exit {
+        match exit {
+            Exit::Code(c) if c > 128 && self.sent.contains(&(c - 128)) => Exit::Signal(c - 128),
+            other => other,
+        }
+    }
 }
 
 /// Runs units as Slurm job steps or batch jobs.
@@ -456,6 +468,7 @@ impl Slurm {
         &mut self,
         job: &str,
         job_name: &str,
+        stream_member: bool,
         prepared: &Prepared,
         fds: &[(i32, Source)],
     ) -> io::Result<(i32, Kind)> {
@@ -470,6 +483,11 @@ impl Slurm {
             "--quiet".into(),
             format!("--job-name={job_name}"),
         ];
+        // The members of a stream group must run at once (a pipeline blocks
+        // otherwise): they may share CPUs with other steps.
+        if stream_member {
+            argv.push("--overlap".into());
+        }
         if let Some(p) = &self.config.partition {
             argv.push(format!("--partition={p}"));
         }
@@ -767,6 +785,12 @@ impl Slurm {
             }
             let delivered = b.out.pump() & b.err.pump();
             if let (Some(exit), true) = (b.exit, delivered) {
+                let exit = match exit {
+                    Exit::Code(c) if c > 128 && u.sent.contains(&(c - 128)) => {
+                        Exit::Signal(c - 128)
+                    }
+                    other => other,
+                };
                 // Everything written is delivered: the engine sees EOF, then the end.
                 b.out.sink = None;
                 b.err.sink = None;
@@ -880,7 +904,9 @@ impl Executor for Slurm {
         };
         let (id, kind) = match (local_why, self.mode.clone()) {
             (Some(why), _) => (self.spawn_local(prepared, fds, why)?, Kind::Local),
-            (None, Mode::Step { job }) => self.spawn_step(&job, &job_name, prepared, fds)?,
+            (None, Mode::Step { job }) => {
+                self.spawn_step(&job, &job_name, streams, prepared, fds)?
+            }
             (None, Mode::Batch) => self.spawn_batch(&instance, &job_name, prepared, fds)?,
         };
         if !probe {
@@ -892,15 +918,20 @@ impl Executor for Slurm {
                 instance,
                 job_name,
                 kind,
+                sent: Vec::new(),
             },
         );
         Ok(id)
     }
 
     fn signal_group(&mut self, id: i32, sig: i32) -> bool {
-        let Some(u) = self.units.get(&id) else {
+        let Some(u) = self.units.get_mut(&id) else {
             return self.local.signal_group(id, sig);
         };
+        if sig != libc::SIGCONT && !u.sent.contains(&sig) {
+            u.sent.push(sig);
+        }
+        let u = &self.units[&id];
         match &u.kind {
             Kind::Local => self.local.signal_group(id, sig),
             Kind::Step { step_file } => {
@@ -960,7 +991,12 @@ impl Executor for Slurm {
         if !self.pending.is_empty() || !self.pending_cancel.is_empty() {
             self.flush_signals();
         }
-        if let Some(r) = self.local.reap() {
+        if let Some(mut r) = self.local.reap() {
+            if let Some(u) = self.units.get(&r.id) {
+                if matches!(u.kind, Kind::Step { .. }) {
+                    r.exit = u.translate(r.exit);
+                }
+            }
             self.forget(r.id);
             return Some(r);
         }

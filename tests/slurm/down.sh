@@ -2,7 +2,7 @@
 # Takes down what tests/slurm/up.sh started: cancels every job, stops slurmd,
 # slurmctld and munged, and waits until they are gone.
 set -uo pipefail
-dir="${JOBGRAPH_SLURM_DIR:-/tmp/jobgraph-slurm}"
+dir="${JOBGRAPH_SLURM_STATE:-/tmp/jobgraph-slurm}"
 if command -v scancel >/dev/null 2>&1 && [ -f /etc/slurm/slurm.conf ]; then
   timeout 5 scancel --user="$(id -un)" >/dev/null 2>&1 || true
 fi

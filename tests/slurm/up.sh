@@ -6,11 +6,11 @@
 #
 #   tests/slurm/up.sh          # then: sinfo, srun, sbatch, ... ; tests/slurm/down.sh
 #
-# Environment: JOBGRAPH_SLURM_DIR (state, logs, pid files; default
+# Environment: JOBGRAPH_SLURM_STATE (state, logs, pid files; default
 # /tmp/jobgraph-slurm), JOBGRAPH_SLURM_CPUS (CPUs declared; default 4).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dir="${JOBGRAPH_SLURM_DIR:-/tmp/jobgraph-slurm}"
+dir="${JOBGRAPH_SLURM_STATE:-/tmp/jobgraph-slurm}"
 cpus="${JOBGRAPH_SLURM_CPUS:-4}"
 host="$(hostname -s)"
 conf=/etc/slurm/slurm.conf

@@ -14,8 +14,11 @@ shift 5
 if [ -n "$stepf" ]; then
   echo "$SLURM_JOB_ID.$SLURM_STEP_ID" >"$stepf.tmp" && mv -f "$stepf.tmp" "$stepf"
 fi
-"$@" <&0 &
+# An asynchronous command's stdin is /dev/null unless given: give it ours.
+exec 9<&0
+"$@" <&9 9<&- &
 child=$!
+exec 9<&- </dev/null
 cancel_run() {
   if [ -n "$stepf" ]; then
     squeue -h -s -j "$SLURM_JOB_ID" -o '%i %j'
@@ -34,7 +37,10 @@ cancel_run() {
     beat=$(stat -c %Y "$hb" 2>/dev/null || echo 0)
     if [ $((now - beat)) -gt "$stale" ]; then
       echo "jobgraph: the engine's heartbeat stopped ($hb): cancelling the run's units" >&2
+      # Slurm kills every process of the unit (the command's descendants
+      # too); killing the command from here would orphan them.
       cancel_run
+      sleep 10
       kill -KILL "$child" 2>/dev/null
       exit 0
     fi
