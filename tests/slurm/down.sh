@@ -3,7 +3,8 @@
 # slurmctld and munged, and waits until they are gone.
 set -uo pipefail
 dir="${JOBGRAPH_SLURM_STATE:-/tmp/jobgraph-slurm}"
-if command -v scancel >/dev/null 2>&1 && [ -f /etc/slurm/slurm.conf ]; then
+ctld=$(cat "$dir/slurmctld.pid" 2>/dev/null || true)
+if [ -n "$ctld" ] && kill -0 "$ctld" 2>/dev/null; then
   timeout 5 scancel --user="$(id -un)" >/dev/null 2>&1 || true
 fi
 stop() { # pidfile name
