@@ -16,9 +16,11 @@
 //!   state comes from one `squeue` call per tick for all units; its exit
 //!   status from a file the wrapper writes.
 //!
-//! Both wrap the command in `unit.sh` (written into the run directory),
-//! which watches the engine's heartbeat file: when the engine dies (even by
-//! SIGKILL), every unit of the run cancels itself and its siblings.
+//! The engine touches a heartbeat file in the run directory every second.
+//! When it stops (the engine died, even by SIGKILL), the run's units are
+//! cancelled: in step mode by the run's guardian step (`guard.sh`, one per
+//! run, detached from the engine once it runs), in batch mode by each job's
+//! wrapper (`unit.sh`, which also records the command's exit status).
 //!
 //! Units Slurm cannot carry run here, as local processes: members of stream
 //! groups that need descriptors srun does not relay (fd ≥ 3, and in batch
@@ -35,8 +37,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The wrapper every unit runs in.
+/// The wrapper every batch job runs in.
 const UNIT_SH: &str = include_str!("slurm/unit.sh");
+/// The guardian step of a run in step mode.
+const GUARD_SH: &str = include_str!("slurm/guard.sh");
 /// How often the engine touches its heartbeat file.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Batch mode: how often `squeue` is asked about the run's jobs.
@@ -205,10 +209,8 @@ struct BatchUnit {
 enum Kind {
     /// A local process (a probe, a member of a stream group Slurm cannot carry).
     Local,
-    /// An srun process; its step writes JOB.STEP to this file.
-    Step {
-        step_file: PathBuf,
-    },
+    /// An srun process (its step is found by its job name when signalled).
+    Step,
     Batch(Box<BatchUnit>),
 }
 
@@ -255,6 +257,8 @@ pub struct Slurm {
     next_batch_id: i32,
     /// Signals to send at the next reap, grouped: (signal, all of the job).
     pending: Vec<(i32, bool, String)>,
+    /// Step mode: signals for steps, sent at the next reap: (signal, srun pid, job name).
+    pending_steps: Vec<(i32, i32, String)>,
     /// Plain `scancel` (cancel a pending job).
     pending_cancel: Vec<String>,
     next_poll: Instant,
@@ -333,6 +337,71 @@ fn job_part(instance: &str) -> String {
     instance.replace('[', ".").replace(']', "")
 }
 
+/// Starts the run's guardian step and, once it runs, lets go of its srun:
+/// the step lives on in Slurm, outside the engine's process tree, so that
+/// the engine's death cannot take it along. srun and its shepherd (the child
+/// that cancels the step when srun alone dies) are killed together, as the
+/// kernel kills them when the engine's PID namespace ends.
+fn start_guardian(
+    srun: &Path,
+    job: &str,
+    prefix: &str,
+    guard: &Path,
+    heartbeat: &Path,
+    stale_secs: u64,
+) -> Result<(), String> {
+    let ready = guard.with_file_name("guard.ready");
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(srun)
+        .process_group(0)
+        .args([
+            format!("--jobid={job}"),
+            "--ntasks=1".into(),
+            "--overlap".into(),
+            "--quiet".into(),
+            format!("--job-name={prefix}guard"),
+            "/bin/sh".into(),
+            guard.display().to_string(),
+            heartbeat.display().to_string(),
+            stale_secs.to_string(),
+            prefix.to_string(),
+            ready.display().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `srun` for the guardian step: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if ready.exists() {
+            // The step runs: srun is no longer needed (and must not be the engine's).
+            // SAFETY: signalling the process group srun leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!(
+                "`srun --jobid={job} … guard.sh` (the run's guardian step) ended ({status}): {}",
+                err.trim()
+            ));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "`srun --jobid={job} … guard.sh` (the run's guardian step) did not start within 30 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 impl Slurm {
     /// Checks that Slurm answers (and, in step mode, that the allocation
     /// runs), creates the run directory and writes the wrapper.
@@ -400,12 +469,29 @@ impl Slurm {
                 heartbeat.display()
             )
         })?;
+        let prefix = format!("jobgraph-{run}-");
+        if let Mode::Step { job } = &config.mode {
+            let guard = run_dir.join("guard.sh");
+            std::fs::write(&guard, GUARD_SH)
+                .map_err(|e| format!("--executor slurm: cannot write {}: {e}", guard.display()))?;
+            if let Err(e) = start_guardian(
+                &tools.srun,
+                job,
+                &prefix,
+                &guard,
+                &heartbeat,
+                config.stale_secs,
+            ) {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(format!("--executor slurm: {e}"));
+            }
+        }
         Ok(Slurm {
             mode: config.mode.clone(),
             config,
             tools,
             local: Local,
-            prefix: format!("jobgraph-{run}-"),
+            prefix,
             run_dir,
             wrapper,
             heartbeat,
@@ -416,6 +502,7 @@ impl Slurm {
             attempts: FxHashMap::default(),
             next_batch_id: BATCH_ID_BASE,
             pending: Vec::new(),
+            pending_steps: Vec::new(),
             pending_cancel: Vec::new(),
             next_poll: Instant::now(),
             done: VecDeque::new(),
@@ -437,13 +524,12 @@ impl Slurm {
         &self.run_dir
     }
 
-    fn wrapper_args(&self, status: &str, step_file: &str, prepared: &Prepared) -> Vec<String> {
+    fn wrapper_args(&self, status: &str, prepared: &Prepared) -> Vec<String> {
         let mut v = vec![
             self.wrapper.display().to_string(),
             self.heartbeat.display().to_string(),
             self.config.stale_secs.to_string(),
             status.to_string(),
-            step_file.to_string(),
             self.prefix.clone(),
             prepared.program(),
         ];
@@ -472,8 +558,6 @@ impl Slurm {
         prepared: &Prepared,
         fds: &[(i32, Source)],
     ) -> io::Result<(i32, Kind)> {
-        let step_file = self.run_dir.join(format!("{job_name}.step"));
-        let _ = std::fs::remove_file(&step_file);
         let srun = self.tools.srun.display().to_string();
         let mut argv = vec![
             srun.clone(),
@@ -492,11 +576,11 @@ impl Slurm {
             argv.push(format!("--partition={p}"));
         }
         argv.extend(self.config.extra.iter().cloned());
-        argv.push("/bin/sh".into());
-        argv.extend(self.wrapper_args("", &step_file.display().to_string(), prepared));
+        argv.push(prepared.program());
+        argv.extend(prepared.args().into_iter().skip(1));
         let wrapped = prepared.wrapped(&srun, &argv)?;
         let pid = self.local.spawn(&wrapped, fds)?;
-        Ok((pid, Kind::Step { step_file }))
+        Ok((pid, Kind::Step))
     }
 
     fn spawn_batch(
@@ -555,7 +639,7 @@ impl Slurm {
             args.push(format!("--partition={p}"));
         }
         args.extend(self.config.extra.iter().cloned());
-        args.extend(self.wrapper_args(&status.display().to_string(), "", prepared));
+        args.extend(self.wrapper_args(&status.display().to_string(), prepared));
         let out = Command::new(&self.tools.sbatch)
             .args(&args)
             .env_clear()
@@ -586,10 +670,6 @@ impl Slurm {
             .to_string();
         let id = self.next_batch_id;
         self.next_batch_id = self.next_batch_id.checked_add(1).unwrap_or(BATCH_ID_BASE);
-        // The new job is seen at the next tick, not 250 ms later.
-        self.next_poll = self
-            .next_poll
-            .min(Instant::now() + Duration::from_millis(20));
         Ok((
             id,
             Kind::Batch(Box::new(BatchUnit {
@@ -631,18 +711,15 @@ impl Slurm {
         }
     }
 
-    /// The step id of a step unit: from the file its wrapper wrote, else from squeue.
-    fn step_id(&self, job_name: &str, step_file: &Path) -> Option<String> {
-        if let Ok(s) = std::fs::read_to_string(step_file) {
-            let s = s.trim();
-            if !s.is_empty() {
-                return Some(s.to_string());
-            }
-        }
+    /// Finds the steps of the queued step signals with one `squeue` call and
+    /// queues their `scancel`; a unit without a step yet (srun still waiting
+    /// for CPUs) has its srun signalled instead, which withdraws the request.
+    fn resolve_steps(&mut self) {
+        let wanted = std::mem::take(&mut self.pending_steps);
         let Mode::Step { job } = &self.mode else {
-            return None;
+            return;
         };
-        let out = command(
+        let listed = command(
             &self.tools.squeue,
             &[
                 "-h".into(),
@@ -652,16 +729,33 @@ impl Slurm {
                 "-o".into(),
                 "%i %j".into(),
             ],
-        )
-        .ok()?;
-        out.lines().find_map(|l| {
-            let (id, name) = l.trim().split_once(' ')?;
-            (name == job_name).then(|| id.to_string())
-        })
+        );
+        let steps: FxHashMap<String, String> = match &listed {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| l.trim().split_once(' '))
+                .map(|(id, name)| (name.to_string(), id.to_string()))
+                .collect(),
+            Err(e) => {
+                eprintln!("jobgraph: slurm: {e}");
+                FxHashMap::default()
+            }
+        };
+        for (sig, pid, name) in wanted {
+            match steps.get(&name) {
+                Some(step) => self.pending.push((sig, false, step.clone())),
+                None => {
+                    self.local.signal_group(pid, sig);
+                }
+            }
+        }
     }
 
     /// Sends the queued signals: one `scancel` per kind, for all its targets.
     fn flush_signals(&mut self) {
+        if !self.pending_steps.is_empty() {
+            self.resolve_steps();
+        }
         let mut cancel = std::mem::take(&mut self.pending_cancel);
         if !cancel.is_empty() {
             cancel.sort();
@@ -817,9 +911,6 @@ impl Slurm {
             if self.live.get(&u.instance) == Some(&id) {
                 self.live.remove(&u.instance);
             }
-            if let Kind::Step { step_file } = &u.kind {
-                let _ = std::fs::remove_file(step_file);
-            }
         }
     }
 
@@ -844,16 +935,22 @@ impl Slurm {
             ],
         };
         let deadline = Instant::now() + Duration::from_secs(10);
+        let guard = format!("{}guard", self.prefix);
+        let mut first = true;
         loop {
             let Ok(text) = command(&self.tools.squeue, &list_args) else {
                 return;
             };
-            let ids: Vec<String> = text
+            // The guardian step is cancelled, not waited for: without its srun,
+            // Slurm takes about 2 s to complete it.
+            let listed: Vec<(&str, &str)> = text
                 .lines()
                 .filter_map(|l| l.trim().split_once(' '))
-                .filter(|(_, name)| name.starts_with(&self.prefix))
-                .map(|(id, _)| id.to_string())
+                .filter(|(_, name)| name.starts_with(&self.prefix) && (first || *name != guard))
                 .collect();
+            let only_guard = listed.iter().all(|(_, name)| *name == guard);
+            let ids: Vec<String> = listed.iter().map(|(id, _)| id.to_string()).collect();
+            first = false;
             if ids.is_empty() || Instant::now() >= deadline {
                 if !ids.is_empty() {
                     eprintln!(
@@ -873,7 +970,10 @@ impl Slurm {
             let mut args = vec!["--quiet".to_string()];
             args.extend(ids);
             self.scancel(&args);
-            std::thread::sleep(Duration::from_millis(200));
+            if only_guard {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -934,17 +1034,12 @@ impl Executor for Slurm {
         let u = &self.units[&id];
         match &u.kind {
             Kind::Local => self.local.signal_group(id, sig),
-            Kind::Step { step_file } => {
+            Kind::Step => {
                 if sig == libc::SIGCONT {
                     return self.local.group_alive(id);
                 }
-                match self.step_id(&u.job_name, step_file) {
-                    Some(step) => self.pending.push((sig, false, step)),
-                    // Not a step yet (srun waits for CPUs): stopping srun cancels the request.
-                    None => {
-                        self.local.signal_group(id, sig);
-                    }
-                }
+                let name = u.job_name.clone();
+                self.pending_steps.push((sig, id, name));
                 self.local.group_alive(id)
             }
             Kind::Batch(b) => {
@@ -988,12 +1083,15 @@ impl Executor for Slurm {
     fn reap(&mut self) -> Option<Reaped> {
         let now = Instant::now();
         self.beat(now);
-        if !self.pending.is_empty() || !self.pending_cancel.is_empty() {
+        if !self.pending.is_empty()
+            || !self.pending_cancel.is_empty()
+            || !self.pending_steps.is_empty()
+        {
             self.flush_signals();
         }
         if let Some(mut r) = self.local.reap() {
             if let Some(u) = self.units.get(&r.id) {
-                if matches!(u.kind, Kind::Step { .. }) {
+                if matches!(u.kind, Kind::Step) {
                     r.exit = u.translate(r.exit);
                 }
             }
@@ -1008,7 +1106,11 @@ impl Executor for Slurm {
 
     fn poll_due(&self) -> Option<Instant> {
         let now = Instant::now();
-        if !self.done.is_empty() || !self.pending.is_empty() || !self.pending_cancel.is_empty() {
+        if !self.done.is_empty()
+            || !self.pending.is_empty()
+            || !self.pending_cancel.is_empty()
+            || !self.pending_steps.is_empty()
+        {
             return Some(now);
         }
         let mut due = self.beat_due;

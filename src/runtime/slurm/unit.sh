@@ -1,30 +1,23 @@
 #!/bin/sh
-# jobgraph's unit wrapper on Slurm (written by the engine into its run
+# jobgraph's unit wrapper for batch jobs (written by the engine into its run
 # directory; see docs/slurm.md). It runs the command, keeps it from outliving
 # the engine, and records its exit status.
 #
-# usage: unit.sh HEARTBEAT STALE_SECONDS STATUS_FILE STEP_FILE PREFIX COMMAND [ARG...]
+# usage: unit.sh HEARTBEAT STALE_SECONDS STATUS_FILE PREFIX COMMAND [ARG...]
 #   HEARTBEAT      a file the engine touches every second
-#   STALE_SECONDS  heartbeat older than this: the engine is gone; every unit
-#                  of the run (job or step named PREFIX*) is cancelled
-#   STATUS_FILE    where the exit status goes (batch mode), or ""
-#   STEP_FILE      where JOB.STEP goes (step mode), or ""
-hb=$1 stale=$2 status=$3 stepf=$4 prefix=$5
-shift 5
-if [ -n "$stepf" ]; then
-  echo "$SLURM_JOB_ID.$SLURM_STEP_ID" >"$stepf.tmp" && mv -f "$stepf.tmp" "$stepf"
-fi
+#   STALE_SECONDS  heartbeat older than this: the engine is gone; every job
+#                  of the run (named PREFIX*) is cancelled
+#   STATUS_FILE    where the exit status goes
+hb=$1 stale=$2 status=$3 prefix=$4
+shift 4
 # An asynchronous command's stdin is /dev/null unless given: give it ours.
 exec 9<&0
 "$@" <&9 9<&- &
 child=$!
 exec 9<&- </dev/null
 cancel_run() {
-  if [ -n "$stepf" ]; then
-    squeue -h -s -j "$SLURM_JOB_ID" -o '%i %j'
-  else
-    squeue -h -u "$(id -u)" -o '%i %j'
-  fi | awk -v p="$prefix" 'index($2, p) == 1 { print $1 }' | xargs -r scancel --quiet
+  squeue -h -u "$(id -u)" -o '%i %j' |
+    awk -v p="$prefix" 'index($2, p) == 1 { print $1 }' | xargs -r scancel --quiet
 }
 (
   trap 'kill "$s" 2>/dev/null; exit 0' TERM
@@ -53,7 +46,5 @@ trap '' TERM INT HUP QUIT USR1 USR2
 wait "$child"
 rc=$?
 kill "$watcher" 2>/dev/null
-if [ -n "$status" ]; then
-  echo "$rc" >"$status.tmp" && mv -f "$status.tmp" "$status"
-fi
+echo "$rc" >"$status.tmp" && mv -f "$status.tmp" "$status"
 exit "$rc"
