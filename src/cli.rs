@@ -129,6 +129,18 @@ struct RunArgs {
     /// Override a var of the file's [vars] (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
     set: Vec<(String, String)>,
+    /// Where units run: this machine, or Slurm (job steps inside an allocation,
+    /// else sbatch jobs; see docs/slurm.md). Default: $JOBGRAPH_EXECUTOR, else local.
+    #[arg(long, value_name = "EXECUTOR")]
+    executor: Option<ExecutorKind>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ExecutorKind {
+    /// Processes on this machine.
+    Local,
+    /// Slurm job steps or batch jobs.
+    Slurm,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -508,6 +520,20 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         ),
         ..opts
     };
+    let executor = match (
+        args.executor,
+        std::env::var("JOBGRAPH_EXECUTOR").ok().as_deref(),
+    ) {
+        (Some(e), _) => e,
+        (None, None | Some("" | "local")) => ExecutorKind::Local,
+        (None, Some("slurm")) => ExecutorKind::Slurm,
+        (None, Some(other)) => {
+            eprint(&format!(
+                "error: JOBGRAPH_EXECUTOR={other}: expected `local` or `slurm`\n"
+            ));
+            return EXIT_USAGE;
+        }
+    };
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
         crate::runtime::contain::Entered::Exited(code) => return code,
@@ -516,9 +542,21 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
             ..opts
         },
     };
+    let exec: Box<dyn crate::runtime::executor::Executor> = match executor {
+        ExecutorKind::Local => Box::new(crate::runtime::executor::Local),
+        ExecutorKind::Slurm => match crate::runtime::slurm::Config::from_env()
+            .and_then(crate::runtime::slurm::Slurm::new)
+        {
+            Ok(s) => Box::new(s),
+            Err(message) => {
+                eprint(&format!("error: {message}\n"));
+                return EXIT_USAGE;
+            }
+        },
+    };
     let reporter =
         crate::report::live::LiveReporter::new(style, args.log_dir.clone(), args.events.clone());
-    match crate::runtime::run(&g, &base, &opts, Box::new(reporter)) {
+    match crate::runtime::run_with(&g, &base, &opts, exec, Box::new(reporter)) {
         Ok(outcome) => {
             let summary = crate::report::live::render_outcome(
                 &outcome.rows,

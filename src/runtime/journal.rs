@@ -236,10 +236,11 @@ mod tests {
         let mut j = Journal::open(&path, "g", "1").unwrap();
         j.record("a", "ok", "k1").unwrap();
         j.record("b", "failed", "k2").unwrap();
+        j.close().unwrap();
         let mut j = Journal::open(&path, "g", "2").unwrap();
         j.record("a", "cached", "k1").unwrap();
         j.record("b", "ok", "k2").unwrap();
-        drop(j);
+        j.close().unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

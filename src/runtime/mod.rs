@@ -21,6 +21,7 @@ mod hygiene;
 pub mod journal;
 pub mod posix;
 pub mod report;
+pub mod slurm;
 mod sockets;
 mod spawn;
 pub mod watchdog;

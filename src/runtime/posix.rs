@@ -30,6 +30,47 @@ impl Prepared {
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
     }
+
+    /// The program as resolved (an absolute or relative path), as text.
+    pub fn program(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    /// The environment, as `KEY=VALUE` text.
+    pub fn env(&self) -> Vec<String> {
+        self.envp
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The value of one environment variable, if set.
+    pub fn env_var(&self, key: &str) -> Option<String> {
+        self.envp.iter().find_map(|e| {
+            let e = e.to_bytes();
+            (e.len() > key.len() && e.starts_with(key.as_bytes()) && e[key.len()] == b'=')
+                .then(|| String::from_utf8_lossy(&e[key.len() + 1..]).into_owned())
+        })
+    }
+
+    /// The working directory.
+    pub fn cwd(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(self.cwd.to_bytes()))
+    }
+
+    /// The same environment and working directory with another program and
+    /// argv (an executor that wraps the command, e.g. in `srun`).
+    pub fn wrapped(&self, program: &str, argv: &[String]) -> io::Result<Prepared> {
+        Ok(Prepared {
+            program: cstring(program.as_bytes(), "the program name")?,
+            argv: argv
+                .iter()
+                .map(|a| cstring(a.as_bytes(), "an argument"))
+                .collect::<io::Result<_>>()?,
+            envp: self.envp.clone(),
+            cwd: self.cwd.clone(),
+        })
+    }
 }
 
 fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {

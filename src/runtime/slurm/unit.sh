@@ -1,0 +1,50 @@
+#!/bin/sh
+# jobgraph's unit wrapper for batch jobs (written by the engine into its run
+# directory; see docs/slurm.md). It runs the command, keeps it from outliving
+# the engine, and records its exit status.
+#
+# usage: unit.sh HEARTBEAT STALE_SECONDS STATUS_FILE PREFIX COMMAND [ARG...]
+#   HEARTBEAT      a file the engine touches every second
+#   STALE_SECONDS  heartbeat older than this: the engine is gone; every job
+#                  of the run (named PREFIX*) is cancelled
+#   STATUS_FILE    where the exit status goes
+hb=$1 stale=$2 status=$3 prefix=$4
+shift 4
+# An asynchronous command's stdin is /dev/null unless given: give it ours.
+exec 9<&0
+"$@" <&9 9<&- &
+child=$!
+exec 9<&- </dev/null
+cancel_run() {
+  squeue -h -u "$(id -u)" -o '%i %j' |
+    awk -v p="$prefix" 'index($2, p) == 1 { print $1 }' | xargs -r scancel --quiet
+}
+(
+  trap 'kill "$s" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 1 &
+    s=$!
+    wait "$s"
+    kill -0 "$child" 2>/dev/null || exit 0
+    now=$(date +%s)
+    beat=$(stat -c %Y "$hb" 2>/dev/null || echo 0)
+    if [ $((now - beat)) -gt "$stale" ]; then
+      echo "jobgraph: the engine's heartbeat stopped ($hb): cancelling the run's units" >&2
+      # Slurm kills every process of the unit (the command's descendants
+      # too); killing the command from here would orphan them.
+      cancel_run
+      sleep 10
+      kill -KILL "$child" 2>/dev/null
+      exit 0
+    fi
+  done
+) &
+watcher=$!
+# A stop signal is for the command (Slurm signals every process of the unit):
+# the wrapper outlives it to report the command's status.
+trap '' TERM INT HUP QUIT USR1 USR2
+wait "$child"
+rc=$?
+kill "$watcher" 2>/dev/null
+echo "$rc" >"$status.tmp" && mv -f "$status.tmp" "$status"
+exit "$rc"

@@ -1,0 +1,623 @@
+//! `jobgraph run --executor slurm` against a real Slurm (tests/slurm/up.sh
+//! brings up a single-node cluster; docs/slurm.md). Every scenario runs in
+//! both modes: **step** (inside an allocation made with `salloc --no-shell`,
+//! released after) and **batch** (one `sbatch` job per unit). After every
+//! run, nothing of it may be left in `squeue`.
+//!
+//! Without Slurm (no `sinfo`, or the cluster is down) the tests skip with a
+//! message; with `CI` set they fail instead, so CI never skips them. They
+//! run one at a time (one node, four CPUs).
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Step,
+    Batch,
+}
+
+/// One test's hold on the cluster: the lock, and in step mode an allocation.
+struct Cluster {
+    mode: Mode,
+    alloc: Option<String>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn slurm_up() -> Result<(), String> {
+    let out = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("`sinfo` cannot run ({e})"))?;
+    let states = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "`sinfo` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if states
+        .lines()
+        .any(|s| ["idle", "mixed", "allocated"].contains(&s.trim()))
+    {
+        Ok(())
+    } else {
+        Err(format!("no node is up (sinfo: {})", states.trim()))
+    }
+}
+
+/// The cluster for one test, or None (skipped) when Slurm is not here.
+fn cluster(mode: Mode) -> Option<Cluster> {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(why) = slurm_up() {
+        if std::env::var_os("CI").is_some() {
+            panic!("Slurm is not up in CI: {why} (.ci/run runs tests/slurm/up.sh first)");
+        }
+        eprintln!("SKIPPED (Slurm): {why}; bring it up with `sudo tests/slurm/up.sh`");
+        return None;
+    }
+    let alloc = match mode {
+        Mode::Batch => None,
+        Mode::Step => {
+            let out = Command::new("salloc")
+                .args([
+                    "--no-shell",
+                    "--ntasks=4",
+                    "--immediate=30",
+                    "--job-name=jgtest-alloc",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("salloc runs");
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            let id = text
+                .split("Granted job allocation ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("salloc gave no allocation: {text}"))
+                .to_string();
+            Some(id)
+        }
+    };
+    Some(Cluster {
+        mode,
+        alloc,
+        _serial: serial,
+    })
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(id) = &self.alloc {
+            let _ = Command::new("scancel").arg(id).status();
+            // The next test's allocation needs the CPUs back.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                let out = Command::new("squeue")
+                    .args(["-h", "-j", id, "-o", "%T"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Jobs and steps of jobgraph runs still known to squeue.
+fn leftovers() -> Vec<String> {
+    let mut left = Vec::new();
+    for args in [
+        &["-h", "-o", "%i %j %T"][..],
+        &["-h", "-s", "-o", "%i %j"][..],
+    ] {
+        let out = Command::new("squeue").args(args).output().unwrap();
+        left.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|n| n.starts_with("jobgraph-"))
+                })
+                .map(String::from),
+        );
+    }
+    left
+}
+
+/// Waits (up to `limit`) until squeue lists nothing of any jobgraph run.
+fn wait_queue_clear(limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = leftovers();
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    /// `jobgraph run --executor slurm` with this mode's environment.
+    fn command(&self, job_dir: &std::path::Path) -> Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"));
+        cmd.current_dir(root())
+            .env("NO_COLOR", "1")
+            .env("JOBGRAPH_SLURM_DIR", job_dir.join(".slurm"))
+            .env("JOBGRAPH_SLURM_STALE", "3")
+            .env_remove("JOBGRAPH_SLURM_PARTITION")
+            .env_remove("JOBGRAPH_SLURM_ARGS")
+            .env_remove("JOBGRAPH_EXECUTOR");
+        match (&self.alloc, self.mode) {
+            (Some(id), _) => {
+                cmd.env("SLURM_JOB_ID", id)
+                    .env("JOBGRAPH_SLURM_MODE", "step");
+            }
+            (None, _) => {
+                cmd.env_remove("SLURM_JOB_ID")
+                    .env("JOBGRAPH_SLURM_MODE", "batch");
+            }
+        }
+        cmd.args(["run", "--executor", "slurm"]);
+        cmd
+    }
+
+    /// Runs the file (90 s at most) and returns (exit code, stdout, stderr);
+    /// then checks that squeue lists nothing of the run.
+    fn run(
+        &self,
+        file: &std::path::Path,
+        job_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> (i32, String, String) {
+        let mut cmd = self.command(job_dir);
+        cmd.args(extra).arg(file);
+        let out = assert_cmd::Command::from_std(cmd)
+            .timeout(Duration::from_secs(90))
+            .output()
+            .unwrap();
+        let (code, stdout, stderr) = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        let left = wait_queue_clear(Duration::from_secs(3));
+        assert!(
+            left.is_empty(),
+            "left in squeue after the run: {left:?}\n{stderr}"
+        );
+        (code, stdout, stderr)
+    }
+
+    fn run_job(&self, job: &Job, extra: &[&str]) -> (i32, String, String) {
+        self.run(&job.path(), job.dir.path(), extra)
+    }
+
+    fn run_events(&self, job: &Job, extra: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+        let events = job.file("events.ndjson");
+        let mut args = vec!["--events", events.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, _, stderr) = self.run_job(job, &args);
+        let evs = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (code, evs, stderr)
+    }
+}
+
+/// A scenario, as a test in each mode: `NAME::step` and `NAME::batch`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn step() {
+                if let Some(c) = super::cluster(super::Mode::Step) {
+                    super::$name(&c);
+                }
+            }
+            #[test]
+            fn batch() {
+                if let Some(c) = super::cluster(super::Mode::Batch) {
+                    super::$name(&c);
+                }
+            }
+        }
+    };
+}
+
+fn order(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.c]
+shell = "echo c >> order"
+after = ["b"]
+[process.a]
+shell = "sleep 0.1; echo a >> order"
+[process.b]
+shell = "echo b >> order"
+after = ["a"]
+"#,
+    );
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("order"), "a\nb\nc\n");
+}
+both!(order);
+
+fn concurrency(c: &Cluster) {
+    let job = Job::new(&format!(
+        "[process.x]\nshell = '{}'\n[process.y]\nshell = '{}'\n",
+        stamp("x", "1"),
+        stamp("y", "1")
+    ));
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    let iv = intervals(&job.read("stamps"));
+    assert_eq!(iv.len(), 2);
+    assert!(iv[0].1 < iv[1].2 && iv[1].1 < iv[0].2, "no overlap: {iv:?}");
+}
+both!(concurrency);
+
+fn join_and_daemon(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.boss]
+shell = "true"
+[process.helper]
+parent = "boss"
+shell = "sleep 0.5; echo helped >> order"
+[process.watch]
+parent = "boss"
+daemon = true
+shell = "trap 'echo watch-stopped >> order; exit 0' TERM; while :; do sleep 0.1; done"
+[process.after_boss]
+after = ["boss"]
+shell = "echo after-boss >> order"
+"#,
+    );
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        pos(&evs, "helper", "exited") < pos(&evs, "watch", "stopping"),
+        "{evs:#?}"
+    );
+    // `after = boss` waits for boss joined: its child done, its daemon stopped.
+    assert_eq!(
+        job.read("order"),
+        "helped\nwatch-stopped\nafter-boss\n",
+        "{err}"
+    );
+    assert_eq!(summary(&err)["watch"][0], "stopped", "{err}");
+}
+both!(join_and_daemon);
+
+fn fail_fast(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.bad]
+shell = "sleep 0.5; exit 3"
+[process.slow]
+shell = "sleep 60"
+[process.later]
+after = ["slow"]
+shell = "true"
+"#,
+    );
+    let start = Instant::now();
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "slow was not stopped"
+    );
+    let rows = summary(&err);
+    assert_eq!(rows["bad"][..2], ["failed", "3"], "{err}");
+    assert_eq!(rows["slow"][0], "stopped", "{err}");
+    assert_eq!(rows["later"][0], "skipped", "{err}");
+}
+both!(fail_fast);
+
+fn keep_going(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "exit 1"
+[process.b]
+after = ["a"]
+shell = "true"
+[process.d]
+shell = "sleep 0.2"
+[process.e]
+after = { a = "exit" }
+shell = "true"
+"#,
+    );
+    let (code, _, err) = c.run_job(&job, &["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["a"][0], "failed");
+    assert_eq!(rows["b"][0], "skipped");
+    assert_eq!(rows["d"][0], "ok");
+    assert_eq!(rows["e"][0], "ok");
+}
+both!(keep_going);
+
+fn retries(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.flaky]
+shell = "echo x >> tries; test $(wc -l < tries) -ge 3"
+retries = 3
+retry_delay = "100ms"
+"#,
+    );
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("tries").lines().count(), 3);
+    assert_eq!(summary(&err)["flaky"][2], "3", "{err}");
+    assert_eq!(
+        events_of(&evs, "flaky")
+            .iter()
+            .filter(|e| **e == "retrying")
+            .count(),
+        2
+    );
+}
+both!(retries);
+
+fn timeout(c: &Cluster) {
+    // The stop signal reaches the command (scancel --signal), which ends itself.
+    let job = Job::new(
+        "[process.slow]\nshell = \"trap 'echo got-term >> log; exit 5' TERM; sleep 60 & wait\"\ntimeout = \"1s\"\n",
+    );
+    let start = Instant::now();
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+    assert_eq!(summary(&err)["slow"][..2], ["timed out", "5"], "{err}");
+    assert_eq!(events_of(&evs, "slow"), ["started", "stopping", "exited"]);
+    assert_eq!(job.read("log"), "got-term\n");
+}
+both!(timeout);
+
+fn grace_then_kill(c: &Cluster) {
+    let job = Job::new(
+        // The timeout counts from submission: a batch job needs a moment to start and set its trap.
+        "[graph]\nshutdown_grace = \"1s\"\n[process.stubborn]\nshell = \"trap '' TERM; sleep 60\"\ntimeout = \"3s\"\n",
+    );
+    let start = Instant::now();
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+    assert_eq!(
+        summary(&err)["stubborn"][..2],
+        ["timed out", "SIGKILL"],
+        "{err}"
+    );
+    assert!(wait_gone(&job, Duration::from_secs(5)).is_empty());
+}
+both!(grace_then_kill);
+
+fn locks(c: &Cluster) {
+    let mut body = String::from("[lock.one]\n");
+    for i in 0..3 {
+        body.push_str(&format!(
+            "[process.a{i}]\nshell = '{}'\nlocks = [\"one\"]\n",
+            stamp(&format!("one{i}"), "0.3")
+        ));
+    }
+    let job = Job::new(&body);
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut iv = intervals(&job.read("stamps"));
+    iv.sort_by_key(|i| i.1);
+    assert_eq!(iv.len(), 3);
+    for w in iv.windows(2) {
+        assert!(w[0].2 <= w[1].1, "lock held twice: {iv:?}");
+    }
+}
+both!(locks);
+
+fn replicas(c: &Cluster) {
+    let job = Job::new(
+        "[process.w]\nreplicas = 3\nshell = \"echo {replica} $JOBGRAPH_REPLICA $JOBGRAPH_REPLICAS > out.{replica}\"\n",
+    );
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    for r in 0..3 {
+        assert_eq!(job.read(&format!("out.{r}")), format!("{r} {r} 3\n"));
+    }
+}
+both!(replicas);
+
+fn logs_are_prefixed(c: &Cluster) {
+    let job = Job::new("[process.talker]\nshell = \"echo to-out; echo to-err >&2; seq 1 2000\"\n");
+    let (code, out, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("talker | to-out"), "{out}");
+    assert!(
+        out.contains("talker | to-err") || err.contains("talker | to-err"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("talker | 2000"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("talker | ")).count(),
+        2002,
+        "{out}"
+    );
+}
+both!(logs_are_prefixed);
+
+fn a_pipe(c: &Cluster) {
+    let job = Job::new(
+        "[process.gen]\nshell = \"seq 1 100000\"\n[process.count]\nshell = \"wc -l > count\"\n[pipe.p]\nfrom = \"gen\"\nto = \"count\"\n",
+    );
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("count").trim(), "100000");
+}
+both!(a_pipe);
+
+fn a_failing_command(c: &Cluster) {
+    let job = Job::new("[process.nope]\ncmd = [\"false\"]\n");
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(summary(&err)["nope"][..2], ["failed", "1"], "{err}");
+}
+both!(a_failing_command);
+
+fn examples(c: &Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "hello",
+        "five",
+        "daemon",
+        "contexts",
+        "locks",
+        "pipe",
+        "pipeline",
+        "duplex",
+        "queue",
+        "broadcast",
+        "logs",
+        "nightly",
+        "logready",
+    ] {
+        let (code, _, err) = c.run(&root().join(format!("jobs/{name}.toml")), dir.path(), &[]);
+        assert_eq!(code, 0, "jobs/{name}.toml ({:?}): {err}", c.mode);
+    }
+}
+both!(examples);
+
+fn sigint(c: &Cluster) {
+    let job = Job::new(
+        "[process.a]\nshell = \"touch started; sleep 60\"\n[process.b]\nshell = \"sleep 60\"\n[process.d]\nparent = \"a\"\ndaemon = true\nshell = \"exec sleep 60\"\n",
+    );
+    let mut engine = c
+        .command(job.dir.path())
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!leftovers().is_empty(), "nothing of the run in squeue");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(30)).expect("engine did not exit");
+    assert_eq!(status.code(), Some(130));
+    let left = wait_queue_clear(Duration::from_secs(3));
+    assert!(left.is_empty(), "left in squeue after SIGINT: {left:?}");
+    assert!(wait_gone(&job, Duration::from_secs(3)).is_empty());
+}
+both!(sigint);
+
+fn engine_sigkill(c: &Cluster) {
+    let job = Job::new(
+        "[process.a]\nshell = \"sleep 60 & sleep 60 & touch started; wait\"\n[process.b]\nshell = \"trap '' TERM INT; sleep 60\"\n",
+    );
+    let mut engine = c
+        .command(job.dir.path())
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!leftovers().is_empty(), "nothing of the run in squeue");
+    assert!(job.survivors().len() >= 3, "{:?}", job.survivors());
+    engine.kill().unwrap(); // SIGKILL
+    engine.wait().unwrap();
+    // The units notice the heartbeat stop (JOBGRAPH_SLURM_STALE=3) and cancel the run.
+    let left = wait_queue_clear(Duration::from_secs(20));
+    assert!(
+        left.is_empty(),
+        "left in squeue after the engine was killed: {left:?}"
+    );
+    let procs = wait_gone(&job, Duration::from_secs(10));
+    assert!(procs.is_empty(), "processes outlived the engine: {procs:?}");
+}
+both!(engine_sigkill);
+
+/// Batch mode polls with one squeue call per tick, whatever the number of units.
+#[test]
+fn batch_polls_with_one_squeue_per_tick() {
+    let Some(c) = cluster(Mode::Batch) else {
+        return;
+    };
+    let job = Job::new("[process.w]\nreplicas = 12\nshell = \"sleep 1\"\n");
+    let mut cmd = c.command(job.dir.path());
+    cmd.env("JOBGRAPH_SLURM_STATS", "1").arg(job.path());
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let calls: f64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("jobgraph: slurm: ")?
+                .strip_suffix(" squeue calls")
+        })
+        .unwrap_or_else(|| panic!("no squeue count: {err}"))
+        .parse()
+        .unwrap();
+    // 4 ticks a second at most (plus one after each submission burst).
+    assert!(
+        calls <= secs * 4.0 + 4.0,
+        "{calls} squeue calls in {secs:.1} s"
+    );
+}
+
+#[test]
+fn step_mode_outside_a_running_allocation_is_a_clear_error() {
+    let Some(c) = cluster(Mode::Batch) else {
+        return;
+    };
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    let mut cmd = c.command(job.dir.path());
+    cmd.env("SLURM_JOB_ID", "999999")
+        .env("JOBGRAPH_SLURM_MODE", "step")
+        .arg(job.path());
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("allocation 999999") && err.contains("squeue"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_sbatch_failure_names_sbatch_and_its_error() {
+    let Some(c) = cluster(Mode::Batch) else {
+        return;
+    };
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    let mut cmd = c.command(job.dir.path());
+    cmd.env("JOBGRAPH_SLURM_PARTITION", "no-such-partition")
+        .arg(job.path());
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sbatch") && err.contains("invalid partition"),
+        "{err}"
+    );
+}
