@@ -3,14 +3,17 @@
 #   one-way pipe: `head -c SIZE /dev/zero | cat > /dev/null` raw vs the same two processes joined by a jobgraph pipe;
 #   queue: `seq LINES | wc -l` raw vs jobgraph queue seq -> 2 x `wc -l` (balance) vs
 #          `parallel --pipe --roundrobin -j2 wc -l` (if installed: apt-get install parallel);
-#   Python multiprocessing.Queue, 1 producer -> 2 consumers, PYMSGS messages (the seed's anchor).
-# Usage: benches/streams.sh [SIZE] [LINES] [RUNS] [PYMSGS]   (defaults 4G 50000000 3 1000000)
+#   Python multiprocessing.Queue, 1 producer -> 2 consumers, PYMSGS messages (the seed's anchor);
+#   balance with a slow consumer (issue 9): `seq 1000000` -> 4 x `cat` + 1 reader of ~1,000 lines/s,
+#          jobgraph vs `parallel --pipe --roundrobin -j5` with the same five jobs (one of them the slow one).
+# Usage: benches/streams.sh [SIZE] [LINES] [RUNS] [PYMSGS] [SLOWLIMIT]   (defaults 4G 50000000 3 1000000 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-4G}
 lines=${2:-50000000}
 runs=${3:-3}
 pymsgs=${4:-1000000}
+slowlimit=${5:-60}
 cargo build --release --quiet --bin jobgraph
 jg=$PWD/target/release/jobgraph
 tmp=$(mktemp -d)
@@ -50,6 +53,18 @@ cmd = ["seq", "$lines"]
 [process.count]
 replicas = 2
 cmd = ["wc", "-l"]
+TOML
+cat > "$tmp/slow.toml" <<TOML
+[process.gen]
+cmd = ["seq", "1", "1000000"]
+[process.w]
+replicas = 4
+shell = "cat > $tmp/out.{replica}"
+[process.slow]
+shell = "while read -r l; do sleep 0.0002; done"
+[queue.q]
+from = ["gen"]
+to = ["w", "slow"]
 TOML
 cat > "$tmp/mpq.py" <<'PY'
 import multiprocessing as mp, sys
@@ -96,3 +111,17 @@ echo "== Python multiprocessing.Queue, 1 -> 2, $pymsgs messages (median of $runs
 py=$(bench py python3 "$tmp/mpq.py" "$pymsgs")
 printf 'multiprocessing.Queue   %6d ms  %6.2f M msgs/s\n' "$py" "$(echo "$pymsgs / $py / 1000" | bc -l)"
 printf 'jobgraph queue          %6.1f M msgs/s: %.0fx the Python anchor\n' "$(echo "$lines / $jgq / 1000" | bc -l)" "$(echo "($lines / $jgq) / ($pymsgs / $py)" | bc -l)"
+
+echo "== balance with a slow consumer: seq 1000000 -> 4 x cat + 1 slow reader (median of $runs; parallel cut at ${slowlimit}s)"
+jgs=$(bench jgs "$jg" run --quiet --no-progress "$tmp/slow.toml")
+printf 'jobgraph queue          %6d ms\n' "$jgs"
+if command -v parallel > /dev/null; then
+  slowjob="if [ {%} = 5 ]; then while read -r l; do sleep 0.0002; done; else cat > $tmp/par.{%}; fi"
+  for block in 16k 1M; do
+    pars=$(bench "pars$block" timeout "$slowlimit" sh -c "seq 1000000 | parallel --pipe --roundrobin --block $block -j5 '$slowjob'")
+    case $pars in
+      *FAILED*) printf 'parallel --block %-4s   > %d s (cut)\n' "$block" "$slowlimit" ;;
+      *) printf 'parallel --block %-4s   %6d ms   jobgraph is %.0fx faster\n' "$block" "$pars" "$(echo "$pars / $jgs" | bc -l)" ;;
+    esac
+  done
+fi

@@ -580,11 +580,13 @@ fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             messages_in,
             messages_out,
             lost,
+            requeued,
         } => {
             out.queue = Some(queue);
             out.messages_in = Some(messages_in);
             out.messages_out = Some(messages_out);
             out.lost = Some(lost);
+            out.requeued = Some(requeued);
         }
         RunEvent::RunFinished {
             code,
@@ -618,12 +620,13 @@ pub fn render_outcome(
                 .collect();
             let _ = writeln!(
                 out,
-                "queue {}: {} in, {} out ({}), {} lost",
+                "queue {}: {} in, {} out ({}), {} lost, {} requeued",
                 q.name,
                 q.messages_in,
                 q.messages_out,
                 per.join(", "),
-                q.lost
+                q.lost,
+                q.requeued
             );
         }
     }
@@ -680,6 +683,9 @@ pub struct Event<'a> {
     /// Messages lost in flight (`queue` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// Messages a consumer left unread, put back in the queue (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeued: Option<u64>,
     /// Consecutive failed health checks (`health-failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<u32>,
@@ -785,7 +791,7 @@ fn fold(rows: &[SummaryRow]) -> Vec<(SummaryRow, u32)> {
                 last.duration = last.duration.max(r.duration);
                 last.peak_rss_kib = last.peak_rss_kib.max(r.peak_rss_kib);
                 if let (Some(a), Some(b)) = (&mut last.queue, r.queue) {
-                    *a = (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+                    *a = (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3);
                 }
                 let _ = first;
                 continue;
@@ -839,7 +845,7 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
         head.insert(4, "restarts");
     }
     if queues {
-        head.push("queue in/out/lost");
+        head.push("queue in/out/lost/requeued");
     }
     if reasons {
         head.push("why");
@@ -865,7 +871,7 @@ pub fn render_summary(rows: &[SummaryRow], color: bool) -> String {
             }
             if queues {
                 row.push(match r.queue {
-                    Some((i, o, l)) if i + o + l > 0 => format!("{i}/{o}/{l}"),
+                    Some((i, o, l, r)) if i + o + l + r > 0 => format!("{i}/{o}/{l}/{r}"),
                     _ => "-".into(),
                 });
             }
@@ -1044,6 +1050,7 @@ mod tests {
                 messages_in: 1,
                 messages_out: 1,
                 lost: 0,
+                requeued: 0,
             },
             RunEvent::RunFinished {
                 code: 0,

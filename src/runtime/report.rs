@@ -87,6 +87,7 @@ pub enum RunEvent<'a> {
         messages_in: u64,
         messages_out: u64,
         lost: u64,
+        requeued: u64,
     },
     /// The run ended.
     RunFinished {
@@ -235,8 +236,9 @@ pub struct SummaryRow {
     pub duration: Option<Duration>,
     /// Peak resident set size in KiB, from rusage.
     pub peak_rss_kib: Option<u64>,
-    /// Queue messages received / sent / lost in flight to it; `None` when the graph has no queue.
-    pub queue: Option<(u64, u64, u64)>,
+    /// Queue messages received / sent / lost in flight to it / requeued from
+    /// it; `None` when the graph has no queue.
+    pub queue: Option<(u64, u64, u64, u64)>,
     /// Restarts under `restart`; `None` when no process has a restart policy.
     pub restarts: Option<u32>,
     /// Why it did not end `ok`, in words (shown on non-ok rows).
@@ -256,6 +258,8 @@ pub struct QueueSummary {
     pub messages_out: u64,
     /// Messages lost.
     pub lost: u64,
+    /// Messages a consumer left unread, put back in the queue.
+    pub requeued: u64,
     /// Per consumer instance: its name and messages delivered to it.
     pub per_consumer: Vec<(String, u64)>,
 }

@@ -182,12 +182,14 @@ impl Engine<'_> {
                 messages_in: c.messages_in,
                 messages_out: c.messages_out,
                 lost: c.lost,
+                requeued: c.requeued,
             });
             queues.push(QueueSummary {
                 name,
                 messages_in: c.messages_in,
                 messages_out: c.messages_out,
                 lost: c.lost,
+                requeued: c.requeued,
                 per_consumer,
             });
         }

@@ -47,13 +47,16 @@ impl Engine<'_> {
             for &k in &consumers {
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(std::io::Error::from)?;
+                // The broker keeps a read end of its own (close-on-exec) to
+                // read back what the consumer leaves unread.
+                let keep = read.try_clone()?;
                 ends.insert((k, name.clone()), read);
-                consumer_files.push(std::fs::File::from(write));
+                consumer_files.push((std::fs::File::from(write), std::fs::File::from(keep)));
             }
             for (i, f) in producer_files.iter().enumerate() {
                 self.register_stream(f.as_raw_fd(), (qi, true, i), Interest::READABLE)?;
             }
-            for (i, f) in consumer_files.iter().enumerate() {
+            for (i, (f, _)) in consumer_files.iter().enumerate() {
                 self.register_stream(f.as_raw_fd(), (qi, false, i), Interest::WRITABLE)?;
             }
             let q = &self.g.file.queues[qi];
@@ -65,13 +68,11 @@ impl Engine<'_> {
                 crate::spec::Framing::Line => b'\n',
                 crate::spec::Framing::Nul => 0,
             };
-            self.queues[qi] = Some(broker::Queue::new(
-                mode,
-                delim,
-                q.capacity,
-                producer_files,
-                consumer_files,
-            ));
+            let queue = broker::Queue::new(mode, delim, q.capacity, producer_files, consumer_files);
+            if let Some(fd) = queue.timer_fd() {
+                self.register_stream(fd, (qi, false, broker::TIMER), Interest::READABLE)?;
+            }
+            self.queues[qi] = Some(queue);
             self.queue_ends[qi] = (producers, consumers);
         }
         Ok(())
@@ -166,6 +167,10 @@ impl Engine<'_> {
             };
             let (producers, consumers) = self.queue_ends[q].clone();
             if let Some(i) = consumers.iter().position(|&c| c == k) {
+                let Ok(keep) = read.try_clone() else {
+                    failed = true;
+                    break;
+                };
                 let file = std::fs::File::from(write);
                 if self
                     .register_stream(file.as_raw_fd(), (q, false, i), Interest::WRITABLE)
@@ -174,7 +179,7 @@ impl Engine<'_> {
                     failed = true;
                 }
                 if let Some(queue) = self.queues[q].as_mut() {
-                    queue.reattach_consumer(i, file);
+                    queue.reattach_consumer(i, file, std::fs::File::from(keep));
                 }
                 ends.push((e.fd, read));
             } else if let Some(i) = producers.iter().position(|&c| c == k) {
@@ -203,9 +208,10 @@ impl Engine<'_> {
         }
     }
 
-    /// (received, sent, lost in flight to it) over every queue, for one instance.
-    pub(super) fn queue_counts_of(&self, k: usize) -> (u64, u64, u64) {
-        let mut total = (0, 0, 0);
+    /// (received, sent, lost in flight to it, requeued from it) over every
+    /// queue, for one instance.
+    pub(super) fn queue_counts_of(&self, k: usize) -> (u64, u64, u64, u64) {
+        let mut total = (0, 0, 0, 0);
         for q in 0..self.queues.len() {
             let Some(queue) = &self.queues[q] else {
                 continue;
@@ -215,6 +221,7 @@ impl Engine<'_> {
             if let Some(i) = consumers.iter().position(|&j| j == k) {
                 total.0 += c.per_consumer[i];
                 total.2 += c.lost_per_consumer[i];
+                total.3 += c.requeued_per_consumer[i];
             }
             if let Some(i) = producers.iter().position(|&j| j == k) {
                 total.1 += c.per_producer[i];
