@@ -238,7 +238,7 @@ None)
 P["command-not-found"] = (
 """**Warning.** The program in `cmd` would not start. Either it is not found on the PATH, or, for a program with a `/`, the path does not exist, is a directory, or is not executable. The PATH searched is the process's own `env.PATH`, else `[env] PATH`, else jobgraph's own PATH. A relative path with a `/` is resolved against the process's `cwd`, which defaults to the job file's directory.
 
-This is a warning, not an error, because the machine that runs the graph may differ from the one that validates it. `shell` commands are not checked, since only the shell knows what they run. Neither are programs that contain `{replica}`. `validate` only looks at the file system. It never runs the program.""",
+This is a warning, not an error, because the machine that runs the graph may differ from the one that validates it. `shell` commands are not checked, since only the shell knows what they run. Neither are programs that contain `{replica}` (or `{{ replica }}`), or the `{{ item }}` of a `for_each` process. `validate` only looks at the file system. It never runs the program.""",
 """Install the program, give its full path, or add its directory to `PATH` in `[env]` or in the process's `env`.""",
 None)
 

@@ -229,3 +229,13 @@ cmd = ["echo", "converting {{ item }} by {{ name }}"]
     assert!(out.contains("converting a.csv by convert"), "{out}");
     assert!(out.contains("converting b.csv by convert"), "{out}");
 }
+
+#[test]
+fn a_program_from_item_is_not_looked_up() {
+    let job =
+        Job::new("[process.run]\nfor_each = [\"./a.sh\", \"./b.sh\"]\ncmd = [\"{{ item }}\"]\n");
+    let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("command-not-found"), "{err}");
+}

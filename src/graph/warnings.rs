@@ -60,7 +60,11 @@ pub(super) fn check(
         let Some(program) = argv.first() else {
             continue;
         };
-        if program.value.is_empty() || program.value.contains("{replica}") {
+        // Per-instance programs (`{replica}`, a for_each `{{ item }}`) are not looked up.
+        if program.value.is_empty()
+            || program.value.contains("{replica}")
+            || program.value.contains("{{ item }}")
+        {
             continue;
         }
         if let Some(problem) = finder.problem(&lineage, file, i, &program.value) {
