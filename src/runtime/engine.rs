@@ -9,6 +9,7 @@ mod probes;
 mod queues;
 mod resume;
 mod schedule;
+mod sources;
 mod status;
 mod stop;
 
@@ -285,7 +286,8 @@ struct Engine<'g> {
     progress_due: Instant,
     poll: Poll,
     signals: Signals,
-    pipes: FxHashMap<usize, Pipe>,
+    /// Every event source of the loop, by token.
+    sources: sources::Sources,
     /// Output pipes that may hold unread data: left for later because the
     /// console is backlogged, or because they had their turn.
     readable: Vec<usize>,
@@ -297,7 +299,6 @@ struct Engine<'g> {
     tty_holder: Option<usize>,
     /// Launches, signals and reaps the units.
     exec: Box<dyn Executor>,
-    next_token: usize,
     by_pid: FxHashMap<i32, usize>,
     groups: Vec<Group>,
     /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
@@ -344,22 +345,10 @@ struct Engine<'g> {
     queues: Vec<Option<broker::Queue>>,
     /// Per queue: producer and consumer instances, in the broker's order.
     queue_ends: Vec<(Vec<usize>, Vec<usize>)>,
-    /// Tokens of queue ends: (queue, is producer, index).
-    stream_tokens: FxHashMap<usize, (usize, bool, usize)>,
     /// Per process: its `ready.log` regex.
     log_probes: Vec<Option<regex::Regex>>,
     /// Running `cmd` probes: pid to instance and check.
     probe_pids: FxHashMap<i32, (usize, probes::Check)>,
-    /// TCP probes in flight: token to (instance, check, address, socket).
-    tcp_probes: FxHashMap<
-        usize,
-        (
-            usize,
-            probes::Check,
-            std::net::SocketAddr,
-            mio::net::TcpStream,
-        ),
-    >,
     /// Resolved probe addresses, per instance and port.
     tcp_addrs: FxHashMap<(usize, u16), std::net::SocketAddr>,
     /// Answers of http probes, from their threads.
@@ -467,13 +456,12 @@ pub fn run_with(
         progress_due: Instant::now(),
         poll,
         signals,
-        pipes: FxHashMap::default(),
+        sources: Default::default(),
         readable: Vec::new(),
         output_failed: false,
         terminal,
         tty_holder: None,
         exec,
-        next_token: 1,
         by_pid: FxHashMap::default(),
         groups: Vec::new(),
         launches: (0..n).map(|_| None).collect(),
@@ -503,7 +491,6 @@ pub fn run_with(
         failed_count: 0,
         queues: (0..g.file.queues.len()).map(|_| None).collect(),
         queue_ends: vec![(Vec::new(), Vec::new()); g.file.queues.len()],
-        stream_tokens: FxHashMap::default(),
         log_probes: g
             .file
             .processes
@@ -514,7 +501,6 @@ pub fn run_with(
             })
             .collect(),
         probe_pids: FxHashMap::default(),
-        tcp_probes: FxHashMap::default(),
         tcp_addrs: FxHashMap::default(),
         http_tx,
         http_rx,
@@ -688,10 +674,14 @@ impl Engine<'_> {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
                     WAKE => {} // a writer drained: the output pipes are served below
-                    Token(t) => match self.stream_tokens.get(&t).copied() {
-                        Some((q, producer, i)) => self.on_queue_ready(q, producer, i),
-                        None if self.tcp_probes.contains_key(&t) => self.on_tcp_probe(t),
-                        None => self.queue_read(t),
+                    Token(t) => match self.sources.get(t) {
+                        Some(sources::Source::Queue(q, producer, i)) => {
+                            let (q, producer, i) = (*q, *producer, *i);
+                            self.on_queue_ready(q, producer, i);
+                        }
+                        Some(sources::Source::Tcp(_)) => self.on_tcp_probe(t),
+                        Some(sources::Source::Log(_)) => self.queue_read(t),
+                        None => {} // closed since: its token is never reused
                     },
                 }
             }

@@ -269,8 +269,7 @@ impl Engine<'_> {
         if set_nonblocking(&fd).is_err() {
             return false;
         }
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.sources.token();
         if self
             .poll
             .registry()
@@ -279,14 +278,14 @@ impl Engine<'_> {
         {
             return false;
         }
-        self.pipes.insert(
+        self.sources.insert(
             token,
-            Pipe {
+            sources::Source::Log(Pipe {
                 inst: k,
                 file: std::fs::File::from(fd),
                 buf: Vec::new(),
                 queued: false,
-            },
+            }),
         );
         true
     }

@@ -41,7 +41,7 @@ impl Engine<'_> {
 
     /// Notes that an output pipe has data; it is read by [`Engine::serve_output`].
     pub(super) fn queue_read(&mut self, token: usize) {
-        if let Some(pipe) = self.pipes.get_mut(&token) {
+        if let Some(pipe) = self.sources.pipe_mut(token) {
             if !std::mem::replace(&mut pipe.queued, true) {
                 self.readable.push(token);
             }
@@ -57,7 +57,7 @@ impl Engine<'_> {
         }
         let backlogged = self.reporter.backlogged();
         for t in std::mem::take(&mut self.readable) {
-            let Some(pipe) = self.pipes.get_mut(&t) else {
+            let Some(pipe) = self.sources.pipe_mut(t) else {
                 continue;
             };
             // A process that exited has at most a pipe's worth left: read it, so
@@ -92,7 +92,7 @@ impl Engine<'_> {
             if taken >= limit {
                 return true;
             }
-            let Some(pipe) = self.pipes.get_mut(&token) else {
+            let Some(pipe) = self.sources.pipe_mut(token) else {
                 return false;
             };
             match pipe.file.read(&mut chunk) {
@@ -135,7 +135,7 @@ impl Engine<'_> {
                         self.reporter.line(k, &self.insts[k].name, &rest);
                         rest = tail;
                     }
-                    if let Some(pipe) = self.pipes.get_mut(&token) {
+                    if let Some(pipe) = self.sources.pipe_mut(token) {
                         pipe.buf = rest;
                     }
                 }
@@ -150,7 +150,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn close_pipe(&mut self, token: usize) {
-        let Some(pipe) = self.pipes.remove(&token) else {
+        let Some(pipe) = self.sources.remove_pipe(token) else {
             return;
         };
         let _ = self
@@ -169,12 +169,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn close_pipes_of(&mut self, k: usize) {
-        let tokens: Vec<usize> = self
-            .pipes
-            .iter()
-            .filter(|(_, p)| p.inst == k)
-            .map(|(t, _)| *t)
-            .collect();
+        let tokens = self.sources.pipes_of(k);
         for t in tokens {
             // Bounded: a leftover grandchild may write for ever.
             self.read_pipe(t, READ_TURN);

@@ -156,8 +156,7 @@ impl Engine<'_> {
             self.check_result(k, check, false);
             return;
         };
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.sources.token();
         if self
             .poll
             .registry()
@@ -165,7 +164,15 @@ impl Engine<'_> {
             .is_ok()
         {
             self.insts[k].checks[check as usize].inflight = true;
-            self.tcp_probes.insert(token, (k, check, addr, stream));
+            self.sources.insert(
+                token,
+                sources::Source::Tcp(sources::TcpProbe {
+                    inst: k,
+                    check,
+                    addr,
+                    stream,
+                }),
+            );
         }
     }
 
@@ -293,7 +300,13 @@ impl Engine<'_> {
     }
 
     pub(super) fn on_tcp_probe(&mut self, token: usize) {
-        let Some((k, check, addr, mut stream)) = self.tcp_probes.remove(&token) else {
+        let Some(sources::TcpProbe {
+            inst: k,
+            check,
+            addr,
+            mut stream,
+        }) = self.sources.remove_tcp(token)
+        else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
@@ -421,15 +434,9 @@ impl Engine<'_> {
         if state.pid > 0 {
             self.exec.signal_group(state.pid, libc::SIGKILL);
         }
-        let tokens: Vec<usize> = self
-            .tcp_probes
-            .iter()
-            .filter(|(_, (j, c, _, _))| *j == k && *c == check)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in tokens {
-            if let Some((_, _, _, mut stream)) = self.tcp_probes.remove(&t) {
-                let _ = self.poll.registry().deregister(&mut stream);
+        for t in self.sources.tcp_of(k, check) {
+            if let Some(mut p) = self.sources.remove_tcp(t) {
+                let _ = self.poll.registry().deregister(&mut p.stream);
             }
         }
         // An http answer still to come is ignored: the attempt number or the

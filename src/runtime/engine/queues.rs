@@ -89,12 +89,12 @@ impl Engine<'_> {
             let flags = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.sources.token();
         self.poll
             .registry()
             .register(&mut SourceFd(&fd), Token(token), interest)?;
-        self.stream_tokens.insert(token, what);
+        self.sources
+            .insert(token, sources::Source::Queue(what.0, what.1, what.2));
         Ok(())
     }
 
