@@ -538,18 +538,37 @@ impl Queue {
         if !p.readable {
             return false;
         }
-        let Some(file) = p.file.as_mut() else {
+        let Some(file) = p.file.as_ref() else {
             return false;
         };
         // Read after the unfinished message, in its own buffer: a long message
         // grows in place (amortised linear), it is never copied per read.
+        let fd = file.as_raw_fd();
         let mut buf = std::mem::take(&mut p.partial);
         let carried = buf.len();
-        buf.resize(carried + READ_SIZE, 0);
+        // As much as the pipe holds (up to a read), into spare capacity sized
+        // to it: the buffer is not zeroed first, and the pieces cut from it,
+        // which may be kept a while (in the backlog, or remembered for a
+        // read-back), pin no more memory than they hold.
+        let mut avail: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int: the bytes in the pipe.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } != 0 {
+            avail = 0;
+        }
+        let want = (avail.max(0) as usize).clamp(4096, READ_SIZE);
+        buf.reserve(want);
         let result = loop {
-            match file.read(&mut buf[carried..]) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                other => break other,
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            // SAFETY: read writes at most `want` bytes, into spare capacity.
+            let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+            if n >= 0 {
+                // SAFETY: the kernel initialised those n bytes, just past the length.
+                unsafe { buf.set_len(carried + n as usize) };
+                break Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                break Err(e);
             }
         };
         match result {
@@ -573,17 +592,6 @@ impl Queue {
                     memchr::memrchr(self.delim, &buf[carried..]).map_or(0, |at| carried + at + 1);
                 if cut == 0 {
                     self.producers[i].partial = buf;
-                    return true;
-                }
-                if cut < READ_SIZE / 2 {
-                    // A short read: its pieces may be kept a while (in the
-                    // backlog, or remembered for a read back), so they get a
-                    // copy of their own size, and the read buffer (with the
-                    // unfinished message moved to its start) serves again.
-                    let batch = buf[..cut].to_vec();
-                    buf.drain(..cut);
-                    self.producers[i].partial = buf;
-                    self.accept(i, batch, cut);
                     return true;
                 }
                 self.producers[i].partial = buf[cut..].to_vec();
