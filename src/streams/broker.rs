@@ -1166,14 +1166,23 @@ mod tests {
         // One message, then pieces of 2, 4, 8 bytes (at least a message each).
         rig.pump();
         assert_eq!(rig.read(0, 4096), b"1\n");
-        rig.pump();
-        assert_eq!(rig.read(0, 4096), b"2\n");
-        rig.pump();
-        assert_eq!(rig.read(0, 4096), b"3\n4\n");
-        rig.pump();
-        assert_eq!(rig.read(0, 4096), b"5\n6\n7\n8\n");
-        let rest = rig.read_to_end(0);
-        assert_eq!(rest, &numbers(9, 1000)[..]);
+        // The next pieces double while it keeps up within the pace target
+        // (10 ms). A test thread descheduled for longer (a loaded machine)
+        // sees smaller pieces: the exact sizes are checked only when on time.
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            rig.pump();
+            let piece = rig.read(0, 4096);
+            sizes.push(piece.len());
+            got.extend_from_slice(&piece);
+        }
+        if t.elapsed() < Duration::from_millis(5) {
+            assert_eq!(sizes, [2, 4, 8], "pieces of 1, 2, then 4 messages");
+        }
+        got.extend_from_slice(&rig.read_to_end(0));
+        assert_eq!(got, &numbers(2, 1000)[..]);
         let c = rig.q.counts();
         assert_eq!((c.messages_in, c.messages_out, c.lost), (1000, 1000, 0));
     }
