@@ -410,6 +410,14 @@ impl Queue {
         }
     }
 
+    /// Consumer `i` was given end-of-file: every producer is done, nothing is
+    /// held, and its end is closed. Restarting it could only read end-of-file.
+    pub fn exhausted_for(&self, i: usize) -> bool {
+        self.producers.iter().all(|p| p.file.is_none() && p.done)
+            && self.buffered() == 0
+            && self.consumers.get(i).is_some_and(|c| c.file.is_none())
+    }
+
     /// True once every producer is closed and everything was delivered (or lost),
     /// and every consumer end is closed.
     pub fn finished(&self) -> bool {

@@ -160,7 +160,8 @@ impl Engine<'_> {
             crate::spec::Restart::OnFailure => result.is_failure(),
             crate::spec::Restart::Always => true,
         };
-        (policy && !asked_to_stop && i.restarts < p.max_restarts).then_some(Again::Restart)
+        (policy && !asked_to_stop && i.restarts < p.max_restarts && !self.queue_inputs_exhausted(k))
+            .then_some(Again::Restart)
     }
 
     /// How the attempt ended, in a few words (`exited 3`, `timed out`).

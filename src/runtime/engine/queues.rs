@@ -229,4 +229,24 @@ impl Engine<'_> {
         }
         total
     }
+
+    /// Instance `k` consumes queues, and every one of them has given it
+    /// end-of-file: a restart would only read end-of-file again (a worker
+    /// pool is not refilled once the work is done).
+    pub(super) fn queue_inputs_exhausted(&self, k: usize) -> bool {
+        let mut any = false;
+        for q in 0..self.queues.len() {
+            let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
+                continue;
+            };
+            any = true;
+            if !self.queues[q]
+                .as_ref()
+                .is_some_and(|queue| queue.exhausted_for(i))
+            {
+                return false;
+            }
+        }
+        any
+    }
 }
