@@ -177,6 +177,18 @@ impl Consumer {
     }
 
     /// Bytes in its pipe that the consumer has not read yet.
+    /// Bytes still in its pipe, seen through the broker's own read end
+    /// (also after the write end was closed).
+    fn unread_in_pipe(&self) -> usize {
+        let Some(f) = &self.reader else { return 0 };
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int: the bytes in the pipe.
+        if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+            return 0;
+        }
+        n.max(0) as usize
+    }
+
     fn unread(&self) -> usize {
         let Some(f) = &self.file else { return 0 };
         let mut n: libc::c_int = 0;
@@ -415,7 +427,9 @@ impl Queue {
     pub fn exhausted_for(&self, i: usize) -> bool {
         self.producers.iter().all(|p| p.file.is_none() && p.done)
             && self.buffered() == 0
-            && self.consumers.get(i).is_some_and(|c| c.file.is_none())
+            && self.consumers.get(i).is_some_and(|c| {
+                c.file.is_none() && c.pending.is_empty() && c.unread_in_pipe() == 0
+            })
     }
 
     /// True once every producer is closed and everything was delivered (or lost),

@@ -160,7 +160,10 @@ impl Engine<'_> {
             crate::spec::Restart::OnFailure => result.is_failure(),
             crate::spec::Restart::Always => true,
         };
-        (policy && !asked_to_stop && i.restarts < p.max_restarts && !self.queue_inputs_exhausted(k))
+        // A worker that ended well after its queues gave it end-of-file is done:
+        // restarting it could only read end-of-file again.
+        let drained = !result.is_failure() && self.queue_inputs_exhausted(k);
+        (policy && !asked_to_stop && i.restarts < p.max_restarts && !drained)
             .then_some(Again::Restart)
     }
 
