@@ -545,6 +545,11 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
     let exec: Box<dyn crate::runtime::executor::Executor> = match executor {
         ExecutorKind::Local => Box::new(crate::runtime::executor::Local),
         ExecutorKind::Slurm => match crate::runtime::slurm::Config::from_env()
+            .map(|mut c| {
+                let daemons = g.file.processes.iter().filter(|p| p.daemon.value);
+                c.daemons = daemons.map(|p| p.name.value.clone()).collect();
+                c
+            })
             .and_then(crate::runtime::slurm::Slurm::new)
         {
             Ok(s) => Box::new(s),

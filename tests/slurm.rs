@@ -42,10 +42,14 @@ fn slurm_up() -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    if states
-        .lines()
-        .any(|s| ["idle", "mixed", "allocated"].contains(&s.trim()))
-    {
+    // A node that takes work (`idle`, `mixed`, `allocated`, `completing`, …),
+    // not one that is down, drained, failing or not responding (`*`).
+    if states.lines().map(str::trim).any(|s| {
+        !s.is_empty()
+            && !["down", "drain", "fail", "unk", "*", "~", "#", "!", "%"]
+                .iter()
+                .any(|bad| s.contains(bad))
+    }) {
         Ok(())
     } else {
         Err(format!("no node is up (sinfo: {})", states.trim()))
@@ -68,8 +72,8 @@ fn cluster(mode: Mode) -> Option<Cluster> {
             let out = Command::new("salloc")
                 .args([
                     "--no-shell",
-                    "--ntasks=4",
-                    "--immediate=30",
+                    "--ntasks=2",
+                    "--immediate=60",
                     "--job-name=jgtest-alloc",
                 ])
                 .stdin(Stdio::null())
@@ -112,8 +116,22 @@ impl Drop for Cluster {
     }
 }
 
-/// Jobs and steps of jobgraph runs still known to squeue.
-fn leftovers() -> Vec<String> {
+/// The name prefixes (`jobgraph-<run id>-`) of the runs whose run
+/// directories are in `slurm_dir` (the tests keep them: JOBGRAPH_SLURM_KEEP),
+/// so that other users of the cluster do not count.
+fn prefixes(slurm_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(slurm_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| format!("jobgraph-{}-", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Jobs and steps of the runs in `slurm_dir` still known to squeue.
+fn leftovers(slurm_dir: &std::path::Path) -> Vec<String> {
+    let prefixes = prefixes(slurm_dir);
     let mut left = Vec::new();
     for args in [
         &["-h", "-o", "%i %j %T"][..],
@@ -126,7 +144,7 @@ fn leftovers() -> Vec<String> {
                 .filter(|l| {
                     l.split_whitespace()
                         .nth(1)
-                        .is_some_and(|n| n.starts_with("jobgraph-"))
+                        .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
                 })
                 .map(String::from),
         );
@@ -134,11 +152,11 @@ fn leftovers() -> Vec<String> {
     left
 }
 
-/// Waits (up to `limit`) until squeue lists nothing of any jobgraph run.
-fn wait_queue_clear(limit: Duration) -> Vec<String> {
+/// Waits (up to `limit`) until squeue lists nothing of the runs in `slurm_dir`.
+fn wait_queue_clear(slurm_dir: &std::path::Path, limit: Duration) -> Vec<String> {
     let start = Instant::now();
     loop {
-        let left = leftovers();
+        let left = leftovers(slurm_dir);
         if left.is_empty() || start.elapsed() > limit {
             return left;
         }
@@ -154,6 +172,7 @@ impl Cluster {
             .env("NO_COLOR", "1")
             .env("JOBGRAPH_SLURM_DIR", job_dir.join(".slurm"))
             .env("JOBGRAPH_SLURM_STALE", "3")
+            .env("JOBGRAPH_SLURM_KEEP", "1")
             .env_remove("JOBGRAPH_SLURM_PARTITION")
             .env_remove("JOBGRAPH_SLURM_ARGS")
             .env_remove("JOBGRAPH_EXECUTOR");
@@ -190,7 +209,7 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         );
-        let left = wait_queue_clear(Duration::from_secs(3));
+        let left = wait_queue_clear(&job_dir.join(".slurm"), Duration::from_secs(3));
         assert!(
             left.is_empty(),
             "left in squeue after the run: {left:?}\n{stderr}"
@@ -292,11 +311,14 @@ shell = "echo after-boss >> order"
         pos(&evs, "helper", "exited") < pos(&evs, "watch", "stopping"),
         "{evs:#?}"
     );
-    // `after = boss` waits for boss joined: its child done, its daemon stopped.
-    assert_eq!(
-        job.read("order"),
-        "helped\nwatch-stopped\nafter-boss\n",
-        "{err}"
+    // `after = boss` waits for boss joined: its non-daemon child done (the
+    // daemon is stopped after the join, concurrently with what waited for it).
+    let order = job.read("order");
+    let lines: Vec<&str> = order.lines().collect();
+    assert_eq!(lines.first(), Some(&"helped"), "{order}\n{err}");
+    assert!(
+        lines.contains(&"after-boss") && lines.contains(&"watch-stopped"),
+        "{order}\n{err}"
     );
     assert_eq!(summary(&err)["watch"][0], "stopped", "{err}");
 }
@@ -513,7 +535,11 @@ fn sigint(c: &Cluster) {
         .unwrap();
     assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!leftovers().is_empty(), "nothing of the run in squeue");
+    let slurm_dir = job.dir.path().join(".slurm");
+    assert!(
+        !leftovers(&slurm_dir).is_empty(),
+        "nothing of the run in squeue"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(engine.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -521,7 +547,7 @@ fn sigint(c: &Cluster) {
     .unwrap();
     let status = wait_exit(&mut engine, Duration::from_secs(30)).expect("engine did not exit");
     assert_eq!(status.code(), Some(130));
-    let left = wait_queue_clear(Duration::from_secs(3));
+    let left = wait_queue_clear(&slurm_dir, Duration::from_secs(3));
     assert!(left.is_empty(), "left in squeue after SIGINT: {left:?}");
     assert!(wait_gone(&job, Duration::from_secs(3)).is_empty());
 }
@@ -540,12 +566,16 @@ fn engine_sigkill(c: &Cluster) {
         .unwrap();
     assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!leftovers().is_empty(), "nothing of the run in squeue");
+    let slurm_dir = job.dir.path().join(".slurm");
+    assert!(
+        !leftovers(&slurm_dir).is_empty(),
+        "nothing of the run in squeue"
+    );
     assert!(job.survivors().len() >= 3, "{:?}", job.survivors());
     engine.kill().unwrap(); // SIGKILL
     engine.wait().unwrap();
     // The units notice the heartbeat stop (JOBGRAPH_SLURM_STALE=3) and cancel the run.
-    let left = wait_queue_clear(Duration::from_secs(20));
+    let left = wait_queue_clear(&slurm_dir, Duration::from_secs(20));
     assert!(
         left.is_empty(),
         "left in squeue after the engine was killed: {left:?}"
@@ -620,4 +650,47 @@ fn an_sbatch_failure_names_sbatch_and_its_error() {
         err.contains("sbatch") && err.contains("invalid partition"),
         "{err}"
     );
+}
+
+/// The sbatch wrapper of docs/slurm.md: `jobgraph run` inside a batch script
+/// finds SLURM_JOB_ID and runs the graph as steps of that job.
+#[test]
+fn an_sbatch_script_runs_the_graph_as_steps() {
+    let Some(_c) = cluster(Mode::Batch) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run.sbatch");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n#SBATCH --ntasks=2\n#SBATCH --job-name=jgtest-script\nexport JOBGRAPH_SLURM_DIR={} JOBGRAPH_SLURM_KEEP=1\nexec {} run --executor slurm jobs/five.toml\n",
+            dir.path().join(".slurm").display(),
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("out");
+    let mut cmd = Command::new("sbatch");
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("SLURM_JOB_ID")
+        .arg("--wait")
+        .arg(format!("--output={}", log.display()))
+        .arg(&script);
+    let out = assert_cmd::Command::from_std(cmd)
+        .timeout(Duration::from_secs(90))
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("setup     | preparing build dir"), "{text}");
+    assert!(text.contains("5 ok in"), "{text}");
+    let left = wait_queue_clear(&dir.path().join(".slurm"), Duration::from_secs(3));
+    assert!(left.is_empty(), "left in squeue: {left:?}");
 }

@@ -49,6 +49,14 @@ pub trait Executor {
     fn poll_due(&self) -> Option<std::time::Instant> {
         None
     }
+    /// Whether a unit's processes run on this machine in the unit's own
+    /// process group, so that a listening socket can be traced to them
+    /// (readiness must not pass on another program's server). A unit run
+    /// elsewhere (under a cluster's daemons) cannot be traced: the probe's
+    /// connect alone decides.
+    fn owns_local_groups(&self) -> bool {
+        true
+    }
 }
 
 /// Processes on this machine.

@@ -81,6 +81,9 @@ pub struct Config {
     pub stale_secs: u64,
     /// `JOBGRAPH_SLURM_KEEP=1`: keep the run directory (wrapper, logs, statuses).
     pub keep: bool,
+    /// The graph's daemon processes: in step mode they share CPUs
+    /// (`--overlap`), as locally they do not count toward `max_parallel`.
+    pub daemons: Vec<String>,
 }
 
 impl Config {
@@ -118,6 +121,7 @@ impl Config {
                 .unwrap_or_default(),
             stale_secs,
             keep: var("JOBGRAPH_SLURM_KEEP").is_some_and(|v| v != "0"),
+            daemons: Vec::new(),
         })
     }
 }
@@ -554,7 +558,7 @@ impl Slurm {
         &mut self,
         job: &str,
         job_name: &str,
-        stream_member: bool,
+        overlap: bool,
         prepared: &Prepared,
         fds: &[(i32, Source)],
     ) -> io::Result<(i32, Kind)> {
@@ -568,8 +572,8 @@ impl Slurm {
             format!("--job-name={job_name}"),
         ];
         // The members of a stream group must run at once (a pipeline blocks
-        // otherwise): they may share CPUs with other steps.
-        if stream_member {
+        // otherwise), and daemons take no slot: they may share CPUs.
+        if overlap {
             argv.push("--overlap".into());
         }
         if let Some(p) = &self.config.partition {
@@ -979,6 +983,12 @@ impl Slurm {
 }
 
 impl Executor for Slurm {
+    /// Units run under slurmstepd, not in a process group of ours: a
+    /// listener cannot be traced to them, so the connect alone decides.
+    fn owns_local_groups(&self) -> bool {
+        false
+    }
+
     fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
         let name = prepared
             .env_var("JOBGRAPH_NAME")
@@ -988,8 +998,9 @@ impl Executor for Slurm {
                 "{name}[{}]",
                 prepared.env_var("JOBGRAPH_REPLICA").unwrap_or_default()
             ),
-            _ => name,
+            _ => name.clone(),
         };
+        let daemon = self.config.daemons.contains(&name);
         let job_name = format!("{}{}", self.prefix, job_part(&instance));
         let streams = prepared.env().iter().any(|e| e.starts_with("JOBGRAPH_FD_"));
         let probe = self.live.contains_key(&instance);
@@ -1005,7 +1016,7 @@ impl Executor for Slurm {
         let (id, kind) = match (local_why, self.mode.clone()) {
             (Some(why), _) => (self.spawn_local(prepared, fds, why)?, Kind::Local),
             (None, Mode::Step { job }) => {
-                self.spawn_step(&job, &job_name, streams, prepared, fds)?
+                self.spawn_step(&job, &job_name, streams || daemon, prepared, fds)?
             }
             (None, Mode::Batch) => self.spawn_batch(&instance, &job_name, prepared, fds)?,
         };

@@ -284,7 +284,9 @@ impl Engine<'_> {
         let Some(addr) = self.probe_addr(k, &host, port) else {
             return true;
         };
-        if crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid) != Some(false) {
+        if !self.exec.owns_local_groups()
+            || crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid) != Some(false)
+        {
             return true;
         }
         if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
@@ -318,7 +320,11 @@ impl Engine<'_> {
         }
         // The listener must be the instance's own, not another program's on the
         // same port; where /proc cannot tell, the connect is enough.
-        let owned = crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid);
+        let owned = self
+            .exec
+            .owns_local_groups()
+            .then(|| crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid))
+            .flatten();
         if owned == Some(false) {
             if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
                 let name = self.insts[k].name.clone();
