@@ -21,6 +21,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const VERSION: u32 = 1;
+/// How long a record may wait for others to share its fsync.
+const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
@@ -145,9 +147,17 @@ impl Journal {
             .name("jobgraph-journal".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    // Records that arrive within a few milliseconds share one
+                    // fsync: a chain of short processes costs a few fsyncs a
+                    // second, not one per process.
                     let mut batch = first;
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push_str(&more);
+                    let window = std::time::Instant::now() + GROUP_COMMIT;
+                    loop {
+                        let left = window.saturating_duration_since(std::time::Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(more) => batch.push_str(&more),
+                            Err(_) => break,
+                        }
                     }
                     if let Err(e) = file
                         .write_all(batch.as_bytes())
