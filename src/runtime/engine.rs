@@ -46,6 +46,8 @@ const MAX_LINE: usize = 64 * 1024;
 const SIGNALS: Token = Token(0);
 /// The console's writers wake the loop through this when their backlog drained.
 const WAKE: Token = Token(usize::MAX);
+/// The size of one read from an output pipe.
+const READ_CHUNK: usize = 64 * 1024;
 /// At most this much is read from one output pipe before others get a turn.
 const READ_TURN: usize = 256 * 1024;
 /// How long one pass may spend launching before the loop serves timers,
@@ -288,6 +290,8 @@ struct Engine<'g> {
     signals: Signals,
     /// Every event source of the loop, by token.
     sources: sources::Sources,
+    /// The buffer output pipes are read into.
+    read_buf: Vec<u8>,
     /// Output pipes that may hold unread data: left for later because the
     /// console is backlogged, or because they had their turn.
     readable: Vec<usize>,
@@ -457,6 +461,7 @@ pub fn run_with(
         poll,
         signals,
         sources: Default::default(),
+        read_buf: vec![0; READ_CHUNK],
         readable: Vec::new(),
         output_failed: false,
         terminal,

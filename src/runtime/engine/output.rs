@@ -86,7 +86,18 @@ impl Engine<'_> {
 
     /// Reads up to `limit` bytes; returns true if the pipe may hold more.
     pub(super) fn read_pipe(&mut self, token: usize, limit: usize) -> bool {
-        let mut chunk = [0u8; 64 * 1024];
+        // One buffer for every read: zeroing 64 KiB per call was most of the
+        // engine's work per process in a chain of short ones.
+        let mut chunk = std::mem::take(&mut self.read_buf);
+        if chunk.len() < READ_CHUNK {
+            chunk = vec![0; READ_CHUNK];
+        }
+        let more = self.read_pipe_into(token, limit, &mut chunk);
+        self.read_buf = chunk;
+        more
+    }
+
+    fn read_pipe_into(&mut self, token: usize, limit: usize, chunk: &mut [u8]) -> bool {
         let mut taken = 0;
         loop {
             if taken >= limit {
@@ -95,7 +106,7 @@ impl Engine<'_> {
             let Some(pipe) = self.sources.pipe_mut(token) else {
                 return false;
             };
-            match pipe.file.read(&mut chunk) {
+            match pipe.file.read(chunk) {
                 Ok(0) => {
                     self.close_pipe(token);
                     return false;
