@@ -192,8 +192,10 @@ impl Journal {
         };
         let mut line = serde_json::to_string(&r).unwrap_or_default();
         line.push('\n');
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(line);
+        // A send fails only if the writer thread stopped on an error, which
+        // `take_error` reports at the next record or at `close`.
+        if self.tx.as_ref().is_some_and(|tx| tx.send(line).is_err()) {
+            self.tx = None;
         }
         Ok(())
     }

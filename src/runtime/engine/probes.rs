@@ -242,12 +242,18 @@ impl Engine<'_> {
             .name("jobgraph-http-probe".into())
             .spawn(move || {
                 let passed = http_check(&url, &accept, limit);
-                let _ = tx.send(HttpAnswer {
-                    inst: k,
-                    check,
-                    attempt,
-                    passed,
-                });
+                // The engine gone (the receiver dropped): nobody to tell.
+                if tx
+                    .send(HttpAnswer {
+                        inst: k,
+                        check,
+                        attempt,
+                        passed,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
                 let _ = waker.wake();
             });
         if spawned.is_ok() {

@@ -165,10 +165,11 @@ impl Engine<'_> {
         );
         for rows in [running, waiting] {
             for r in rows.iter().take(MAX_ROWS) {
-                let _ = writeln!(out, "{r}");
+                out.push_str(r);
+                out.push('\n');
             }
             if rows.len() > MAX_ROWS {
-                let _ = writeln!(out, "  … and {} more", rows.len() - MAX_ROWS);
+                out.push_str(&format!("  … and {} more\n", rows.len() - MAX_ROWS));
             }
         }
         out
@@ -196,7 +197,7 @@ impl Engine<'_> {
         let reasons: Vec<String> = stuck.iter().map(|&k| self.waits_for(k)).collect();
         let mut text = String::from("nothing can run any more, yet some processes wait:");
         for (&k, why) in stuck.iter().zip(&reasons).take(MAX_ROWS) {
-            let _ = write!(text, "\n  {} waits for {why}", self.insts[k].name);
+            text.push_str(&format!("\n  {} waits for {why}", self.insts[k].name));
         }
         if stuck.len() > MAX_ROWS {
             let _ = write!(text, "\n  … and {} more", stuck.len() - MAX_ROWS);
