@@ -647,7 +647,12 @@ impl Engine<'_> {
             // Groups launched in this slice reach the watchdog now, not after the burst.
             if let Some(w) = &mut self.watchdog {
                 if w.due().is_some() {
-                    w.flush();
+                    if let Err(e) = w.flush() {
+                        self.reporter.note(
+                            &format!("cannot reach the watchdog ({e}): an engine crash could leave processes behind"),
+                            true,
+                        );
+                    }
                 }
             }
             self.update_progress();

@@ -55,19 +55,25 @@ impl Watchdog {
 
     /// Notes a process group the engine created; sent with the next [`Watchdog::flush`].
     pub fn watch(&mut self, pgid: i32) {
-        use std::fmt::Write as _;
-        let _ = writeln!(self.pending, "g {pgid}");
+        self.pending.push_str(&format!("g {pgid}\n"));
     }
 
     /// Sends the groups noted since the last flush in one write. Batching keeps
     /// the watchdog asleep during bursts of launches; a group not yet sent when
     /// the engine dies is still found through the run's environment marker.
-    pub fn flush(&mut self) {
+    /// An error means the watchdog is gone (its pipe broke): the caller says
+    /// so; the engine then reaps it and notes that a crash would leave processes.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        let mut result = Ok(());
         if let (Some(link), false) = (&mut self.link, self.pending.is_empty()) {
-            let _ = link.write_all(self.pending.as_bytes());
+            result = link.write_all(self.pending.as_bytes());
+            if result.is_err() {
+                self.link = None;
+            }
         }
         self.pending.clear();
         self.flushed = std::time::Instant::now();
+        result
     }
 
     /// When the noted groups should be sent at the latest, if any are waiting.
@@ -76,10 +82,12 @@ impl Watchdog {
     }
 
     /// Tells the watchdog the run ended cleanly. The caller reaps it.
-    pub fn finish(&mut self) {
-        self.flush();
-        if let Some(mut link) = self.link.take() {
-            let _ = link.write_all(b"done\n");
+    /// A failed write means it is already gone: nothing is left for it to do.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        match self.link.take() {
+            Some(mut link) => link.write_all(b"done\n"),
+            None => Ok(()),
         }
     }
 }

@@ -98,7 +98,13 @@ impl Engine<'_> {
     /// Tells the watchdog the run ended cleanly, and reaps it.
     fn close_watchdog(&mut self) {
         if let Some(mut w) = self.watchdog.take() {
-            w.finish();
+            if let Err(e) = w.finish() {
+                // It is gone already: it can no longer kill anything of this run.
+                self.reporter.note(
+                    &format!("the watchdog could not be told the run ended ({e})"),
+                    false,
+                );
+            }
             let pid = nix::unistd::Pid::from_raw(w.pid());
             let _ = nix::sys::wait::waitpid(pid, None);
         }

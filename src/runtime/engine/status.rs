@@ -6,7 +6,6 @@ use super::{Cancel, Engine, Outcome, Phase};
 use crate::graph::DepKind;
 use crate::runtime::report::fmt_duration;
 use crate::spec::Condition;
-use std::fmt::Write as _;
 use std::time::Instant;
 
 /// Rows of each kind printed at most, so a 100,000-replica run stays readable.
@@ -200,7 +199,7 @@ impl Engine<'_> {
             text.push_str(&format!("\n  {} waits for {why}", self.insts[k].name));
         }
         if stuck.len() > MAX_ROWS {
-            let _ = write!(text, "\n  … and {} more", stuck.len() - MAX_ROWS);
+            text.push_str(&format!("\n  … and {} more", stuck.len() - MAX_ROWS));
         }
         self.reporter.note(&text, true);
         self.escalate(Cancel::Stalled);
@@ -231,7 +230,7 @@ fn list(names: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > SHOWN {
-        let _ = write!(s, " and {} more", names.len() - SHOWN);
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
     s
 }
