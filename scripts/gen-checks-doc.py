@@ -226,9 +226,14 @@ P["bad-env-file"] = (
 ["bad-env-file-2"])
 
 P["bad-include"] = (
-"""An `include` cannot be used: the file does not exist or cannot be read as a job file, it is part of an include cycle (a file that includes itself, directly or through others; the message prints the chain), or an included file sets `[graph]`, which only the main file may. The span is the path in the `include` list, in the file that names it, which may itself be an included file. A file included by several others is read once; that is not a cycle.""",
-"""Correct the path (relative to the directory of the file that has the `include`), remove one include of the cycle, or move `[graph]` to the main file.""",
-["bad-include-2"])
+"""An `include` cannot be used: the file does not exist or cannot be read as a job file, it is part of an include cycle (a file that includes itself, directly or through others; the message prints the chain), or an included file sets `[graph]` or `[slurm]`, which only the main file may. The span is the path in the `include` list, in the file that names it, which may itself be an included file. A file included by several others is read once; that is not a cycle.""",
+"""Correct the path (relative to the directory of the file that has the `include`), remove one include of the cycle, or move `[graph]` / `[slurm]` to the main file.""",
+["bad-include-2", "bad-include-3"])
+
+P["bad-slurm-option"] = (
+"""A Slurm setting (in `[slurm]` or a process's `slurm` table) that Slurm would refuse, or that would take a unit out of jobgraph's hands: a `mem` that is not a whole number with at most one of K, M, G, T (Slurm reads `8G`, not `8GB` or `1.5G`); a `partition` or `account` with spaces; an `extra` entry that is not an option (`"gpu:1"` split from its `--gres`); an `extra` option that jobgraph sets on every unit itself (`--job-name`/`-J`, `--output`/`-o`, `--error`/`-e`, `--input`/`-i`, `--chdir`/`-D`, `--jobid`, `--parsable`, `--wrap`, `--ntasks`/`-n`, `--array`/`-a`, `--dependency`/`-d`, `--overlap`, `--exact`); or an `orphan_timeout` under 2 s. jobgraph names every unit `jobgraph-<run>-<instance>` to find and cancel it, follows its output files for the log, and keeps dependencies in the engine, so these options would break the run. A bad `cpus` is [`bad-number`](#bad-number). See [Running on Slurm](slurm.md).""",
+"""Write `mem = "8G"`; write each option whole, `extra = ["--gres=gpu:1"]`; drop options jobgraph owns (use `after` for dependencies, `stdout = { file = ... }` for output files, `replicas` or `for_each` for arrays).""",
+["bad-slurm-option-2", "bad-slurm-option-3"])
 
 P["duplicate-name"] = (
 """A process, lock, queue, pipe, var or `[env]` variable is defined both in a file and in a file it includes (or in two included files). Included files share one set of names, and jobgraph does not let one silently replace the other. The diagnostic marks both definitions, each in its own file.""",
@@ -273,6 +278,11 @@ P["buffered-log-probe"] = (
 """**Warning.** A process with a `log` readiness probe runs Python (`python`, `python3`, `python3.12`..., as the program of `cmd` or as a word of `shell`) without `-u` and without `PYTHONUNBUFFERED` in its `env` or in `[env]`. Python block-buffers stdout when it is a pipe, as it is under jobgraph, so a line printed with plain `print()` reaches the log (and the probe) only once 8 KiB are written or the program exits. The probe then times out and the process fails, with no output shown. A `shell` line that mentions `PYTHONUNBUFFERED` or `stdbuf` is not warned about. See [Output buffering](runtime.md#output-buffering).""",
 """Run Python with `-u` (`cmd = ["python3", "-u", "server.py"]`), or set `PYTHONUNBUFFERED = "1"` in the process's `env`, or flush after the line the probe waits for (`print(..., flush=True)`). For other programs, `stdbuf -oL program` makes C stdio line-buffered.""",
 ["buffered-log-probe-2"])
+
+P["slurm-time-before-timeout"] = (
+"""**Warning.** A process has a `timeout`, and its Slurm `time` limit (its own `slurm.time`, else `[slurm] time`) is not longer than the timeout plus `shutdown_grace`. On Slurm the engine enforces `timeout` itself (stop signal, grace, then kill, and a retry if `retries` allows); Slurm's `time` ends the unit on its own terms, and coarsely (a 5 s limit fired after about 80 s in our tests). A `time` that comes first makes the `timeout` dead text. Local runs ignore `slurm` settings, so this is a warning.""",
+"""Make `time` longer than `timeout` + `shutdown_grace` (the message suggests a value), or leave `time` out: for a process with a `timeout`, jobgraph then asks Slurm for that plus 2 minutes, rounded up to whole minutes.""",
+[])
 
 P["daemons-only"] = (
 """**Warning.** Every process is a daemon. Top-level daemons are stopped once every non-daemon process has finished, and here there are none, so the run would end as soon as it starts.""",

@@ -130,7 +130,8 @@ struct RunArgs {
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::spec::parse_set)]
     set: Vec<(String, String)>,
     /// Where units run: this machine, or Slurm (job steps inside an allocation,
-    /// else sbatch jobs; see docs/slurm.md). Default: $JOBGRAPH_EXECUTOR, else local.
+    /// else sbatch jobs; see docs/slurm.md). Default: $JOBGRAPH_EXECUTOR, else the
+    /// file's `[graph] executor`, else local.
     #[arg(long, value_name = "EXECUTOR")]
     executor: Option<ExecutorKind>,
 }
@@ -525,7 +526,11 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         std::env::var("JOBGRAPH_EXECUTOR").ok().as_deref(),
     ) {
         (Some(e), _) => e,
-        (None, None | Some("" | "local")) => ExecutorKind::Local,
+        (None, None | Some("")) => match g.file.graph.executor.as_ref().map(|e| e.value) {
+            Some(crate::spec::ExecutorKind::Slurm) => ExecutorKind::Slurm,
+            None | Some(crate::spec::ExecutorKind::Local) => ExecutorKind::Local,
+        },
+        (None, Some("local")) => ExecutorKind::Local,
         (None, Some("slurm")) => ExecutorKind::Slurm,
         (None, Some(other)) => {
             eprint(&format!(
@@ -544,12 +549,7 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
     };
     let exec: Box<dyn crate::runtime::executor::Executor> = match executor {
         ExecutorKind::Local => Box::new(crate::runtime::executor::Local),
-        ExecutorKind::Slurm => match crate::runtime::slurm::Config::from_env()
-            .map(|mut c| {
-                let daemons = g.file.processes.iter().filter(|p| p.daemon.value);
-                c.daemons = daemons.map(|p| p.name.value.clone()).collect();
-                c
-            })
+        ExecutorKind::Slurm => match crate::runtime::slurm::Config::new(&g.file, &base)
             .and_then(crate::runtime::slurm::Slurm::new)
         {
             Ok(s) => Box::new(s),

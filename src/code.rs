@@ -120,6 +120,8 @@ codes! {
     BadEnvFile = "bad-env-file", Error;
     /// An `include` that is missing, unreadable, part of a cycle, or sets `[graph]`.
     BadInclude = "bad-include", Error;
+    /// A Slurm setting Slurm would refuse, or an `extra` option jobgraph sets itself.
+    BadSlurmOption = "bad-slurm-option", Error;
     /// A process, lock, queue, pipe, var or `[env]` variable defined in two files.
     DuplicateName = "duplicate-name", Error;
     /// A program that is not on PATH or not executable.
@@ -136,6 +138,8 @@ codes! {
     PipeCycle = "pipe-cycle", Warning;
     /// A `log` readiness probe on a Python command whose output is block-buffered (no `-u`, no PYTHONUNBUFFERED).
     BufferedLogProbe = "buffered-log-probe", Warning;
+    /// A Slurm `time` limit that ends a unit before its own `timeout` (plus the grace) would.
+    SlurmTimeBeforeTimeout = "slurm-time-before-timeout", Warning;
     /// Every process is a daemon, so nothing keeps the graph running.
     DaemonsOnly = "daemons-only", Warning;
 }

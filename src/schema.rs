@@ -32,6 +32,8 @@ struct JobFile {
     vars: Option<BTreeMap<String, VarValue>>,
     /// Job files whose processes, locks, queues, pipes, [env] and [vars] join this graph; paths relative to this file.
     include: Option<Vec<IncludePath>>,
+    /// Settings of the Slurm executor, and resources for every unit (docs/slurm.md).
+    slurm: Option<SlurmTable>,
 }
 
 /// A job file to include, relative to the including file.
@@ -146,6 +148,84 @@ struct GraphTable {
     fail_fast: Option<bool>,
     /// Dotenv files for every process, below [env].
     env_file: Option<EnvFile>,
+    /// Where units run: "local" (default) or "slurm"; `--executor` overrides it.
+    executor: Option<ExecutorKind>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum ExecutorKind {
+    /// Processes of this machine.
+    Local,
+    /// Job steps (inside an allocation) or sbatch jobs of a Slurm cluster.
+    Slurm,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum SlurmMode {
+    /// Steps when SLURM_JOB_ID is set, else batch jobs.
+    Auto,
+    /// Job steps of the current allocation.
+    Step,
+    /// One sbatch job per unit.
+    Batch,
+}
+
+/// A memory size as `sbatch --mem` takes it: "512M", "8G" (no letter: megabytes).
+#[derive(JsonSchema)]
+struct SlurmMem(#[schemars(regex(pattern = r"^[0-9]+[KMGTkmgt]?$"))] String);
+
+/// One whole srun/sbatch option, e.g. "--gres=gpu:1".
+#[derive(JsonSchema)]
+struct SlurmOption(#[schemars(regex(pattern = r"^-."))] String);
+
+/// A partition or account name.
+#[derive(JsonSchema)]
+struct SlurmWord(#[schemars(regex(pattern = r"^\S+$"))] String);
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct SlurmTable {
+    /// "auto" (default): steps inside an allocation, else batch jobs.
+    mode: Option<SlurmMode>,
+    /// Directory for run files, on a filesystem the nodes share; default ".jobgraph-slurm".
+    dir: Option<String>,
+    /// Units cancel themselves when the engine's heartbeat is older than this; default "10s".
+    orphan_timeout: Option<DurationText>,
+    /// Keep the run directory (wrapper, batch output, statuses); default false.
+    keep: Option<bool>,
+    /// CPUs per unit (--cpus-per-task).
+    #[schemars(range(min = 1, max = 65536))]
+    cpus: Option<u32>,
+    /// Memory per unit (--mem).
+    mem: Option<SlurmMem>,
+    /// Slurm's time limit per unit (--time), a backstop behind `timeout`.
+    time: Option<DurationText>,
+    /// --partition.
+    partition: Option<SlurmWord>,
+    /// --account.
+    account: Option<SlurmWord>,
+    /// More srun/sbatch options for every unit.
+    extra: Option<Vec<SlurmOption>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ProcessSlurmTable {
+    /// CPUs per unit (--cpus-per-task).
+    #[schemars(range(min = 1, max = 65536))]
+    cpus: Option<u32>,
+    /// Memory per unit (--mem).
+    mem: Option<SlurmMem>,
+    /// Slurm's time limit (--time), a backstop behind `timeout`.
+    time: Option<DurationText>,
+    /// --partition.
+    partition: Option<SlurmWord>,
+    /// --account.
+    account: Option<SlurmWord>,
+    /// More srun/sbatch options, after [slurm]'s.
+    extra: Option<Vec<SlurmOption>>,
 }
 
 #[derive(JsonSchema)]
@@ -356,6 +436,8 @@ struct ProcessTable {
     health: Option<HealthTable>,
     /// Dotenv files for this process, below its own env.
     env_file: Option<EnvFile>,
+    /// What its units ask of Slurm, over [slurm]'s defaults (Slurm executor only).
+    slurm: Option<ProcessSlurmTable>,
 }
 
 #[derive(JsonSchema)]
@@ -613,5 +695,10 @@ mod tests {
         assert_eq!(keys(&v, Some("HealthTable")), sorted(spec::KEYS_HEALTH));
         assert_eq!(keys(&v, Some("QueueTable")), sorted(spec::KEYS_QUEUE));
         assert_eq!(keys(&v, Some("PipeTable")), sorted(spec::KEYS_PIPE));
+        assert_eq!(keys(&v, Some("SlurmTable")), sorted(spec::KEYS_SLURM));
+        assert_eq!(
+            keys(&v, Some("ProcessSlurmTable")),
+            sorted(spec::KEYS_PROCESS_SLURM)
+        );
     }
 }

@@ -167,6 +167,13 @@ fn wait_queue_clear(slurm_dir: &std::path::Path, limit: Duration) -> Vec<String>
 impl Cluster {
     /// `jobgraph run --executor slurm` with this mode's environment.
     fn command(&self, job_dir: &std::path::Path) -> Command {
+        let mut cmd = self.environment(job_dir);
+        cmd.args(["run", "--executor", "slurm"]);
+        cmd
+    }
+
+    /// `jobgraph` with this mode's environment (and no arguments).
+    fn environment(&self, job_dir: &std::path::Path) -> Command {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"));
         cmd.current_dir(root())
             .env("NO_COLOR", "1")
@@ -186,7 +193,6 @@ impl Cluster {
                     .env("JOBGRAPH_SLURM_MODE", "batch");
             }
         }
-        cmd.args(["run", "--executor", "slurm"]);
         cmd
     }
 
@@ -233,6 +239,13 @@ impl Cluster {
             .collect();
         (code, evs, stderr)
     }
+}
+
+/// A process's events other than `placed` (whose number depends on timing).
+fn lifecycle<'a>(evs: &'a [serde_json::Value], process: &str) -> Vec<&'a str> {
+    let mut v = events_of(evs, process);
+    v.retain(|e| *e != "placed");
+    v
 }
 
 /// A scenario, as a test in each mode: `NAME::step` and `NAME::batch`.
@@ -389,7 +402,7 @@ retry_delay = "100ms"
     assert_eq!(job.read("tries").lines().count(), 3);
     assert_eq!(summary(&err)["flaky"][2], "3", "{err}");
     assert_eq!(
-        events_of(&evs, "flaky")
+        lifecycle(&evs, "flaky")
             .iter()
             .filter(|e| **e == "retrying")
             .count(),
@@ -408,7 +421,7 @@ fn timeout(c: &Cluster) {
     assert_eq!(code, 1, "{err}");
     assert!(start.elapsed() < Duration::from_secs(20), "{err}");
     assert_eq!(summary(&err)["slow"][..2], ["timed out", "5"], "{err}");
-    assert_eq!(events_of(&evs, "slow"), ["started", "stopping", "exited"]);
+    assert_eq!(lifecycle(&evs, "slow"), ["started", "stopping", "exited"]);
     assert_eq!(job.read("log"), "got-term\n");
 }
 both!(timeout);
@@ -693,4 +706,96 @@ fn an_sbatch_script_runs_the_graph_as_steps() {
     assert!(text.contains("5 ok in"), "{text}");
     let left = wait_queue_clear(&dir.path().join(".slurm"), Duration::from_secs(3));
     assert!(left.is_empty(), "left in squeue: {left:?}");
+}
+
+/// `[graph] executor`, `[slurm]` and a process's `slurm` table, with no
+/// `--executor` flag: the unit gets its CPUs, and a time limit behind its
+/// timeout (55 s + 5 s of grace + 2 min, in minutes: 3 min).
+fn file_keys(c: &Cluster) {
+    let probe = r#"echo "cpus=$SLURM_CPUS_PER_TASK"; if [ -n "$SLURM_STEP_ID" ]; then scontrol show step $SLURM_JOB_ID.$SLURM_STEP_ID; else scontrol show job $SLURM_JOB_ID; fi | grep -o 'TimeLimit=[^ ]*' | head -1"#;
+    let job = Job::new(&format!(
+        "[graph]\nexecutor = \"slurm\"\n[slurm]\ncpus = 1\n[process.probe]\nshell = '''{probe}'''\ntimeout = \"55s\"\nslurm = {{ cpus = 2 }}\n[process.plain]\nshell = 'echo \"cpus=$SLURM_CPUS_PER_TASK\"'\n"
+    ));
+    let mut cmd = c.environment(job.dir.path());
+    cmd.arg("run").arg(job.path());
+    let out = assert_cmd::Command::from_std(cmd)
+        .timeout(Duration::from_secs(90))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("probe | cpus=2\n"), "{stdout}");
+    assert!(stdout.contains("probe | TimeLimit=00:03:00\n"), "{stdout}");
+    assert!(stdout.contains("plain | cpus=1\n"), "{stdout}");
+    let left = wait_queue_clear(&job.dir.path().join(".slurm"), Duration::from_secs(3));
+    assert!(left.is_empty(), "{left:?}");
+}
+both!(file_keys);
+
+/// `placed` events: the job (and in step mode the step) and the node.
+fn placements(c: &Cluster) {
+    let job = Job::new("[process.a]\nshell = \"sleep 0.6\"\n");
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    let placed: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "placed").collect();
+    let job_id = placed[0]["job_id"].as_str().unwrap_or_default();
+    assert!(
+        !job_id.is_empty() && job_id.bytes().all(|b| b.is_ascii_digit()),
+        "{placed:?}"
+    );
+    let node = Command::new("sinfo")
+        .args(["-h", "-o", "%n"])
+        .output()
+        .unwrap();
+    let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+    let last = placed.last().unwrap();
+    assert_eq!(last["state"], "running", "{placed:?}");
+    assert_eq!(last["node"], node.as_str(), "{placed:?}");
+    match c.mode {
+        Mode::Batch => assert_eq!(placed[0]["state"], "queued", "{placed:?}"),
+        Mode::Step => {
+            let step = last["step_id"].as_str().unwrap_or_default();
+            assert!(step.starts_with(&format!("{job_id}.")), "{placed:?}");
+        }
+    }
+    // Every placement comes between the start and the end of the unit.
+    assert!(pos(&evs, "a", "started") < pos(&evs, "a", "placed"));
+    let last_placed = evs.iter().rposition(|e| e["event"] == "placed").unwrap();
+    assert!(last_placed < pos(&evs, "a", "exited"));
+}
+both!(placements);
+
+/// `--executor local` wins over the file's `executor = "slurm"`: no Slurm needed.
+#[test]
+fn the_command_line_executor_wins_over_the_file() {
+    let job = Job::new(
+        "[graph]\nexecutor = \"slurm\"\n[slurm]\nmode = \"step\"\n[process.a]\nshell = \"echo local-${SLURM_JOB_ID:-none}\"\n",
+    );
+    let out = jobgraph()
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("JOBGRAPH_EXECUTOR")
+        .args(["run", "--executor", "local"])
+        .arg(job.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a | local-none"));
+    // Without the flag the file's choice stands, and its step mode needs an allocation.
+    let out = jobgraph()
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("JOBGRAPH_EXECUTOR")
+        .env_remove("JOBGRAPH_SLURM_MODE")
+        .arg("run")
+        .arg(job.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("[slurm] mode is step, which needs an allocation"),
+        "{err}"
+    );
 }

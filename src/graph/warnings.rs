@@ -44,6 +44,7 @@ pub(super) fn check(
     for p in &file.processes {
         shell_syntax_in_cmd(p, diags);
         buffered_log_probe(file, p, diags);
+        slurm_time_before_timeout(file, p, diags);
     }
     let mut finder = ProgramFinder::new(source.base_dir(), file);
     let by_name: HashMap<&str, usize> = file
@@ -449,4 +450,44 @@ fn buffered_log_probe(file: &JobFile, p: &Process, diags: &mut Vec<Diagnostic>) 
 fn is_python(word: &str) -> bool {
     word.strip_prefix("python")
         .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+/// Slurm's `time` ends a unit with SIGKILL-like force and no retry; the
+/// engine's `timeout` stops it with its stop signal and a grace. A `time`
+/// that comes first makes the `timeout` dead text.
+fn slurm_time_before_timeout(file: &JobFile, p: &Process, diags: &mut Vec<Diagnostic>) {
+    let Some(timeout) = p.timeout else {
+        return;
+    };
+    let own = p.slurm.as_ref().and_then(|s| s.time.as_ref());
+    let Some(time) = own.or(file.slurm.defaults.time.as_ref()) else {
+        return;
+    };
+    let needed = timeout + file.graph.shutdown_grace;
+    if time.value > needed {
+        return;
+    }
+    let whose = if own.is_some() {
+        "its `slurm.time`"
+    } else {
+        "`[slurm] time`"
+    };
+    diags.push(
+        Diagnostic::at(
+            Code::SlurmTimeBeforeTimeout,
+            time.span.clone(),
+            format!(
+                "on Slurm, process `{}` is killed by {whose} ({}) before its `timeout` ({}) and the grace ({}) are over",
+                p.name.value,
+                crate::spec::format_duration(time.value),
+                crate::spec::format_duration(timeout),
+                crate::spec::format_duration(file.graph.shutdown_grace),
+            ),
+        )
+        .label("Slurm's limit")
+        .help(format!(
+            "Slurm's `time` is a backstop: make it longer than timeout + shutdown_grace, e.g. time = \"{}\", or leave it out (jobgraph then sets one with a margin)",
+            crate::spec::format_duration(crate::spec::slurm::backstop(needed))
+        )),
+    );
 }

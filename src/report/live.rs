@@ -575,6 +575,21 @@ fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             out.pid = Some(pid);
             out.failures = Some(failures);
         }
+        RunEvent::Placed {
+            process,
+            pid,
+            state,
+            job_id,
+            step_id,
+            node,
+        } => {
+            out.process = Some(process);
+            out.pid = Some(pid);
+            out.state = Some(state);
+            out.job_id = Some(job_id);
+            out.step_id = step_id;
+            out.node = node;
+        }
         RunEvent::Queue {
             queue,
             messages_in,
@@ -695,6 +710,18 @@ pub struct Event<'a> {
     /// The engine's own peak RSS in KiB (`run-finished`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_peak_rss_kib: Option<u64>,
+    /// `queued` or `running` (`placed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'a str>,
+    /// The Slurm job (`placed`): the unit's own in batch mode, the allocation in step mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<&'a str>,
+    /// The Slurm step, `JOB.STEP` (`placed`, step mode, once Slurm lists it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<&'a str>,
+    /// The node it runs on (`placed`, once running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<&'a str>,
 }
 
 /// The `--events` writer.
@@ -1044,6 +1071,14 @@ mod tests {
                 process: "a",
                 pid: 2,
                 failures: 3,
+            },
+            RunEvent::Placed {
+                process: "a",
+                pid: 2,
+                state: "running",
+                job_id: "7",
+                step_id: Some("7.1"),
+                node: Some("n1"),
             },
             RunEvent::Queue {
                 queue: "q",

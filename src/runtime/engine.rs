@@ -355,6 +355,9 @@ struct Engine<'g> {
     probe_pids: FxHashMap<i32, (usize, probes::Check)>,
     /// Resolved probe addresses, per instance and port.
     tcp_addrs: FxHashMap<(usize, u16), std::net::SocketAddr>,
+    /// The node each instance's unit runs on, when a cluster executor said so:
+    /// tcp and http probes of a local address go there.
+    nodes: FxHashMap<usize, String>,
     /// Answers of http probes, from their threads.
     http_tx: std::sync::mpsc::Sender<probes::HttpAnswer>,
     http_rx: std::sync::mpsc::Receiver<probes::HttpAnswer>,
@@ -507,6 +510,7 @@ pub fn run_with(
             .collect(),
         probe_pids: FxHashMap::default(),
         tcp_addrs: FxHashMap::default(),
+        nodes: FxHashMap::default(),
         http_tx,
         http_rx,
         waker: loop_waker,

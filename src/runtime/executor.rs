@@ -31,6 +31,23 @@ pub struct Reaped {
     pub peak_rss_kib: u64,
 }
 
+/// Where a cluster executor placed a unit, as far as it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The unit's id.
+    pub id: i32,
+    /// Running, or still waiting in the cluster's queue. While it waits, its
+    /// `timeout` and readiness timeout do not run: they count from its start.
+    pub running: bool,
+    /// The cluster's job id.
+    pub job_id: String,
+    /// The step id (`JOB.STEP`), for a step.
+    pub step_id: Option<String>,
+    /// The node it runs on, once known: tcp and http probes of a local
+    /// address go there.
+    pub node: Option<String>,
+}
+
 /// Launches, signals and observes units.
 pub trait Executor {
     /// Starts a unit with these descriptors; returns its id, which is also
@@ -56,6 +73,10 @@ pub trait Executor {
     /// connect alone decides.
     fn owns_local_groups(&self) -> bool {
         true
+    }
+    /// One news of where a unit runs since the last call, if any. Never blocks.
+    fn placed(&mut self) -> Option<Placement> {
+        None
     }
 }
 

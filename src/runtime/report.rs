@@ -81,6 +81,16 @@ pub enum RunEvent<'a> {
         pid: i32,
         failures: u32,
     },
+    /// A cluster executor placed the unit: `queued` (submitted, waiting for
+    /// resources) or `running`, with the job, step and node as far as known.
+    Placed {
+        process: &'a str,
+        pid: i32,
+        state: &'a str,
+        job_id: &'a str,
+        step_id: Option<&'a str>,
+        node: Option<&'a str>,
+    },
     /// A queue's counts, at the end.
     Queue {
         queue: &'a str,
@@ -115,6 +125,7 @@ impl RunEvent<'_> {
             RunEvent::Stopping { .. } => "stopping",
             RunEvent::Killed { .. } => "killed",
             RunEvent::HealthFailed { .. } => "health-failed",
+            RunEvent::Placed { .. } => "placed",
             RunEvent::Queue { .. } => "queue",
             RunEvent::RunFinished { .. } => "run-finished",
         }
@@ -137,6 +148,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "stopping",
     "killed",
     "health-failed",
+    "placed",
     "queue",
     "run-finished",
 ];

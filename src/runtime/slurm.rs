@@ -26,7 +26,7 @@
 //! groups that need descriptors srun does not relay (fd ≥ 3, and in batch
 //! mode any stream edge), and `ready.cmd` probes.
 
-use super::executor::{Executor, Exit, Local, Reaped};
+use super::executor::{Executor, Exit, Local, Placement, Reaped};
 use super::posix::{Prepared, Source};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -43,6 +43,9 @@ const UNIT_SH: &str = include_str!("slurm/unit.sh");
 const GUARD_SH: &str = include_str!("slurm/guard.sh");
 /// How often the engine touches its heartbeat file.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// Step mode: a step is looked up in `squeue` (for its id and node) once it
+/// has run this long; most short steps end before, and cost no call.
+const STEP_LOOKUP_AFTER: Duration = Duration::from_millis(100);
 /// Batch mode: how often `squeue` is asked about the run's jobs.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// A batch job that left the queue without an exit status file: how long to
@@ -52,79 +55,8 @@ const STATUS_GRACE: Duration = Duration::from_secs(3);
 /// never mistaken for a local process group.
 const BATCH_ID_BASE: i32 = 1 << 30;
 
-/// Step or batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Job steps of this allocation.
-    Step {
-        /// The allocation's job id.
-        job: String,
-    },
-    /// One `sbatch` job per unit.
-    Batch,
-}
-
-/// The executor's settings, from the environment (file keys are planned).
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `JOBGRAPH_SLURM_MODE=step|batch`; default: step when `SLURM_JOB_ID` is set.
-    pub mode: Mode,
-    /// `JOBGRAPH_SLURM_DIR`: where run directories go; it must be on a
-    /// filesystem the nodes share. Default `.jobgraph-slurm` in the current directory.
-    pub dir: PathBuf,
-    /// `JOBGRAPH_SLURM_PARTITION`.
-    pub partition: Option<String>,
-    /// `JOBGRAPH_SLURM_ARGS`: extra arguments to every `srun` / `sbatch`, split on whitespace.
-    pub extra: Vec<String>,
-    /// `JOBGRAPH_SLURM_STALE`: seconds without a heartbeat after which units
-    /// cancel themselves (default 10).
-    pub stale_secs: u64,
-    /// `JOBGRAPH_SLURM_KEEP=1`: keep the run directory (wrapper, logs, statuses).
-    pub keep: bool,
-    /// The graph's daemon processes: in step mode they share CPUs
-    /// (`--overlap`), as locally they do not count toward `max_parallel`.
-    pub daemons: Vec<String>,
-}
-
-impl Config {
-    /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Config, String> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let job = var("SLURM_JOB_ID");
-        let mode = match (var("JOBGRAPH_SLURM_MODE").as_deref(), job) {
-            (Some("batch"), _) | (None, None) => Mode::Batch,
-            (Some("step") | None, Some(job)) => Mode::Step { job },
-            (Some("step"), None) => {
-                return Err("JOBGRAPH_SLURM_MODE=step needs an allocation (SLURM_JOB_ID is not set: run under salloc or sbatch)".into())
-            }
-            (Some(other), _) => {
-                return Err(format!(
-                    "JOBGRAPH_SLURM_MODE={other}: expected `step` or `batch`"
-                ))
-            }
-        };
-        let stale_secs = match var("JOBGRAPH_SLURM_STALE") {
-            None => 10,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|&n| n > 1)
-                .ok_or_else(|| format!("JOBGRAPH_SLURM_STALE={v}: expected seconds (> 1)"))?,
-        };
-        Ok(Config {
-            mode,
-            dir: var("JOBGRAPH_SLURM_DIR")
-                .map_or_else(|| PathBuf::from(".jobgraph-slurm"), PathBuf::from),
-            partition: var("JOBGRAPH_SLURM_PARTITION"),
-            extra: var("JOBGRAPH_SLURM_ARGS")
-                .map(|v| v.split_whitespace().map(str::to_string).collect())
-                .unwrap_or_default(),
-            stale_secs,
-            keep: var("JOBGRAPH_SLURM_KEEP").is_some_and(|v| v != "0"),
-            daemons: Vec::new(),
-        })
-    }
-}
+mod config;
+pub use config::{Config, Mode};
 
 /// Slurm's commands, resolved once on the engine's PATH.
 #[derive(Debug)]
@@ -207,6 +139,8 @@ struct BatchUnit {
     gone_since: Option<Instant>,
     /// How it ended, once known; reaped when its output is delivered.
     exit: Option<Exit>,
+    /// Its start was reported (a `running` placement).
+    started: bool,
 }
 
 #[derive(Debug)]
@@ -214,7 +148,12 @@ enum Kind {
     /// A local process (a probe, a member of a stream group Slurm cannot carry).
     Local,
     /// An srun process (its step is found by its job name when signalled).
-    Step,
+    Step {
+        /// When srun was started.
+        since: Instant,
+        /// Its step id and node were reported.
+        listed: bool,
+    },
     Batch(Box<BatchUnit>),
 }
 
@@ -266,7 +205,13 @@ pub struct Slurm {
     /// Plain `scancel` (cancel a pending job).
     pending_cancel: Vec<String>,
     next_poll: Instant,
+    /// Step mode: the next `squeue -s` for the ids and nodes of new steps.
+    next_step_poll: Instant,
     done: VecDeque<Reaped>,
+    /// News of units' jobs, steps and nodes, for the engine.
+    placements: VecDeque<Placement>,
+    /// The heartbeat file could not be touched (reported once).
+    beat_failed: bool,
     /// `squeue` calls made (batch polling), for the benchmark.
     pub squeue_calls: u64,
     noted_local: bool,
@@ -509,7 +454,10 @@ impl Slurm {
             pending_steps: Vec::new(),
             pending_cancel: Vec::new(),
             next_poll: Instant::now(),
+            next_step_poll: Instant::now(),
             done: VecDeque::new(),
+            placements: VecDeque::new(),
+            beat_failed: false,
             squeue_calls: 0,
             noted_local: false,
         })
@@ -557,6 +505,7 @@ impl Slurm {
     fn spawn_step(
         &mut self,
         job: &str,
+        process: &str,
         job_name: &str,
         overlap: bool,
         prepared: &Prepared,
@@ -576,19 +525,23 @@ impl Slurm {
         if overlap {
             argv.push("--overlap".into());
         }
-        if let Some(p) = &self.config.partition {
-            argv.push(format!("--partition={p}"));
-        }
-        argv.extend(self.config.extra.iter().cloned());
+        argv.extend(self.config.unit_args(process).cloned());
         argv.push(prepared.program());
         argv.extend(prepared.args().into_iter().skip(1));
         let wrapped = prepared.wrapped(&srun, &argv)?;
         let pid = self.local.spawn(&wrapped, fds)?;
-        Ok((pid, Kind::Step))
+        Ok((
+            pid,
+            Kind::Step {
+                since: Instant::now(),
+                listed: false,
+            },
+        ))
     }
 
     fn spawn_batch(
         &mut self,
+        process: &str,
         instance: &str,
         job_name: &str,
         prepared: &Prepared,
@@ -639,10 +592,7 @@ impl Slurm {
             format!("--chdir={}", cwd.display()),
             "--ntasks=1".into(),
         ];
-        if let Some(p) = &self.config.partition {
-            args.push(format!("--partition={p}"));
-        }
-        args.extend(self.config.extra.iter().cloned());
+        args.extend(self.config.unit_args(process).cloned());
         args.extend(self.wrapper_args(&status.display().to_string(), prepared));
         let out = Command::new(&self.tools.sbatch)
             .args(&args)
@@ -695,6 +645,7 @@ impl Slurm {
                 cancelled: None,
                 gone_since: None,
                 exit: None,
+                started: false,
             })),
         ))
     }
@@ -705,13 +656,68 @@ impl Slurm {
             return;
         }
         self.beat_due = now + BEAT_EVERY;
-        if let Ok(f) = File::options()
+        let touched = File::options()
             .write(true)
             .create(true)
             .truncate(false)
             .open(&self.heartbeat)
-        {
-            let _ = f.set_modified(SystemTime::now());
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        match touched {
+            Ok(()) => self.beat_failed = false,
+            Err(e) if !std::mem::replace(&mut self.beat_failed, true) => eprintln!(
+                "jobgraph: slurm: cannot touch the heartbeat {}: {e}; units cancel themselves after {} s without it",
+                self.heartbeat.display(),
+                self.config.stale_secs
+            ),
+            Err(_) => {}
+        }
+    }
+
+    /// Step mode: one `squeue -s` for the ids and nodes of the steps that
+    /// have run a while and are not yet reported.
+    fn poll_steps(&mut self, now: Instant) {
+        let Mode::Step { job } = &self.mode else {
+            return;
+        };
+        let due = self.units.values().any(|u| {
+            matches!(u.kind, Kind::Step { since, listed: false } if now.duration_since(since) >= STEP_LOOKUP_AFTER)
+        });
+        if !due || now < self.next_step_poll {
+            return;
+        }
+        self.next_step_poll = now + POLL_EVERY;
+        self.squeue_calls += 1;
+        let args = ["-h", "-s", "-j", job.as_str(), "-o", "%i %j %N"].map(str::to_string);
+        let text = match command(&self.tools.squeue, &args) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("jobgraph: slurm: {e} (retrying)");
+                return;
+            }
+        };
+        let steps: FxHashMap<&str, (&str, Option<&str>)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (step, name) = (w.next()?, w.next()?);
+                Some((name, (step, w.next().filter(|n| *n != "(null)"))))
+            })
+            .collect();
+        let job = job.clone();
+        for (&id, u) in &mut self.units {
+            let Kind::Step { listed, .. } = &mut u.kind else {
+                continue;
+            };
+            if let (false, Some((step, node))) = (*listed, steps.get(u.job_name.as_str())) {
+                *listed = true;
+                self.placements.push_back(Placement {
+                    id,
+                    running: true,
+                    job_id: job.clone(),
+                    step_id: Some((*step).to_string()),
+                    node: node.map(str::to_string),
+                });
+            }
         }
     }
 
@@ -812,17 +818,21 @@ impl Slurm {
                     "-u".into(),
                     self.uid.to_string(),
                     "-o".into(),
-                    "%i %t".into(),
+                    "%i %t %N".into(),
                 ],
             );
             match listed {
                 Err(e) => eprintln!("jobgraph: slurm: {e} (retrying)"),
                 Ok(text) => {
-                    let states: FxHashMap<&str, &str> = text
+                    let states: FxHashMap<&str, (&str, Option<&str>)> = text
                         .lines()
-                        .filter_map(|l| l.trim().split_once(' '))
+                        .filter_map(|l| {
+                            let mut w = l.split_whitespace();
+                            let (id, state) = (w.next()?, w.next()?);
+                            Some((id, (state, w.next().filter(|n| *n != "(null)"))))
+                        })
                         .collect();
-                    for u in self.units.values_mut() {
+                    for (&id, u) in &mut self.units {
                         let Kind::Batch(b) = &mut u.kind else {
                             continue;
                         };
@@ -830,10 +840,19 @@ impl Slurm {
                             continue;
                         }
                         let over = match states.get(b.job.as_str()) {
-                            Some(st) => {
-                                b.state = (*st).to_string();
+                            Some(&(st, node)) => {
+                                b.state = st.to_string();
+                                if st != "PD" && !std::mem::replace(&mut b.started, true) {
+                                    self.placements.push_back(Placement {
+                                        id,
+                                        running: true,
+                                        job_id: b.job.clone(),
+                                        step_id: None,
+                                        node: node.map(str::to_string),
+                                    });
+                                }
                                 matches!(
-                                    *st,
+                                    st,
                                     "CG" | "CD"
                                         | "F"
                                         | "CA"
@@ -849,6 +868,16 @@ impl Slurm {
                         };
                         if over {
                             b.gone_since.get_or_insert(now);
+                            // Ended between two polls: it ran, though no poll saw it.
+                            if !std::mem::replace(&mut b.started, true) {
+                                self.placements.push_back(Placement {
+                                    id,
+                                    running: true,
+                                    job_id: b.job.clone(),
+                                    step_id: None,
+                                    node: None,
+                                });
+                            }
                         }
                     }
                 }
@@ -1016,12 +1045,26 @@ impl Executor for Slurm {
         let (id, kind) = match (local_why, self.mode.clone()) {
             (Some(why), _) => (self.spawn_local(prepared, fds, why)?, Kind::Local),
             (None, Mode::Step { job }) => {
-                self.spawn_step(&job, &job_name, streams || daemon, prepared, fds)?
+                self.spawn_step(&job, &name, &job_name, streams || daemon, prepared, fds)?
             }
-            (None, Mode::Batch) => self.spawn_batch(&instance, &job_name, prepared, fds)?,
+            (None, Mode::Batch) => self.spawn_batch(&name, &instance, &job_name, prepared, fds)?,
         };
         if !probe {
             self.live.insert(instance.clone(), id);
+        }
+        let job_id = match (&kind, &self.mode) {
+            (Kind::Batch(b), _) => Some(b.job.clone()),
+            (Kind::Step { .. }, Mode::Step { job }) => Some(job.clone()),
+            _ => None,
+        };
+        if let Some(job_id) = job_id {
+            self.placements.push_back(Placement {
+                id,
+                running: matches!(kind, Kind::Step { .. }),
+                job_id,
+                step_id: None,
+                node: None,
+            });
         }
         self.units.insert(
             id,
@@ -1045,7 +1088,7 @@ impl Executor for Slurm {
         let u = &self.units[&id];
         match &u.kind {
             Kind::Local => self.local.signal_group(id, sig),
-            Kind::Step => {
+            Kind::Step { .. } => {
                 if sig == libc::SIGCONT {
                     return self.local.group_alive(id);
                 }
@@ -1102,7 +1145,7 @@ impl Executor for Slurm {
         }
         if let Some(mut r) = self.local.reap() {
             if let Some(u) = self.units.get(&r.id) {
-                if matches!(u.kind, Kind::Step) {
+                if matches!(u.kind, Kind::Step { .. }) {
                     r.exit = u.translate(r.exit);
                 }
             }
@@ -1112,12 +1155,18 @@ impl Executor for Slurm {
         if self.done.is_empty() {
             self.poll_batch(now);
         }
+        self.poll_steps(now);
         self.done.pop_front()
+    }
+
+    fn placed(&mut self) -> Option<Placement> {
+        self.placements.pop_front()
     }
 
     fn poll_due(&self) -> Option<Instant> {
         let now = Instant::now();
         if !self.done.is_empty()
+            || !self.placements.is_empty()
             || !self.pending.is_empty()
             || !self.pending_cancel.is_empty()
             || !self.pending_steps.is_empty()
@@ -1126,6 +1175,13 @@ impl Executor for Slurm {
         }
         let mut due = self.beat_due;
         for u in self.units.values() {
+            if let Kind::Step {
+                since,
+                listed: false,
+            } = u.kind
+            {
+                due = due.min((since + STEP_LOOKUP_AFTER).max(self.next_step_poll));
+            }
             if let Kind::Batch(b) = &u.kind {
                 let t = if b.exit.is_some() || !b.out.buf.is_empty() || !b.err.buf.is_empty() {
                     now + Duration::from_millis(10)

@@ -16,7 +16,7 @@ type Span = std::ops::Range<usize>;
 
 /// Keys allowed at the top level.
 pub const KEYS_TOP: &[&str] = &[
-    "version", "graph", "env", "lock", "process", "queue", "pipe", "vars", "include",
+    "version", "graph", "env", "lock", "process", "queue", "pipe", "vars", "include", "slurm",
 ];
 /// Keys of `[graph]`.
 pub const KEYS_GRAPH: &[&str] = &[
@@ -25,6 +25,7 @@ pub const KEYS_GRAPH: &[&str] = &[
     "shutdown_grace",
     "fail_fast",
     "env_file",
+    "executor",
 ];
 /// Keys of `[lock.NAME]`.
 pub const KEYS_LOCK: &[&str] = &["capacity"];
@@ -56,6 +57,7 @@ pub const KEYS_PROCESS: &[&str] = &[
     "tty",
     "health",
     "env_file",
+    "slurm",
 ];
 /// Keys of a process's `ready` table.
 pub const KEYS_READY: &[&str] = &[
@@ -81,8 +83,11 @@ type Value<'i> = Spanned<DeValue<'i>>;
 mod env_file;
 #[path = "include.rs"]
 pub(crate) mod include;
+#[path = "slurm_decode.rs"]
+mod slurm_decode;
 #[path = "vars.rs"]
 pub(crate) mod vars;
+pub use slurm_decode::{KEYS_PROCESS_SLURM, KEYS_SLURM};
 use vars::LoadOptions;
 
 fn is_signal_name(text: &str) -> bool {
@@ -153,7 +158,9 @@ fn alias(name: &str, allowed: &[&str]) -> Option<&'static str> {
 }
 
 /// Keys of a process that take a table.
-const PROCESS_TABLES: &[&str] = &["env", "ready", "after", "stdout", "stderr"];
+const PROCESS_TABLES: &[&str] = &[
+    "env", "ready", "after", "stdout", "stderr", "health", "slurm",
+];
 
 /// The last component of a dotted name: what the user writes inside the table.
 fn last_key(what: &dyn std::fmt::Display) -> String {
@@ -459,7 +466,7 @@ fn scan_headers(text: &str) -> Option<Vec<Header<'_>>> {
                     return None;
                 }
                 let parts: Vec<&str> = key.split('.').map(str::trim).collect();
-                if parts.len() == 1 && !matches!(parts[0], "graph" | "env") {
+                if parts.len() == 1 && !matches!(parts[0], "graph" | "env" | "slurm") {
                     return None;
                 }
                 let prefix_len = if parts.len() >= 2 {
@@ -1013,8 +1020,10 @@ impl Decoder {
     fn file(&mut self, root: DeTable<'_>, file: &mut JobFile, text: &str) {
         for (k, v) in root {
             let k = &k;
-            if matches!(key_str(k), "version" | "graph" | "env" | "vars" | "include")
-                && !self.first_definition(key_str(k).to_string(), self.at(k.span()))
+            if matches!(
+                key_str(k),
+                "version" | "graph" | "env" | "vars" | "include" | "slurm"
+            ) && !self.first_definition(key_str(k).to_string(), self.at(k.span()))
             {
                 continue;
             }
@@ -1039,7 +1048,12 @@ impl Decoder {
                     self.wrong_type(&"include", "an array of paths", &v, help);
                 }
                 "vars" | "include" => {} // decoded first, by vars_table / include.rs
-                "graph" if self.part.start > 0 => self.graph_in_include(k),
+                "graph" | "slurm" if self.part.start > 0 => self.graph_in_include(k),
+                "slurm" => {
+                    if let Some(t) = self.table(&"slurm", &v) {
+                        file.slurm = self.slurm_settings(t);
+                    }
+                }
                 "graph" => {
                     if let Some(t) = self.table(&"graph", &v) {
                         file.graph = self.graph(t);
@@ -1153,6 +1167,7 @@ impl Decoder {
                     }
                 }
                 "env_file" => {} // read by env_file.rs
+                "executor" => g.executor = self.executor(v),
                 _ => self.unknown_key(k, KEYS_GRAPH, "[graph]"),
             }
         }
@@ -1350,6 +1365,7 @@ impl Decoder {
                 }
                 "for_each" => p.for_each = self.for_each(&q("for_each"), v),
                 "health" => p.health = self.health(&q("health"), v),
+                "slurm" => p.slurm = self.process_slurm(&n, v),
                 "env_file" => {} // read by env_file.rs
                 other => {
                     // A misspelt `cmd`/`shell` is reported once, not again as a missing command.

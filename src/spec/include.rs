@@ -236,7 +236,7 @@ impl Decoder {
             Diagnostic::at(
                 Code::BadInclude,
                 self.at(key.span()),
-                "an included file cannot set [graph]",
+                format!("an included file cannot set [{}]", key.as_ref()),
             )
             .label("in an included file")
             .help("move these settings to the main file: the graph's settings are the main file's"),

@@ -9,17 +9,19 @@ mod decode;
 mod duration;
 mod name;
 mod signal;
+pub mod slurm;
 mod suggest;
 
 pub use decode::include::load as load_includes;
 pub use decode::vars::{parse_set, LoadOptions};
 pub use decode::{
-    decode, decode_with, KEYS_GRAPH, KEYS_HEALTH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS, KEYS_QUEUE,
-    KEYS_READY, KEYS_TOP,
+    decode, decode_with, KEYS_GRAPH, KEYS_HEALTH, KEYS_LOCK, KEYS_PIPE, KEYS_PROCESS,
+    KEYS_PROCESS_SLURM, KEYS_QUEUE, KEYS_READY, KEYS_SLURM, KEYS_TOP,
 };
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use name::is_valid_name;
 pub use signal::parse_signal;
+pub use slurm::{ExecutorKind, SlurmMode, SlurmResources, SlurmSettings};
 pub use suggest::did_you_mean;
 
 use crate::diagnostic::Span;
@@ -63,6 +65,8 @@ pub struct JobFile {
     pub queues: Vec<Queue>,
     /// `[pipe.*]`, in file order.
     pub pipes: Vec<Pipe>,
+    /// `[slurm]`.
+    pub slurm: SlurmSettings,
 }
 
 /// The `[graph]` table.
@@ -76,6 +80,8 @@ pub struct GraphSettings {
     pub shutdown_grace: Duration,
     /// `fail_fast`.
     pub fail_fast: bool,
+    /// `executor`; `None` means local unless the command line says otherwise.
+    pub executor: Option<Sp<ExecutorKind>>,
 }
 
 impl Default for GraphSettings {
@@ -85,6 +91,7 @@ impl Default for GraphSettings {
             max_parallel: None,
             shutdown_grace: Duration::from_secs(5),
             fail_fast: true,
+            executor: None,
         }
     }
 }
@@ -338,6 +345,8 @@ pub struct Process {
     pub tty: Sp<bool>,
     /// `health`: a liveness check.
     pub health: Option<Health>,
+    /// `slurm`: what its units ask of Slurm, over `[slurm]`'s defaults.
+    pub slurm: Option<SlurmResources>,
 }
 
 impl Process {
@@ -371,6 +380,7 @@ impl Process {
             items: Vec::new(),
             tty: Sp::new(false, span.clone()),
             health: None,
+            slurm: None,
         }
     }
 }

@@ -49,9 +49,47 @@ impl Engine<'_> {
 
     /// Reaps every ended unit: our processes, and orphans re-parented to us.
     pub(super) fn reap(&mut self) {
-        while let Some(r) = self.exec.reap() {
-            self.on_reaped(r);
+        loop {
+            let reaped = self.exec.reap();
+            // News of a unit comes before its end (a job seen only once gone
+            // was running): placements first, while the unit is still known.
+            while let Some(p) = self.exec.placed() {
+                self.on_placed(p);
+            }
+            match reaped {
+                Some(r) => self.on_reaped(r),
+                None => break,
+            }
         }
+    }
+
+    /// A cluster's news of a unit: its job, step and node, and whether it
+    /// runs yet. Time limits count from when it runs, not from its submission.
+    fn on_placed(&mut self, p: super::super::executor::Placement) {
+        let Some(&k) = self.by_pid.get(&p.id) else {
+            return;
+        };
+        let i = &mut self.insts[k];
+        if !p.running {
+            i.attempt_start = None;
+        } else if i.attempt_start.is_none() {
+            i.attempt_start = Some(Instant::now());
+        }
+        if let Some(node) = &p.node {
+            if self.nodes.get(&k) != Some(node) {
+                self.nodes.insert(k, node.clone());
+                self.tcp_addrs.retain(|(inst, _), _| *inst != k);
+            }
+        }
+        let name = self.insts[k].name.clone();
+        self.emit(RunEvent::Placed {
+            process: &name,
+            pid: p.id,
+            state: if p.running { "running" } else { "queued" },
+            job_id: &p.job_id,
+            step_id: p.step_id.as_deref(),
+            node: p.node.as_deref(),
+        });
     }
 
     fn on_reaped(&mut self, r: super::super::executor::Reaped) {

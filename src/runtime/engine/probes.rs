@@ -131,6 +131,27 @@ impl Engine<'_> {
         }
     }
 
+    /// A probe's host, or the node the instance's unit runs on when the probe
+    /// names this machine and a cluster executor placed the unit elsewhere.
+    fn probe_host<'h>(&'h self, k: usize, host: &'h str) -> &'h str {
+        match self.nodes.get(&k) {
+            Some(node) if is_this_machine(host) => node,
+            _ => host,
+        }
+    }
+
+    /// An http probe's URL, with its host placed as [`Self::probe_host`] does.
+    fn probe_url(&self, k: usize, url: &str) -> String {
+        let Some((host, _)) = http_host_port(url) else {
+            return url.to_string();
+        };
+        let placed = self.probe_host(k, &host);
+        if placed == host {
+            return url.to_string();
+        }
+        with_host(url, &host, placed)
+    }
+
     /// Resolves `host:port` once per instance (the lookup blocks), then reuses it.
     fn probe_addr(&mut self, k: usize, host: &str, port: u16) -> Option<std::net::SocketAddr> {
         if let Some(a) = self.tcp_addrs.get(&(k, port)) {
@@ -148,7 +169,8 @@ impl Engine<'_> {
         if self.insts[k].checks[check as usize].inflight {
             return;
         }
-        let Some(addr) = self.probe_addr(k, host, port) else {
+        let host = self.probe_host(k, host).to_string();
+        let Some(addr) = self.probe_addr(k, &host, port) else {
             self.check_result(k, check, false);
             return;
         };
@@ -231,7 +253,7 @@ impl Engine<'_> {
         if self.insts[k].checks[check as usize].inflight {
             return;
         }
-        let url = spawn::interpolate(url, self.insts[k].replica);
+        let url = self.probe_url(k, &spawn::interpolate(url, self.insts[k].replica));
         let (accept, tx, waker) = (
             accept.to_vec(),
             self.http_tx.clone(),
@@ -463,6 +485,34 @@ impl Engine<'_> {
 }
 
 /// The host and port of an `http://host[:port]/path` URL (port 80 by default).
+/// Whether a probe's host means this machine (where a unit placed on a node
+/// is not).
+fn is_this_machine(host: &str) -> bool {
+    matches!(
+        host,
+        "" | "localhost" | "0.0.0.0" | "::" | "::1" | "ip6-localhost"
+    ) || host.starts_with("127.")
+}
+
+/// `url` with its host (`host`, as [`http_host_port`] found it) replaced.
+fn with_host(url: &str, host: &str, new: &str) -> String {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (userinfo, authority) = match rest[..end].rsplit_once('@') {
+        Some((u, a)) => (format!("{u}@"), a),
+        None => (String::new(), &rest[..end]),
+    };
+    let bracketed = format!("[{host}]");
+    let authority = if authority.starts_with(&bracketed) {
+        authority.replacen(&bracketed, new, 1)
+    } else {
+        authority.replacen(host, new, 1)
+    };
+    format!("http://{userinfo}{authority}{}", &rest[end..])
+}
+
 fn http_host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.strip_prefix("http://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
@@ -501,7 +551,7 @@ fn http_check(url: &str, accept: &[u16], limit: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::http_host_port;
+    use super::{http_host_port, is_this_machine, with_host};
 
     #[test]
     fn urls_name_their_host_and_port() {
@@ -519,5 +569,27 @@ mod tests {
         );
         assert_eq!(http_host_port("http://u:p@h:81"), Some(("h".into(), 81)));
         assert_eq!(http_host_port("ftp://h"), None);
+    }
+
+    #[test]
+    fn a_probe_of_this_machine_goes_to_the_units_node() {
+        for (url, host, placed) in [
+            (
+                "http://127.0.0.1:8080/health",
+                "127.0.0.1",
+                "http://n7:8080/health",
+            ),
+            ("http://localhost/x?y", "localhost", "http://n7/x?y"),
+            ("http://[::1]:9000/", "::1", "http://n7:9000/"),
+            (
+                "http://localhost:localhost@localhost:81",
+                "localhost",
+                "http://localhost:localhost@n7:81",
+            ),
+        ] {
+            assert!(is_this_machine(host));
+            assert_eq!(with_host(url, host, "n7"), placed);
+        }
+        assert!(!is_this_machine("db.example.org"));
     }
 }

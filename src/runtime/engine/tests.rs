@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::report::live::{ConsoleStyle, LiveReporter};
-use crate::runtime::executor::Reaped;
+use crate::runtime::executor::{Placement, Reaped};
 use crate::runtime::posix::Source;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,6 +17,10 @@ struct Unit {
     exit: Exit,
     ignore_term: bool,
     reaped: bool,
+    /// `queue=MS`: waits this long in a cluster's queue, then runs `run=MS`.
+    queued_until: Option<Instant>,
+    /// Placements reported: 0 none, 1 queued, 2 running.
+    placed: u8,
 }
 
 /// What the fake saw, in order: `start NAME`, `signal NAME SIG`, `end NAME`.
@@ -36,11 +40,13 @@ impl Executor for Fake {
         let mut b = self.0.borrow_mut();
         let id = 1000 + b.units.len() as i32;
         let (mut run, mut code, mut ignore_term, mut name) = (None, 0, false, String::new());
+        let mut queue = None;
         for a in &args[1..] {
             match a.split_once('=') {
                 Some(("run", ms)) => run = ms.parse::<u64>().ok(),
                 Some(("exit", c)) => code = c.parse().unwrap_or(0),
                 Some(("name", n)) => name = n.to_string(),
+                Some(("queue", ms)) => queue = ms.parse::<u64>().ok(),
                 _ if a == "ignore-term" => ignore_term = true,
                 _ => {}
             }
@@ -49,10 +55,12 @@ impl Executor for Fake {
         b.units.push(Unit {
             id,
             name,
-            ends_at: run.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            ends_at: run.map(|ms| Instant::now() + Duration::from_millis(ms + queue.unwrap_or(0))),
             exit: Exit::Code(code),
             ignore_term,
             reaped: false,
+            queued_until: queue.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            placed: 0,
         });
         let alive = b
             .units
@@ -108,13 +116,35 @@ impl Executor for Fake {
     }
 
     fn poll_due(&self) -> Option<Instant> {
-        self.0
-            .borrow()
-            .units
-            .iter()
-            .filter(|u| !u.reaped)
-            .filter_map(|u| u.ends_at)
+        let b = self.0.borrow();
+        let live = b.units.iter().filter(|u| !u.reaped);
+        live.flat_map(|u| [u.ends_at, u.queued_until.filter(|_| u.placed < 2)])
+            .flatten()
             .min()
+    }
+
+    fn placed(&mut self) -> Option<Placement> {
+        let mut b = self.0.borrow_mut();
+        let now = Instant::now();
+        let u = b.units.iter_mut().find(|u| {
+            !u.reaped
+                && u.queued_until
+                    .is_some_and(|t| u.placed == 0 || (u.placed == 1 && t <= now))
+        })?;
+        u.placed += 1;
+        let running = u.placed == 2;
+        let (id, line) = (
+            u.id,
+            format!("{} {}", if running { "runs" } else { "queued" }, u.name),
+        );
+        b.log.push(line);
+        Some(Placement {
+            id,
+            running,
+            job_id: format!("j{id}"),
+            step_id: None,
+            node: running.then(|| "n1".to_string()),
+        })
     }
 }
 
@@ -407,6 +437,31 @@ fn a_timeout_stops_and_fails() {
     let r = run_fake(&p("slow", "run=5000", "timeout = \"30ms\""), |_| {});
     assert_eq!(r.status("slow"), "timed out");
     assert!(r.log.contains(&format!("signal slow {}", libc::SIGTERM)));
+}
+
+#[test]
+fn a_timeout_counts_from_the_start_not_from_the_submission() {
+    // 300 ms in a cluster's queue, then 100 ms of work: within a 200 ms timeout.
+    let r = run_fake(
+        &p("queued", "queue=300 run=100", "timeout = \"200ms\""),
+        |_| {},
+    );
+    assert_eq!(r.status("queued"), "ok", "{:?}", r.log);
+    assert!(r.at("queued queued") < r.at("runs queued"));
+    let states: Vec<&str> = r
+        .events
+        .iter()
+        .filter(|e| e["event"] == "placed")
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["queued", "running"]);
+    // ... and it still fires once the unit runs.
+    let r = run_fake(
+        &p("slow", "queue=100 run=5000", "timeout = \"50ms\""),
+        |_| {},
+    );
+    assert_eq!(r.status("slow"), "timed out");
+    assert!(r.at("runs slow") < r.at(&format!("signal slow {}", libc::SIGTERM)));
 }
 
 #[test]

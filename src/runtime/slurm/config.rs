@@ -1,0 +1,251 @@
+//! The Slurm executor's settings: the job file's `[slurm]` table and
+//! per-process `slurm` tables, under the `JOBGRAPH_SLURM_*` environment
+//! variables (the environment wins, as a command line would).
+
+use crate::spec::slurm::{backstop, slurm_time};
+use crate::spec::{JobFile, SlurmMode, SlurmResources};
+use rustc_hash::FxHashMap;
+use std::path::{Path, PathBuf};
+
+/// Step or batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Job steps of this allocation.
+    Step {
+        /// The allocation's job id.
+        job: String,
+    },
+    /// One `sbatch` job per unit.
+    Batch,
+}
+
+/// The executor's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `JOBGRAPH_SLURM_MODE`, else `[slurm] mode`; `auto`: step when
+    /// `SLURM_JOB_ID` is set.
+    pub mode: Mode,
+    /// `JOBGRAPH_SLURM_DIR`, else `[slurm] dir` (relative to the job file):
+    /// where run directories go, on a filesystem the nodes share. Default
+    /// `.jobgraph-slurm` in the current directory.
+    pub dir: PathBuf,
+    /// `JOBGRAPH_SLURM_STALE`, else `[slurm] orphan_timeout`: seconds without
+    /// a heartbeat after which units cancel themselves (default 10).
+    pub stale_secs: u64,
+    /// `JOBGRAPH_SLURM_KEEP=1`, else `[slurm] keep`: keep the run directory.
+    pub keep: bool,
+    /// `JOBGRAPH_SLURM_PARTITION` and `JOBGRAPH_SLURM_ARGS` (split on
+    /// whitespace), for every unit, after the file's options.
+    pub env_args: Vec<String>,
+    /// Each process's own `srun` / `sbatch` options, by process name.
+    pub args: FxHashMap<String, Vec<String>>,
+    /// The graph's daemon processes: in step mode they share CPUs
+    /// (`--overlap`), as locally they do not count toward `max_parallel`.
+    pub daemons: Vec<String>,
+}
+
+impl Config {
+    /// Settings for `file` (whose directory is `base`), under the environment.
+    pub fn new(file: &JobFile, base: &Path) -> Result<Config, String> {
+        Config::with_env(file, base, |k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        })
+    }
+
+    fn with_env(
+        file: &JobFile,
+        base: &Path,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
+        let s = &file.slurm;
+        let job = var("SLURM_JOB_ID");
+        let from_file = match s.mode.as_ref().map(|m| m.value) {
+            None | Some(SlurmMode::Auto) => None,
+            Some(SlurmMode::Step) => Some("step"),
+            Some(SlurmMode::Batch) => Some("batch"),
+        };
+        let (wanted, whence) = match var("JOBGRAPH_SLURM_MODE") {
+            Some(m) => (Some(m), "JOBGRAPH_SLURM_MODE"),
+            None => (from_file.map(str::to_string), "[slurm] mode"),
+        };
+        let mode = match (wanted.as_deref(), job) {
+            (Some("batch"), _) | (None | Some("auto"), None) => Mode::Batch,
+            (Some("step" | "auto") | None, Some(job)) => Mode::Step { job },
+            (Some("step"), None) => {
+                return Err(format!("{whence} is step, which needs an allocation (SLURM_JOB_ID is not set: run under salloc or sbatch)"))
+            }
+            (Some(other), _) => {
+                return Err(format!("{whence}={other}: expected `auto`, `step` or `batch`"))
+            }
+        };
+        let stale_secs = match var("JOBGRAPH_SLURM_STALE") {
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|&n| n > 1)
+                .ok_or_else(|| format!("JOBGRAPH_SLURM_STALE={v}: expected seconds (> 1)"))?,
+            None => s
+                .orphan_timeout
+                .as_ref()
+                .map_or(10, |d| d.value.as_secs().max(2)),
+        };
+        let dir = match (var("JOBGRAPH_SLURM_DIR"), &s.dir) {
+            (Some(d), _) => PathBuf::from(d),
+            (None, Some(d)) => base.join(&d.value),
+            (None, None) => PathBuf::from(".jobgraph-slurm"),
+        };
+        let keep = match var("JOBGRAPH_SLURM_KEEP") {
+            Some(v) => v != "0",
+            None => s.keep,
+        };
+        let mut env_args = Vec::new();
+        if let Some(p) = var("JOBGRAPH_SLURM_PARTITION") {
+            env_args.push(format!("--partition={p}"));
+        }
+        if let Some(extra) = var("JOBGRAPH_SLURM_ARGS") {
+            env_args.extend(extra.split_whitespace().map(str::to_string));
+        }
+        let grace = file.graph.shutdown_grace;
+        let args = file
+            .processes
+            .iter()
+            .map(|p| {
+                let own = p.slurm.clone().unwrap_or_default();
+                let r = s.defaults.merged(&own);
+                let time = r
+                    .time
+                    .as_ref()
+                    .map(|t| t.value)
+                    .or_else(|| p.timeout.map(|t| backstop(t + grace)));
+                (p.name.value.clone(), options(&r, time))
+            })
+            .collect();
+        Ok(Config {
+            mode,
+            dir,
+            stale_secs,
+            keep,
+            env_args,
+            args,
+            daemons: file
+                .processes
+                .iter()
+                .filter(|p| p.daemon.value)
+                .map(|p| p.name.value.clone())
+                .collect(),
+        })
+    }
+
+    /// The options of every unit of `process`: the file's, then the environment's.
+    pub fn unit_args(&self, process: &str) -> impl Iterator<Item = &String> {
+        let own = self.args.get(process).map(Vec::as_slice).unwrap_or(&[]);
+        own.iter().chain(&self.env_args)
+    }
+}
+
+/// `srun` / `sbatch` options for resolved resources.
+fn options(r: &SlurmResources, time: Option<std::time::Duration>) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(c) = &r.cpus {
+        v.push(format!("--cpus-per-task={}", c.value));
+    }
+    if let Some(m) = &r.mem {
+        v.push(format!("--mem={}", m.value));
+    }
+    if let Some(t) = time {
+        v.push(format!("--time={}", slurm_time(t)));
+    }
+    if let Some(p) = &r.partition {
+        v.push(format!("--partition={}", p.value));
+    }
+    if let Some(a) = &r.account {
+        v.push(format!("--account={}", a.value));
+    }
+    v.extend(r.extra.iter().map(|e| e.value.clone()));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFile;
+
+    fn config(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let src = SourceFile::new("t.toml", text.to_string());
+        let (file, diags) = crate::spec::decode(&src);
+        assert!(diags.is_empty(), "{diags:?}");
+        let file = file.expect("decodes");
+        Config::with_env(&file, Path::new("/jobs"), |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    const FILE: &str = r#"
+[graph]
+shutdown_grace = "10s"
+[slurm]
+partition = "short"
+cpus = 2
+extra = ["--exclusive"]
+dir = "runs"
+orphan_timeout = "30s"
+[process.a]
+cmd = ["true"]
+timeout = "1m"
+slurm = { cpus = 8, mem = "4G", extra = ["--gres=gpu:1"] }
+[process.b]
+cmd = ["true"]
+"#;
+
+    #[test]
+    fn a_process_overrides_the_defaults_and_adds_its_extra() {
+        let c = config(FILE, &[]).expect("config");
+        let a: Vec<&String> = c.unit_args("a").collect();
+        assert_eq!(
+            a,
+            [
+                "--cpus-per-task=8",
+                "--mem=4G",
+                "--time=0-00:04:00",
+                "--partition=short",
+                "--exclusive",
+                "--gres=gpu:1"
+            ]
+        );
+        let b: Vec<&String> = c.unit_args("b").collect();
+        assert_eq!(b, ["--cpus-per-task=2", "--partition=short", "--exclusive"]);
+        assert_eq!(c.dir, Path::new("/jobs/runs"));
+        assert_eq!(c.stale_secs, 30);
+        assert_eq!(c.mode, Mode::Batch);
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let env = [
+            ("JOBGRAPH_SLURM_DIR", "/scratch"),
+            ("JOBGRAPH_SLURM_STALE", "5"),
+            ("JOBGRAPH_SLURM_PARTITION", "long"),
+            ("SLURM_JOB_ID", "42"),
+        ];
+        let c = config(FILE, &env).expect("config");
+        assert_eq!(c.dir, Path::new("/scratch"));
+        assert_eq!(c.stale_secs, 5);
+        assert_eq!(c.mode, Mode::Step { job: "42".into() });
+        // The environment's partition comes last, so it is the one srun keeps.
+        assert_eq!(
+            c.unit_args("b").last().map(String::as_str),
+            Some("--partition=long")
+        );
+    }
+
+    #[test]
+    fn step_mode_outside_an_allocation_is_an_error_naming_its_source() {
+        let text = "[slurm]\nmode = \"step\"\n[process.a]\ncmd = [\"true\"]\n";
+        let e = config(text, &[]).expect_err("no allocation");
+        assert!(e.contains("[slurm] mode is step"), "{e}");
+        let batch = config(text, &[("JOBGRAPH_SLURM_MODE", "batch")]).expect("env wins");
+        assert_eq!(batch.mode, Mode::Batch);
+    }
+}
