@@ -528,6 +528,7 @@ fn examples(c: &Cluster) {
         "logs",
         "nightly",
         "logready",
+        "cluster",
     ] {
         let (code, _, err) = c.run(&root().join(format!("jobs/{name}.toml")), dir.path(), &[]);
         assert_eq!(code, 0, "jobs/{name}.toml ({:?}): {err}", c.mode);
