@@ -101,111 +101,49 @@ enum Leaves {
     LastDone,
 }
 
+/// A requeue case: consumer 0 is handed "1\n2\n3\n", (`written`) bytes of it
+/// go into its pipe, it reads (`read`) of them and leaves; then (out, lost,
+/// requeued, buffered), and what the next consumer is handed.
+type Requeue = (usize, usize, Leaves, (u64, u64, u64, u64), &'static [u8]);
+
+#[rustfmt::skip]
+const REQUEUE: &[Requeue] = &[
+    (6, 0, Leaves::Gone, (0, 0, 3, 3), b"1\n2\n3\n"),
+    (6, 2, Leaves::Gone, (1, 0, 2, 2), b"2\n3\n"),
+    (6, 3, Leaves::Gone, (1, 1, 1, 1), b"3\n"),
+    (6, 6, Leaves::Gone, (3, 0, 0, 0), b""),
+    (3, 0, Leaves::Gone, (0, 0, 3, 3), b"1\n2\n3\n"),
+    (3, 2, Leaves::Gone, (1, 0, 2, 2), b"2\n3\n"),
+    (3, 3, Leaves::Gone, (1, 1, 1, 1), b"3\n"),
+    (6, 2, Leaves::LastDone, (1, 2, 0, 0), b""),
+    (3, 3, Leaves::LastDone, (1, 2, 0, 0), b""),
+];
+
 #[test]
 fn what_a_consumer_left_unread_is_requeued_and_a_half_read_message_lost() {
-    // Consumer 0 is handed "1\n2\n3\n", `written` bytes of it go into its
-    // pipe, it reads `read` of them and leaves.
-    struct Case {
-        written: usize,
-        read: usize,
-        leaves: Leaves,
-        /// (out, lost, requeued, buffered) after it left.
-        want: (u64, u64, u64, u64),
-        /// What the next consumer is handed.
-        rest: &'static [u8],
-    }
-    let cases = [
-        Case {
-            written: 6,
-            read: 0,
-            leaves: Leaves::Gone,
-            want: (0, 0, 3, 3),
-            rest: b"1\n2\n3\n",
-        },
-        Case {
-            written: 6,
-            read: 2,
-            leaves: Leaves::Gone,
-            want: (1, 0, 2, 2),
-            rest: b"2\n3\n",
-        },
-        Case {
-            written: 6,
-            read: 3,
-            leaves: Leaves::Gone,
-            want: (1, 1, 1, 1),
-            rest: b"3\n",
-        },
-        Case {
-            written: 6,
-            read: 6,
-            leaves: Leaves::Gone,
-            want: (3, 0, 0, 0),
-            rest: b"",
-        },
-        Case {
-            written: 3,
-            read: 0,
-            leaves: Leaves::Gone,
-            want: (0, 0, 3, 3),
-            rest: b"1\n2\n3\n",
-        },
-        Case {
-            written: 3,
-            read: 2,
-            leaves: Leaves::Gone,
-            want: (1, 0, 2, 2),
-            rest: b"2\n3\n",
-        },
-        Case {
-            written: 3,
-            read: 3,
-            leaves: Leaves::Gone,
-            want: (1, 1, 1, 1),
-            rest: b"3\n",
-        },
-        Case {
-            written: 6,
-            read: 2,
-            leaves: Leaves::LastDone,
-            want: (1, 2, 0, 0),
-            rest: b"",
-        },
-        Case {
-            written: 3,
-            read: 3,
-            leaves: Leaves::LastDone,
-            want: (1, 2, 0, 0),
-            rest: b"",
-        },
-    ];
     let text = b"1\n2\n3\n";
-    for (i, case) in cases.iter().enumerate() {
+    for (i, &(written, read, leaves, want, rest)) in REQUEUE.iter().enumerate() {
         let mut l = fed(Mode::Balance, 2, text);
         let piece = l.hand_out(0, 1024, 10).expect("a piece");
-        if case.written == piece.len() {
+        if written == piece.len() {
             l.wrote_whole(0, piece, WINDOW);
         } else {
-            l.begun(0, piece, case.written);
+            l.begun(0, piece, written);
         }
         assert_balanced(&l);
-        if case.leaves == Leaves::LastDone {
+        if leaves == Leaves::LastDone {
             l.consumer_done(1);
             l.consumer_closed(1);
             l.take_back(1, b"");
             l.consumer_done(0);
         }
         l.consumer_closed(0);
-        l.take_back(0, &text[case.read..case.written]);
+        l.take_back(0, &text[read..written]);
         let c = l.counts();
         let got = (c.messages_out, c.lost, c.requeued, l.buffered());
-        assert_eq!(got, case.want, "case {i}: (out, lost, requeued, buffered)");
+        assert_eq!(got, want, "case {i}: (out, lost, requeued, buffered)");
         assert_balanced(&l);
-        assert_eq!(
-            hand_all(&mut l, 1),
-            case.rest,
-            "case {i}: requeued, in order"
-        );
+        assert_eq!(hand_all(&mut l, 1), rest, "case {i}: requeued, in order");
     }
 }
 
