@@ -1,10 +1,13 @@
 //! Showing diagnostics: to people (source snippets), to programs (JSON) and
 //! to GitHub Actions (workflow annotations).
 
+pub mod console;
+pub mod events;
 mod github;
 mod human;
 mod json;
 pub mod live;
+pub mod summary;
 pub mod writer;
 
 pub use github::render_github;

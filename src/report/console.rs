@@ -1,0 +1,378 @@
+//! The console of `jobgraph run`: prefixed log lines in a stable colour per
+//! process, an optional progress bar that never garbles them, engine notes,
+//! the SIGUSR1 status table, and per-process log files.
+
+use super::writer::{Target, Wake, Writer, WriterHandle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// ANSI colours cycled over process names (no red: that is for failures).
+const COLOURS: &[&str] = &["36", "32", "33", "35", "34", "96", "92", "93", "95", "94"];
+
+/// How the console looks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleStyle {
+    /// ANSI colours on log prefixes.
+    pub color: bool,
+    /// ANSI colours on notes and the summary (stderr).
+    pub color_stderr: bool,
+    /// Show the progress bar (on a terminal only).
+    pub progress: bool,
+    /// Suppress log lines and non-error notes.
+    pub quiet: bool,
+    /// Log lines go to stderr (when stdout carries the event stream).
+    pub logs_to_stderr: bool,
+}
+
+/// The console: log lines, notes, progress. Nothing here waits on a reader:
+/// stdout and stderr are written by background [`Writer`]s.
+pub struct Console {
+    style: ConsoleStyle,
+    width: usize,
+    bar: Option<ProgressBar>,
+    pending: Vec<u8>,
+    log_dir: Option<PathBuf>,
+    log_files: Vec<Option<LogFile>>,
+    out: Writer,
+    err: Writer,
+    /// Write errors not yet reported, in words.
+    errors: Vec<String>,
+}
+
+struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+/// stderr, reported a few columns narrower than it is. indicatif pads the bar
+/// to the full width and leaves the cursor at the right edge, so the terminal's
+/// `^C` echo would wrap it onto a new line and the bar's own clearing would then
+/// miss it, leaving a stale bar above the notes. The spare columns absorb the echo.
+#[derive(Debug)]
+struct NarrowTerm(console::Term);
+
+impl indicatif::TermLike for NarrowTerm {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(4).max(20)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A stable colour for a name: the same process gets the same colour every run.
+pub fn colour_of(name: &str) -> &'static str {
+    let h = name.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
+    COLOURS[h as usize % COLOURS.len()]
+}
+
+impl Console {
+    /// A console for instances with these names (for padding). `wake` is
+    /// called from a writer thread when a backlog drained (see [`Console::backlogged`]).
+    pub fn new(
+        style: ConsoleStyle,
+        names: &[String],
+        log_dir: Option<&Path>,
+        wake: Option<Arc<Wake>>,
+    ) -> Result<Console, String> {
+        let width = names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(32);
+        let bar = if style.progress && !style.quiet {
+            let bar = ProgressBar::with_draw_target(
+                Some(names.len() as u64),
+                ProgressDrawTarget::term_like_with_hz(
+                    Box::new(NarrowTerm(console::Term::stderr())),
+                    20,
+                ),
+            );
+            let template = if style.color_stderr {
+                "{spinner:.cyan} {elapsed_precise} [{bar:28.cyan/blue}] {pos}/{len} done {msg}"
+            } else {
+                "{spinner} {elapsed_precise} [{bar:28}] {pos}/{len} done {msg}"
+            };
+            if let Ok(st) = ProgressStyle::with_template(template) {
+                bar.set_style(st.progress_chars("=> "));
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Some(bar)
+        } else {
+            None
+        };
+        let mut log_files = Vec::new();
+        if let Some(dir) = log_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
+            for n in names {
+                let path = dir.join(format!("{}.log", log_file_stem(n)));
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| format!("cannot create the log file {}: {e}", path.display()))?;
+                log_files.push(Some(LogFile { path, file }));
+            }
+        }
+        Ok(Console {
+            style,
+            width,
+            out: Writer::start(Target::Stdout, bar.clone(), wake.clone()),
+            err: Writer::start(Target::Stderr, bar.clone(), wake),
+            bar,
+            pending: Vec::with_capacity(64 * 1024),
+            log_dir: log_dir.map(Path::to_path_buf),
+            log_files,
+            errors: Vec::new(),
+        })
+    }
+
+    /// Queues one log line of instance `inst` (named `name`); `flush` hands the batch on.
+    pub fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
+        if let Some(slot) = self.log_files.get_mut(inst) {
+            if let Some(f) = slot {
+                let mut rec = Vec::with_capacity(line.len() + 1);
+                rec.extend_from_slice(line);
+                rec.push(b'\n');
+                if let Err(e) = f.file.write_all(&rec) {
+                    // Reported once; the file is then left alone, the console carries on.
+                    self.errors.push(format!(
+                        "cannot write the log file {}: {e}",
+                        f.path.display()
+                    ));
+                    *slot = None;
+                }
+            }
+        }
+        if self.style.quiet {
+            return;
+        }
+        push_prefix(&mut self.pending, name, self.width, self.style.color);
+        self.pending.extend_from_slice(line);
+        self.pending.push(b'\n');
+        if self.pending.len() > 60 * 1024 {
+            self.flush();
+        }
+    }
+
+    /// A note from the engine (`jobgraph: ...`) on stderr; errors show even when quiet.
+    pub fn note(&mut self, text: &str, error: bool) {
+        if self.style.quiet && !error {
+            return;
+        }
+        self.flush();
+        let text = if self.style.color_stderr && error {
+            format!("\x1b[31mjobgraph: {text}\x1b[0m\n")
+        } else {
+            format!("jobgraph: {text}\n")
+        };
+        self.err.send(text.into_bytes());
+    }
+
+    /// An engine note about one instance, shown like its log lines
+    /// (`server | ready after 1.20s (tcp 127.0.0.1:8765)`) but not written to its log file.
+    pub fn instance_note(&mut self, name: &str, text: &str) {
+        if self.style.quiet {
+            return;
+        }
+        push_prefix(&mut self.pending, name, self.width, self.style.color);
+        if self.style.color {
+            self.pending.extend_from_slice(b"\x1b[2m");
+            self.pending.extend_from_slice(text.as_bytes());
+            self.pending.extend_from_slice(b"\x1b[0m");
+        } else {
+            self.pending.extend_from_slice(text.as_bytes());
+        }
+        self.pending.push(b'\n');
+    }
+
+    /// Takes the progress bar off the screen for the rest of the run (a
+    /// shutdown began: the notes and the summary follow).
+    pub fn hide_bar(&mut self) {
+        if self.bar.is_some() {
+            self.flush();
+            self.err.hide_bar();
+        }
+    }
+
+    /// A status report (SIGUSR1) on stderr, shown even when quiet.
+    pub fn status(&mut self, text: &str) {
+        self.flush();
+        self.err.send(text.as_bytes().to_vec());
+    }
+
+    /// Hands queued log lines to the writer.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let buf = std::mem::replace(&mut self.pending, Vec::with_capacity(64 * 1024));
+        if self.style.logs_to_stderr {
+            self.err.send(buf);
+        } else {
+            self.out.send(buf);
+        }
+    }
+
+    /// Whether output waits to be written beyond the high-water mark: the
+    /// engine should stop reading its children until woken.
+    pub fn backlogged(&self) -> bool {
+        self.out.backlogged() || self.err.backlogged()
+    }
+
+    /// The stream to hand `--events -` lines to.
+    pub fn stdout_handle(&self) -> WriterHandle {
+        self.out.handle()
+    }
+
+    /// Write errors since the last call (log files, stdout, stderr), each once.
+    pub fn take_errors(&mut self) -> Vec<String> {
+        let mut errors = std::mem::take(&mut self.errors);
+        errors.extend(self.out.take_error());
+        errors.extend(self.err.take_error());
+        errors
+    }
+
+    /// Updates the bar: done so far, the running / failed counts, and the
+    /// longest-running instances when there is room.
+    pub fn progress(&self, done: u64, running: usize, failed: usize, longest: &[&str]) {
+        if self.bar.is_some() {
+            let mut msg = format!("· {running} running");
+            if failed > 0 {
+                msg.push_str(&format!(" · {failed} failed"));
+            }
+            if !longest.is_empty() {
+                msg.push_str(&format!(" · {}", longest.join(", ")));
+            }
+            self.err.progress(done, msg);
+        }
+    }
+
+    /// Writes what is queued and removes the bar before the summary. Gives up
+    /// on a reader that does not read once `abandon` says so. Returns the
+    /// write errors not reported yet.
+    pub fn finish(
+        &mut self,
+        deadline: Option<Instant>,
+        mut abandon: impl FnMut() -> bool,
+    ) -> Vec<String> {
+        self.flush();
+        for f in self.log_files.iter_mut().flatten() {
+            if let Err(e) = f.file.flush() {
+                self.errors.push(format!(
+                    "cannot write the log file {}: {e}",
+                    f.path.display()
+                ));
+            }
+        }
+        let out_done = self.out.close(deadline, &mut abandon);
+        let err_done = self.err.close(deadline, &mut abandon);
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut errors = self.take_errors();
+        if !out_done || !err_done {
+            errors.push("output to a reader that did not read was given up".into());
+        }
+        errors
+    }
+
+    /// Whether a progress bar is shown.
+    pub fn has_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Whether ANSI colours are on for stderr (notes, summary).
+    pub fn stderr_color(&self) -> bool {
+        self.style.color_stderr
+    }
+
+    /// Where log files go, if anywhere.
+    pub fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
+    }
+}
+
+/// Appends `name | ` padded to `width`, in the name's colour if `color`:
+/// byte by byte, as this runs for every log line.
+fn push_prefix(out: &mut Vec<u8>, name: &str, width: usize, color: bool) {
+    let pad = width.saturating_sub(name.chars().count());
+    if color {
+        out.extend_from_slice(b"\x1b[");
+        out.extend_from_slice(colour_of(name).as_bytes());
+        out.push(b'm');
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.resize(out.len() + pad, b' ');
+    out.extend_from_slice(if color { b" |\x1b[0m " } else { b" | " });
+}
+
+/// `worker[2]` -> `worker.2`: names cannot contain `.`, so this never collides.
+pub fn log_file_stem(instance: &str) -> String {
+    instance.replace('[', ".").replace(']', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_are_stable() {
+        assert_eq!(colour_of("load"), colour_of("load"));
+    }
+
+    #[test]
+    fn log_prefixes_pad_names_and_colour_them() {
+        // (name, width, colour) → the prefix, as `format!` would pad it.
+        for (name, width) in [("db", 6), ("worker[2]", 6), ("λx", 4), ("", 0)] {
+            let pad = width - name.chars().count().min(width);
+            for color in [false, true] {
+                let mut got = b"x".to_vec();
+                push_prefix(&mut got, name, width, color);
+                let want = if color {
+                    format!("x\x1b[{}m{name}{:pad$} |\x1b[0m ", colour_of(name), "")
+                } else {
+                    format!("x{name}{:pad$} | ", "")
+                };
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    want,
+                    "{name} {width} {color}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn log_file_names_cannot_collide() {
+        assert_eq!(log_file_stem("worker[2]"), "worker.2");
+    }
+}
