@@ -703,7 +703,11 @@ impl Engine<'_> {
             self.serve_output();
             self.report_output_errors();
             // Children can exit without a fresh SIGCHLD being seen yet (coalesced signals).
-            self.reap();
+            if self.reap() {
+                // Their SIGCHLD is usually queued by now: taken here, it does
+                // not wake the next poll for nothing (one loop turn per exit).
+                self.on_signals();
+            }
             self.on_deadlines(Instant::now());
         }
         self.reporter.flush();

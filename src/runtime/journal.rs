@@ -116,6 +116,8 @@ pub struct Journal {
     thread: Option<std::thread::JoinHandle<()>>,
     error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     reported: bool,
+    /// Set by `close`: the writer stops waiting for more records to batch.
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Journal {
@@ -143,6 +145,8 @@ impl Journal {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let (err, shown) = (std::sync::Arc::clone(&error), path.display().to_string());
+        let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&closing);
         let thread = std::thread::Builder::new()
             .name("jobgraph-journal".into())
             .spawn(move || {
@@ -150,14 +154,20 @@ impl Journal {
                     // Records that arrive within a few milliseconds share one
                     // fsync: a chain of short processes costs a few fsyncs a
                     // second, not one per process.
+                    // It sleeps out the window rather than waiting on the
+                    // channel: a waiting receiver is woken (a futex call and
+                    // a context switch on the engine's core) by every record.
                     let mut batch = first;
-                    let window = std::time::Instant::now() + GROUP_COMMIT;
-                    loop {
-                        let left = window.saturating_duration_since(std::time::Instant::now());
-                        match rx.recv_timeout(left) {
-                            Ok(more) => batch.push_str(&more),
-                            Err(_) => break,
+                    let until = std::time::Instant::now() + GROUP_COMMIT;
+                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
                         }
+                        std::thread::park_timeout(left);
+                    }
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push_str(&more);
                     }
                     if let Err(e) = file
                         .write_all(batch.as_bytes())
@@ -175,6 +185,7 @@ impl Journal {
             thread: Some(thread),
             error,
             reported: false,
+            closing,
         })
     }
 
@@ -212,8 +223,14 @@ impl Journal {
     /// Writes everything recorded and waits for it to be on disk.
     pub fn close(&mut self) -> Result<(), String> {
         self.tx = None;
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            t.thread().unpark();
+            if t.join().is_err() && !self.reported {
+                self.reported = true;
+                return Err("the journal writer failed: the last records may be missing".into());
+            }
         }
         self.take_error().map_or(Ok(()), Err)
     }

@@ -8,7 +8,9 @@ impl Engine<'_> {
         let pending: Vec<i32> = self.signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGCHLD => self.reap(),
+                SIGCHLD => {
+                    self.reap();
+                }
                 SIGINT | SIGTERM | SIGHUP => self.interrupt(sig),
                 SIGUSR1 => {
                     let table = self.status_table();
@@ -47,8 +49,10 @@ impl Engine<'_> {
         }
     }
 
-    /// Reaps every ended unit: our processes, and orphans re-parented to us.
-    pub(super) fn reap(&mut self) {
+    /// Reaps every ended unit: our processes, and orphans re-parented to
+    /// us. True if any was.
+    pub(super) fn reap(&mut self) -> bool {
+        let mut any = false;
         loop {
             let reaped = self.exec.reap();
             // News of a unit comes before its end (a job seen only once gone
@@ -57,8 +61,11 @@ impl Engine<'_> {
                 self.on_placed(p);
             }
             match reaped {
-                Some(r) => self.on_reaped(r),
-                None => break,
+                Some(r) => {
+                    any = true;
+                    self.on_reaped(r);
+                }
+                None => return any,
             }
         }
     }
