@@ -150,8 +150,8 @@ enum Phase {
     RetryWait { until: Instant },
     /// Retry delay over; waiting for a slot and its locks.
     Retrying,
-    /// Its own process is done for good (or it was skipped).
-    Done,
+    /// Its own process is done for good (or it was skipped), so.
+    Done(Outcome),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +168,33 @@ enum StopReason {
     Unhealthy,
 }
 
+/// An instance asked to stop, in the current attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stop {
+    /// Why.
+    reason: StopReason,
+    /// Once its stop signal was sent: when, and when SIGKILL is (re)sent.
+    signalled: Option<Signalled>,
+}
+
+/// A stop signal sent, and the SIGKILL behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signalled {
+    /// When the stop signal was sent.
+    at: Instant,
+    /// When SIGKILL goes to its group (again, until it is gone).
+    next_kill: Instant,
+}
+
+impl Stop {
+    fn new(reason: StopReason) -> Stop {
+        Stop {
+            reason,
+            signalled: None,
+        }
+    }
+}
+
 struct Inst {
     proc: usize,
     replica: u32,
@@ -177,15 +204,13 @@ struct Inst {
     first_start: Option<Instant>,
     attempt_start: Option<Instant>,
     end: Option<Instant>,
+    /// Its unit's id (the executor's: a pid and process group here), 0 before its first start.
     pid: i32,
-    pgid: i32,
     open_pipes: u8,
     exit: Option<Exit>,
     peak_rss_kib: u64,
-    stop: Option<StopReason>,
-    stop_sent: Option<Instant>,
-    next_kill: Option<Instant>,
-    outcome: Option<Outcome>,
+    /// Asked to stop in this attempt (and whether its signal went out).
+    stop: Option<Stop>,
     finished: bool,
     start_error: bool,
     /// Readiness in the current attempt; `ready_once` in any attempt.
@@ -212,6 +237,19 @@ struct Inst {
 }
 
 impl Inst {
+    /// How its own process ended for good, once it did.
+    fn outcome(&self) -> Option<Outcome> {
+        match self.phase {
+            Phase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Why it is being stopped, in this attempt.
+    fn stop_reason(&self) -> Option<StopReason> {
+        self.stop.map(|s| s.reason)
+    }
+
     fn new(proc: usize, replica: u32, name: String) -> Inst {
         Inst {
             proc,
@@ -223,14 +261,10 @@ impl Inst {
             attempt_start: None,
             end: None,
             pid: 0,
-            pgid: 0,
             open_pipes: 0,
             exit: None,
             peak_rss_kib: 0,
             stop: None,
-            stop_sent: None,
-            next_kill: None,
-            outcome: None,
             finished: false,
             start_error: false,
             ready: false,

@@ -170,7 +170,8 @@ impl Engine<'_> {
         let i = &self.insts[k];
         let proc = i.proc;
         let p = &self.g.file.processes[proc];
-        match (i.stop, i.stop_sent.is_some(), i.exit) {
+        let signalled = i.stop.is_some_and(|s| s.signalled.is_some());
+        match (i.stop.map(|s| s.reason), signalled, i.exit) {
             _ if i.not_ready || i.unhealthy => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
@@ -199,7 +200,10 @@ impl Engine<'_> {
         if result.is_failure() && i.attempts <= p.retries {
             return Some(Again::Retry);
         }
-        let asked_to_stop = matches!(i.stop, Some(StopReason::Shutdown | StopReason::DaemonEnd));
+        let asked_to_stop = matches!(
+            i.stop.map(|s| s.reason),
+            Some(StopReason::Shutdown | StopReason::DaemonEnd)
+        );
         let policy = match p.restart {
             crate::spec::Restart::Never => false,
             crate::spec::Restart::OnFailure => result.is_failure(),
@@ -268,15 +272,14 @@ impl Engine<'_> {
             until: later(Instant::now(), delay),
         };
         i.stop = None;
-        i.stop_sent = None;
     }
 
     /// No further attempt: the instance is done; a failure fails its stream
     /// group (pipefail) and, with fail-fast, the run.
     fn end_instance(&mut self, k: usize, result: Outcome) {
         let proc = self.insts[k].proc;
-        self.insts[k].stopped_at_end =
-            result == Outcome::Stopped && self.insts[k].stop == Some(StopReason::DaemonEnd);
+        self.insts[k].stopped_at_end = result == Outcome::Stopped
+            && self.insts[k].stop_reason() == Some(StopReason::DaemonEnd);
         self.set_done(k, result);
         if !result.is_failure() {
             return;

@@ -125,7 +125,7 @@ impl Engine<'_> {
                 let p = &self.g.file.processes[i.proc];
                 SummaryRow {
                     process: i.name.clone(),
-                    status: i.outcome.map_or("skipped", Outcome::as_str).to_string(),
+                    status: i.outcome().map_or("skipped", Outcome::as_str).to_string(),
                     exit: match i.exit {
                         Some(Exit::Code(c)) => c.to_string(),
                         Some(Exit::Signal(s)) => signal_name(s).to_string(),
@@ -160,7 +160,7 @@ impl Engine<'_> {
         let failed = self
             .insts
             .iter()
-            .any(|i| i.outcome.is_some_and(Outcome::is_failure));
+            .any(|i| i.outcome().is_some_and(Outcome::is_failure));
         let interrupted = self.cancel.as_ref().and_then(Cancel::signal);
         let stalled = self.cancel == Some(Cancel::Stalled);
         let exit_code = match interrupted {

@@ -81,7 +81,7 @@ impl Engine<'_> {
         // A member that could not start fails the group: stop those that did.
         if members
             .iter()
-            .any(|&m| self.insts[m].outcome.is_some_and(Outcome::is_failure))
+            .any(|&m| self.insts[m].outcome().is_some_and(Outcome::is_failure))
         {
             for &m in members {
                 let why = "stream group: a member could not start".to_string();
@@ -116,8 +116,6 @@ impl Engine<'_> {
             i.attempt_start = Some(now);
             i.exit = None;
             i.stop = None;
-            i.stop_sent = None;
-            i.next_kill = None;
             i.start_error = false;
         }
         self.active.insert(k);
@@ -178,7 +176,6 @@ impl Engine<'_> {
         }
         let i = &mut self.insts[k];
         i.pid = pid;
-        i.pgid = pid;
         i.open_pipes = open;
         i.phase = Phase::Running;
         // `after = start` and children wait for a process that really started.

@@ -69,7 +69,7 @@ impl Engine<'_> {
         {
             let i = &mut self.insts[k];
             i.not_ready = true;
-            i.stop = Some(StopReason::NotReady);
+            i.stop = Some(Stop::new(StopReason::NotReady));
             self.stop_pending.push(k);
             self.stop_probing(k);
             return;
@@ -313,7 +313,7 @@ impl Engine<'_> {
             return true;
         };
         if !self.exec.owns_local_groups()
-            || crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid) != Some(false)
+            || crate::runtime::sockets::listener_in_group(addr, self.insts[k].pid) != Some(false)
         {
             return true;
         }
@@ -351,7 +351,7 @@ impl Engine<'_> {
         let owned = self
             .exec
             .owns_local_groups()
-            .then(|| crate::runtime::sockets::listener_in_group(addr, self.insts[k].pgid))
+            .then(|| crate::runtime::sockets::listener_in_group(addr, self.insts[k].pid))
             .flatten();
         if owned == Some(false) {
             if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
@@ -410,7 +410,7 @@ impl Engine<'_> {
         }
         let i = &mut self.insts[k];
         i.unhealthy = true;
-        i.stop = Some(StopReason::Unhealthy);
+        i.stop = Some(Stop::new(StopReason::Unhealthy));
         i.why = Some(format!(
             "health check failed {limit} times in a row ({what})"
         ));

@@ -92,10 +92,10 @@ impl Engine<'_> {
             DepKind::After(Condition::Success) => {
                 // Its own failure is known before the join: no need to wait for its children.
                 if let Some(k) = targets.iter().find(|&&k| {
-                    t(k).outcome
+                    t(k).outcome()
                         .is_some_and(|o| !o.is_ok() && !self.clean_daemon_stop(k, o))
                 }) {
-                    let status = t(*k).outcome.map_or("", Outcome::as_str);
+                    let status = t(*k).outcome().map_or("", Outcome::as_str);
                     return Dep::Never(format!("`{tname}` did not succeed ({status})"));
                 }
                 if let Some(why) = targets.iter().find_map(|&k| t(k).subtree_failure.as_ref()) {
@@ -106,7 +106,7 @@ impl Engine<'_> {
             DepKind::After(Condition::Exit) => {
                 if targets
                     .iter()
-                    .any(|&k| t(k).outcome == Some(Outcome::Skipped))
+                    .any(|&k| t(k).outcome() == Some(Outcome::Skipped))
                 {
                     return Dep::Never(format!("`{tname}` was skipped"));
                 }
@@ -115,9 +115,9 @@ impl Engine<'_> {
             DepKind::After(Condition::Ready) => {
                 if let Some(&k) = targets
                     .iter()
-                    .find(|&&k| t(k).phase == Phase::Done && !t(k).ready_once)
+                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !t(k).ready_once)
                 {
-                    let why = if t(k).outcome == Some(Outcome::Skipped) {
+                    let why = if t(k).outcome() == Some(Outcome::Skipped) {
                         "was skipped"
                     } else {
                         "never became ready"
@@ -129,13 +129,13 @@ impl Engine<'_> {
             DepKind::After(Condition::Start) => {
                 if targets
                     .iter()
-                    .any(|&k| t(k).outcome == Some(Outcome::Skipped))
+                    .any(|&k| t(k).outcome() == Some(Outcome::Skipped))
                 {
                     return Dep::Never(format!("`{tname}` was skipped"));
                 }
                 if targets
                     .iter()
-                    .any(|&k| t(k).phase == Phase::Done && t(k).first_start.is_none())
+                    .any(|&k| matches!(t(k).phase, Phase::Done(_)) && t(k).first_start.is_none())
                 {
                     return Dep::Never(format!("`{tname}` never started"));
                 }
@@ -146,13 +146,13 @@ impl Engine<'_> {
                     return Dep::Never(format!("parent `{tname}` is not part of this run"));
                 };
                 let p = t(k);
-                if p.outcome == Some(Outcome::Skipped) {
+                if p.outcome() == Some(Outcome::Skipped) {
                     return Dep::Never(format!("parent `{tname}` was skipped"));
                 }
                 if p.finished {
                     return Dep::Never(format!("parent `{tname}` finished before it could start"));
                 }
-                if p.outcome.is_some_and(Outcome::is_failure) {
+                if p.outcome().is_some_and(Outcome::is_failure) {
                     return Dep::Never(format!("parent `{tname}` failed"));
                 }
                 Dep::when(p.first_start.is_some())
@@ -213,8 +213,7 @@ impl Engine<'_> {
     pub(super) fn set_done(&mut self, k: usize, outcome: Outcome) {
         self.journal_record(k, outcome);
         let i = &mut self.insts[k];
-        i.phase = Phase::Done;
-        i.outcome = Some(outcome);
+        i.phase = Phase::Done(outcome);
         i.end = Some(Instant::now());
         self.active.remove(&k);
         self.launches[k] = None; // no further attempt: free its argv and environment
@@ -259,7 +258,7 @@ impl Engine<'_> {
     /// non-daemon children are finished; then its daemon children are stopped.
     pub(super) fn try_join(&mut self, k: usize) {
         let i = &self.insts[k];
-        if i.finished || i.phase != Phase::Done {
+        if i.finished || !matches!(i.phase, Phase::Done(_)) {
             return;
         }
         let proc = i.proc;
@@ -279,7 +278,7 @@ impl Engine<'_> {
             .flat_map(|&c| self.of_proc[c].iter().copied())
             .find_map(|ck| {
                 let c = &self.insts[ck];
-                match (&c.subtree_failure, c.outcome) {
+                match (&c.subtree_failure, c.outcome()) {
                     (Some(why), _) => Some(why.clone()),
                     (None, Some(o)) if !o.is_ok() && !self.clean_daemon_stop(ck, o) => {
                         Some(format!("child `{}` {}", c.name, o.as_str()))
@@ -292,7 +291,7 @@ impl Engine<'_> {
         self.set_finished(k);
         if has_children {
             let i = &self.insts[k];
-            let status = match (&i.subtree_failure, i.outcome) {
+            let status = match (&i.subtree_failure, i.outcome()) {
                 (Some(_), _) => "failed",
                 (None, Some(o)) => o.as_str(),
                 (None, None) => "ok",

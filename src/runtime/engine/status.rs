@@ -26,7 +26,7 @@ impl Engine<'_> {
                 return format!("{what} in {}", fmt_duration(left));
             }
             Phase::Retrying => return self.waits_for_launch(k),
-            Phase::Done if !i.finished => {
+            Phase::Done(_) if !i.finished => {
                 let kids: Vec<&str> = self.g.children[i.proc]
                     .iter()
                     .filter(|&&c| !self.g.file.processes[c].daemon.value)
@@ -127,8 +127,9 @@ impl Engine<'_> {
                         i.pid,
                         fmt_duration(took)
                     );
-                    if i.stop_sent.is_some() {
-                        row.push_str("  (stopping)");
+                    if let Some(sig) = i.stop.and_then(|s| s.signalled) {
+                        let since = now.saturating_duration_since(sig.at);
+                        row.push_str(&format!("  (stopping for {})", fmt_duration(since)));
                     } else if self.g.file.processes[i.proc].ready.is_some() {
                         row.push_str(if i.ready {
                             "  ready"
@@ -145,14 +146,14 @@ impl Engine<'_> {
                         self.waits_for(k)
                     ));
                 }
-                Phase::Done if !i.finished => {
+                Phase::Done(_) if !i.finished => {
                     waiting.push(format!(
                         "  joining  {:w$}  for {}",
                         i.name,
                         self.waits_for(k)
                     ));
                 }
-                Phase::Done => {}
+                Phase::Done(_) => {}
             }
         }
         let mut out = format!(
@@ -210,14 +211,14 @@ impl Engine<'_> {
         }
         // Instances done but never joined (children that could not start) end here too.
         for k in 0..self.insts.len() {
-            if !self.insts[k].finished && self.insts[k].outcome.is_some() {
+            if !self.insts[k].finished && self.insts[k].outcome().is_some() {
                 self.set_finished(k);
             }
         }
         debug_assert!(self
             .insts
             .iter()
-            .all(|i| i.outcome != Some(Outcome::Ok) || i.finished));
+            .all(|i| i.outcome() != Some(Outcome::Ok) || i.finished));
     }
 }
 

@@ -47,7 +47,7 @@ impl Engine<'_> {
         let i = &mut self.insts[k];
         match i.phase {
             Phase::Running if i.stop.is_none() => {
-                i.stop = Some(reason);
+                i.stop = Some(Stop::new(reason));
                 i.why = Some(why);
                 self.stop_pending.push(k);
             }
@@ -72,12 +72,15 @@ impl Engine<'_> {
         let pending = std::mem::take(&mut self.stop_pending);
         for k in pending {
             let i = &self.insts[k];
-            if i.phase != Phase::Running || i.stop.is_none() || i.stop_sent.is_some() {
+            let Some(stop) = i
+                .stop
+                .filter(|s| i.phase == Phase::Running && s.signalled.is_none())
+            else {
                 continue;
-            }
+            };
             if !matches!(
-                i.stop,
-                Some(StopReason::Timeout | StopReason::NotReady | StopReason::Unhealthy)
+                stop.reason,
+                StopReason::Timeout | StopReason::NotReady | StopReason::Unhealthy
             ) && self.has_running_dependent(k)
             {
                 self.stop_pending.push(k);
@@ -85,13 +88,17 @@ impl Engine<'_> {
             }
             let proc = i.proc;
             let sig = self.g.file.processes[proc].stop_signal;
-            let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
+            let (pgid, name, pid) = (i.pid, i.name.clone(), i.pid);
             self.exec.signal_group(pgid, sig.number);
             // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
             self.exec.signal_group(pgid, libc::SIGCONT);
-            let i = &mut self.insts[k];
-            i.stop_sent = Some(now);
-            i.next_kill = Some(later(now, self.grace));
+            self.insts[k].stop = Some(Stop {
+                reason: stop.reason,
+                signalled: Some(Signalled {
+                    at: now,
+                    next_kill: later(now, self.grace),
+                }),
+            });
             self.emit(RunEvent::Stopping {
                 process: &name,
                 pid,
@@ -138,8 +145,8 @@ impl Engine<'_> {
                     ) {
                         consider(later(start, limit));
                     }
-                    if let Some(t) = i.next_kill {
-                        consider(t);
+                    if let Some(s) = i.stop.and_then(|s| s.signalled) {
+                        consider(s.next_kill);
                     }
                     for c in &i.checks {
                         if let Some(t) = c.due {
@@ -180,16 +187,22 @@ impl Engine<'_> {
                     let limit = self.g.file.processes[i.proc].timeout;
                     if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
                         if now >= later(start, limit) {
-                            self.insts[k].stop = Some(StopReason::Timeout);
+                            self.insts[k].stop = Some(Stop::new(StopReason::Timeout));
                             self.stop_pending.push(k);
                         }
                     }
                     let i = &self.insts[k];
-                    if let Some(t) = i.next_kill {
-                        if now >= t || self.kill_now() {
-                            let (pgid, name, pid) = (i.pgid, i.name.clone(), i.pid);
+                    if let Some(s) = i.stop.and_then(|s| s.signalled) {
+                        if now >= s.next_kill || self.kill_now() {
+                            let (pgid, name, pid) = (i.pid, i.name.clone(), i.pid);
                             self.exec.signal_group(pgid, libc::SIGKILL);
-                            self.insts[k].next_kill = Some(now + KILL_RECHECK);
+                            if let Some(Stop {
+                                signalled: Some(sig),
+                                ..
+                            }) = &mut self.insts[k].stop
+                            {
+                                sig.next_kill = now + KILL_RECHECK;
+                            }
                             self.emit(RunEvent::Killed {
                                 process: &name,
                                 pid,
