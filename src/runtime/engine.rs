@@ -213,15 +213,8 @@ struct Inst {
     stop: Option<Stop>,
     finished: bool,
     start_error: bool,
-    /// Readiness in the current attempt; `ready_once` in any attempt.
-    ready: bool,
-    ready_once: bool,
-    /// Readiness and health probing.
-    checks: [probes::CheckState; 2],
-    /// Its health check failed `failures` times in a row: the attempt failed.
-    unhealthy: bool,
-    /// The readiness deadline passed: the attempt fails.
-    not_ready: bool,
+    /// Readiness and health.
+    probing: Probing,
     /// Restarts made under `restart`.
     restarts: u32,
     /// A daemon stopped because its parent or the graph finished: a normal end.
@@ -232,6 +225,21 @@ struct Inst {
     subtree_failure: Option<String>,
     /// Why it did not end `ok` (skipped, stopped, failed), for the summary.
     why: Option<String>,
+}
+
+/// An instance's readiness and health, as its probes found them.
+#[derive(Default)]
+struct Probing {
+    /// Ready in the current attempt.
+    ready: bool,
+    /// Ready in some attempt (an `after = "ready"` dependent may have started).
+    ready_once: bool,
+    /// The readiness and health checks' own state.
+    checks: [probes::CheckState; 2],
+    /// Its health check failed `failures` times in a row: the attempt failed.
+    unhealthy: bool,
+    /// The readiness deadline passed: the attempt fails.
+    not_ready: bool,
     /// A `tcp` probe found another program on its port (said once).
     foreign_listener_noted: bool,
 }
@@ -267,17 +275,12 @@ impl Inst {
             stop: None,
             finished: false,
             start_error: false,
-            ready: false,
-            ready_once: false,
-            checks: Default::default(),
-            unhealthy: false,
-            not_ready: false,
+            probing: Probing::default(),
             restarts: 0,
             stopped_at_end: false,
             restart_pending: false,
             subtree_failure: None,
             why: None,
-            foreign_listener_noted: false,
         }
     }
 }

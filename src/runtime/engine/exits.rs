@@ -172,7 +172,7 @@ impl Engine<'_> {
         let p = &self.g.file.processes[proc];
         let signalled = i.stop.is_some_and(|s| s.signalled.is_some());
         match (i.stop.map(|s| s.reason), signalled, i.exit) {
-            _ if i.not_ready || i.unhealthy => Outcome::Failed,
+            _ if i.probing.not_ready || i.probing.unhealthy => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
             (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
@@ -220,8 +220,8 @@ impl Engine<'_> {
     fn attempt_words(&self, k: usize, result: Outcome) -> String {
         let i = &self.insts[k];
         match (result, exit_parts(i.exit)) {
-            _ if i.not_ready => "was not ready in time".to_string(),
-            _ if i.unhealthy => "failed its health check".to_string(),
+            _ if i.probing.not_ready => "was not ready in time".to_string(),
+            _ if i.probing.unhealthy => "failed its health check".to_string(),
             (Outcome::TimedOut, _) => "timed out".to_string(),
             (_, (Some(c), _)) => format!("exited {c}"),
             (_, (_, Some(s))) => format!("was killed by {s}"),
@@ -308,11 +308,11 @@ impl Engine<'_> {
         let p = &self.g.file.processes[i.proc];
         let limit = |d: Option<Duration>| d.map(crate::spec::format_duration).unwrap_or_default();
         match (result, exit_parts(i.exit)) {
-            _ if i.not_ready => format!(
+            _ if i.probing.not_ready => format!(
                 "was not ready within {}",
                 limit(p.ready.as_ref().map(|r| r.timeout))
             ),
-            _ if i.unhealthy => format!(
+            _ if i.probing.unhealthy => format!(
                 "failed its health check {} times in a row",
                 p.health.as_ref().map_or(0, |h| h.failures)
             ),

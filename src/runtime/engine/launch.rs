@@ -181,15 +181,17 @@ impl Engine<'_> {
         // `after = start` and children wait for a process that really started.
         let first_success = i.first_start.is_none();
         i.first_start.get_or_insert(now);
-        i.ready = false;
-        i.not_ready = false;
-        i.unhealthy = false;
         let p = &self.g.file.processes[proc];
-        i.checks = Default::default();
-        i.checks[probes::Check::Ready as usize].due = p.ready.as_ref().map(|_| now);
+        // A new attempt is probed afresh; what was said once stays said.
+        i.probing = Probing {
+            ready_once: i.probing.ready_once,
+            foreign_listener_noted: i.probing.foreign_listener_noted,
+            ..Probing::default()
+        };
+        i.probing.checks[probes::Check::Ready as usize].due = p.ready.as_ref().map(|_| now);
         // Without `ready`, liveness checks start with the process.
         if p.ready.is_none() {
-            i.checks[probes::Check::Health as usize].due =
+            i.probing.checks[probes::Check::Health as usize].due =
                 p.health.as_ref().map(|h| later(now, h.interval));
         }
         let (name, attempt) = (i.name.clone(), i.attempts);

@@ -124,8 +124,8 @@ impl Engine<'_> {
                         }
                     }
                     let buf = std::mem::take(&mut pipe.buf);
-                    let probing =
-                        self.log_probes[self.insts[k].proc].is_some() && !self.insts[k].ready;
+                    let probing = self.log_probes[self.insts[k].proc].is_some()
+                        && !self.insts[k].probing.ready;
                     let mut matched = false;
                     for r in lines {
                         let line = &buf[r];

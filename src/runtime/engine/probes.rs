@@ -55,20 +55,20 @@ impl Engine<'_> {
 
     fn readiness_if_due(&mut self, k: usize, now: Instant) {
         let i = &self.insts[k];
-        let Some(due) = i.checks[Check::Ready as usize].due else {
+        let Some(due) = i.probing.checks[Check::Ready as usize].due else {
             return;
         };
         let Some(ready) = self.g.file.processes[i.proc].ready.as_ref() else {
             return;
         };
-        if i.ready || i.stop.is_some() {
+        if i.probing.ready || i.stop.is_some() {
             return;
         }
         if i.attempt_start
             .is_some_and(|s| now >= later(s, ready.timeout))
         {
             let i = &mut self.insts[k];
-            i.not_ready = true;
+            i.probing.not_ready = true;
             i.stop = Some(Stop::new(StopReason::NotReady));
             self.stop_pending.push(k);
             self.stop_probing(k);
@@ -78,7 +78,7 @@ impl Engine<'_> {
             return;
         }
         let (interval, probe) = (ready.interval, ready.probe.value.clone());
-        self.insts[k].checks[Check::Ready as usize].due = Some(later(now, interval));
+        self.insts[k].probing.checks[Check::Ready as usize].due = Some(later(now, interval));
         // Each run of a command or request gets at most max(interval, 1s).
         self.run_probe(
             k,
@@ -91,7 +91,7 @@ impl Engine<'_> {
 
     fn health_if_due(&mut self, k: usize, now: Instant) {
         let i = &self.insts[k];
-        let Some(due) = i.checks[Check::Health as usize].due else {
+        let Some(due) = i.probing.checks[Check::Health as usize].due else {
             return;
         };
         let Some(health) = self.g.file.processes[i.proc].health.as_ref() else {
@@ -101,7 +101,7 @@ impl Engine<'_> {
             return;
         }
         let (interval, probe) = (health.interval, health.probe.value.clone());
-        self.insts[k].checks[Check::Health as usize].due = Some(later(now, interval));
+        self.insts[k].probing.checks[Check::Health as usize].due = Some(later(now, interval));
         self.run_probe(k, Check::Health, &probe, interval, now);
     }
 
@@ -166,7 +166,7 @@ impl Engine<'_> {
     /// Starts a non-blocking connect, one at a time; its result comes back as
     /// an event ([`Engine::on_tcp_probe`]).
     fn probe_tcp(&mut self, k: usize, check: Check, host: &str, port: u16) {
-        if self.insts[k].checks[check as usize].inflight {
+        if self.insts[k].probing.checks[check as usize].inflight {
             return;
         }
         let host = self.probe_host(k, host).to_string();
@@ -185,7 +185,7 @@ impl Engine<'_> {
             .register(&mut stream, Token(token), Interest::WRITABLE)
             .is_ok()
         {
-            self.insts[k].checks[check as usize].inflight = true;
+            self.insts[k].probing.checks[check as usize].inflight = true;
             self.sources.insert(
                 token,
                 sources::Source::Tcp(sources::TcpProbe {
@@ -209,7 +209,7 @@ impl Engine<'_> {
         limit: Duration,
         now: Instant,
     ) {
-        let state = self.insts[k].checks[check as usize];
+        let state = self.insts[k].probing.checks[check as usize];
         if state.pid != 0 {
             if state.started.is_some_and(|t| now >= later(t, limit)) {
                 self.exec.signal_group(state.pid, libc::SIGKILL);
@@ -231,7 +231,7 @@ impl Engine<'_> {
             (2, posix::Source::Fd(null)),
         ];
         if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds)) {
-            let state = &mut self.insts[k].checks[check as usize];
+            let state = &mut self.insts[k].probing.checks[check as usize];
             state.pid = pid;
             state.started = Some(now);
             self.probe_pids.insert(pid, (k, check));
@@ -250,7 +250,7 @@ impl Engine<'_> {
         limit: Duration,
         now: Instant,
     ) {
-        if self.insts[k].checks[check as usize].inflight {
+        if self.insts[k].probing.checks[check as usize].inflight {
             return;
         }
         let url = self.probe_url(k, &spawn::interpolate(url, self.insts[k].replica));
@@ -279,7 +279,7 @@ impl Engine<'_> {
                 let _ = waker.wake();
             });
         if spawned.is_ok() {
-            let state = &mut self.insts[k].checks[check as usize];
+            let state = &mut self.insts[k].probing.checks[check as usize];
             state.inflight = true;
             state.started = Some(now);
         }
@@ -288,7 +288,7 @@ impl Engine<'_> {
     /// Answers of http probes that arrived since the last turn.
     pub(super) fn on_http_answers(&mut self) {
         while let Ok(a) = self.http_rx.try_recv() {
-            let state = &mut self.insts[a.inst].checks[a.check as usize];
+            let state = &mut self.insts[a.inst].probing.checks[a.check as usize];
             state.inflight = false;
             state.started = None;
             // An answer for an attempt that is over says nothing about this one.
@@ -317,7 +317,7 @@ impl Engine<'_> {
         {
             return true;
         }
-        if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
+        if !std::mem::replace(&mut self.insts[k].probing.foreign_listener_noted, true) {
             let name = self.insts[k].name.clone();
             self.reporter.note(
                 &format!(
@@ -340,7 +340,7 @@ impl Engine<'_> {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
-        self.insts[k].checks[check as usize].inflight = false;
+        self.insts[k].probing.checks[check as usize].inflight = false;
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
         if !connected {
             self.check_result(k, check, false);
@@ -354,7 +354,7 @@ impl Engine<'_> {
             .then(|| crate::runtime::sockets::listener_in_group(addr, self.insts[k].pid))
             .flatten();
         if owned == Some(false) {
-            if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
+            if !std::mem::replace(&mut self.insts[k].probing.foreign_listener_noted, true) {
                 let name = self.insts[k].name.clone();
                 let until = match check {
                     Check::Ready => "not ready until",
@@ -376,7 +376,7 @@ impl Engine<'_> {
     /// A `cmd` probe exited.
     pub(super) fn on_probe_exit(&mut self, pid: i32, passed: bool) {
         if let Some((k, check)) = self.probe_pids.remove(&pid) {
-            let state = &mut self.insts[k].checks[check as usize];
+            let state = &mut self.insts[k].probing.checks[check as usize];
             state.pid = 0;
             state.started = None;
             self.check_result(k, check, passed);
@@ -389,9 +389,11 @@ impl Engine<'_> {
             return;
         }
         match check {
-            Check::Ready if passed && !self.insts[k].ready => self.set_ready(k),
+            Check::Ready if passed && !self.insts[k].probing.ready => self.set_ready(k),
             Check::Ready => {}
-            Check::Health if passed => self.insts[k].checks[Check::Health as usize].failures = 0,
+            Check::Health if passed => {
+                self.insts[k].probing.checks[Check::Health as usize].failures = 0
+            }
             Check::Health => self.health_failed(k),
         }
     }
@@ -403,13 +405,13 @@ impl Engine<'_> {
             return;
         };
         let (limit, what) = (health.failures, health.probe.value.describe());
-        let state = &mut self.insts[k].checks[Check::Health as usize];
+        let state = &mut self.insts[k].probing.checks[Check::Health as usize];
         state.failures += 1;
         if state.failures < limit {
             return;
         }
         let i = &mut self.insts[k];
-        i.unhealthy = true;
+        i.probing.unhealthy = true;
         i.stop = Some(Stop::new(StopReason::Unhealthy));
         i.why = Some(format!(
             "health check failed {limit} times in a row ({what})"
@@ -431,17 +433,17 @@ impl Engine<'_> {
     pub(super) fn set_ready(&mut self, k: usize) {
         let i = &mut self.insts[k];
         // Too late once the attempt failed readiness or is being stopped.
-        if i.not_ready || i.stop.is_some() || i.phase != Phase::Running {
+        if i.probing.not_ready || i.stop.is_some() || i.phase != Phase::Running {
             return;
         }
-        i.ready = true;
-        i.ready_once = true;
+        i.probing.ready = true;
+        i.probing.ready_once = true;
         let (name, pid, proc) = (i.name.clone(), i.pid, i.proc);
         let took = i.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
         self.end_check(k, Check::Ready);
         // Liveness starts once the process is ready.
         if let Some(h) = &self.g.file.processes[proc].health {
-            self.insts[k].checks[Check::Health as usize].due =
+            self.insts[k].probing.checks[Check::Health as usize].due =
                 Some(later(Instant::now(), h.interval));
         }
         let what = self
@@ -464,7 +466,7 @@ impl Engine<'_> {
 
     /// Stops one check of instance `k`: no more probes, none in flight.
     fn end_check(&mut self, k: usize, check: Check) {
-        let state = std::mem::take(&mut self.insts[k].checks[check as usize]);
+        let state = std::mem::take(&mut self.insts[k].probing.checks[check as usize]);
         if state.pid > 0 {
             self.exec.signal_group(state.pid, libc::SIGKILL);
         }

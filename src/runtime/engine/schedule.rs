@@ -115,7 +115,7 @@ impl Engine<'_> {
             DepKind::After(Condition::Ready) => {
                 if let Some(&k) = targets
                     .iter()
-                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !t(k).ready_once)
+                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !t(k).probing.ready_once)
                 {
                     let why = if t(k).outcome() == Some(Outcome::Skipped) {
                         "was skipped"
@@ -124,7 +124,7 @@ impl Engine<'_> {
                     };
                     return Dep::Never(format!("`{tname}` {why}"));
                 }
-                Dep::when(targets.iter().all(|&k| t(k).ready_once))
+                Dep::when(targets.iter().all(|&k| t(k).probing.ready_once))
             }
             DepKind::After(Condition::Start) => {
                 if targets

@@ -131,7 +131,7 @@ impl Engine<'_> {
                         let since = now.saturating_duration_since(sig.at);
                         row.push_str(&format!("  (stopping for {})", fmt_duration(since)));
                     } else if self.g.file.processes[i.proc].ready.is_some() {
-                        row.push_str(if i.ready {
+                        row.push_str(if i.probing.ready {
                             "  ready"
                         } else {
                             "  not ready yet"

@@ -148,12 +148,14 @@ impl Engine<'_> {
                     if let Some(s) = i.stop.and_then(|s| s.signalled) {
                         consider(s.next_kill);
                     }
-                    for c in &i.checks {
+                    for c in &i.probing.checks {
                         if let Some(t) = c.due {
                             consider(t);
                         }
                     }
-                    if let (Some(r), false) = (&self.g.file.processes[i.proc].ready, i.ready) {
+                    if let (Some(r), false) =
+                        (&self.g.file.processes[i.proc].ready, i.probing.ready)
+                    {
                         if let Some(start) = i.attempt_start {
                             consider(later(start, r.timeout));
                         }
