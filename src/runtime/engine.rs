@@ -9,6 +9,7 @@ mod probes;
 mod queues;
 mod resume;
 mod schedule;
+mod setup;
 mod sources;
 mod status;
 mod stop;
@@ -347,6 +348,8 @@ struct Engine<'g> {
     /// /dev/null, for `null` streams.
     null: std::fs::File,
     engine_env: Vec<(OsString, OsString)>,
+    /// The run's marker: `JOBGRAPH_RUN` in every process, and the journal's run id.
+    marker: String,
     /// Where everything the run tells goes.
     reporter: Box<dyn Reporter>,
     watchdog: Option<Watchdog>,
@@ -421,150 +424,13 @@ pub fn run_with(
     exec: Box<dyn Executor>,
     reporter: Box<dyn Reporter>,
 ) -> Result<RunOutcome, RunError> {
-    let included = g.only(&opts.only).map_err(RunError::Only)?;
-    let (insts, of_proc) = build_instances(g, &included);
-    let order = launch_order(g, &insts);
-
-    let poll = Poll::new().map_err(RunError::EventLoop)?;
-    let waker =
-        std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKE).map_err(RunError::EventLoop)?);
-    let loop_waker = std::sync::Arc::clone(&waker);
-    let wake: std::sync::Arc<super::report::Wake> = std::sync::Arc::new(Box::new(move || {
-        let _ = waker.wake();
-    }));
-    let (http_tx, http_rx) = std::sync::mpsc::channel();
-    let names: Vec<String> = insts.iter().map(|i| i.name.clone()).collect();
-    let mut reporter = reporter;
-    reporter
-        .start(RunStart {
-            names: &names,
-            // A process writing to (or reading from) the terminal itself would garble a bar.
-            terminal_taken: g.file.processes.iter().any(|p| {
-                p.stdin == crate::spec::Stdin::Inherit
-                    || p.stdout == crate::spec::Output::Inherit
-                    || p.stderr == crate::spec::Output::Inherit
-            }),
-            wake,
-        })
-        .map_err(RunError::Reporter)?;
-
-    let marker = format!("{}-{}", std::process::id(), now_nanos());
-    let mut engine_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    engine_env.retain(|(k, _)| k != "JOBGRAPH_RUN");
-    engine_env.push(("JOBGRAPH_RUN".into(), marker.clone().into()));
-
-    let (signals, null, terminal) = prepare_engine_process(&poll)?;
-    // In a PID namespace the kernel does the watchdog's job, and better.
-    let watchdog = match opts.containment {
-        super::contain::Containment::PidNamespace | super::contain::Containment::None => None,
-        super::contain::Containment::Marker => Some(Watchdog::start(&marker)),
-    };
-
-    let max_parallel = opts
-        .max_parallel
-        .or(g.file.graph.max_parallel.as_ref().map(|m| m.value))
-        .map_or(usize::MAX, |m| m as usize);
-    let n = insts.len();
-    let mut rdeps = vec![Vec::new(); g.file.processes.len()];
-    for (i, ds) in g.deps.iter().enumerate() {
-        for d in ds {
-            if !rdeps[d.target].contains(&i) {
-                rdeps[d.target].push(i);
-            }
-        }
-    }
-    let mut pos_of = vec![0; n];
-    for (pos, &k) in order.iter().enumerate() {
-        pos_of[k] = pos;
-    }
-    let unfinished_non_daemons = insts
-        .iter()
-        .filter(|i| !g.file.processes[i.proc].daemon.value)
-        .count();
-    let procs = g.file.processes.len();
-    let mut e = Engine {
-        g,
-        base: base.to_path_buf(),
-        fail_fast: g.file.graph.fail_fast && !opts.keep_going,
-        max_parallel,
-        grace: g.file.graph.shutdown_grace,
-        insts,
-        of_proc,
-        order,
-        lock_free: g.file.locks.iter().map(|l| l.capacity.value).collect(),
-        running: 0,
-        slots_used: 0,
-        any_daemon: g.file.processes.iter().any(|p| p.daemon.value),
-        launch_more: false,
-        slice_end: Instant::now(),
-        progress_due: Instant::now(),
-        poll,
-        signals,
-        sources: Default::default(),
-        read_buf: vec![0; READ_CHUNK],
-        readable: Vec::new(),
-        output_failed: false,
-        terminal,
-        tty_holder: None,
-        exec,
-        by_pid: FxHashMap::default(),
-        groups: Vec::new(),
-        launches: (0..n).map(|_| None).collect(),
-        null,
-        engine_env,
-        reporter,
-        watchdog: None,
-        cancel: None,
-        shutdown_deadline: None,
-        resource_wait: None,
-        resource_noted: false,
-        journal: None,
-        keys: Vec::new(),
-        started_at: Instant::now(),
-        rdeps,
-        pos_of,
-        dirty: (0..procs).collect(),
-        is_dirty: vec![true; procs],
-        ready: Default::default(),
-        join_check: Vec::new(),
-        stop_pending: Vec::new(),
-        active: Default::default(),
-        unfinished: n,
-        unfinished_non_daemons,
-        daemons_released: false,
-        done_count: 0,
-        failed_count: 0,
-        queues: (0..g.file.queues.len()).map(|_| None).collect(),
-        queue_ends: vec![(Vec::new(), Vec::new()); g.file.queues.len()],
-        log_probes: g
-            .file
-            .processes
-            .iter()
-            .map(|p| match p.ready.as_ref().map(|r| &r.probe.value) {
-                Some(crate::spec::Probe::Log(re)) => regex::Regex::new(re).ok(),
-                _ => None,
-            })
-            .collect(),
-        probe_pids: FxHashMap::default(),
-        tcp_addrs: FxHashMap::default(),
-        nodes: FxHashMap::default(),
-        http_tx,
-        http_rx,
-        waker: loop_waker,
-    };
-    match watchdog {
-        None => {}
-        Some(Ok(w)) => e.watchdog = Some(w),
-        Some(Err(err)) => e.reporter.note(
-            &format!("cannot start the watchdog ({err}): if the engine is killed, its processes may survive it"),
-            true,
-        ),
-    }
+    let mut e = Engine::new(g, base, opts, exec, reporter)?;
     e.emit(RunEvent::RunStarted {
         containment: opts.containment.as_str(),
         pid: std::process::id() as i32,
     });
     if let Some(path) = &opts.journal {
+        let marker = e.marker().to_string();
         e.start_journal(path, opts.resume, &marker);
     }
     e.main_loop();
