@@ -17,24 +17,35 @@ pub(super) fn syntax_error(text: &str, span: Span, message: &str) -> Diagnostic 
                 "add the closing {q} before the end of the line; a string that spans lines is written with triple quotes ({q}{q}{q})"
             ));
     }
-    let plain = || {
-        Diagnostic::at(
-            Code::TomlSyntax,
-            span.clone(),
-            format!("invalid TOML: {message}"),
-        )
-        .label(message.to_string())
+    let twice = match message {
+        "duplicate key" => defined_twice(text, &span),
+        _ => None,
     };
-    if message != "duplicate key" {
-        return plain();
-    }
+    twice.unwrap_or_else(|| {
+        Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
+            .label(message.to_string())
+    })
+}
+
+/// toml's "duplicate key" with the first definition too, when it can be found.
+fn defined_twice(text: &str, span: &Span) -> Option<Diagnostic> {
     let line_start = text[..span.start.min(text.len())]
         .rfind('\n')
         .map_or(0, |i| i + 1);
     let line_end = text[line_start..]
         .find('\n')
         .map_or(text.len(), |i| line_start + i);
-    let line = &text[line_start..line_end];
+    if text[line_start..line_end].trim_start().starts_with('[') {
+        table_defined_twice(text, line_start..line_end)
+    } else {
+        key_defined_twice(text, span, line_start)
+    }
+}
+
+/// A table header defined twice (the second on `line`): finds the first one.
+fn table_defined_twice(text: &str, line: Span) -> Option<Diagnostic> {
+    let (line_start, line_end) = (line.start, line.end);
+    let line = &text[line];
     let squash = |l: &str| -> String {
         l.split('#')
             .next()
@@ -44,15 +55,14 @@ pub(super) fn syntax_error(text: &str, span: Span, message: &str) -> Diagnostic 
             .collect()
     };
     let trimmed = line.trim_start();
-    if trimmed.starts_with('[') {
-        // A table header defined twice: find the first one.
-        let header = squash(line);
-        let mut pos = 0;
-        for l in text[..line_start].split_inclusive('\n') {
-            if squash(l) == header {
-                let at = pos + (l.len() - l.trim_start().len());
-                let shown = header.trim_start_matches('[').trim_end_matches(']');
-                return Diagnostic::at(
+    let header = squash(line);
+    let mut pos = 0;
+    for l in text[..line_start].split_inclusive('\n') {
+        if squash(l) == header {
+            let at = pos + (l.len() - l.trim_start().len());
+            let shown = header.trim_start_matches('[').trim_end_matches(']');
+            return Some(
+                Diagnostic::at(
                     Code::TomlSyntax,
                     line_start + (line.len() - trimmed.len())..line_end,
                     format!("invalid TOML: table `[{shown}]` is defined twice"),
@@ -62,16 +72,18 @@ pub(super) fn syntax_error(text: &str, span: Span, message: &str) -> Diagnostic 
                     at..at + l.trim_end().len() - (l.len() - l.trim_start().len()),
                     "first defined here",
                 )
-                .help("merge the two tables into one; a table header may appear only once");
-            }
-            pos += l.len();
+                .help("merge the two tables into one; a table header may appear only once"),
+            );
         }
-        return plain();
+        pos += l.len();
     }
-    // A key defined twice in one table: look back to the table's header.
-    let Some(key) = text.get(span.clone()).filter(|k| !k.is_empty()) else {
-        return plain();
-    };
+    None
+}
+
+/// A key defined twice in one table: looks back to the table's header for
+/// the first one.
+fn key_defined_twice(text: &str, span: &Span, line_start: usize) -> Option<Diagnostic> {
+    let key = text.get(span.clone()).filter(|k| !k.is_empty())?;
     let mut pos = line_start;
     for l in text[..line_start].split_inclusive('\n').rev() {
         pos -= l.len();
@@ -82,18 +94,20 @@ pub(super) fn syntax_error(text: &str, span: Span, message: &str) -> Diagnostic 
         if let Some(rest) = t.strip_prefix(key) {
             if rest.trim_start().starts_with('=') {
                 let at = pos + (l.len() - t.len());
-                return Diagnostic::at(
-                    Code::TomlSyntax,
-                    span.clone(),
-                    format!("invalid TOML: `{key}` is defined twice in one table"),
-                )
-                .label("defined again here")
-                .related(at..at + key.len(), "first defined here")
-                .help("keep one of the two; a key may appear only once per table");
+                return Some(
+                    Diagnostic::at(
+                        Code::TomlSyntax,
+                        span.clone(),
+                        format!("invalid TOML: `{key}` is defined twice in one table"),
+                    )
+                    .label("defined again here")
+                    .related(at..at + key.len(), "first defined here")
+                    .help("keep one of the two; a key may appear only once per table"),
+                );
             }
         }
     }
-    plain()
+    None
 }
 
 /// The byte offset of the opening quote of the first single-line string that

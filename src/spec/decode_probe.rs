@@ -13,6 +13,16 @@ struct ProbeTable {
     failures: Option<u32>,
 }
 
+/// The probe keys of a probe table, before they are put together.
+struct Found {
+    /// The probe and its value's span.
+    probe: Option<(Probe, Span)>,
+    /// `status`, and its key's span.
+    status: Option<(Vec<u16>, Span)>,
+    /// False when a key was invalid (already reported).
+    ok: bool,
+}
+
 impl Decoder {
     pub(super) fn ready(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Ready> {
         let t = self.probe_table(what, v, KEYS_READY, "`ready`")?;
@@ -95,6 +105,26 @@ impl Decoder {
                 (None, None) => ok = false,
             }
         }
+        let found = Found { probe, status, ok };
+        self.finish_probe(what, v, keys, out, found)
+    }
+
+    /// The probe table once all its keys are read: `status` goes to the http
+    /// probe, and a table without a valid probe is reported (unless its keys
+    /// were already).
+    fn finish_probe(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+        keys: &[&str],
+        mut out: ProbeTable,
+        found: Found,
+    ) -> Option<ProbeTable> {
+        let Found {
+            mut probe,
+            status,
+            mut ok,
+        } = found;
         match (&mut probe, status) {
             (Some((Probe::Http { status, .. }, _)), Some((s, _))) => *status = s,
             (_, Some((_, span))) if ok => {
@@ -242,7 +272,6 @@ impl Decoder {
             }
             let host = bracketed.unwrap_or(host);
             let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-            // An IPv6 address needs brackets, or its last group reads as the port.
             (!host.is_empty()).then(|| (host.to_string(), port))
         });
         match parsed {
