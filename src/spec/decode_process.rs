@@ -8,6 +8,8 @@ use super::*;
 const CONDITIONS: &[&str] = &["success", "exit", "ready", "start"];
 const MAX_REPLICAS: i64 = 65_536;
 
+/// Whether `text` names a signal at all, to tell SIGSTOP-like signals (which
+/// `parse_signal` refuses because they cannot stop a process) from typos.
 fn is_signal_name(text: &str) -> bool {
     use std::str::FromStr;
     let full = if text.starts_with("SIG") {
@@ -28,6 +30,7 @@ impl std::fmt::Display for Dotted<'_> {
 }
 
 impl Decoder {
+    /// One `[process.NAME]` table; its `env_file` is read by the caller.
     pub(super) fn process(&mut self, name: Sp<String>, t: &DeTable<'_>) -> Process {
         let mut p = Process::new(name);
         let n = p.name.value.clone();
