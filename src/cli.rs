@@ -209,11 +209,12 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            // Usage text to stdout (`--help`) or the error to stderr.
+            stdout_result(e.print());
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    ExitCode::from(match cli.command {
+    let code = match cli.command {
         Cmd::Validate {
             mut files,
             format,
@@ -251,7 +252,10 @@ pub fn main() -> ExitCode {
         }
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "jobgraph", &mut std::io::stdout());
+            // Into memory first: a write error is then reported, not a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "jobgraph", &mut script);
+            print(&String::from_utf8_lossy(&script));
             EXIT_OK
         }
         Cmd::Run(mut args) => {
@@ -264,6 +268,17 @@ pub fn main() -> ExitCode {
             run(&file, &args)
         }
         Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,
+    };
+    let lost = STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    ExitCode::from(match lost {
+        Some(e) => {
+            eprint(&format!("error: cannot write to standard output: {e}\n"));
+            code.max(EXIT_USAGE)
+        }
+        None => code,
     })
 }
 
@@ -273,15 +288,33 @@ fn human_style() -> HumanStyle {
     HumanStyle { color, width: 100 }
 }
 
+/// The first error writing standard output (a full disk, a broken device):
+/// the command's output is lost, so it must not exit as if all went well.
+static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn print(s: &str) {
     let mut out = std::io::stdout().lock();
-    // A closed stdout (`| head`) is not an error worth a panic.
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
+    let written = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+    stdout_result(written);
 }
 
+/// Keeps the first error of a write to stdout; a closed reader (`| head`)
+/// is the reader's choice, not an error.
+fn stdout_result(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Diagnostics and notes. If stderr itself cannot be written there is
+/// nowhere left to say so; the exit code still tells what happened.
 fn eprint(s: &str) {
-    let _ = std::io::stderr().write_all(s.as_bytes());
+    if std::io::stderr().write_all(s.as_bytes()).is_err() {
+        // Nothing to do: this is the channel errors would be reported on.
+    }
 }
 
 fn load_options(set: Vec<(String, String)>) -> LoadOptions {
@@ -436,9 +469,11 @@ fn plan(path: &Path, only: &[String], format: PlanFormat, opts: &LoadOptions) ->
         PlanFormat::Json => {
             // Streamed: replicas are written name by name, never all held at once.
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let _ = serde_json::to_writer_pretty(&mut out, &plan);
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
+            let written = serde_json::to_writer_pretty(&mut out, &plan)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
+            stdout_result(written);
         }
     }
     // The process ends here: leave freeing a large graph to the OS.

@@ -4,7 +4,6 @@
 
 use crate::graph::{DepKind, Endpoint, Graph};
 use crate::spec::{format_duration, Command};
-use std::fmt::Write;
 
 /// A whole plan, serialisable for `plan --format json`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -182,17 +181,15 @@ impl Plan {
     /// The plan as text for people.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "graph {}: {} ({} instances) in {}",
+        o.push_str(&format!(
+            "graph {}: {} ({} instances) in {}\n",
             self.graph,
             plural(self.processes, "process", "processes"),
             self.instances,
             plural(self.stages.len(), "stage", "stages")
-        );
-        let _ = writeln!(
-            o,
-            "max_parallel {} · shutdown_grace {} · fail_fast {}",
+        ));
+        o.push_str(&format!(
+            "max_parallel {} · shutdown_grace {} · fail_fast {}\n",
             match self.max_parallel {
                 None => "unlimited".to_string(),
                 Some(m) if self.max_parallel_from_cli => format!("{m} (--max-parallel)"),
@@ -200,18 +197,17 @@ impl Plan {
             },
             self.shutdown_grace,
             if self.fail_fast { "on" } else { "off" }
-        );
+        ));
         for stage in &self.stages {
-            let _ = writeln!(o, "\nstage {}", stage.number);
+            o.push_str(&format!("\nstage {}\n", stage.number));
             for unit in &stage.units {
                 if !unit.joined_by.is_empty() {
                     let names: Vec<&str> = unit.processes.iter().map(|p| p.name.as_str()).collect();
-                    let _ = writeln!(
-                        o,
-                        "  stream group {{{}}} via {} — launches together, fails together",
+                    o.push_str(&format!(
+                        "  stream group {{{}}} via {} — launches together, fails together\n",
                         names.join(", "),
                         unit.joined_by.join(", ")
-                    );
+                    ));
                 }
                 let indent = if unit.joined_by.is_empty() {
                     "  "
@@ -221,7 +217,7 @@ impl Plan {
                 for p in &unit.processes {
                     let mut title = p.name.clone();
                     if p.instances.replicas > 1 {
-                        let _ = write!(title, "[0..{}]", p.instances.replicas - 1);
+                        title.push_str(&format!("[0..{}]", p.instances.replicas - 1));
                     }
                     if p.daemon {
                         title.push_str(" (daemon)");
@@ -232,12 +228,15 @@ impl Plan {
                         p.command.clone()
                     };
                     let cmd = one_line(&cmd, 72);
-                    let _ = writeln!(o, "{indent}{title:<24} {cmd}");
+                    o.push_str(&format!("{indent}{title:<24} {cmd}\n"));
                     if !p.waits_for.is_empty() {
-                        let _ = writeln!(o, "{indent}  waits for: {}", p.waits_for.join(", "));
+                        o.push_str(&format!(
+                            "{indent}  waits for: {}\n",
+                            p.waits_for.join(", ")
+                        ));
                     }
                     if !p.locks.is_empty() {
-                        let _ = writeln!(o, "{indent}  locks: {}", p.locks.join(", "));
+                        o.push_str(&format!("{indent}  locks: {}\n", p.locks.join(", ")));
                     }
                     for e in &p.endpoints {
                         let arrow = match e.direction {
@@ -245,9 +244,8 @@ impl Plan {
                             crate::graph::Direction::Out => "->",
                             crate::graph::Direction::Both => "<->",
                         };
-                        let _ = writeln!(
-                            o,
-                            "{indent}  fd {} {arrow} {} {} ({} {}) as ${}",
+                        o.push_str(&format!(
+                            "{indent}  fd {} {arrow} {} {} ({} {}) as ${}\n",
                             e.fd,
                             e.kind.table(),
                             e.edge,
@@ -257,17 +255,14 @@ impl Plan {
                                 crate::graph::Direction::Both => "with",
                             },
                             e.peers.join(", "),
-                            e.env,
-                        );
+                            e.env
+                        ));
                     }
                 }
             }
         }
         if self.max_parallel.is_some() {
-            let _ = writeln!(
-                o,
-                "\nstages show dependencies; max_parallel and locks may spread a stage over time."
-            );
+            o.push_str("\nstages show dependencies; max_parallel and locks may spread a stage over time.\n");
         }
         o
     }

@@ -331,3 +331,32 @@ fn dynamic_completion_offers_process_names_of_the_file() {
     let out = jobgraph().env("COMPLETE", "bash").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("_clap_complete_jobgraph"));
 }
+
+/// A full disk under stdout (`> /dev/full`) loses the output: never exit 0.
+#[test]
+fn a_lost_stdout_is_an_error_not_a_silent_success() {
+    for args in [
+        &["validate", "--format", "json", "jobs/five.toml"][..],
+        &["plan", "--format", "json", "jobs/five.toml"],
+        &["graph", "jobs/five.toml"],
+        &["schema"],
+        &["completions", "bash"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+            .current_dir(root())
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to standard output"),
+            "{args:?}: {err}"
+        );
+    }
+}

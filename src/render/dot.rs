@@ -2,12 +2,11 @@
 
 use super::{edges, process_label, Edge};
 use crate::graph::Graph;
-use std::fmt::Write;
 
 /// The graph as a DOT digraph.
 pub fn render_dot(g: &Graph) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "digraph {} {{", quote(&g.name));
+    o.push_str(&format!("digraph {} {{\n", quote(&g.name)));
     o.push_str("  rankdir=LR;\n");
     o.push_str("  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
     o.push_str("  edge [fontname=\"Helvetica\", fontsize=10];\n");
@@ -21,47 +20,45 @@ pub fn render_dot(g: &Graph) -> String {
         if p.replicas.value > 1 {
             attrs.push_str(", peripheries=2");
         }
-        let _ = writeln!(o, "  p{i} [{attrs}];");
+        o.push_str(&format!("  p{i} [{attrs}];\n"));
     }
     for (qi, q) in g.file.queues.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "  q{qi} [label={}, shape=cds, style=filled, fillcolor=\"#dbeafe\"];",
+        o.push_str(&format!(
+            "  q{qi} [label={}, shape=cds, style=filled, fillcolor=\"#dbeafe\"];\n",
             quote(&format!("queue {} ({})", q.name.value, mode(q)))
-        );
+        ));
     }
     for e in edges(g) {
-        let _ = match e {
+        let line = match e {
             Edge::After {
                 from,
                 to,
                 condition,
             } => {
-                writeln!(o, "  p{from} -> p{to} [label={}];", quote(condition))
+                format!("  p{from} -> p{to} [label={}];", quote(condition))
             }
             Edge::Child { parent, child } => {
-                writeln!(
-                    o,
+                format!(
                     "  p{parent} -> p{child} [style=dashed, arrowhead=odiamond, label=\"child\"];"
                 )
             }
-            Edge::Pipe { from, to, name } => writeln!(
-                o,
+            Edge::Pipe { from, to, name } => format!(
                 "  p{from} -> p{to} [penwidth=2.5, color=\"#15803d\", label={}];",
                 quote(&format!("pipe {name}"))
             ),
-            Edge::Duplex { a, b, name } => writeln!(
-                o,
+            Edge::Duplex { a, b, name } => format!(
                 "  p{a} -> p{b} [dir=both, penwidth=2.5, color=\"#7c3aed\", label={}];",
                 quote(&format!("duplex {name}"))
             ),
             Edge::IntoQueue { from, queue } => {
-                writeln!(o, "  p{from} -> q{queue} [penwidth=2, color=\"#1d4ed8\"];")
+                format!("  p{from} -> q{queue} [penwidth=2, color=\"#1d4ed8\"];")
             }
             Edge::OutOfQueue { queue, to } => {
-                writeln!(o, "  q{queue} -> p{to} [penwidth=2, color=\"#1d4ed8\"];")
+                format!("  q{queue} -> p{to} [penwidth=2, color=\"#1d4ed8\"];")
             }
         };
+        o.push_str(&line);
+        o.push('\n');
     }
     o.push_str("}\n");
     o

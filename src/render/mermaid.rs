@@ -12,9 +12,9 @@ pub fn render_mermaid(g: &Graph) -> String {
     for (i, p) in g.file.processes.iter().enumerate() {
         let label = text(&process_label(g, i));
         if p.replicas.value > 1 {
-            let _ = writeln!(o, "  p{i}[[\"{label}\"]]");
+            o.push_str(&format!("  p{i}[[\"{label}\"]]\n"));
         } else {
-            let _ = writeln!(o, "  p{i}[\"{label}\"]");
+            o.push_str(&format!("  p{i}[\"{label}\"]\n"));
         }
         if p.daemon.value {
             daemons.push(format!("p{i}"));
@@ -27,7 +27,10 @@ pub fn render_mermaid(g: &Graph) -> String {
             crate::spec::QueueMode::Balance => "balance",
             crate::spec::QueueMode::Broadcast => "broadcast",
         };
-        let _ = writeln!(o, "  q{qi}[(\"queue {} ({mode})\")]", text(&q.name.value));
+        o.push_str(&format!(
+            "  q{qi}[(\"queue {} ({mode})\")]\n",
+            text(&q.name.value)
+        ));
     }
     let mut styles: Vec<(usize, &str)> = Vec::new();
     for (k, e) in edges(g).into_iter().enumerate() {
@@ -57,15 +60,15 @@ pub fn render_mermaid(g: &Graph) -> String {
         };
     }
     for (k, style) in styles {
-        let _ = writeln!(o, "  linkStyle {k} {style}");
+        o.push_str(&format!("  linkStyle {k} {style}\n"));
     }
     if !parents.is_empty() {
         o.push_str("  classDef parent stroke-width:3px\n");
-        let _ = writeln!(o, "  class {} parent", parents.join(","));
+        o.push_str(&format!("  class {} parent\n", parents.join(",")));
     }
     if !daemons.is_empty() {
         o.push_str("  classDef daemon stroke-dasharray: 5 5\n");
-        let _ = writeln!(o, "  class {} daemon", daemons.join(","));
+        o.push_str(&format!("  class {} daemon\n", daemons.join(",")));
     }
     o
 }

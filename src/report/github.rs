@@ -3,7 +3,6 @@
 
 use super::{located, Outcome};
 use crate::diagnostic::Severity;
-use std::fmt::Write;
 
 /// Renders one `::error` / `::warning` line per diagnostic.
 pub fn render_github(outcomes: &[Outcome]) -> String {
@@ -16,22 +15,21 @@ pub fn render_github(outcomes: &[Outcome]) -> String {
             };
             let mut props = format!("file={}", escape_property(&d.file));
             if let (Some(l), Some(c)) = (d.line, d.column) {
-                let _ = write!(props, ",line={l},col={c}");
+                props.push_str(&format!(",line={l},col={c}"));
                 if let (Some(el), Some(ec)) = (d.end_line, d.end_column) {
-                    let _ = write!(props, ",endLine={el},endColumn={ec}");
+                    props.push_str(&format!(",endLine={el},endColumn={ec}"));
                 }
             }
-            let _ = write!(
-                props,
+            props.push_str(&format!(
                 ",title={}",
                 escape_property(&format!("jobgraph {}", d.code))
-            );
+            ));
             let mut message = d.message.clone();
             if let Some(help) = &d.help {
                 message.push_str("\nhelp: ");
                 message.push_str(help);
             }
-            let _ = writeln!(out, "::{level} {props}::{}", escape_data(&message));
+            out.push_str(&format!("::{level} {props}::{}\n", escape_data(&message)));
         }
     }
     out

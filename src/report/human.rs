@@ -216,25 +216,29 @@ fn long_line(source: &SourceFile, d: &Diagnostic) -> Option<(usize, usize)> {
 
 /// A diagnostic without a snippet: message, locations, labels and help, one per line.
 fn render_plain(out: &mut String, source: &SourceFile, d: &Diagnostic, long: (usize, usize)) {
-    use std::fmt::Write;
     let name = |offset: usize| source.path_at(offset).display();
     let mark = if d.is_error() { "×" } else { "⚠" };
-    let _ = writeln!(out, "{}\n\n  {mark} {}", d.code, d.message);
+    out.push_str(&format!("{}\n\n  {mark} {}\n", d.code, d.message));
     if let Some(span) = &d.span {
         let (line, col) = source.line_col(span.start);
         let label = d.label.as_deref().unwrap_or("here");
-        let _ = writeln!(out, "  at {}:{line}:{col}: {label}", name(span.start));
+        out.push_str(&format!(
+            "  at {}:{line}:{col}: {label}\n",
+            name(span.start)
+        ));
     }
     for (span, label) in &d.related {
         let (line, col) = source.line_col(span.start);
-        let _ = writeln!(out, "  and {}:{line}:{col}: {label}", name(span.start));
+        out.push_str(&format!(
+            "  and {}:{line}:{col}: {label}\n",
+            name(span.start)
+        ));
     }
-    let _ = writeln!(
-        out,
-        "  (no snippet: line {} is {} characters long)",
+    out.push_str(&format!(
+        "  (no snippet: line {} is {} characters long)\n",
         long.0, long.1
-    );
+    ));
     if let Some(h) = &d.help {
-        let _ = writeln!(out, "  help: {h}");
+        out.push_str(&format!("  help: {h}\n"));
     }
 }

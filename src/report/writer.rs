@@ -100,7 +100,8 @@ impl Writer {
         }
         if self.thread.is_none() {
             // No thread could be started: write in place rather than lose output.
-            let _ = write_now(self.target, None, &bytes);
+            let result = write_now(self.target, None, &bytes);
+            record(&mut self.shared.lock(), self.target, result);
             return;
         }
         let mut st = self.shared.lock();
@@ -220,7 +221,8 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
                 b.finish_and_clear();
                 // A terminal's `^C` echo can leave the cursor past what the bar
                 // drew: clear the whole line so no stale bar stays above the notes.
-                let _ = std::io::stderr().lock().write_all(b"\r\x1b[2K");
+                let cleared = std::io::stderr().lock().write_all(b"\r\x1b[2K");
+                record(&mut shared.lock(), Target::Stderr, cleared);
             }
             continue;
         }
@@ -258,16 +260,7 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
         };
         let mut st = shared.lock();
         st.bytes = st.bytes.saturating_sub(batch.len());
-        match result {
-            Ok(()) => {}
-            // The reader went away (`| head`): its choice, not an error of the run.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                if !std::mem::replace(&mut st.failed, true) {
-                    st.error = Some(format!("cannot write to {}: {e}", target.name()));
-                }
-            }
-        }
+        record(&mut st, target, result);
         let wake_now = st.wake_wanted && st.bytes < LOW_WATER;
         if wake_now {
             st.wake_wanted = false;
@@ -276,6 +269,20 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
         shared.changed.notify_all();
         if let (true, Some(w)) = (wake_now, wake) {
             w();
+        }
+    }
+}
+
+/// Keeps the first write error, to be reported once.
+fn record(st: &mut State, target: Target, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => {}
+        // The reader went away (`| head`): its choice, not an error of the run.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            if !std::mem::replace(&mut st.failed, true) {
+                st.error = Some(format!("cannot write to {}: {e}", target.name()));
+            }
         }
     }
 }
