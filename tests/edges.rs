@@ -198,6 +198,49 @@ timeout = "1s"
 }
 
 #[test]
+fn a_stalled_events_reader_neither_freezes_supervision_nor_loses_events() {
+    let job = Job::new(
+        "[process.many]\nreplicas = 2000\ncmd = [\"true\"]\nstdout = \"null\"\n[process.limited]\nshell = \"sleep 30\"\ntimeout = \"1s\"\n",
+    );
+    let fifo = job.file("events.fifo");
+    mkfifo(&fifo);
+    let got = job.file("got.ndjson");
+    // Opens the FIFO, then reads nothing for 6 s: far more than a pipe's worth waits.
+    let mut reader = stalled_reader(&fifo, 6, &got);
+    let (code, _, err) = job.run(&["--keep-going", "--events", fifo.to_str().unwrap()]);
+    reader.wait().unwrap();
+    assert_eq!(code, 1, "{err}");
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&got)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exited = &evs[pos(&evs, "limited", "exited")];
+    assert_eq!(exited["status"], "timed out");
+    assert!(exited["duration_ms"].as_u64().unwrap() < 4000, "{exited}");
+    // Nothing dropped: every instance's start and end, then the run's end.
+    let count = |kind: &str| evs.iter().filter(|e| e["event"] == kind).count();
+    assert_eq!((count("started"), count("exited")), (2001, 2001));
+    assert_eq!(evs.last().unwrap()["event"], "run-finished");
+}
+
+#[test]
+fn an_events_fifo_nobody_reads_does_not_hang_the_run() {
+    let job = Job::new("[process.a]\nshell = \"echo hello\"\n");
+    let fifo = job.file("events.fifo");
+    mkfifo(&fifo);
+    let start = std::time::Instant::now();
+    let (code, out, err) = job.run(&["--events", fifo.to_str().unwrap()]);
+    assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+    assert!(out.contains("a | hello"), "{out}");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--events: its reader did not read the last events"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_second_sigint_ends_the_run_despite_a_stalled_stdout() {
     let job = Job::new(
         r#"

@@ -1,10 +1,10 @@
 //! The `--events` stream: each [`RunEvent`] as one NDJSON line, to a file or
 //! through the console's stdout writer.
 
-use super::writer::WriterHandle;
+use super::writer::{Target, Wake, Writer, WriterHandle};
 use crate::runtime::report::RunEvent;
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The NDJSON shape of an event (see docs/commands.md, "Events").
 pub(crate) fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
@@ -255,6 +255,9 @@ pub struct Event<'a> {
     pub node: Option<&'a str>,
 }
 
+/// How long the end of a run waits for a stalled `--events` reader.
+const EVENTS_READER_GRACE: Duration = Duration::from_secs(5);
+
 /// The `--events` writer.
 pub struct Events {
     out: EventsOut,
@@ -264,19 +267,38 @@ pub struct Events {
 }
 
 enum EventsOut {
+    /// A regular file, written at once: `tail -f` sees each event as it
+    /// happens, and an engine killed with SIGKILL loses none.
     File {
         path: String,
         file: std::io::BufWriter<std::fs::File>,
     },
     /// `-`: through the console's stdout writer, so a slow reader never blocks the engine.
     Stdout(WriterHandle),
+    /// A FIFO, a terminal or another device: its reader may stall, so it is
+    /// written by a thread of its own and the engine never waits on it.
+    Background(Writer),
 }
 
 impl Events {
     /// A file path (truncated), or `-` for stdout (given its writer).
-    pub fn open(target: &str, stdout: WriterHandle) -> std::io::Result<Events> {
+    /// `wake` wakes the engine when a stalled reader caught up.
+    pub fn open(
+        target: &str,
+        stdout: WriterHandle,
+        wake: Option<std::sync::Arc<Wake>>,
+    ) -> std::io::Result<Events> {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = std::fs::metadata(target).map(|m| m.file_type()).ok();
         let out = if target == "-" {
             EventsOut::Stdout(stdout)
+        } else if kind.is_some_and(|k| k.is_fifo()) {
+            // Opened by the writer thread: a FIFO's reader may come later.
+            EventsOut::Background(Writer::start(Target::Fifo(target.into()), None, wake))
+        } else if kind.is_some_and(|k| k.is_char_device() || k.is_socket()) {
+            let file = std::fs::OpenOptions::new().write(true).open(target)?;
+            let target = Target::File(std::sync::Arc::new(file), target.into());
+            EventsOut::Background(Writer::start(target, None, wake))
         } else {
             EventsOut::File {
                 path: target.to_string(),
@@ -302,6 +324,7 @@ impl Events {
         line.push(b'\n');
         match &mut self.out {
             EventsOut::Stdout(w) => w.send(line),
+            EventsOut::Background(w) => w.send(line),
             EventsOut::File { path, file } => {
                 // One write and a flush per event: `tail -f` sees it now, and a crash loses none.
                 if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
@@ -326,7 +349,34 @@ impl Events {
 
     /// The first write error, once.
     pub fn take_error(&mut self) -> Option<String> {
+        if let EventsOut::Background(w) = &self.out {
+            if let Some(e) = w.take_error() {
+                let e = e.replacen("cannot write to", "cannot write events to", 1);
+                self.error.get_or_insert(e);
+            }
+        }
         self.error.take()
+    }
+
+    /// Whether a background writer's backlog is over its high-water mark.
+    pub fn backlogged(&self) -> bool {
+        matches!(&self.out, EventsOut::Background(w) if w.backlogged())
+    }
+
+    /// Writes what is queued; a reader that never reads is given up at
+    /// `deadline` or when `abandon` says so.
+    pub fn close(&mut self, deadline: Option<Instant>, abandon: &mut dyn FnMut() -> bool) {
+        self.flush();
+        if let EventsOut::Background(w) = &mut self.out {
+            // Events are a side channel: a reader that stopped (or never
+            // came) gets a few seconds, never the power to keep the run alive.
+            let limit = Instant::now() + EVENTS_READER_GRACE;
+            let deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
+            if !w.close(deadline, abandon) {
+                self.error
+                    .get_or_insert("--events: its reader did not read the last events".into());
+            }
+        }
     }
 }
 

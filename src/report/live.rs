@@ -42,6 +42,7 @@ impl Reporter for LiveReporter {
         if start.terminal_taken {
             style.progress = false;
         }
+        let wake = std::sync::Arc::clone(&start.wake);
         let console = Console::new(
             style,
             start.names,
@@ -50,7 +51,7 @@ impl Reporter for LiveReporter {
         )?;
         if let Some(target) = &self.events_target {
             self.events = Some(
-                Events::open(target, console.stdout_handle())
+                Events::open(target, console.stdout_handle(), Some(wake))
                     .map_err(|e| format!("cannot open --events {target}: {e}"))?,
             );
         }
@@ -107,6 +108,7 @@ impl Reporter for LiveReporter {
 
     fn backlogged(&self) -> bool {
         self.console.as_ref().is_some_and(Console::backlogged)
+            || self.events.as_ref().is_some_and(Events::backlogged)
     }
 
     fn take_errors(&mut self) -> Vec<String> {
@@ -132,7 +134,7 @@ impl Reporter for LiveReporter {
     ) -> Vec<String> {
         let mut errors = Vec::new();
         if let Some(ev) = &mut self.events {
-            ev.flush();
+            ev.close(deadline, abandon);
             errors.extend(ev.take_error());
         }
         if let Some(c) = &mut self.console {

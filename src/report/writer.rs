@@ -12,19 +12,25 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Where a [`Writer`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Target {
     /// The engine's stdout.
     Stdout,
     /// The engine's stderr.
     Stderr,
+    /// A file (the `--events` device or socket), and its name.
+    File(Arc<std::fs::File>, Arc<str>),
+    /// A FIFO, opened by the writer thread: opening one blocks until a
+    /// reader comes, which must not hold up the engine.
+    Fifo(Arc<str>),
 }
 
 impl Target {
-    fn name(self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Target::Stdout => "standard output",
-            Target::Stderr => "standard error",
+            Target::Stdout => "standard output".into(),
+            Target::Stderr => "standard error".into(),
+            Target::File(_, path) | Target::Fifo(path) => path.to_string(),
         }
     }
 }
@@ -83,8 +89,15 @@ impl Writer {
         });
         let inner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name(format!("jobgraph-{}", target.name()))
-            .spawn(move || write_loop(&inner, target, bar.as_ref(), wake.as_deref()))
+            .name(match &target {
+                Target::Stdout => "jobgraph-stdout".into(),
+                Target::Stderr => "jobgraph-stderr".into(),
+                Target::File(..) | Target::Fifo(_) => "jobgraph-file".into(),
+            })
+            .spawn({
+                let target = target.clone();
+                move || write_loop(&inner, &target, bar.as_ref(), wake.as_deref())
+            })
             .ok();
         Writer {
             shared,
@@ -100,8 +113,8 @@ impl Writer {
         }
         if self.thread.is_none() {
             // No thread could be started: write in place rather than lose output.
-            let result = write_now(self.target, None, &bytes);
-            record(&mut self.shared.lock(), self.target, result);
+            let result = write_now(&self.target, None, &bytes);
+            record(&mut self.shared.lock(), &self.target, result);
             return;
         }
         let mut st = self.shared.lock();
@@ -208,7 +221,22 @@ impl WriterHandle {
     }
 }
 
-fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: Option<&Wake>) {
+fn write_loop(shared: &Shared, target: &Target, bar: Option<&ProgressBar>, wake: Option<&Wake>) {
+    let opened;
+    let target = match target {
+        Target::Fifo(path) => match std::fs::OpenOptions::new().write(true).open(&**path) {
+            Ok(f) => {
+                opened = Target::File(Arc::new(f), Arc::clone(path));
+                &opened
+            }
+            Err(e) => {
+                // Recorded as failed: what is queued is then only counted off.
+                record(&mut shared.lock(), target, Err(e));
+                target
+            }
+        },
+        _ => target,
+    };
     loop {
         let mut st = shared.lock();
         while st.chunks.is_empty() && !st.closed && st.progress.is_none() && !st.hide_bar {
@@ -222,7 +250,7 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
                 // A terminal's `^C` echo can leave the cursor past what the bar
                 // drew: clear the whole line so no stale bar stays above the notes.
                 let cleared = std::io::stderr().lock().write_all(b"\r\x1b[2K");
-                record(&mut shared.lock(), Target::Stderr, cleared);
+                record(&mut shared.lock(), &Target::Stderr, cleared);
             }
             continue;
         }
@@ -274,7 +302,7 @@ fn write_loop(shared: &Shared, target: Target, bar: Option<&ProgressBar>, wake: 
 }
 
 /// Keeps the first write error, to be reported once.
-fn record(st: &mut State, target: Target, result: std::io::Result<()>) {
+fn record(st: &mut State, target: &Target, result: std::io::Result<()>) {
     match result {
         Ok(()) => {}
         // The reader went away (`| head`): its choice, not an error of the run.
@@ -287,7 +315,7 @@ fn record(st: &mut State, target: Target, result: std::io::Result<()>) {
     }
 }
 
-fn write_now(target: Target, bar: Option<&ProgressBar>, bytes: &[u8]) -> std::io::Result<()> {
+fn write_now(target: &Target, bar: Option<&ProgressBar>, bytes: &[u8]) -> std::io::Result<()> {
     let mut result = Ok(());
     let mut write = || {
         result = match target {
@@ -296,6 +324,9 @@ fn write_now(target: Target, bar: Option<&ProgressBar>, bytes: &[u8]) -> std::io
                 out.write_all(bytes).and_then(|_| out.flush())
             }
             Target::Stderr => std::io::stderr().lock().write_all(bytes),
+            Target::File(file, _) => (&**file).write_all(bytes),
+            // Opened by the thread before its first write; never written as such.
+            Target::Fifo(_) => Ok(()),
         };
     };
     match bar {
