@@ -14,7 +14,7 @@ mod sources;
 mod status;
 mod stop;
 
-use super::executor::{Executor, Exit, Local};
+use super::executor::{Executor, Exit, Local, UnitId};
 use super::hygiene;
 use super::posix::{self, Prepared};
 use super::report::{Progress, QueueSummary, Reporter, RunEvent, RunStart, SummaryRow};
@@ -205,8 +205,8 @@ struct Inst {
     first_start: Option<Instant>,
     attempt_start: Option<Instant>,
     end: Option<Instant>,
-    /// Its unit's id (the executor's: a pid and process group here), 0 before its first start.
-    pid: i32,
+    /// Its unit (the executor's id: a pid and process group here), once started.
+    unit: Option<UnitId>,
     open_pipes: u8,
     exit: Option<Exit>,
     peak_rss_kib: u64,
@@ -246,6 +246,11 @@ struct Probing {
 }
 
 impl Inst {
+    /// Its unit's id as events show it (0 before its first start).
+    fn pid(&self) -> i32 {
+        self.unit.map_or(0, UnitId::get)
+    }
+
     /// How its own process ended for good, once it did.
     fn outcome(&self) -> Option<Outcome> {
         match self.phase {
@@ -269,7 +274,7 @@ impl Inst {
             first_start: None,
             attempt_start: None,
             end: None,
-            pid: 0,
+            unit: None,
             open_pipes: 0,
             exit: None,
             peak_rss_kib: 0,
@@ -296,7 +301,7 @@ struct Pipe {
 
 /// A process group created by the run that may still have members.
 struct Group {
-    pgid: i32,
+    pgid: UnitId,
     inst: usize,
 }
 
@@ -341,7 +346,7 @@ struct Engine<'g> {
     tty_holder: Option<usize>,
     /// Launches, signals and reaps the units.
     exec: Box<dyn Executor>,
-    by_pid: FxHashMap<i32, usize>,
+    by_pid: FxHashMap<UnitId, usize>,
     groups: Vec<Group>,
     /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
     launches: Vec<Option<(Launch, Result<Prepared, String>)>>,
@@ -392,7 +397,7 @@ struct Engine<'g> {
     /// Per process: its `ready.log` regex.
     log_probes: Vec<Option<regex::Regex>>,
     /// Running `cmd` probes: pid to instance and check.
-    probe_pids: FxHashMap<i32, (usize, probes::Check)>,
+    probe_pids: FxHashMap<UnitId, (usize, probes::Check)>,
     /// Resolved probe addresses, per instance and port.
     tcp_addrs: FxHashMap<(usize, u16), std::net::SocketAddr>,
     /// The node each instance's unit runs on, when a cluster executor said so:
@@ -545,6 +550,13 @@ fn signal_name(sig: i32) -> &'static str {
 }
 
 impl Engine<'_> {
+    /// Sends `sig` to instance `k`'s unit, if it has one.
+    fn signal_unit(&mut self, k: usize, sig: i32) {
+        if let Some(u) = self.insts[k].unit {
+            self.exec.signal_group(u, sig);
+        }
+    }
+
     fn main_loop(&mut self) {
         let mut events = PollEvents::with_capacity(256);
         loop {

@@ -11,6 +11,24 @@ use super::hygiene;
 use super::posix::{self, Prepared, Source};
 use std::io;
 
+/// A unit, as its executor names it: here a process id, which is also its
+/// process group's id; on a cluster, an id the executor hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnitId(pub i32);
+
+impl UnitId {
+    /// The number shown as `pid` in events and the status table.
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for UnitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// How a unit ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -24,7 +42,7 @@ pub enum Exit {
 #[derive(Debug, Clone, Copy)]
 pub struct Reaped {
     /// The id [`Executor::spawn`] returned (or a stray process of the run).
-    pub id: i32,
+    pub id: UnitId,
     /// How it ended.
     pub exit: Exit,
     /// Its peak resident set, in KiB, where known (0 if not).
@@ -35,7 +53,7 @@ pub struct Reaped {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// The unit's id.
-    pub id: i32,
+    pub id: UnitId,
     /// Running, or still waiting in the cluster's queue. While it waits, its
     /// `timeout` and readiness timeout do not run: they count from its start.
     pub running: bool,
@@ -52,11 +70,11 @@ pub struct Placement {
 pub trait Executor {
     /// Starts a unit with these descriptors; returns its id, which is also
     /// the id of its process group (signals go to the whole group).
-    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32>;
+    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId>;
     /// Sends `sig` to every process of the unit's group; false if none is left.
-    fn signal_group(&mut self, id: i32, sig: i32) -> bool;
+    fn signal_group(&mut self, id: UnitId, sig: i32) -> bool;
     /// Whether any process of the unit's group is alive.
-    fn group_alive(&mut self, id: i32) -> bool;
+    fn group_alive(&mut self, id: UnitId) -> bool;
     /// One unit (or stray process) that ended since the last call, if any.
     /// Never blocks.
     fn reap(&mut self) -> Option<Reaped>;
@@ -85,16 +103,16 @@ pub trait Executor {
 pub struct Local;
 
 impl Executor for Local {
-    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
-        posix::spawn(prepared, fds)
+    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId> {
+        posix::spawn(prepared, fds).map(UnitId)
     }
 
-    fn signal_group(&mut self, id: i32, sig: i32) -> bool {
-        hygiene::signal_group(id, sig)
+    fn signal_group(&mut self, id: UnitId, sig: i32) -> bool {
+        hygiene::signal_group(id.0, sig)
     }
 
-    fn group_alive(&mut self, id: i32) -> bool {
-        hygiene::group_alive(id)
+    fn group_alive(&mut self, id: UnitId) -> bool {
+        hygiene::group_alive(id.0)
     }
 
     fn reap(&mut self) -> Option<Reaped> {
@@ -112,7 +130,7 @@ impl Executor for Local {
             Exit::Signal(libc::WTERMSIG(status))
         };
         Some(Reaped {
-            id: pid,
+            id: UnitId(pid),
             exit,
             peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         })

@@ -26,7 +26,7 @@
 //! groups that need descriptors srun does not relay (fd ≥ 3, and in batch
 //! mode any stream edge), and `ready.cmd` probes.
 
-use super::executor::{Executor, Exit, Local, Placement, Reaped};
+use super::executor::{Executor, Exit, Local, Placement, Reaped, UnitId};
 use super::posix::{Prepared, Source};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -112,16 +112,16 @@ pub struct Slurm {
     heartbeat: PathBuf,
     beat_due: Instant,
     uid: u32,
-    units: FxHashMap<i32, Unit>,
+    units: FxHashMap<UnitId, Unit>,
     /// Instances with a live unit (a second spawn meanwhile is a probe).
-    live: FxHashMap<String, i32>,
+    live: FxHashMap<String, UnitId>,
     /// Attempts per instance, for batch file names.
     attempts: FxHashMap<String, u32>,
     next_batch_id: i32,
     /// Signals to send at the next reap, grouped: (signal, all of the job).
     pending: Vec<(i32, bool, String)>,
     /// Step mode: signals for steps, sent at the next reap: (signal, srun pid, job name).
-    pending_steps: Vec<(i32, i32, String)>,
+    pending_steps: Vec<(i32, UnitId, String)>,
     /// Plain `scancel` (cancel a pending job).
     pending_cancel: Vec<String>,
     next_poll: Instant,
@@ -267,7 +267,7 @@ impl Slurm {
         prepared: &Prepared,
         fds: &[(i32, Source)],
         why: &str,
-    ) -> io::Result<i32> {
+    ) -> io::Result<UnitId> {
         if !self.noted_local {
             self.noted_local = true;
             eprintln!("jobgraph: slurm: {why}: such units run on this node, outside Slurm (see docs/slurm.md)");
@@ -338,7 +338,7 @@ impl Slurm {
         }
     }
 
-    fn forget(&mut self, id: i32) {
+    fn forget(&mut self, id: UnitId) {
         if let Some(u) = self.units.remove(&id) {
             if self.live.get(&u.instance) == Some(&id) {
                 self.live.remove(&u.instance);
@@ -417,7 +417,7 @@ impl Executor for Slurm {
         false
     }
 
-    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
+    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId> {
         let name = prepared
             .env_var("JOBGRAPH_NAME")
             .unwrap_or_else(|| "unit".into());
@@ -477,7 +477,7 @@ impl Executor for Slurm {
         Ok(id)
     }
 
-    fn signal_group(&mut self, id: i32, sig: i32) -> bool {
+    fn signal_group(&mut self, id: UnitId, sig: i32) -> bool {
         let Some(u) = self.units.get_mut(&id) else {
             return self.local.signal_group(id, sig);
         };
@@ -526,7 +526,7 @@ impl Executor for Slurm {
         }
     }
 
-    fn group_alive(&mut self, id: i32) -> bool {
+    fn group_alive(&mut self, id: UnitId) -> bool {
         match self.units.get(&id).map(|u| &u.kind) {
             Some(Kind::Batch(b)) => b.exit.is_none(),
             _ => self.local.group_alive(id),

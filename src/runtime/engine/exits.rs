@@ -91,7 +91,7 @@ impl Engine<'_> {
         let name = self.insts[k].name.clone();
         self.emit(RunEvent::Placed {
             process: &name,
-            pid: p.id,
+            pid: p.id.get(),
             state: if p.running { "running" } else { "queued" },
             job_id: &p.job_id,
             step_id: p.step_id.as_deref(),
@@ -101,7 +101,11 @@ impl Engine<'_> {
 
     fn on_reaped(&mut self, r: super::super::executor::Reaped) {
         let pid = r.id;
-        if self.watchdog.as_ref().is_some_and(|w| w.pid() == pid) {
+        if self
+            .watchdog
+            .as_ref()
+            .is_some_and(|w| UnitId(w.pid()) == pid)
+        {
             self.reporter.note(
                 "the watchdog process exited early; an engine crash would now leave processes behind",
                 true,
@@ -145,7 +149,7 @@ impl Engine<'_> {
         self.stop_probing(k);
         let result = self.attempt_result(k);
         let i = &self.insts[k];
-        let (name, pid, attempt) = (i.name.clone(), i.pid, i.attempts);
+        let (name, pid, attempt) = (i.name.clone(), i.pid(), i.attempts);
         let (code, signal) = exit_parts(i.exit);
         self.emit(RunEvent::Exited {
             process: &name,

@@ -10,7 +10,7 @@ impl Engine<'_> {
         let me = std::process::id() as i32;
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
         self.reap_all();
-        let mut left: Vec<(i32, usize)> = self
+        let mut left: Vec<(UnitId, usize)> = self
             .groups
             .iter()
             .filter(|g| self.exec.group_alive(g.pgid))
@@ -89,7 +89,11 @@ impl Engine<'_> {
 
     pub(super) fn reap_all(&mut self) {
         while let Some(r) = self.exec.reap() {
-            if self.watchdog.as_ref().is_some_and(|w| w.pid() == r.id) {
+            if self
+                .watchdog
+                .as_ref()
+                .is_some_and(|w| UnitId(w.pid()) == r.id)
+            {
                 self.watchdog = None;
             }
         }

@@ -160,13 +160,13 @@ impl Engine<'_> {
             && self.tty_holder.is_none()
             && self.g.file.processes[proc].stdin == crate::spec::Stdin::Inherit
             && !self.g.endpoints[proc].iter().any(|e| e.fd == 0)
-            && hygiene::give_terminal(pid)
+            && hygiene::give_terminal(pid.get())
         {
             self.tty_holder = Some(k);
         }
         self.groups.push(Group { pgid: pid, inst: k });
         if let Some(w) = &mut self.watchdog {
-            w.watch(pid);
+            w.watch(pid.get());
         }
         let mut open = 0;
         if let Some(fd) = log {
@@ -175,7 +175,7 @@ impl Engine<'_> {
             }
         }
         let i = &mut self.insts[k];
-        i.pid = pid;
+        i.unit = Some(pid);
         i.open_pipes = open;
         i.phase = Phase::Running;
         // `after = start` and children wait for a process that really started.
@@ -201,7 +201,7 @@ impl Engine<'_> {
         }
         self.emit(RunEvent::Started {
             process: &name,
-            pid,
+            pid: pid.get(),
             attempt,
         });
     }
@@ -212,7 +212,7 @@ impl Engine<'_> {
         k: usize,
         first: bool,
         endpoints: &[(i32, std::os::fd::RawFd)],
-    ) -> std::io::Result<(i32, Option<OwnedFd>)> {
+    ) -> std::io::Result<(UnitId, Option<OwnedFd>)> {
         use std::io::{Error, ErrorKind};
         let i = &self.insts[k];
         let p = &self.g.file.processes[i.proc];

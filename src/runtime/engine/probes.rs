@@ -19,8 +19,8 @@ pub(super) enum Check {
 pub(super) struct CheckState {
     /// When to probe next; `None` while not probing.
     pub(super) due: Option<Instant>,
-    /// A `cmd` probe running (its pid), or 0.
-    pub(super) pid: i32,
+    /// A `cmd` probe running.
+    pub(super) pid: Option<UnitId>,
     /// When that run (or the http request in flight) started.
     pub(super) started: Option<Instant>,
     /// An http request or tcp connect is in flight.
@@ -210,9 +210,9 @@ impl Engine<'_> {
         now: Instant,
     ) {
         let state = self.insts[k].probing.checks[check as usize];
-        if state.pid != 0 {
+        if let Some(pid) = state.pid {
             if state.started.is_some_and(|t| now >= later(t, limit)) {
-                self.exec.signal_group(state.pid, libc::SIGKILL);
+                self.exec.signal_group(pid, libc::SIGKILL);
             }
             return;
         }
@@ -232,7 +232,7 @@ impl Engine<'_> {
         ];
         if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds)) {
             let state = &mut self.insts[k].probing.checks[check as usize];
-            state.pid = pid;
+            state.pid = Some(pid);
             state.started = Some(now);
             self.probe_pids.insert(pid, (k, check));
             self.groups.push(Group { pgid: pid, inst: k });
@@ -313,7 +313,10 @@ impl Engine<'_> {
             return true;
         };
         if !self.exec.owns_local_groups()
-            || crate::runtime::sockets::listener_in_group(addr, self.insts[k].pid) != Some(false)
+            || self.insts[k]
+                .unit
+                .and_then(|u| crate::runtime::sockets::listener_in_group(addr, u.get()))
+                != Some(false)
         {
             return true;
         }
@@ -351,7 +354,10 @@ impl Engine<'_> {
         let owned = self
             .exec
             .owns_local_groups()
-            .then(|| crate::runtime::sockets::listener_in_group(addr, self.insts[k].pid))
+            .then(|| {
+                let u = self.insts[k].unit?;
+                crate::runtime::sockets::listener_in_group(addr, u.get())
+            })
             .flatten();
         if owned == Some(false) {
             if !std::mem::replace(&mut self.insts[k].probing.foreign_listener_noted, true) {
@@ -374,10 +380,10 @@ impl Engine<'_> {
     }
 
     /// A `cmd` probe exited.
-    pub(super) fn on_probe_exit(&mut self, pid: i32, passed: bool) {
+    pub(super) fn on_probe_exit(&mut self, pid: UnitId, passed: bool) {
         if let Some((k, check)) = self.probe_pids.remove(&pid) {
             let state = &mut self.insts[k].probing.checks[check as usize];
-            state.pid = 0;
+            state.pid = None;
             state.started = None;
             self.check_result(k, check, passed);
         }
@@ -416,7 +422,7 @@ impl Engine<'_> {
         i.why = Some(format!(
             "health check failed {limit} times in a row ({what})"
         ));
-        let (name, pid) = (i.name.clone(), i.pid);
+        let (name, pid) = (i.name.clone(), i.pid());
         self.stop_pending.push(k);
         self.stop_probing(k);
         self.reporter.note(
@@ -438,7 +444,7 @@ impl Engine<'_> {
         }
         i.probing.ready = true;
         i.probing.ready_once = true;
-        let (name, pid, proc) = (i.name.clone(), i.pid, i.proc);
+        let (name, pid, proc) = (i.name.clone(), i.pid(), i.proc);
         let took = i.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
         self.end_check(k, Check::Ready);
         // Liveness starts once the process is ready.
@@ -467,8 +473,8 @@ impl Engine<'_> {
     /// Stops one check of instance `k`: no more probes, none in flight.
     fn end_check(&mut self, k: usize, check: Check) {
         let state = std::mem::take(&mut self.insts[k].probing.checks[check as usize]);
-        if state.pid > 0 {
-            self.exec.signal_group(state.pid, libc::SIGKILL);
+        if let Some(pid) = state.pid {
+            self.exec.signal_group(pid, libc::SIGKILL);
         }
         for t in self.sources.tcp_of(k, check) {
             if let Some(mut p) = self.sources.remove_tcp(t) {

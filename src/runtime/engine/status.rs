@@ -124,7 +124,7 @@ impl Engine<'_> {
                     let mut row = format!(
                         "  running  {:w$}  pid {:<7}  {}",
                         i.name,
-                        i.pid,
+                        i.pid(),
                         fmt_duration(took)
                     );
                     if let Some(sig) = i.stop.and_then(|s| s.signalled) {

@@ -88,10 +88,10 @@ impl Engine<'_> {
             }
             let proc = i.proc;
             let sig = self.g.file.processes[proc].stop_signal;
-            let (pgid, name, pid) = (i.pid, i.name.clone(), i.pid);
-            self.exec.signal_group(pgid, sig.number);
+            let (name, pid) = (i.name.clone(), i.pid());
+            self.signal_unit(k, sig.number);
             // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
-            self.exec.signal_group(pgid, libc::SIGCONT);
+            self.signal_unit(k, libc::SIGCONT);
             self.insts[k].stop = Some(Stop {
                 reason: stop.reason,
                 signalled: Some(Signalled {
@@ -196,8 +196,8 @@ impl Engine<'_> {
                     let i = &self.insts[k];
                     if let Some(s) = i.stop.and_then(|s| s.signalled) {
                         if now >= s.next_kill || self.kill_now() {
-                            let (pgid, name, pid) = (i.pid, i.name.clone(), i.pid);
-                            self.exec.signal_group(pgid, libc::SIGKILL);
+                            let (name, pid) = (i.name.clone(), i.pid());
+                            self.signal_unit(k, libc::SIGKILL);
                             if let Some(Stop {
                                 signalled: Some(sig),
                                 ..

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 /// One scripted unit.
 struct Unit {
-    id: i32,
+    id: UnitId,
     name: String,
     ends_at: Option<Instant>,
     exit: Exit,
@@ -35,10 +35,10 @@ struct Book {
 struct Fake(Rc<RefCell<Book>>);
 
 impl Executor for Fake {
-    fn spawn(&mut self, prepared: &Prepared, _fds: &[(i32, Source)]) -> std::io::Result<i32> {
+    fn spawn(&mut self, prepared: &Prepared, _fds: &[(i32, Source)]) -> std::io::Result<UnitId> {
         let args = prepared.args();
         let mut b = self.0.borrow_mut();
-        let id = 1000 + b.units.len() as i32;
+        let id = UnitId(1000 + b.units.len() as i32);
         let (mut run, mut code, mut ignore_term, mut name) = (None, 0, false, String::new());
         let mut queue = None;
         for a in &args[1..] {
@@ -71,7 +71,7 @@ impl Executor for Fake {
         Ok(id)
     }
 
-    fn signal_group(&mut self, id: i32, sig: i32) -> bool {
+    fn signal_group(&mut self, id: UnitId, sig: i32) -> bool {
         let mut b = self.0.borrow_mut();
         let now = Instant::now();
         let Some(u) = b.units.iter_mut().find(|u| u.id == id && !u.reaped) else {
@@ -89,7 +89,7 @@ impl Executor for Fake {
         true
     }
 
-    fn group_alive(&mut self, id: i32) -> bool {
+    fn group_alive(&mut self, id: UnitId) -> bool {
         self.0
             .borrow()
             .units
@@ -141,7 +141,7 @@ impl Executor for Fake {
         Some(Placement {
             id,
             running,
-            job_id: format!("j{id}"),
+            job_id: format!("j{}", id.get()),
             step_id: None,
             node: running.then(|| "n1".to_string()),
         })

@@ -100,7 +100,7 @@ impl Slurm {
         job_name: &str,
         prepared: &Prepared,
         fds: &[(i32, Source)],
-    ) -> io::Result<(i32, Kind)> {
+    ) -> io::Result<(UnitId, Kind)> {
         let attempt = {
             let a = self.attempts.entry(instance.to_string()).or_insert(0);
             *a += 1;
@@ -176,7 +176,7 @@ impl Slurm {
                 ))
             })?
             .to_string();
-        let id = self.next_batch_id;
+        let id = UnitId(self.next_batch_id);
         self.next_batch_id = self.next_batch_id.checked_add(1).unwrap_or(BATCH_ID_BASE);
         Ok((
             id,
@@ -331,7 +331,7 @@ impl Slurm {
                 });
             }
         }
-        let ended: Vec<i32> = self
+        let ended: Vec<UnitId> = self
             .done
             .iter()
             .map(|r| r.id)

@@ -11,7 +11,7 @@ impl Slurm {
         overlap: bool,
         prepared: &Prepared,
         fds: &[(i32, Source)],
-    ) -> io::Result<(i32, Kind)> {
+    ) -> io::Result<(UnitId, Kind)> {
         let srun = self.tools.srun.display().to_string();
         let mut argv = vec![
             srun.clone(),
