@@ -580,6 +580,34 @@ fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
     );
 }
 
+#[test]
+fn log_files_do_not_hold_a_descriptor_per_process() {
+    // 200 processes with --log-dir under `ulimit -n 32`: log files are opened
+    // when written and only a few at a time, so every launch and every line
+    // still happens (before: the run could not start, 200 files for 32 fds).
+    let job =
+        Job::new("[process.w]\nreplicas = 200\nshell = \"echo hi $JOBGRAPH_REPLICA; sleep 0.1\"\n");
+    let logs = job.file("logs");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 32 && exec '{}' run --log-dir '{}' '{}'",
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+            logs.display(),
+            job.path().display()
+        ))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("200 ok"), "{err}");
+    for r in 0..200 {
+        let text = std::fs::read_to_string(logs.join(format!("w.{r}.log"))).unwrap();
+        assert_eq!(text, format!("hi {r}\n"), "w.{r}.log");
+    }
+}
+
 /// Runs `jobgraph run FILE` on an 80-column pseudo-terminal, presses Ctrl-C
 /// once the progress bar shows, and returns the screen as a terminal would
 /// show it at the end (a small emulator: wrapping, \r, cursor up, erase line).

@@ -36,6 +36,16 @@ pub struct Console {
     pending: Vec<u8>,
     log_dir: Option<PathBuf>,
     log_files: Vec<Option<LogFile>>,
+    /// The log files open now, oldest first: at most `open_logs_cap`, so
+    /// that a graph of 10,000 processes does not hold 10,000 descriptors
+    /// (nor fail to start under `ulimit -n 1024`).
+    open_logs: std::collections::VecDeque<usize>,
+    /// How many log files may be open at once.
+    open_logs_cap: usize,
+    /// A descriptor held in reserve (/dev/null) and given up to write a log
+    /// line when the run's processes hold every other one: out of
+    /// descriptors, lines are still written, never lost.
+    reserve: Option<std::fs::File>,
     out: Writer,
     err: Writer,
     /// Write errors not yet reported, in words.
@@ -44,7 +54,16 @@ pub struct Console {
 
 struct LogFile {
     path: PathBuf,
-    file: std::fs::File,
+    /// Open for appending while recently written.
+    file: Option<std::fs::File>,
+}
+
+/// Most log files kept open at once: 64, or an eighth of the descriptor
+/// limit if that is less, so that the run's processes keep their pipes.
+fn open_log_files_cap() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 8).unwrap_or(64).clamp(1, 64)
 }
 
 /// stderr, reported a few columns narrower than it is. indicatif pads the bar
@@ -135,11 +154,13 @@ impl Console {
         if let Some(dir) = log_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
+            // Each is created (emptied) now, so a bad path stops the run
+            // before it starts, then closed until its process writes.
             for n in names {
                 let path = dir.join(format!("{}.log", log_file_stem(n)));
-                let file = std::fs::File::create(&path)
+                std::fs::File::create(&path)
                     .map_err(|e| format!("cannot create the log file {}: {e}", path.display()))?;
-                log_files.push(Some(LogFile { path, file }));
+                log_files.push(Some(LogFile { path, file: None }));
             }
         }
         Ok(Console {
@@ -151,25 +172,29 @@ impl Console {
             pending: Vec::with_capacity(64 * 1024),
             log_dir: log_dir.map(Path::to_path_buf),
             log_files,
+            open_logs: std::collections::VecDeque::new(),
+            open_logs_cap: open_log_files_cap(),
+            reserve: log_dir.and_then(|_| std::fs::File::open("/dev/null").ok()),
             errors: Vec::new(),
         })
     }
 
     /// Queues one log line of instance `inst` (named `name`); `flush` hands the batch on.
     pub fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
-        if let Some(slot) = self.log_files.get_mut(inst) {
-            if let Some(f) = slot {
-                let mut rec = Vec::with_capacity(line.len() + 1);
-                rec.extend_from_slice(line);
-                rec.push(b'\n');
-                if let Err(e) = f.file.write_all(&rec) {
-                    // Reported once; the file is then left alone, the console carries on.
+        if matches!(self.log_files.get(inst), Some(Some(_))) {
+            let mut rec = Vec::with_capacity(line.len() + 1);
+            rec.extend_from_slice(line);
+            rec.push(b'\n');
+            let written = self.write_log(inst, &rec);
+            if let Err(e) = written {
+                // Reported once; the file is then left alone, the console carries on.
+                if let Some(f) = self.log_files[inst].take() {
                     self.errors.push(format!(
                         "cannot write the log file {}: {e}",
                         f.path.display()
                     ));
-                    *slot = None;
                 }
+                self.open_logs.retain(|&k| k != inst);
             }
         }
         if self.style.quiet {
@@ -276,6 +301,68 @@ impl Console {
         }
     }
 
+    /// Appends to instance `inst`'s log file. Out of descriptors, it closes
+    /// the other log files, then uses the reserve descriptor for this write.
+    fn write_log(&mut self, inst: usize, rec: &[u8]) -> std::io::Result<()> {
+        let out_of_fds = |e: &std::io::Error| {
+            matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+        };
+        match self.log_file(inst) {
+            Ok(f) => return f.write_all(rec),
+            Err(e) if !out_of_fds(&e) => return Err(e),
+            Err(_) => self.close_logs(),
+        }
+        let has_reserve = self.reserve.is_some();
+        match self.log_file(inst) {
+            Ok(f) => return f.write_all(rec),
+            Err(e) if !out_of_fds(&e) || !has_reserve => return Err(e),
+            Err(_) => self.reserve = None,
+        }
+        let written = self.log_file(inst).and_then(|f| f.write_all(rec));
+        self.close_logs();
+        self.reserve = std::fs::File::open("/dev/null").ok();
+        written
+    }
+
+    /// Closes every open log file (they are reopened when written).
+    fn close_logs(&mut self) {
+        for k in std::mem::take(&mut self.open_logs) {
+            if let Some(f) = &mut self.log_files[k] {
+                f.file = None;
+            }
+        }
+    }
+
+    /// Instance `inst`'s log file, opened for appending if it is not open;
+    /// the one opened longest ago is closed when too many are.
+    fn log_file(&mut self, inst: usize) -> std::io::Result<&mut std::fs::File> {
+        let open = matches!(&self.log_files[inst], Some(LogFile { file: Some(_), .. }));
+        if !open {
+            if self.open_logs.len() >= self.open_logs_cap {
+                if let Some(old) = self.open_logs.pop_front() {
+                    if let Some(f) = &mut self.log_files[old] {
+                        f.file = None;
+                    }
+                }
+            }
+            let path = match &self.log_files[inst] {
+                Some(f) => f.path.clone(),
+                None => return Err(std::io::Error::other("closed after an error")),
+            };
+            let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+            if let Some(f) = &mut self.log_files[inst] {
+                f.file = Some(file);
+            }
+            self.open_logs.push_back(inst);
+        }
+        match &mut self.log_files[inst] {
+            Some(LogFile {
+                file: Some(file), ..
+            }) => Ok(file),
+            _ => Err(std::io::Error::other("closed after an error")),
+        }
+    }
+
     /// Writes what is queued and removes the bar before the summary. Gives up
     /// on a reader that does not read once `abandon` says so. Returns the
     /// write errors not reported yet.
@@ -286,7 +373,10 @@ impl Console {
     ) -> Vec<String> {
         self.flush();
         for f in self.log_files.iter_mut().flatten() {
-            if let Err(e) = f.file.flush() {
+            let Some(file) = &mut f.file else {
+                continue;
+            };
+            if let Err(e) = file.flush() {
                 self.errors.push(format!(
                     "cannot write the log file {}: {e}",
                     f.path.display()
