@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -137,6 +137,45 @@ pub struct Slurm {
     noted_local: bool,
 }
 
+/// Checks that Slurm answers, and in step mode that the allocation runs.
+fn check_slurm(tools: &Tools, mode: &Mode, uid: u32) -> Result<(), String> {
+    match mode {
+        Mode::Step { job } => {
+            let state = command(
+                &tools.squeue,
+                &[
+                    "-h".into(),
+                    "-j".into(),
+                    job.clone(),
+                    "-o".into(),
+                    "%T".into(),
+                ],
+            )
+            .map_err(|e| format!("--executor slurm: cannot check the allocation {job}: {e}"))?;
+            if state.trim() != "RUNNING" {
+                return Err(format!(
+                        "--executor slurm: the allocation SLURM_JOB_ID={job} is not running (squeue says `{}`)",
+                        state.trim()
+                    ));
+            }
+        }
+        Mode::Batch => {
+            command(
+                &tools.squeue,
+                &[
+                    "-h".into(),
+                    "-u".into(),
+                    uid.to_string(),
+                    "-o".into(),
+                    "%i".into(),
+                ],
+            )
+            .map_err(|e| format!("--executor slurm: Slurm does not answer: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 impl Slurm {
     /// Checks that Slurm answers (and, in step mode, that the allocation
     /// runs), creates the run directory and writes the wrapper.
@@ -149,40 +188,7 @@ impl Slurm {
         };
         // SAFETY: getuid cannot fail.
         let uid = unsafe { libc::getuid() };
-        match &config.mode {
-            Mode::Step { job } => {
-                let state = command(
-                    &tools.squeue,
-                    &[
-                        "-h".into(),
-                        "-j".into(),
-                        job.clone(),
-                        "-o".into(),
-                        "%T".into(),
-                    ],
-                )
-                .map_err(|e| format!("--executor slurm: cannot check the allocation {job}: {e}"))?;
-                if state.trim() != "RUNNING" {
-                    return Err(format!(
-                        "--executor slurm: the allocation SLURM_JOB_ID={job} is not running (squeue says `{}`)",
-                        state.trim()
-                    ));
-                }
-            }
-            Mode::Batch => {
-                command(
-                    &tools.squeue,
-                    &[
-                        "-h".into(),
-                        "-u".into(),
-                        uid.to_string(),
-                        "-o".into(),
-                        "%i".into(),
-                    ],
-                )
-                .map_err(|e| format!("--executor slurm: Slurm does not answer: {e}"))?;
-            }
-        }
+        check_slurm(&tools, &config.mode, uid)?;
         let run = run_id();
         let base = if config.dir.is_absolute() {
             config.dir.clone()

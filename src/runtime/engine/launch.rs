@@ -133,21 +133,33 @@ impl Engine<'_> {
                 return;
             }
             Err(err) => {
-                let name = self.insts[k].name.clone();
-                let text = err.to_string();
-                self.reporter.note(&format!("{name}: {text}"), true);
-                self.emit(RunEvent::FailedToStart {
-                    process: &name,
-                    attempt: self.insts[k].attempts,
-                    reason: &text,
-                });
-                self.insts[k].start_error = true;
-                self.insts[k].exit = None;
-                self.insts[k].why = Some(format!("could not start: {text}"));
-                self.attempt_end(k);
+                self.failed_to_start(k, &err);
                 return;
             }
         };
+        self.running_now(k, pid, log, now);
+    }
+
+    /// The attempt could not be spawned: it fails (its retries may follow).
+    fn failed_to_start(&mut self, k: usize, err: &std::io::Error) {
+        let name = self.insts[k].name.clone();
+        let text = err.to_string();
+        self.reporter.note(&format!("{name}: {text}"), true);
+        self.emit(RunEvent::FailedToStart {
+            process: &name,
+            attempt: self.insts[k].attempts,
+            reason: &text,
+        });
+        self.insts[k].start_error = true;
+        self.insts[k].exit = None;
+        self.insts[k].why = Some(format!("could not start: {text}"));
+        self.attempt_end(k);
+    }
+
+    /// The attempt's unit `pid` was spawned at `now`: it holds its locks and
+    /// slot, its log pipe is watched, and its probes start afresh.
+    fn running_now(&mut self, k: usize, pid: UnitId, log: Option<OwnedFd>, now: Instant) {
+        let proc = self.insts[k].proc;
         self.take_locks(k, true);
         self.running += 1;
         if self.needs_slot(k) {

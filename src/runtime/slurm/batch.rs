@@ -109,31 +109,7 @@ impl Slurm {
         let stem = self.run_dir.join(format!("{job_name}.{attempt}"));
         let file = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
         let (out_path, err_path, status) = (file("out"), file("err"), file("status"));
-        // The unit's stdout and stderr, for the copies of its output files.
-        let sink = |target: i32| -> io::Result<Option<OwnedFd>> {
-            let src = match fds.iter().find(|(t, _)| *t == target) {
-                Some((_, Source::Fd(fd))) => *fd,
-                Some((_, Source::Inherit)) | None => target,
-            };
-            // SAFETY: duplicating a descriptor the engine keeps open through the call.
-            let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 3) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fd is a fresh descriptor we own.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: fstat into a zeroed struct; fcntl on our descriptor.
-            unsafe {
-                let mut st: libc::stat = std::mem::zeroed();
-                if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO {
-                    // The engine reads this pipe on the same thread: never block on it.
-                    let flags = libc::fcntl(fd, libc::F_GETFL);
-                    libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-                }
-            }
-            Ok(Some(owned))
-        };
-        let (out_sink, err_sink) = (sink(1)?, sink(2)?);
+        let (out_sink, err_sink) = (sink(fds, 1)?, sink(fds, 2)?);
         let cwd = match prepared.cwd() {
             c if c.is_absolute() => c,
             c => std::env::current_dir()?.join(c),
@@ -148,34 +124,7 @@ impl Slurm {
         ];
         args.extend(self.config.unit_args(process).cloned());
         args.extend(self.wrapper_args(&status.display().to_string(), prepared));
-        let out = Command::new(&self.tools.sbatch)
-            .args(&args)
-            .env_clear()
-            .envs(prepared.env().iter().filter_map(|kv| kv.split_once('=')))
-            .current_dir(&cwd)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| io::Error::other(format!("`sbatch` could not be started: {e}")))?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "`sbatch --job-name={job_name} …` failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let job = text
-            .trim()
-            .split(';')
-            .next()
-            .filter(|j| !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| {
-                io::Error::other(format!(
-                    "`sbatch --parsable` printed `{}`, not a job id",
-                    text.trim()
-                ))
-            })?
-            .to_string();
+        let job = self.sbatch(&args, prepared, &cwd, job_name)?;
         let id = UnitId(self.next_batch_id);
         self.next_batch_id = self.next_batch_id.checked_add(1).unwrap_or(BATCH_ID_BASE);
         Ok((
@@ -204,6 +153,44 @@ impl Slurm {
         ))
     }
 
+    /// Submits one job with the unit's environment; returns its job id.
+    fn sbatch(
+        &self,
+        args: &[String],
+        prepared: &Prepared,
+        cwd: &Path,
+        job_name: &str,
+    ) -> io::Result<String> {
+        let out = Command::new(&self.tools.sbatch)
+            .args(args)
+            .env_clear()
+            .envs(prepared.env().iter().filter_map(|kv| kv.split_once('=')))
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::other(format!("`sbatch` could not be started: {e}")))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "`sbatch --job-name={job_name} …` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let job = text
+            .trim()
+            .split(';')
+            .next()
+            .filter(|j| !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "`sbatch --parsable` printed `{}`, not a job id",
+                    text.trim()
+                ))
+            })?;
+        Ok(job.to_string())
+    }
+
     /// One `squeue` call for every batch unit of the run; ends the units
     /// that left the queue; copies new output.
     pub(super) fn poll_batch(&mut self, now: Instant) {
@@ -226,67 +213,67 @@ impl Slurm {
             );
             match listed {
                 Err(e) => eprintln!("jobgraph: slurm: {e} (retrying)"),
-                Ok(text) => {
-                    let states: FxHashMap<&str, (&str, Option<&str>)> = text
-                        .lines()
-                        .filter_map(|l| {
-                            let mut w = l.split_whitespace();
-                            let (id, state) = (w.next()?, w.next()?);
-                            Some((id, (state, w.next().filter(|n| *n != "(null)"))))
-                        })
-                        .collect();
-                    for (&id, u) in &mut self.units {
-                        let Kind::Batch(b) = &mut u.kind else {
-                            continue;
-                        };
-                        if b.exit.is_some() {
-                            continue;
-                        }
-                        let over = match states.get(b.job.as_str()) {
-                            Some(&(st, node)) => {
-                                b.state = st.to_string();
-                                if st != "PD" && !std::mem::replace(&mut b.started, true) {
-                                    self.placements.push_back(Placement {
-                                        id,
-                                        running: true,
-                                        job_id: b.job.clone(),
-                                        step_id: None,
-                                        node: node.map(str::to_string),
-                                    });
-                                }
-                                matches!(
-                                    st,
-                                    "CG" | "CD"
-                                        | "F"
-                                        | "CA"
-                                        | "TO"
-                                        | "NF"
-                                        | "OOM"
-                                        | "BF"
-                                        | "PR"
-                                        | "DL"
-                                )
-                            }
-                            None => true,
-                        };
-                        if over {
-                            b.gone_since.get_or_insert(now);
-                            // Ended between two polls: it ran, though no poll saw it.
-                            if !std::mem::replace(&mut b.started, true) {
-                                self.placements.push_back(Placement {
-                                    id,
-                                    running: true,
-                                    job_id: b.job.clone(),
-                                    step_id: None,
-                                    node: None,
-                                });
-                            }
-                        }
-                    }
-                }
+                Ok(text) => self.note_states(&text, now),
             }
         }
         let tick = self.next_poll > now; // a poll just happened
+        self.settle_batch_units(tick, now);
+        let ended: Vec<UnitId> = self
+            .done
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| self.units.contains_key(id))
+            .collect();
+        for id in ended {
+            self.forget(id);
+        }
+    }
+
+    /// Takes in one `squeue` listing (`%i %t %N`): each job's state, its
+    /// start (a `running` placement), and whether it is over.
+    fn note_states(&mut self, text: &str, now: Instant) {
+        let states: FxHashMap<&str, (&str, Option<&str>)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (id, state) = (w.next()?, w.next()?);
+                Some((id, (state, w.next().filter(|n| *n != "(null)"))))
+            })
+            .collect();
+        for (&id, u) in &mut self.units {
+            let Kind::Batch(b) = &mut u.kind else {
+                continue;
+            };
+            if b.exit.is_some() {
+                continue;
+            }
+            let (over, node) = match states.get(b.job.as_str()) {
+                Some(&(st, node)) => {
+                    b.state = st.to_string();
+                    (is_end_state(st), node.filter(|_| st != "PD"))
+                }
+                None => (true, None),
+            };
+            // Seen running, or over though no poll saw it run: it ran.
+            let ran = over || b.state != "PD";
+            if ran && !std::mem::replace(&mut b.started, true) {
+                self.placements.push_back(Placement {
+                    id,
+                    running: true,
+                    job_id: b.job.clone(),
+                    step_id: None,
+                    node: node.map(str::to_string),
+                });
+            }
+            if over {
+                b.gone_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Decides how the jobs that left the queue ended (their status files),
+    /// copies new output, and reaps those whose output is all delivered.
+    fn settle_batch_units(&mut self, tick: bool, now: Instant) {
         for (&id, u) in &mut self.units {
             let Kind::Batch(b) = &mut u.kind else {
                 continue;
@@ -331,14 +318,36 @@ impl Slurm {
                 });
             }
         }
-        let ended: Vec<UnitId> = self
-            .done
-            .iter()
-            .map(|r| r.id)
-            .filter(|id| self.units.contains_key(id))
-            .collect();
-        for id in ended {
-            self.forget(id);
-        }
     }
+}
+
+/// Squeue's compact states of a job that is over (or about to be).
+fn is_end_state(st: &str) -> bool {
+    matches!(
+        st,
+        "CG" | "CD" | "F" | "CA" | "TO" | "NF" | "OOM" | "BF" | "PR" | "DL"
+    )
+}
+
+/// A copy of the unit's descriptor `target` (its stdout or stderr), where
+/// the engine copies the job's output file. A pipe is made non-blocking: the
+/// engine also reads it, on the same thread.
+fn sink(fds: &[(i32, Source)], target: i32) -> io::Result<Option<OwnedFd>> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::BorrowedFd;
+    let src = match fds.iter().find(|(t, _)| *t == target) {
+        Some((_, Source::Fd(fd))) => *fd,
+        Some((_, Source::Inherit)) | None => target,
+    };
+    // SAFETY: the engine keeps `src` open through the call.
+    let src = unsafe { BorrowedFd::borrow_raw(src) };
+    let owned = src.try_clone_to_owned()?;
+    let is_fifo =
+        nix::sys::stat::fstat(&owned).is_ok_and(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFIFO);
+    if is_fifo {
+        let flags = fcntl(&owned, FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        fcntl(&owned, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    }
+    Ok(Some(owned))
 }
