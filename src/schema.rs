@@ -7,8 +7,8 @@
 use schemars::JsonSchema;
 
 mod slurm;
-use slurm::{ExecutorKind, ProcessSlurmTable, SlurmTable};
 use serde_json::{json, Value};
+use slurm::{ExecutorKind, ProcessSlurmTable, SlurmTable};
 use std::collections::BTreeMap;
 
 /// A jobgraph job file (format version 1).
@@ -154,7 +154,6 @@ struct GraphTable {
     /// Where units run: "local" (default) or "slurm"; `--executor` overrides it.
     executor: Option<ExecutorKind>,
 }
-
 
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
