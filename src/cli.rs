@@ -506,73 +506,17 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    // Command-line overrides go through the same checks as the file.
-    if let Some(max) = args.max_parallel {
-        let problems = g.check_max_parallel(max);
-        if !problems.is_empty() {
-            for d in &problems {
-                eprint(&crate::report::render_spanless(file, d));
-            }
-            return EXIT_USAGE;
-        }
+    if !cli_max_parallel_fits(file, &g, args) {
+        return EXIT_USAGE;
     }
     if args.dry_run {
-        let mut plan = Plan::of(&g, &included);
-        if let Some(max) = args.max_parallel {
-            plan.max_parallel = Some(max);
-            plan.max_parallel_from_cli = true;
-        }
-        print(&plan.render());
-        return EXIT_OK;
+        return dry_run(&g, &included, args);
     }
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let logs_to_stderr = args.events.as_deref() == Some("-");
-    let logs_tty = if logs_to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
-    let style = crate::report::live::ConsoleStyle {
-        color: logs_tty && !no_color,
-        color_stderr: std::io::stderr().is_terminal() && !no_color,
-        progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
-        quiet: args.quiet,
-        logs_to_stderr,
-    };
-    let opts = crate::runtime::RunOptions {
-        only: args.only.clone(),
-        keep_going: args.keep_going,
-        max_parallel: args.max_parallel,
-        containment: crate::runtime::contain::Containment::Marker,
-        journal: None,
-        resume: args.resume,
-    };
+    let style = console_style(args);
     let base = crate::source::SourceFile::new(file, String::new()).base_dir();
-    let opts = crate::runtime::RunOptions {
-        journal: Some(
-            args.state
-                .clone()
-                .unwrap_or_else(|| crate::runtime::journal::default_path(&base, &g.name)),
-        ),
-        ..opts
-    };
-    let executor = match (
-        args.executor,
-        std::env::var("JOBGRAPH_EXECUTOR").ok().as_deref(),
-    ) {
-        (Some(e), _) => e,
-        (None, None | Some("")) => match g.file.graph.executor.as_ref().map(|e| e.value) {
-            Some(crate::spec::ExecutorKind::Slurm) => ExecutorKind::Slurm,
-            None | Some(crate::spec::ExecutorKind::Local) => ExecutorKind::Local,
-        },
-        (None, Some("local")) => ExecutorKind::Local,
-        (None, Some("slurm")) => ExecutorKind::Slurm,
-        (None, Some(other)) => {
-            eprint(&format!(
-                "error: JOBGRAPH_EXECUTOR={other}: expected `local` or `slurm`\n"
-            ));
-            return EXIT_USAGE;
-        }
+    let opts = run_options(args, &g, &base);
+    let Some(executor) = executor_kind(args, &g) else {
+        return EXIT_USAGE;
     };
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
@@ -582,28 +526,126 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
             ..opts
         },
     };
-    let exec: Box<dyn crate::runtime::executor::Executor> = match executor {
-        ExecutorKind::Local => Box::new(crate::runtime::executor::Local),
-        ExecutorKind::Slurm => match crate::runtime::slurm::Config::new(&g.file, &base)
-            .and_then(crate::runtime::slurm::Slurm::new)
-        {
-            Ok(s) => Box::new(s),
-            Err(message) => {
-                eprint(&format!("error: {message}\n"));
-                return EXIT_USAGE;
-            }
-        },
+    let Some(exec) = make_executor(executor, &g, &base) else {
+        return EXIT_USAGE;
     };
     let reporter =
         crate::report::live::LiveReporter::new(style, args.log_dir.clone(), args.events.clone());
-    match crate::runtime::run_with(&g, &base, &opts, exec, Box::new(reporter)) {
+    let result = crate::runtime::run_with(&g, &base, &opts, exec, Box::new(reporter));
+    finish_run(result, style.color_stderr)
+}
+
+/// Command-line overrides go through the same checks as the file.
+fn cli_max_parallel_fits(file: &Path, g: &crate::graph::Graph, args: &RunArgs) -> bool {
+    if let Some(max) = args.max_parallel {
+        let problems = g.check_max_parallel(max);
+        if !problems.is_empty() {
+            for d in &problems {
+                eprint(&crate::report::render_spanless(file, d));
+            }
+            return false;
+        }
+    }
+    true
+}
+
+fn dry_run(g: &crate::graph::Graph, included: &[bool], args: &RunArgs) -> u8 {
+    let mut plan = Plan::of(g, included);
+    if let Some(max) = args.max_parallel {
+        plan.max_parallel = Some(max);
+        plan.max_parallel_from_cli = true;
+    }
+    print(&plan.render());
+    EXIT_OK
+}
+
+fn console_style(args: &RunArgs) -> crate::report::live::ConsoleStyle {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let logs_to_stderr = args.events.as_deref() == Some("-");
+    let logs_tty = if logs_to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    crate::report::live::ConsoleStyle {
+        color: logs_tty && !no_color,
+        color_stderr: std::io::stderr().is_terminal() && !no_color,
+        progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
+        quiet: args.quiet,
+        logs_to_stderr,
+    }
+}
+
+fn run_options(args: &RunArgs, g: &crate::graph::Graph, base: &Path) -> crate::runtime::RunOptions {
+    crate::runtime::RunOptions {
+        only: args.only.clone(),
+        keep_going: args.keep_going,
+        max_parallel: args.max_parallel,
+        containment: crate::runtime::contain::Containment::Marker,
+        journal: Some(
+            args.state
+                .clone()
+                .unwrap_or_else(|| crate::runtime::journal::default_path(base, &g.name)),
+        ),
+        resume: args.resume,
+    }
+}
+
+/// `--executor`, else `JOBGRAPH_EXECUTOR`, else the file's `executor`;
+/// `None` after reporting a bad variable.
+fn executor_kind(args: &RunArgs, g: &crate::graph::Graph) -> Option<ExecutorKind> {
+    match (
+        args.executor,
+        std::env::var("JOBGRAPH_EXECUTOR").ok().as_deref(),
+    ) {
+        (Some(e), _) => Some(e),
+        (None, None | Some("")) => match g.file.graph.executor.as_ref().map(|e| e.value) {
+            Some(crate::spec::ExecutorKind::Slurm) => Some(ExecutorKind::Slurm),
+            None | Some(crate::spec::ExecutorKind::Local) => Some(ExecutorKind::Local),
+        },
+        (None, Some("local")) => Some(ExecutorKind::Local),
+        (None, Some("slurm")) => Some(ExecutorKind::Slurm),
+        (None, Some(other)) => {
+            eprint(&format!(
+                "error: JOBGRAPH_EXECUTOR={other}: expected `local` or `slurm`\n"
+            ));
+            None
+        }
+    }
+}
+
+/// `None` after reporting why Slurm cannot be used.
+fn make_executor(
+    kind: ExecutorKind,
+    g: &crate::graph::Graph,
+    base: &Path,
+) -> Option<Box<dyn crate::runtime::executor::Executor>> {
+    match kind {
+        ExecutorKind::Local => Some(Box::new(crate::runtime::executor::Local)),
+        ExecutorKind::Slurm => match crate::runtime::slurm::Config::new(&g.file, base)
+            .and_then(crate::runtime::slurm::Slurm::new)
+        {
+            Ok(s) => Some(Box::new(s)),
+            Err(message) => {
+                eprint(&format!("error: {message}\n"));
+                None
+            }
+        },
+    }
+}
+
+fn finish_run(
+    result: Result<crate::runtime::RunOutcome, crate::runtime::RunError>,
+    color_stderr: bool,
+) -> u8 {
+    match result {
         Ok(outcome) => {
             let summary = crate::report::live::render_outcome(
                 &outcome.rows,
                 &outcome.queues,
                 outcome.elapsed,
                 outcome.interrupted,
-                style.color_stderr,
+                color_stderr,
             );
             eprint(&format!("\n{summary}"));
             outcome.exit_code

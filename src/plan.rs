@@ -77,7 +77,6 @@ impl Plan {
     /// The plan of the processes marked in `included` (see [`Graph::only`]).
     pub fn of(g: &Graph, included: &[bool]) -> Plan {
         let f = &g.file;
-        let name = |i: usize| f.processes[i].name.value.clone();
         let stages = g
             .stages
             .iter()
@@ -87,69 +86,7 @@ impl Plan {
                 units: groups
                     .iter()
                     .filter(|&&gi| g.groups[gi].members.iter().any(|&m| included[m]))
-                    .map(|&gi| {
-                        let group = &g.groups[gi];
-                        Unit {
-                            joined_by: group.edges.clone(),
-                            processes: group
-                                .members
-                                .iter()
-                                .map(|&i| {
-                                    let p = &f.processes[i];
-                                    let waits_for = g.deps[i]
-                                        .iter()
-                                        .map(|d| match d.kind {
-                                            DepKind::Parent => {
-                                                format!(
-                                                    "{} to have started (parent)",
-                                                    name(d.target)
-                                                )
-                                            }
-                                            DepKind::After(_) if p.always.value => {
-                                                format!(
-                                                    "{} to finish, whatever its outcome (always)",
-                                                    name(d.target)
-                                                )
-                                            }
-                                            DepKind::After(c) => {
-                                                let what = match c {
-                                                    crate::spec::Condition::Success => "to succeed",
-                                                    crate::spec::Condition::Exit => "to exit",
-                                                    crate::spec::Condition::Ready => "to be ready",
-                                                    crate::spec::Condition::Start => "to start",
-                                                };
-                                                format!("{} {what}", name(d.target))
-                                            }
-                                        })
-                                        .collect();
-                                    let (command, shell) = match &p.command {
-                                        Command::Argv(a) => {
-                                            (shell_words(a.iter().map(|s| s.value.as_str())), false)
-                                        }
-                                        Command::Shell(s) => (s.value.clone(), true),
-                                        Command::Missing => (String::new(), false),
-                                    };
-                                    let n = p.replicas.value;
-                                    Step {
-                                        name: p.name.value.clone(),
-                                        instances: Instances {
-                                            name: p.name.value.clone(),
-                                            replicas: n,
-                                        },
-                                        command,
-                                        shell,
-                                        daemon: p.daemon.value,
-                                        waits_for,
-                                        locks: g.locks[i]
-                                            .iter()
-                                            .map(|&l| f.locks[l].name.value.clone())
-                                            .collect(),
-                                        endpoints: g.endpoints[i].clone(),
-                                    }
-                                })
-                                .collect(),
-                        }
-                    })
+                    .map(|&gi| unit(g, gi))
                     .collect(),
             })
             .filter(|stage: &Stage| !stage.units.is_empty())
@@ -181,6 +118,20 @@ impl Plan {
     /// The plan as text for people.
     pub fn render(&self) -> String {
         let mut o = String::new();
+        self.render_header(&mut o);
+        for stage in &self.stages {
+            o.push_str(&format!("\nstage {}\n", stage.number));
+            for unit in &stage.units {
+                render_unit(&mut o, unit);
+            }
+        }
+        if self.max_parallel.is_some() {
+            o.push_str("\nstages show dependencies; max_parallel and locks may spread a stage over time.\n");
+        }
+        o
+    }
+
+    fn render_header(&self, o: &mut String) {
         o.push_str(&format!(
             "graph {}: {} ({} instances) in {}\n",
             self.graph,
@@ -198,73 +149,137 @@ impl Plan {
             self.shutdown_grace,
             if self.fail_fast { "on" } else { "off" }
         ));
-        for stage in &self.stages {
-            o.push_str(&format!("\nstage {}\n", stage.number));
-            for unit in &stage.units {
-                if !unit.joined_by.is_empty() {
-                    let names: Vec<&str> = unit.processes.iter().map(|p| p.name.as_str()).collect();
-                    o.push_str(&format!(
-                        "  stream group {{{}}} via {} — launches together, fails together\n",
-                        names.join(", "),
-                        unit.joined_by.join(", ")
-                    ));
-                }
-                let indent = if unit.joined_by.is_empty() {
-                    "  "
-                } else {
-                    "    "
-                };
-                for p in &unit.processes {
-                    let mut title = p.name.clone();
-                    if p.instances.replicas > 1 {
-                        title.push_str(&format!("[0..{}]", p.instances.replicas - 1));
-                    }
-                    if p.daemon {
-                        title.push_str(" (daemon)");
-                    }
-                    let cmd = if p.shell {
-                        format!("sh -c {}", quote(&p.command))
-                    } else {
-                        p.command.clone()
-                    };
-                    let cmd = one_line(&cmd, 72);
-                    o.push_str(&format!("{indent}{title:<24} {cmd}\n"));
-                    if !p.waits_for.is_empty() {
-                        o.push_str(&format!(
-                            "{indent}  waits for: {}\n",
-                            p.waits_for.join(", ")
-                        ));
-                    }
-                    if !p.locks.is_empty() {
-                        o.push_str(&format!("{indent}  locks: {}\n", p.locks.join(", ")));
-                    }
-                    for e in &p.endpoints {
-                        let arrow = match e.direction {
-                            crate::graph::Direction::In => "<-",
-                            crate::graph::Direction::Out => "->",
-                            crate::graph::Direction::Both => "<->",
-                        };
-                        o.push_str(&format!(
-                            "{indent}  fd {} {arrow} {} {} ({} {}) as ${}\n",
-                            e.fd,
-                            e.kind.table(),
-                            e.edge,
-                            match e.direction {
-                                crate::graph::Direction::In => "from",
-                                crate::graph::Direction::Out => "to",
-                                crate::graph::Direction::Both => "with",
-                            },
-                            e.peers.join(", "),
-                            e.env
-                        ));
-                    }
-                }
+    }
+}
+
+/// Stream group `gi` as one launch unit.
+fn unit(g: &Graph, gi: usize) -> Unit {
+    let group = &g.groups[gi];
+    Unit {
+        joined_by: group.edges.clone(),
+        processes: group.members.iter().map(|&i| step(g, i)).collect(),
+    }
+}
+
+fn step(g: &Graph, i: usize) -> Step {
+    let f = &g.file;
+    let p = &f.processes[i];
+    let (command, shell) = match &p.command {
+        Command::Argv(a) => (shell_words(a.iter().map(|s| s.value.as_str())), false),
+        Command::Shell(s) => (s.value.clone(), true),
+        Command::Missing => (String::new(), false),
+    };
+    let n = p.replicas.value;
+    Step {
+        name: p.name.value.clone(),
+        instances: Instances {
+            name: p.name.value.clone(),
+            replicas: n,
+        },
+        command,
+        shell,
+        daemon: p.daemon.value,
+        waits_for: waits_for(g, i),
+        locks: g.locks[i]
+            .iter()
+            .map(|&l| f.locks[l].name.value.clone())
+            .collect(),
+        endpoints: g.endpoints[i].clone(),
+    }
+}
+
+/// What process `i` waits for, in words.
+fn waits_for(g: &Graph, i: usize) -> Vec<String> {
+    let f = &g.file;
+    let name = |i: usize| f.processes[i].name.value.clone();
+    let p = &f.processes[i];
+    g.deps[i]
+        .iter()
+        .map(|d| match d.kind {
+            DepKind::Parent => {
+                format!("{} to have started (parent)", name(d.target))
             }
-        }
-        if self.max_parallel.is_some() {
-            o.push_str("\nstages show dependencies; max_parallel and locks may spread a stage over time.\n");
-        }
-        o
+            DepKind::After(_) if p.always.value => {
+                format!(
+                    "{} to finish, whatever its outcome (always)",
+                    name(d.target)
+                )
+            }
+            DepKind::After(c) => {
+                let what = match c {
+                    crate::spec::Condition::Success => "to succeed",
+                    crate::spec::Condition::Exit => "to exit",
+                    crate::spec::Condition::Ready => "to be ready",
+                    crate::spec::Condition::Start => "to start",
+                };
+                format!("{} {what}", name(d.target))
+            }
+        })
+        .collect()
+}
+
+fn render_unit(o: &mut String, unit: &Unit) {
+    if !unit.joined_by.is_empty() {
+        let names: Vec<&str> = unit.processes.iter().map(|p| p.name.as_str()).collect();
+        o.push_str(&format!(
+            "  stream group {{{}}} via {} — launches together, fails together\n",
+            names.join(", "),
+            unit.joined_by.join(", ")
+        ));
+    }
+    let indent = if unit.joined_by.is_empty() {
+        "  "
+    } else {
+        "    "
+    };
+    for p in &unit.processes {
+        render_step(o, indent, p);
+    }
+}
+
+fn render_step(o: &mut String, indent: &str, p: &Step) {
+    let mut title = p.name.clone();
+    if p.instances.replicas > 1 {
+        title.push_str(&format!("[0..{}]", p.instances.replicas - 1));
+    }
+    if p.daemon {
+        title.push_str(" (daemon)");
+    }
+    let cmd = if p.shell {
+        format!("sh -c {}", quote(&p.command))
+    } else {
+        p.command.clone()
+    };
+    let cmd = one_line(&cmd, 72);
+    o.push_str(&format!("{indent}{title:<24} {cmd}\n"));
+    if !p.waits_for.is_empty() {
+        o.push_str(&format!(
+            "{indent}  waits for: {}\n",
+            p.waits_for.join(", ")
+        ));
+    }
+    if !p.locks.is_empty() {
+        o.push_str(&format!("{indent}  locks: {}\n", p.locks.join(", ")));
+    }
+    for e in &p.endpoints {
+        let arrow = match e.direction {
+            crate::graph::Direction::In => "<-",
+            crate::graph::Direction::Out => "->",
+            crate::graph::Direction::Both => "<->",
+        };
+        o.push_str(&format!(
+            "{indent}  fd {} {arrow} {} {} ({} {}) as ${}\n",
+            e.fd,
+            e.kind.table(),
+            e.edge,
+            match e.direction {
+                crate::graph::Direction::In => "from",
+                crate::graph::Direction::Out => "to",
+                crate::graph::Direction::Both => "with",
+            },
+            e.peers.join(", "),
+            e.env
+        ));
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{unknown_process, Dep, DepKind};
 use crate::code::Code;
 use crate::diagnostic::Diagnostic;
-use crate::spec::{Condition, JobFile};
+use crate::spec::{After, Condition, JobFile, Process, Sp};
 use rustc_hash::FxHashMap as HashMap;
 
 pub(super) struct Refs {
@@ -41,52 +41,7 @@ pub(super) fn resolve(
                 ));
                 continue;
             };
-            let target = &file.processes[t];
-            if a.condition == Condition::Ready && target.ready.is_none() {
-                diags.push(
-                    Diagnostic::at(
-                        Code::ReadyWithoutProbe,
-                        a.process.span.clone(),
-                        format!("`{}` waits for `{}` to be ready, but `{}` has no `ready` probe", p.name.value, target.name.value, target.name.value),
-                    )
-                    .label("waits for readiness")
-                    .related(target.name.span.clone(), "declared here without `ready`")
-                    .help(format!(
-                        "add a probe to {}, e.g. ready = {{ tcp = \"127.0.0.1:8080\" }}, or wait for \"start\" instead",
-                        target.name.value
-                    )),
-                );
-            }
-            // An `always` step waits for every target to finish, whatever the condition.
-            if target.daemon.value
-                && !p.daemon.value
-                && (p.always.value || matches!(a.condition, Condition::Success | Condition::Exit))
-            {
-                diags.push(
-                    Diagnostic::at(
-                        Code::AfterDaemon,
-                        a.process.span.clone(),
-                        format!(
-                            "`{}` waits for daemon `{}` to {}, but daemons are stopped only once every non-daemon process finished",
-                            p.name.value,
-                            target.name.value,
-                            if p.always.value {
-                                "finish (it is `always`)"
-                            } else if a.condition == Condition::Success {
-                                "succeed"
-                            } else {
-                                "exit"
-                            }
-                        ),
-                    )
-                    .label("may wait forever")
-                    .related(target.daemon.span.clone(), "a daemon")
-                    .help(format!(
-                        "unless `{}` exits on its own, wait for \"start\" (or \"ready\") instead, or make it a non-daemon",
-                        target.name.value
-                    )),
-                );
-            }
+            check_after(p, a, &file.processes[t], diags);
             refs.deps[i].push(Dep {
                 target: t,
                 kind: DepKind::After(a.condition),
@@ -102,34 +57,7 @@ pub(super) fn resolve(
                     "`parent`",
                 )),
                 Some(&t) => {
-                    let pp = &file.processes[t];
-                    if pp.daemon.value {
-                        diags.push(
-                            Diagnostic::at(
-                                Code::DaemonWithChildren,
-                                parent.span.clone(),
-                                format!("`{}` is a daemon, and daemons may not have children", pp.name.value),
-                            )
-                            .label("child of a daemon")
-                            .related(pp.daemon.span.clone(), "declared a daemon here")
-                            .help(format!(
-                                "make `{}` a top-level process or a child of a non-daemon, or drop daemon = true on `{}`",
-                                p.name.value, pp.name.value
-                            )),
-                        );
-                    }
-                    if pp.replicas.value > 1 {
-                        diags.push(
-                            Diagnostic::at(
-                                Code::ParentReplicated,
-                                parent.span.clone(),
-                                format!("`{}` has {} replicas, so it cannot be a parent", pp.name.value, pp.replicas.value),
-                            )
-                            .label("replicated parent")
-                            .related(pp.replicas.span.clone(), "replicated here")
-                            .help("a child belongs to one process; give it a non-replicated parent, or use after"),
-                        );
-                    }
+                    check_parent(p, parent, &file.processes[t], diags);
                     refs.children[t].push(i);
                     refs.deps[i].push(Dep {
                         target: t,
@@ -142,24 +70,108 @@ pub(super) fn resolve(
         for l in &p.locks {
             match lock_index.get(l.value.as_str()) {
                 Some(&li) => refs.locks[i].push(li),
-                None => {
-                    let names = file.locks.iter().map(|l| l.name.value.as_str());
-                    let help = match crate::spec::did_you_mean(&l.value, names) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("declare it with [lock.{}]", l.value),
-                    };
-                    diags.push(
-                        Diagnostic::at(
-                            Code::UnknownLock,
-                            l.span.clone(),
-                            format!("lock `{}` is not declared", l.value),
-                        )
-                        .label("unknown lock")
-                        .help(help),
-                    );
-                }
+                None => diags.push(unknown_lock(file, l)),
             }
         }
     }
     refs
+}
+
+/// `p` waits for `target` in a way it cannot: readiness it never reports,
+/// or the end of a daemon that ends only after `p` does.
+fn check_after(p: &Process, a: &After, target: &Process, diags: &mut Vec<Diagnostic>) {
+    if a.condition == Condition::Ready && target.ready.is_none() {
+        diags.push(
+            Diagnostic::at(
+                Code::ReadyWithoutProbe,
+                a.process.span.clone(),
+                format!("`{}` waits for `{}` to be ready, but `{}` has no `ready` probe", p.name.value, target.name.value, target.name.value),
+            )
+            .label("waits for readiness")
+            .related(target.name.span.clone(), "declared here without `ready`")
+            .help(format!(
+                "add a probe to {}, e.g. ready = {{ tcp = \"127.0.0.1:8080\" }}, or wait for \"start\" instead",
+                target.name.value
+            )),
+        );
+    }
+    // An `always` step waits for every target to finish, whatever the condition.
+    if target.daemon.value
+        && !p.daemon.value
+        && (p.always.value || matches!(a.condition, Condition::Success | Condition::Exit))
+    {
+        diags.push(
+            Diagnostic::at(
+                Code::AfterDaemon,
+                a.process.span.clone(),
+                format!(
+                    "`{}` waits for daemon `{}` to {}, but daemons are stopped only once every non-daemon process finished",
+                    p.name.value,
+                    target.name.value,
+                    if p.always.value {
+                        "finish (it is `always`)"
+                    } else if a.condition == Condition::Success {
+                        "succeed"
+                    } else {
+                        "exit"
+                    }
+                ),
+            )
+            .label("may wait forever")
+            .related(target.daemon.span.clone(), "a daemon")
+            .help(format!(
+                "unless `{}` exits on its own, wait for \"start\" (or \"ready\") instead, or make it a non-daemon",
+                target.name.value
+            )),
+        );
+    }
+}
+
+/// A parent must be one process that outlives its children: not a daemon, not replicated.
+fn check_parent(p: &Process, parent: &Sp<String>, pp: &Process, diags: &mut Vec<Diagnostic>) {
+    if pp.daemon.value {
+        diags.push(
+            Diagnostic::at(
+                Code::DaemonWithChildren,
+                parent.span.clone(),
+                format!("`{}` is a daemon, and daemons may not have children", pp.name.value),
+            )
+            .label("child of a daemon")
+            .related(pp.daemon.span.clone(), "declared a daemon here")
+            .help(format!(
+                "make `{}` a top-level process or a child of a non-daemon, or drop daemon = true on `{}`",
+                p.name.value, pp.name.value
+            )),
+        );
+    }
+    if pp.replicas.value > 1 {
+        diags.push(
+            Diagnostic::at(
+                Code::ParentReplicated,
+                parent.span.clone(),
+                format!(
+                    "`{}` has {} replicas, so it cannot be a parent",
+                    pp.name.value, pp.replicas.value
+                ),
+            )
+            .label("replicated parent")
+            .related(pp.replicas.span.clone(), "replicated here")
+            .help("a child belongs to one process; give it a non-replicated parent, or use after"),
+        );
+    }
+}
+
+fn unknown_lock(file: &JobFile, l: &Sp<String>) -> Diagnostic {
+    let names = file.locks.iter().map(|l| l.name.value.as_str());
+    let help = match crate::spec::did_you_mean(&l.value, names) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("declare it with [lock.{}]", l.value),
+    };
+    Diagnostic::at(
+        Code::UnknownLock,
+        l.span.clone(),
+        format!("lock `{}` is not declared", l.value),
+    )
+    .label("unknown lock")
+    .help(help)
 }

@@ -8,6 +8,7 @@ use super::Dep;
 use crate::code::Code;
 use crate::diagnostic::Diagnostic;
 use crate::spec::JobFile;
+use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
 /// Stages of group indices, or `None` after reporting a deadlock.
@@ -17,18 +18,42 @@ pub(super) fn launch_stages(
     streams: &Streams,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<Vec<usize>>> {
+    let waits = group_waits(file, deps, streams, diags);
+    let looped = report_group_loops(file, deps, &waits, diags);
+    if waits.inside || looped {
+        return None;
+    }
+    Some(layers(&waits.waits))
+}
+
+/// Which groups wait for which, from the dependencies between their members.
+struct GroupWaits {
+    waits: Vec<Vec<usize>>,
+    /// One witness per group edge: (waiting process, process waited for).
+    witness: FxHashMap<(usize, usize), (usize, usize)>,
+    /// A dependency inside one group was reported.
+    inside: bool,
+}
+
+fn group_waits(
+    file: &JobFile,
+    deps: &[Vec<Dep>],
+    streams: &Streams,
+    diags: &mut Vec<Diagnostic>,
+) -> GroupWaits {
     let groups = &streams.groups;
     let group_of = &streams.group_of;
     let name = |i: usize| file.processes[i].name.value.as_str();
-    let mut waits: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
-    // One witness per group edge: (waiting process, process waited for).
-    let mut witness: rustc_hash::FxHashMap<(usize, usize), (usize, usize)> = Default::default();
-    let mut deadlock = false;
+    let mut out = GroupWaits {
+        waits: vec![Vec::new(); groups.len()],
+        witness: Default::default(),
+        inside: false,
+    };
     for (p, ds) in deps.iter().enumerate() {
         for d in ds {
             let (gp, gt) = (group_of[p], group_of[d.target]);
             if gp == gt {
-                deadlock = true;
+                out.inside = true;
                 let g = &groups[gp];
                 let how = if d.kind == super::DepKind::Parent {
                     "is a child of"
@@ -51,60 +76,75 @@ pub(super) fn launch_stages(
                 );
                 continue;
             }
-            if !waits[gp].contains(&gt) {
-                waits[gp].push(gt);
-                witness.insert((gp, gt), (p, d.target));
+            if !out.waits[gp].contains(&gt) {
+                out.waits[gp].push(gt);
+                out.witness.insert((gp, gt), (p, d.target));
             }
         }
     }
-    for component in strongly_connected(&waits) {
-        let Some(path) = find_cycle(&waits, &component, component[0]) else {
+    out
+}
+
+/// Reports each loop of groups waiting for each other; true if there was one.
+fn report_group_loops(
+    file: &JobFile,
+    deps: &[Vec<Dep>],
+    waits: &GroupWaits,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let mut found = false;
+    for component in strongly_connected(&waits.waits) {
+        let Some(path) = find_cycle(&waits.waits, &component, component[0]) else {
             continue;
         };
-        deadlock = true;
+        found = true;
         let hops: Vec<(usize, usize)> = (0..path.len())
-            .map(|k| witness[&(path[k], path[(k + 1) % path.len()])])
+            .map(|k| waits.witness[&(path[k], path[(k + 1) % path.len()])])
             .collect();
         let span = deps[hops[0].0]
             .iter()
             .find(|d| d.target == hops[0].1)
             .map(|d| d.span.clone());
-        // (separator before, name): `a -> b ~ c -> a`.
-        let mut parts: Vec<(&str, &str)> = vec![("", name(hops[0].0))];
-        let mut at = hops[0].0;
-        for &(p, t) in &hops {
-            if p != at {
-                parts.push((" ~ ", name(p)));
-            }
-            parts.push((" -> ", name(t)));
-            at = t;
-        }
-        if at != hops[0].0 {
-            parts.push((" ~ ", name(hops[0].0)));
-        }
-        // A long loop keeps its ends, so the message stays one line.
-        let mut text = String::new();
-        let keep = 5;
-        for (k, (sep, n)) in parts.iter().enumerate() {
-            if parts.len() > 2 * keep + 1 && k == keep {
-                text.push_str(&format!(" … ({} more) …", parts.len() - 2 * keep));
-            }
-            if parts.len() > 2 * keep + 1 && k >= keep && k < parts.len() - keep {
-                continue;
-            }
-            text.push_str(sep);
-            text.push_str(n);
-        }
+        let text = loop_text(file, &hops);
         diags.push(
             Diagnostic::new(Code::StreamGroupDeadlock, span, format!("launch deadlock through stream groups: {text}"))
                 .label("part of the loop")
                 .help("`~` joins members of one stream group, which launch together; break one `->` dependency"),
         );
     }
-    if deadlock {
-        return None;
+    found
+}
+
+/// The loop as `a -> b ~ c -> a`, from its (waiting, waited for) hops.
+fn loop_text(file: &JobFile, hops: &[(usize, usize)]) -> String {
+    let name = |i: usize| file.processes[i].name.value.as_str();
+    // (separator before, name)
+    let mut parts: Vec<(&str, &str)> = vec![("", name(hops[0].0))];
+    let mut at = hops[0].0;
+    for &(p, t) in hops {
+        if p != at {
+            parts.push((" ~ ", name(p)));
+        }
+        parts.push((" -> ", name(t)));
+        at = t;
     }
-    Some(layers(&waits))
+    if at != hops[0].0 {
+        parts.push((" ~ ", name(hops[0].0)));
+    }
+    // A long loop keeps its ends, so the message stays one line.
+    let mut text = String::new();
+    let keep = 5;
+    for (k, (sep, n)) in parts.iter().enumerate() {
+        if parts.len() > 2 * keep + 1 && k == keep {
+            text.push_str(&format!(" … ({} more) …", parts.len() - 2 * keep));
+        }
+        if parts.len() > 2 * keep + 1 && k >= keep && k < parts.len() - keep {
+            continue;
+        }
+        text.push_str(sep);
+        text.push_str(n);
+    }
+    text
 }
 
 fn describe_edges(file: &JobFile, edges: &[String]) -> String {

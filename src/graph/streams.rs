@@ -102,21 +102,57 @@ pub(super) fn analyze(
     diags: &mut Vec<Diagnostic>,
 ) -> Streams {
     let n = file.processes.len();
-    let mut uf = UnionFind::new(n);
-    let mut ends: Vec<RawEnd> = Vec::new();
-    let mut edge_names: HashMap<String, Sp<String>> = HashMap::default();
-    let resolve = |name: &Sp<String>, what: &str, diags: &mut Vec<Diagnostic>| match index
-        .get(name.value.as_str())
-    {
-        Some(&i) => Some(i),
-        None => {
-            diags.push(unknown_process(file, name, name.span.clone(), what));
-            None
-        }
+    let mut edges = EdgeCollector {
+        file,
+        index,
+        uf: UnionFind::new(n),
+        ends: Vec::new(),
+        edge_names: HashMap::default(),
     };
-    let mut clash = |name: &Sp<String>, table: &str, diags: &mut Vec<Diagnostic>| {
+    for q in &file.queues {
+        edges.queue(q, diags);
+    }
+    for pipe in &file.pipes {
+        edges.pipe(pipe, diags);
+    }
+
+    pipe_cycles(file, index, diags);
+
+    let EdgeCollector { mut uf, ends, .. } = edges;
+    let (mut groups, group_of) = number_groups(&mut uf, n);
+    let endpoints = assign_descriptors(ends, &group_of, &mut groups);
+    Streams {
+        groups,
+        group_of,
+        endpoints,
+    }
+}
+
+/// Walks the queues and pipes once, gathering each edge's endpoints and the
+/// unions that become stream groups, and reporting what is wrong with them.
+struct EdgeCollector<'a> {
+    file: &'a JobFile,
+    index: &'a HashMap<&'a str, usize>,
+    uf: UnionFind,
+    ends: Vec<RawEnd>,
+    edge_names: HashMap<String, Sp<String>>,
+}
+
+impl EdgeCollector<'_> {
+    fn resolve(&self, name: &Sp<String>, what: &str, diags: &mut Vec<Diagnostic>) -> Option<usize> {
+        match self.index.get(name.value.as_str()) {
+            Some(&i) => Some(i),
+            None => {
+                diags.push(unknown_process(self.file, name, name.span.clone(), what));
+                None
+            }
+        }
+    }
+
+    /// Two edges whose endpoint variables would collide: the first one keeps the name.
+    fn clash(&mut self, name: &Sp<String>, table: &str, diags: &mut Vec<Diagnostic>) {
         let env = fd_env_name(&name.value);
-        if let Some(prev) = edge_names.get(&env) {
+        if let Some(prev) = self.edge_names.get(&env) {
             diags.push(
                 Diagnostic::at(
                     Code::EdgeNameClash,
@@ -128,69 +164,27 @@ pub(super) fn analyze(
                 .help("rename one of them: endpoint variables upper-case the name and turn `-` into `_`"),
             );
         } else {
-            edge_names.insert(env, name.clone());
+            self.edge_names.insert(env, name.clone());
         }
-    };
+    }
 
-    for q in &file.queues {
-        clash(&q.name, "queue", diags);
+    fn queue(&mut self, q: &crate::spec::Queue, diags: &mut Vec<Diagnostic>) {
+        self.clash(&q.name, "queue", diags);
         let qn = &q.name.value;
-        if q.from.value.is_empty() {
-            diags.push(
-                Diagnostic::at(
-                    Code::QueueWithoutProducers,
-                    q.from.span.clone(),
-                    format!("queue `{qn}` has no producer"),
-                )
-                .label("no process writes to it")
-                .help(format!(
-                    "name its producers: from = [\"producer\"] under [queue.{qn}]"
-                )),
-            );
-        }
-        if q.to.value.is_empty() {
-            diags.push(
-                Diagnostic::at(
-                    Code::QueueWithoutConsumers,
-                    q.to.span.clone(),
-                    format!("queue `{qn}` has no consumer"),
-                )
-                .label("no process reads from it")
-                .help(format!(
-                    "name its consumers: to = [\"worker\"] under [queue.{qn}]"
-                )),
-            );
-        }
+        check_queue_sides(q, diags);
         let producers: Vec<usize> = q
             .from
             .value
             .iter()
-            .filter_map(|p| resolve(p, "the queue's `from`", diags))
+            .filter_map(|p| self.resolve(p, "the queue's `from`", diags))
             .collect();
         let consumers: Vec<usize> =
             q.to.value
                 .iter()
-                .filter_map(|p| resolve(p, "the queue's `to`", diags))
+                .filter_map(|p| self.resolve(p, "the queue's `to`", diags))
                 .collect();
-        for c in q.to.value.iter() {
-            if let Some(p) = q.from.value.iter().find(|p| p.value == c.value) {
-                diags.push(
-                    Diagnostic::at(
-                        Code::QueueSelfFeed,
-                        c.span.clone(),
-                        format!(
-                            "`{}` is both a producer and a consumer of queue `{qn}`",
-                            c.value
-                        ),
-                    )
-                    .label("also a consumer")
-                    .related(p.span.clone(), "a producer here")
-                    .help(
-                        "a process would read back its own messages; use two queues, one each way",
-                    ),
-                );
-            }
-        }
+        check_queue_self_feed(q, diags);
+        let file = self.file;
         let names = |ids: &[usize]| {
             ids.iter()
                 .map(|&i| file.processes[i].name.value.clone())
@@ -198,10 +192,10 @@ pub(super) fn analyze(
         };
         let all: Vec<usize> = producers.iter().chain(&consumers).copied().collect();
         for w in all.windows(2) {
-            uf.union(w[0], w[1]);
+            self.uf.union(w[0], w[1]);
         }
         for &p in &producers {
-            ends.push(RawEnd {
+            self.ends.push(RawEnd {
                 process: p,
                 order: q.name.span.start,
                 edge: qn.clone(),
@@ -214,7 +208,7 @@ pub(super) fn analyze(
             if producers.contains(&c) {
                 continue;
             }
-            ends.push(RawEnd {
+            self.ends.push(RawEnd {
                 process: c,
                 order: q.name.span.start,
                 edge: qn.clone(),
@@ -225,13 +219,13 @@ pub(super) fn analyze(
         }
     }
 
-    for pipe in &file.pipes {
-        clash(&pipe.name, "pipe", diags);
+    fn pipe(&mut self, pipe: &crate::spec::Pipe, diags: &mut Vec<Diagnostic>) {
+        self.clash(&pipe.name, "pipe", diags);
         let pn = &pipe.name.value;
         let (a, b, kind) = match &pipe.ends {
             PipeEnds::OneWay { from, to } => (from, to, EdgeKind::Pipe),
             PipeEnds::Duplex { between } => (&between[0], &between[1], EdgeKind::Duplex),
-            PipeEnds::Invalid => continue,
+            PipeEnds::Invalid => return,
         };
         if a.value == b.value {
             diags.push(
@@ -243,49 +237,24 @@ pub(super) fn analyze(
                 .label("same process at both ends")
                 .help("a pipe joins two different processes"),
             );
-            continue;
+            return;
         }
         let (Some(ia), Some(ib)) = (
-            resolve(a, "the pipe's ends", diags),
-            resolve(b, "the pipe's ends", diags),
+            self.resolve(a, "the pipe's ends", diags),
+            self.resolve(b, "the pipe's ends", diags),
         ) else {
-            continue;
+            return;
         };
-        let mut replicated = false;
-        for (end, i) in [(a, ia), (b, ib)] {
-            let p = &file.processes[i];
-            if p.replicas.value > 1 {
-                replicated = true;
-                let shape = if kind == EdgeKind::Duplex {
-                    "duplex"
-                } else {
-                    "one-way"
-                };
-                diags.push(
-                    Diagnostic::at(
-                        Code::PipeReplicatedEndpoint,
-                        end.span.clone(),
-                        format!(
-                            "`{}` has {} replicas, but a {shape} pipe has one process at each end",
-                            p.name.value, p.replicas.value
-                        ),
-                    )
-                    .label("replicated endpoint")
-                    .related(p.replicas.span.clone(), "replicated here")
-                    .help("to fan out to replicas or collect from them, use a [queue]"),
-                );
-            }
+        if check_pipe_replicas(self.file, kind, [(a, ia), (b, ib)], diags) {
+            return;
         }
-        if replicated {
-            continue;
-        }
-        uf.union(ia, ib);
+        self.uf.union(ia, ib);
         let (da, db) = match kind {
             EdgeKind::Duplex => (Direction::Both, Direction::Both),
             _ => (Direction::Out, Direction::In),
         };
         for (me, dir, peer) in [(ia, da, b), (ib, db, a)] {
-            ends.push(RawEnd {
+            self.ends.push(RawEnd {
                 process: me,
                 order: pipe.name.span.start,
                 edge: pn.clone(),
@@ -295,10 +264,98 @@ pub(super) fn analyze(
             });
         }
     }
+}
 
-    pipe_cycles(file, index, diags);
+/// A queue with nobody on one side would block its other side forever.
+fn check_queue_sides(q: &crate::spec::Queue, diags: &mut Vec<Diagnostic>) {
+    let qn = &q.name.value;
+    if q.from.value.is_empty() {
+        diags.push(
+            Diagnostic::at(
+                Code::QueueWithoutProducers,
+                q.from.span.clone(),
+                format!("queue `{qn}` has no producer"),
+            )
+            .label("no process writes to it")
+            .help(format!(
+                "name its producers: from = [\"producer\"] under [queue.{qn}]"
+            )),
+        );
+    }
+    if q.to.value.is_empty() {
+        diags.push(
+            Diagnostic::at(
+                Code::QueueWithoutConsumers,
+                q.to.span.clone(),
+                format!("queue `{qn}` has no consumer"),
+            )
+            .label("no process reads from it")
+            .help(format!(
+                "name its consumers: to = [\"worker\"] under [queue.{qn}]"
+            )),
+        );
+    }
+}
 
-    // Groups, numbered in file order of their first member.
+fn check_queue_self_feed(q: &crate::spec::Queue, diags: &mut Vec<Diagnostic>) {
+    let qn = &q.name.value;
+    for c in q.to.value.iter() {
+        if let Some(p) = q.from.value.iter().find(|p| p.value == c.value) {
+            diags.push(
+                Diagnostic::at(
+                    Code::QueueSelfFeed,
+                    c.span.clone(),
+                    format!(
+                        "`{}` is both a producer and a consumer of queue `{qn}`",
+                        c.value
+                    ),
+                )
+                .label("also a consumer")
+                .related(p.span.clone(), "a producer here")
+                .help("a process would read back its own messages; use two queues, one each way"),
+            );
+        }
+    }
+}
+
+/// Reports each replicated end of a pipe; true if there was one, so the
+/// pipe is left out of the graph.
+fn check_pipe_replicas(
+    file: &JobFile,
+    kind: EdgeKind,
+    ends: [(&Sp<String>, usize); 2],
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let mut replicated = false;
+    for (end, i) in ends {
+        let p = &file.processes[i];
+        if p.replicas.value > 1 {
+            replicated = true;
+            let shape = if kind == EdgeKind::Duplex {
+                "duplex"
+            } else {
+                "one-way"
+            };
+            diags.push(
+                Diagnostic::at(
+                    Code::PipeReplicatedEndpoint,
+                    end.span.clone(),
+                    format!(
+                        "`{}` has {} replicas, but a {shape} pipe has one process at each end",
+                        p.name.value, p.replicas.value
+                    ),
+                )
+                .label("replicated endpoint")
+                .related(p.replicas.span.clone(), "replicated here")
+                .help("to fan out to replicas or collect from them, use a [queue]"),
+            );
+        }
+    }
+    replicated
+}
+
+/// Groups, numbered in file order of their first member.
+fn number_groups(uf: &mut UnionFind, n: usize) -> (Vec<StreamGroup>, Vec<usize>) {
     let mut group_of = vec![usize::MAX; n];
     let mut groups: Vec<StreamGroup> = Vec::new();
     let mut root_group: HashMap<usize, usize> = HashMap::default();
@@ -311,11 +368,19 @@ pub(super) fn analyze(
         groups[g].members.push(i);
         *slot = g;
     }
+    (groups, group_of)
+}
 
+/// Gives each end its descriptor and each group its edges, both in file order.
+fn assign_descriptors(
+    mut ends: Vec<RawEnd>,
+    group_of: &[usize],
+    groups: &mut [StreamGroup],
+) -> Vec<Vec<Endpoint>> {
     // Descriptors: first incoming -> 0, first outgoing -> 1, the rest 3, 4, ... in file order.
     // Duplex ends always take 3+: a socket on stdout would swallow the process's logging.
     ends.sort_by_key(|e| (e.process, e.order));
-    let mut endpoints: Vec<Vec<Endpoint>> = vec![Vec::new(); n];
+    let mut endpoints: Vec<Vec<Endpoint>> = vec![Vec::new(); group_of.len()];
     let mut group_edges: Vec<Vec<(usize, String)>> = vec![Vec::new(); groups.len()];
     for e in ends {
         let list = &mut endpoints[e.process];
@@ -347,11 +412,7 @@ pub(super) fn analyze(
         edges.sort();
         group.edges = edges.into_iter().map(|(_, name)| name).collect();
     }
-    Streams {
-        groups,
-        group_of,
-        endpoints,
-    }
+    endpoints
 }
 
 /// Checks that need whole groups: `max_parallel` and locks, since a group launches at once.
@@ -371,68 +432,87 @@ pub(super) fn check_group_limits(
         );
     }
     for group in streams.groups.iter().filter(|g| !g.edges.is_empty()) {
-        let members = || {
-            list_some(
-                group
-                    .members
-                    .iter()
-                    .map(|&m| file.processes[m].name.value.as_str()),
-            )
-        };
-        for &m in &group.members {
-            let p = &file.processes[m];
-            let pipe_edge = streams_endpoints_have_pipe(&streams.endpoints[m]);
-            if p.retries > 0 && pipe_edge {
-                diags.push(
-                    Diagnostic::at(
-                        Code::StreamGroupRetries,
-                        p.name.span.clone(),
-                        format!(
-                            "`{}` has retries = {}, but it has a pipe edge, so it is not retried on its own",
-                            p.name.value, p.retries
-                        ),
-                    )
-                    .label("retries do not apply")
-                    .help("a pipe's other end is gone once it fails; only members whose edges are all queues rerun (they reattach)"),
-                );
+        check_group_retries(file, group, &streams.endpoints, diags);
+        check_group_locks(file, locks, group, diags);
+    }
+}
+
+fn check_group_retries(
+    file: &JobFile,
+    group: &StreamGroup,
+    endpoints: &[Vec<Endpoint>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for &m in &group.members {
+        let p = &file.processes[m];
+        let pipe_edge = streams_endpoints_have_pipe(&endpoints[m]);
+        if p.retries > 0 && pipe_edge {
+            diags.push(
+                Diagnostic::at(
+                    Code::StreamGroupRetries,
+                    p.name.span.clone(),
+                    format!(
+                        "`{}` has retries = {}, but it has a pipe edge, so it is not retried on its own",
+                        p.name.value, p.retries
+                    ),
+                )
+                .label("retries do not apply")
+                .help("a pipe's other end is gone once it fails; only members whose edges are all queues rerun (they reattach)"),
+            );
+        }
+    }
+}
+
+/// A group takes its members' locks all at once, so their replicas add up.
+fn check_group_locks(
+    file: &JobFile,
+    locks: &[Vec<usize>],
+    group: &StreamGroup,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let members = || {
+        list_some(
+            group
+                .members
+                .iter()
+                .map(|&m| file.processes[m].name.value.as_str()),
+        )
+    };
+    let mut demand: Vec<(usize, u64, usize)> = Vec::new();
+    for &m in &group.members {
+        for &l in &locks[m] {
+            let r = u64::from(file.processes[m].replicas.value);
+            match demand.iter_mut().find(|d| d.0 == l) {
+                Some(d) => d.1 += r,
+                None => demand.push((l, r, m)),
             }
         }
-        let mut demand: Vec<(usize, u64, usize)> = Vec::new();
-        for &m in &group.members {
-            for &l in &locks[m] {
-                let r = u64::from(file.processes[m].replicas.value);
-                match demand.iter_mut().find(|d| d.0 == l) {
-                    Some(d) => d.1 += r,
-                    None => demand.push((l, r, m)),
-                }
-            }
-        }
-        for (l, need, first) in demand {
-            let lock = &file.locks[l];
-            if need > u64::from(lock.capacity.value) {
-                let p = &file.processes[first];
-                let span = p
-                    .locks
-                    .iter()
-                    .find(|x| x.value == lock.name.value)
-                    .map(|x| x.span.clone())
-                    .unwrap_or(p.name.span.clone());
-                diags.push(
-                    Diagnostic::at(
-                        Code::StreamGroupLock,
-                        span,
-                        format!(
-                            "the stream group {{{}}} needs lock `{}` {need} times at once, but its capacity is {}",
-                            members(),
-                            lock.name.value,
-                            lock.capacity.value
-                        ),
-                    )
-                    .label("taken by a member of a stream group")
-                    .related(lock.capacity.span.clone(), "capacity set here")
-                    .help(format!("members of a stream group run together: raise capacity to {need}, or take the lock in one member only")),
-                );
-            }
+    }
+    for (l, need, first) in demand {
+        let lock = &file.locks[l];
+        if need > u64::from(lock.capacity.value) {
+            let p = &file.processes[first];
+            let span = p
+                .locks
+                .iter()
+                .find(|x| x.value == lock.name.value)
+                .map(|x| x.span.clone())
+                .unwrap_or(p.name.span.clone());
+            diags.push(
+                Diagnostic::at(
+                    Code::StreamGroupLock,
+                    span,
+                    format!(
+                        "the stream group {{{}}} needs lock `{}` {need} times at once, but its capacity is {}",
+                        members(),
+                        lock.name.value,
+                        lock.capacity.value
+                    ),
+                )
+                .label("taken by a member of a stream group")
+                .related(lock.capacity.span.clone(), "capacity set here")
+                .help(format!("members of a stream group run together: raise capacity to {need}, or take the lock in one member only")),
+            );
         }
     }
 }

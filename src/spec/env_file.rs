@@ -118,93 +118,99 @@ impl Decoder {
         } else {
             self.base.join(path)
         };
-        let fail = |d: &mut Self, why: String, help: &str| {
-            d.push(
-                Diagnostic::at(
-                    Code::BadEnvFile,
-                    span.clone(),
-                    format!("env file `{path}` {why}"),
-                )
-                .label("this env file")
-                .help(help.to_string()),
-            );
-            Vec::new()
+        let parsed = match env_file_bytes(&full, optional) {
+            Ok(Some(bytes)) => parse_env_file(&bytes, &span),
+            Ok(None) => return Vec::new(),
+            Err(failure) => Err(failure),
         };
-        let meta = match std::fs::metadata(&full) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if optional {
-                    return Vec::new();
-                }
-                return fail(
-                    self,
-                    format!("does not exist ({})", full.display()),
-                    "create it or fix the path (relative to the job file's directory); if it may be missing, write { path = \"…\", optional = true }",
+        match parsed {
+            Ok(out) => out,
+            Err((why, help)) => {
+                self.push(
+                    Diagnostic::at(Code::BadEnvFile, span, format!("env file `{path}` {why}"))
+                        .label("this env file")
+                        .help(help.to_string()),
                 );
-            }
-            Err(e) => {
-                return fail(
-                    self,
-                    format!("cannot be read ({}): {e}", full.display()),
-                    "check its permissions",
-                )
-            }
-        };
-        if !meta.is_file() {
-            return fail(
-                self,
-                format!("is not a regular file ({})", full.display()),
-                "name a dotenv file",
-            );
-        }
-        if meta.len() > crate::source::MAX_FILE_BYTES {
-            return fail(
-                self,
-                "is larger than 32 MiB".to_string(),
-                "name a dotenv file",
-            );
-        }
-        let bytes = match std::fs::read(&full) {
-            Ok(b) => b,
-            Err(e) => {
-                return fail(
-                    self,
-                    format!("cannot be read ({}): {e}", full.display()),
-                    "check its permissions",
-                )
-            }
-        };
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut out = Vec::new();
-        for entry in dotenvy::from_read_iter(bytes.as_slice()) {
-            match entry {
-                Ok((k, v)) => {
-                    if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-                        return fail(self, format!("sets `{k}`, which no environment can hold"), "environment variable names are non-empty without `=`, and nothing may contain NUL");
-                    }
-                    out.push((Sp::new(k, span.clone()), Sp::new(v, span.clone())));
-                }
-                Err(dotenvy::Error::LineParse(line, _)) => {
-                    let first = line.lines().next().unwrap_or_default();
-                    let number = text
-                        .lines()
-                        .position(|l| !first.is_empty() && l.contains(first))
-                        .map_or(String::new(), |n| format!(" line {}", n + 1));
-                    return fail(
-                        self,
-                        format!("is not valid dotenv at{number}: `{}`", first.chars().take(80).collect::<String>()),
-                        "each line is NAME=value, with optional quotes ('…' or \"…\") and # comments",
-                    );
-                }
-                Err(e) => {
-                    return fail(
-                        self,
-                        format!("is not valid dotenv: {e}"),
-                        "each line is NAME=value",
-                    )
-                }
+                Vec::new()
             }
         }
-        out
     }
+}
+
+/// What is wrong with an env file, after "env file `…`", and a help line.
+type Failure = (String, &'static str);
+
+/// The file's bytes, or `None` when it is optional and missing.
+fn env_file_bytes(full: &Path, optional: bool) -> Result<Option<Vec<u8>>, Failure> {
+    let meta = match std::fs::metadata(full) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if optional {
+                return Ok(None);
+            }
+            return Err((
+                format!("does not exist ({})", full.display()),
+                "create it or fix the path (relative to the job file's directory); if it may be missing, write { path = \"…\", optional = true }",
+            ));
+        }
+        Err(e) => {
+            return Err((
+                format!("cannot be read ({}): {e}", full.display()),
+                "check its permissions",
+            ))
+        }
+    };
+    if !meta.is_file() {
+        return Err((
+            format!("is not a regular file ({})", full.display()),
+            "name a dotenv file",
+        ));
+    }
+    if meta.len() > crate::source::MAX_FILE_BYTES {
+        return Err(("is larger than 32 MiB".to_string(), "name a dotenv file"));
+    }
+    match std::fs::read(full) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) => Err((
+            format!("cannot be read ({}): {e}", full.display()),
+            "check its permissions",
+        )),
+    }
+}
+
+/// The file's variables, each spanned at the path in the job file.
+fn parse_env_file(bytes: &[u8], span: &Span) -> Result<Entries, Failure> {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let mut out = Vec::new();
+    for entry in dotenvy::from_read_iter(bytes) {
+        match entry {
+            Ok((k, v)) => {
+                if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                    return Err((format!("sets `{k}`, which no environment can hold"), "environment variable names are non-empty without `=`, and nothing may contain NUL"));
+                }
+                out.push((Sp::new(k, span.clone()), Sp::new(v, span.clone())));
+            }
+            Err(dotenvy::Error::LineParse(line, _)) => {
+                let first = line.lines().next().unwrap_or_default();
+                let number = text
+                    .lines()
+                    .position(|l| !first.is_empty() && l.contains(first))
+                    .map_or(String::new(), |n| format!(" line {}", n + 1));
+                return Err((
+                    format!(
+                        "is not valid dotenv at{number}: `{}`",
+                        first.chars().take(80).collect::<String>()
+                    ),
+                    "each line is NAME=value, with optional quotes ('…' or \"…\") and # comments",
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("is not valid dotenv: {e}"),
+                    "each line is NAME=value",
+                ))
+            }
+        }
+    }
+    Ok(out)
 }

@@ -155,38 +155,7 @@ impl Decoder {
         whole: &Value<'_>,
         overridden: bool,
     ) -> Option<String> {
-        let mut env: Option<Sp<String>> = None;
-        let mut default = None;
-        let mut bad = false;
-        for (k, v) in t.iter() {
-            match key_str(k) {
-                "env" => {
-                    env = self.string(&format!("{what}.env"), v);
-                    bad |= env.is_none();
-                    if let Some(e) = env
-                        .as_ref()
-                        .filter(|e| e.value.is_empty() || e.value.contains('='))
-                    {
-                        self.push(
-                            Diagnostic::at(
-                                Code::BadName,
-                                e.span.clone(),
-                                format!("`{}` is not a valid environment variable name", e.value),
-                            )
-                            .label("invalid name")
-                            .help("environment variable names are non-empty and contain no `=`"),
-                        );
-                        bad = true;
-                    }
-                }
-                "default" => {
-                    default =
-                        self.scalar(&format!("{what}.default"), v, "a string, number or boolean");
-                    bad |= default.is_none();
-                }
-                _ => self.unknown_key(k, KEYS_VAR, &format!("`{what}`")),
-            }
-        }
+        let EnvVarKeys { env, default, bad } = self.env_var_keys(what, t);
         let Some(env) = env else {
             if !bad {
                 self.push(
@@ -204,6 +173,56 @@ impl Decoder {
         if bad || overridden {
             return None;
         }
+        self.read_env_var(what, &env, default)
+    }
+
+    /// The keys of an `{ env = …, default = … }` table, each checked.
+    fn env_var_keys(&mut self, what: &str, t: &DeTable<'_>) -> EnvVarKeys {
+        let mut keys = EnvVarKeys {
+            env: None,
+            default: None,
+            bad: false,
+        };
+        for (k, v) in t.iter() {
+            match key_str(k) {
+                "env" => {
+                    keys.env = self.string(&format!("{what}.env"), v);
+                    keys.bad |= keys.env.is_none();
+                    if let Some(e) = keys
+                        .env
+                        .as_ref()
+                        .filter(|e| e.value.is_empty() || e.value.contains('='))
+                    {
+                        self.push(
+                            Diagnostic::at(
+                                Code::BadName,
+                                e.span.clone(),
+                                format!("`{}` is not a valid environment variable name", e.value),
+                            )
+                            .label("invalid name")
+                            .help("environment variable names are non-empty and contain no `=`"),
+                        );
+                        keys.bad = true;
+                    }
+                }
+                "default" => {
+                    keys.default =
+                        self.scalar(&format!("{what}.default"), v, "a string, number or boolean");
+                    keys.bad |= keys.default.is_none();
+                }
+                _ => self.unknown_key(k, KEYS_VAR, &format!("`{what}`")),
+            }
+        }
+        keys
+    }
+
+    /// The variable's value now, else `default`; reported when neither exists.
+    fn read_env_var(
+        &mut self,
+        what: &str,
+        env: &Sp<String>,
+        default: Option<String>,
+    ) -> Option<String> {
         match std::env::var(&env.value) {
             Ok(v) => Some(v),
             Err(std::env::VarError::NotPresent) if default.is_some() => default,
@@ -372,26 +391,7 @@ impl Decoder {
                 "item" if cx.item => out.push_str(ITEM),
                 "name" if cx.process.is_some() => out.push_str(cx.process.unwrap_or_default()),
                 "item" | "name" => {
-                    let (message, help) = if name == "item" && cx.for_each {
-                        (
-                            "`{{ item }}` is not replaced in output file paths and probes"
-                                .to_string(),
-                            "use it in cmd, shell, env or cwd; output files and probes are shared by the instances"
-                                .to_string(),
-                        )
-                    } else if name == "item" {
-                        (
-                            "`{{ item }}` is only defined in a process with `for_each`".to_string(),
-                            "add for_each = [\"a\", \"b\"] to the process, or declare a var"
-                                .to_string(),
-                        )
-                    } else {
-                        (
-                            "`{{ name }}` is the process's name, which [env] does not have"
-                                .to_string(),
-                            "use it in a process's own `env`, or read $JOBGRAPH_NAME".to_string(),
-                        )
-                    };
+                    let (message, help) = built_in_out_of_place(name, cx.for_each);
                     let span = self.inner_span(text, span.clone(), s, at, end);
                     self.push(
                         Diagnostic::at(Code::UnknownVar, span, message)
@@ -403,16 +403,7 @@ impl Decoder {
                 _ => match self.vars.iter().find(|v| v.name == name) {
                     Some(v) => out.push_str(v.value.as_deref().unwrap_or(&s[at..end])),
                     None => {
-                        let names: Vec<&str> = self
-                            .vars
-                            .iter()
-                            .map(|v| v.name.as_str())
-                            .chain(BUILT_INS.iter().copied())
-                            .collect();
-                        let help = match did_you_mean(name, names.iter().copied()) {
-                            Some(c) => format!("did you mean `{{{{ {c} }}}}`?"),
-                            None => format!("declare it in [vars]: {name} = \"…\"; for a literal `{{{{`, write `{{{{{{{{`"),
-                        };
+                        let help = self.unknown_var_help(name);
                         let span = self.inner_span(text, span.clone(), s, at, end);
                         self.push(
                             Diagnostic::at(Code::UnknownVar, span, format!("unknown var `{name}`"))
@@ -428,6 +419,22 @@ impl Decoder {
         Some(out)
     }
 
+    /// A near var or built-in name, else how to declare one or write a literal `{{`.
+    fn unknown_var_help(&self, name: &str) -> String {
+        let names: Vec<&str> = self
+            .vars
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(BUILT_INS.iter().copied())
+            .collect();
+        match did_you_mean(name, names.iter().copied()) {
+            Some(c) => format!("did you mean `{{{{ {c} }}}}`?"),
+            None => format!(
+                "declare it in [vars]: {name} = \"…\"; for a literal `{{{{`, write `{{{{{{{{`"
+            ),
+        }
+    }
+
     /// The span of `s[start..end]` inside the TOML string at `span` (piece
     /// offsets): found in the raw text, else the whole string.
     fn inner_span(&self, text: &str, span: Span, s: &str, start: usize, end: usize) -> Span {
@@ -438,6 +445,34 @@ impl Decoder {
             .and_then(|raw| raw.match_indices(needle).nth(nth))
             .map(|(pos, _)| span.start + pos..span.start + pos + needle.len());
         self.at(found.unwrap_or(span))
+    }
+}
+
+/// An `{ env = …, default = … }` table's keys; `bad` once one was reported.
+struct EnvVarKeys {
+    env: Option<Sp<String>>,
+    default: Option<String>,
+    bad: bool,
+}
+
+/// Message and help for `{{ item }}` or `{{ name }}` where it has no value.
+fn built_in_out_of_place(name: &str, for_each: bool) -> (String, String) {
+    if name == "item" && for_each {
+        (
+            "`{{ item }}` is not replaced in output file paths and probes".to_string(),
+            "use it in cmd, shell, env or cwd; output files and probes are shared by the instances"
+                .to_string(),
+        )
+    } else if name == "item" {
+        (
+            "`{{ item }}` is only defined in a process with `for_each`".to_string(),
+            "add for_each = [\"a\", \"b\"] to the process, or declare a var".to_string(),
+        )
+    } else {
+        (
+            "`{{ name }}` is the process's name, which [env] does not have".to_string(),
+            "use it in a process's own `env`, or read $JOBGRAPH_NAME".to_string(),
+        )
     }
 }
 
