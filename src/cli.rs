@@ -627,7 +627,9 @@ fn make_executor(
         {
             Ok(s) => Some(Box::new(s)),
             Err(message) => {
-                eprint(&format!("error: {message}\n"));
+                eprint(&format!(
+                    "error: {message}\n  help: to run this graph on this machine instead, pass --executor local\n"
+                ));
                 None
             }
         },
