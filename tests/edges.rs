@@ -205,8 +205,9 @@ fn a_stalled_events_reader_neither_freezes_supervision_nor_loses_events() {
     let fifo = job.file("events.fifo");
     mkfifo(&fifo);
     let got = job.file("got.ndjson");
-    // Opens the FIFO, then reads nothing for 6 s: far more than a pipe's worth waits.
-    let mut reader = stalled_reader(&fifo, 6, &got);
+    // Opens the FIFO, then reads nothing for 4 s (under the 5 s an idle reader
+    // is given at the end): far more than a pipe's worth waits.
+    let mut reader = stalled_reader(&fifo, 4, &got);
     let (code, _, err) = job.run(&["--keep-going", "--events", fifo.to_str().unwrap()]);
     reader.wait().unwrap();
     assert_eq!(code, 1, "{err}");
@@ -222,6 +223,42 @@ fn a_stalled_events_reader_neither_freezes_supervision_nor_loses_events() {
     let count = |kind: &str| evs.iter().filter(|e| e["event"] == kind).count();
     assert_eq!((count("started"), count("exited")), (2001, 2001));
     assert_eq!(evs.last().unwrap()["event"], "run-finished");
+}
+
+#[test]
+fn a_log_fifo_with_a_stalled_reader_neither_freezes_supervision_nor_loses_lines() {
+    let job = Job::new(
+        "[process.noisy]\nshell = \"seq 1 200000\"\n[process.limited]\nshell = \"sleep 30\"\ntimeout = \"1s\"\n",
+    );
+    let logs = job.file("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let fifo = logs.join("noisy.log");
+    mkfifo(&fifo);
+    let got = job.file("got.txt");
+    // Reads nothing for 4 s: longer than the timeout, shorter than the 5 s
+    // an idle reader is given at the end.
+    let mut reader = stalled_reader(&fifo, 4, &got);
+    let events = job.file("events.ndjson");
+    let (code, _, err) = job.run(&[
+        "--keep-going",
+        "--quiet",
+        "--log-dir",
+        logs.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    reader.wait().unwrap();
+    assert_eq!(code, 1, "{err}");
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exited = &evs[pos(&evs, "limited", "exited")];
+    assert_eq!(exited["status"], "timed out");
+    assert!(exited["duration_ms"].as_u64().unwrap() < 4000, "{exited}");
+    let text = std::fs::read_to_string(&got).unwrap();
+    assert_eq!(text.lines().count(), 200000);
 }
 
 #[test]

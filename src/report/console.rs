@@ -56,7 +56,14 @@ struct LogFile {
     path: PathBuf,
     /// Open for appending while recently written.
     file: Option<std::fs::File>,
+    /// A FIFO or device put in the log directory in place of a file: its
+    /// reader may stall, so it is written by a thread of its own.
+    stream: Option<Writer>,
 }
+
+/// How long the end of a run waits for a reader of a log FIFO that reads
+/// nothing (one that reads, however slowly, gets every line).
+const LOG_READER_GRACE: Duration = Duration::from_secs(5);
 
 /// Most log files kept open at once: 64, or an eighth of the descriptor
 /// limit if that is less, so that the run's processes keep their pipes.
@@ -158,9 +165,18 @@ impl Console {
             // before it starts, then closed until its process writes.
             for n in names {
                 let path = dir.join(format!("{}.log", log_file_stem(n)));
-                std::fs::File::create(&path)
-                    .map_err(|e| format!("cannot create the log file {}: {e}", path.display()))?;
-                log_files.push(Some(LogFile { path, file: None }));
+                let stream = log_stream(&path, wake.clone())
+                    .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+                if stream.is_none() {
+                    std::fs::File::create(&path).map_err(|e| {
+                        format!("cannot create the log file {}: {e}", path.display())
+                    })?;
+                }
+                log_files.push(Some(LogFile {
+                    path,
+                    file: None,
+                    stream,
+                }));
             }
         }
         Ok(Console {
@@ -181,7 +197,15 @@ impl Console {
 
     /// Queues one log line of instance `inst` (named `name`); `flush` hands the batch on.
     pub fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
-        if matches!(self.log_files.get(inst), Some(Some(_))) {
+        if let Some(Some(LogFile {
+            stream: Some(w), ..
+        })) = self.log_files.get(inst)
+        {
+            let mut rec = Vec::with_capacity(line.len() + 1);
+            rec.extend_from_slice(line);
+            rec.push(b'\n');
+            w.send(rec);
+        } else if matches!(self.log_files.get(inst), Some(Some(_))) {
             let mut rec = Vec::with_capacity(line.len() + 1);
             rec.extend_from_slice(line);
             rec.push(b'\n');
@@ -270,7 +294,17 @@ impl Console {
     /// Whether output waits to be written beyond the high-water mark: the
     /// engine should stop reading its children until woken.
     pub fn backlogged(&self) -> bool {
-        self.out.backlogged() || self.err.backlogged()
+        self.out.backlogged()
+            || self.err.backlogged()
+            || self.streams().any(|(_, w)| w.backlogged())
+    }
+
+    /// The log FIFOs and devices, with their paths.
+    fn streams(&self) -> impl Iterator<Item = (&Path, &Writer)> {
+        self.log_files
+            .iter()
+            .flatten()
+            .filter_map(|f| f.stream.as_ref().map(|w| (f.path.as_path(), w)))
     }
 
     /// The stream to hand `--events -` lines to.
@@ -283,6 +317,12 @@ impl Console {
         let mut errors = std::mem::take(&mut self.errors);
         errors.extend(self.out.take_error());
         errors.extend(self.err.take_error());
+        for (_, w) in self.streams() {
+            if let Some(e) = w.take_error() {
+                // The writer names the path: "cannot write to PATH: why".
+                errors.push(e.replacen("cannot write to", "cannot write the log file", 1));
+            }
+        }
         errors
     }
 
@@ -383,6 +423,16 @@ impl Console {
                 ));
             }
         }
+        for f in self.log_files.iter_mut().flatten() {
+            if let Some(w) = &mut f.stream {
+                if !w.close_unless_stalled(LOG_READER_GRACE, deadline, &mut abandon) {
+                    self.errors.push(format!(
+                        "the reader of the log file {} did not read its last lines",
+                        f.path.display()
+                    ));
+                }
+            }
+        }
         let out_done = self.out.close(deadline, &mut abandon);
         let err_done = self.err.close(deadline, &mut abandon);
         if let Some(bar) = self.bar.take() {
@@ -428,6 +478,26 @@ fn push_prefix(out: &mut Vec<u8>, name: &str, width: usize, color: bool) {
 /// `worker[2]` -> `worker.2`: names cannot contain `.`, so this never collides.
 pub fn log_file_stem(instance: &str) -> String {
     instance.replace('[', ".").replace(']', "")
+}
+
+/// A writer thread for a log path that is a FIFO, a terminal or a socket
+/// (someone streams a process's log elsewhere); `None` for a regular file or
+/// a path that does not exist yet.
+fn log_stream(path: &Path, wake: Option<Arc<Wake>>) -> std::io::Result<Option<Writer>> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(kind) = std::fs::metadata(path).map(|m| m.file_type()) else {
+        return Ok(None);
+    };
+    if kind.is_fifo() {
+        let target = Target::Fifo(path.display().to_string().into());
+        return Ok(Some(Writer::start(target, None, wake)));
+    }
+    if kind.is_char_device() || kind.is_socket() {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let target = Target::File(Arc::new(file), path.display().to_string().into());
+        return Ok(Some(Writer::start(target, None, wake)));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ pub struct Event<'a> {
     pub node: Option<&'a str>,
 }
 
-/// How long the end of a run waits for a stalled `--events` reader.
+/// How long the end of a run waits for an `--events` reader that reads nothing.
 const EVENTS_READER_GRACE: Duration = Duration::from_secs(5);
 
 /// The `--events` writer.
@@ -368,11 +368,9 @@ impl Events {
     pub fn close(&mut self, deadline: Option<Instant>, abandon: &mut dyn FnMut() -> bool) {
         self.flush();
         if let EventsOut::Background(w) = &mut self.out {
-            // Events are a side channel: a reader that stopped (or never
-            // came) gets a few seconds, never the power to keep the run alive.
-            let limit = Instant::now() + EVENTS_READER_GRACE;
-            let deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
-            if !w.close(deadline, abandon) {
+            // A reader that reads gets every event; one that stopped (or
+            // never came) gets a few seconds, never the power to keep the run alive.
+            if !w.close_unless_stalled(EVENTS_READER_GRACE, deadline, abandon) {
                 self.error
                     .get_or_insert("--events: its reader did not read the last events".into());
             }

@@ -168,12 +168,33 @@ impl Writer {
     /// Writes everything queued, then stops the thread. Gives up at `deadline`
     /// or when `abandon` says so (checked every 50 ms): a reader that never
     /// reads must not keep a killed run alive. Returns whether all was written.
-    pub fn close(&mut self, deadline: Option<Instant>, mut abandon: impl FnMut() -> bool) -> bool {
+    pub fn close(&mut self, deadline: Option<Instant>, abandon: impl FnMut() -> bool) -> bool {
+        self.close_with(deadline, None, abandon)
+    }
+
+    /// As [`Writer::close`], but also gives up once `stall` passes with no
+    /// byte written: a reader that reads, however slowly, gets everything.
+    pub fn close_unless_stalled(
+        &mut self,
+        stall: Duration,
+        deadline: Option<Instant>,
+        abandon: impl FnMut() -> bool,
+    ) -> bool {
+        self.close_with(deadline, Some(stall), abandon)
+    }
+
+    fn close_with(
+        &mut self,
+        deadline: Option<Instant>,
+        stall: Option<Duration>,
+        mut abandon: impl FnMut() -> bool,
+    ) -> bool {
         {
             let mut st = self.shared.lock();
             st.closed = true;
         }
         self.shared.changed.notify_all();
+        let (mut left, mut moved) = (usize::MAX, Instant::now());
         loop {
             let st = self.shared.lock();
             if st.bytes == 0 {
@@ -187,8 +208,12 @@ impl Writer {
             if st.bytes == 0 {
                 break;
             }
+            if st.bytes != left {
+                (left, moved) = (st.bytes, Instant::now());
+            }
             drop(st);
-            if deadline.is_some_and(|d| Instant::now() >= d) || abandon() {
+            let stalled = stall.is_some_and(|s| moved.elapsed() >= s);
+            if stalled || deadline.is_some_and(|d| Instant::now() >= d) || abandon() {
                 // The thread stays blocked in write(2); the process exits around it.
                 self.thread = None;
                 return false;
