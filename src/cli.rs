@@ -99,6 +99,10 @@ struct RunArgs {
     /// Run only these processes plus what they need (repeat, or separate with commas).
     #[arg(long, value_name = "NAME", value_delimiter = ',', add = process_completer())]
     only: Vec<String>,
+    /// Run exactly these whole stream groups, their dependencies taken as
+    /// met: the nested run of a Slurm group unit (see docs/slurm.md).
+    #[arg(long, value_name = "NAME", value_delimiter = ',', hide = true)]
+    members: Vec<String>,
     /// Keep going after a failure: run everything that does not depend on it.
     #[arg(long)]
     keep_going: bool,
@@ -499,7 +503,11 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
     let Ok(g) = checked_graph(file, &opts, EXIT_USAGE) else {
         return EXIT_USAGE;
     };
-    let included = match g.only(&args.only) {
+    let included = match args.members.is_empty() {
+        true => g.only(&args.only),
+        false => g.exactly(&args.members),
+    };
+    let included = match included {
         Ok(inc) => inc,
         Err(message) => {
             eprint(&format!("error: {}: {message}\n", file.display()));
@@ -577,8 +585,13 @@ fn console_style(args: &RunArgs) -> crate::report::live::ConsoleStyle {
 }
 
 fn run_options(args: &RunArgs, g: &crate::graph::Graph, base: &Path) -> crate::runtime::RunOptions {
+    let exact = !args.members.is_empty();
     crate::runtime::RunOptions {
-        only: args.only.clone(),
+        only: match exact {
+            true => args.members.clone(),
+            false => args.only.clone(),
+        },
+        exact,
         keep_going: args.keep_going,
         max_parallel: args.max_parallel,
         containment: crate::runtime::contain::Containment::Marker,

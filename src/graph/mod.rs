@@ -118,6 +118,33 @@ impl Graph {
         Ok(inc)
     }
 
+    /// Exactly these processes (`--members`, the nested run of a group
+    /// unit): whole stream groups, with no closure over `after` or children;
+    /// a dependency outside the set is taken as met (the outer run saw to it).
+    pub fn exactly(&self, names: &[String]) -> Result<Vec<bool>, String> {
+        let mut inc = vec![false; self.file.processes.len()];
+        for name in names {
+            let i = self
+                .process_index(name)
+                .ok_or_else(|| format!("--members {name}: no such process"))?;
+            inc[i] = true;
+        }
+        for (i, &on) in inc.iter().enumerate() {
+            if on
+                && self.groups[self.group_of[i]]
+                    .members
+                    .iter()
+                    .any(|&m| !inc[m])
+            {
+                let name = &self.file.processes[i].name.value;
+                return Err(format!(
+                    "--members: `{name}` is in a stream group whose other members are not listed"
+                ));
+            }
+        }
+        Ok(inc)
+    }
+
     /// Checks a `--max-parallel` given on the command line as `[graph]
     /// max_parallel` is checked in the file: the same rule, without a span.
     pub fn check_max_parallel(&self, max: u32) -> Vec<Diagnostic> {

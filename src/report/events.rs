@@ -43,6 +43,7 @@ pub(crate) fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             ref duration,
             attempt,
             status,
+            then,
         } => {
             out.process = Some(process);
             out.pid = pid;
@@ -51,6 +52,7 @@ pub(crate) fn ndjson<'a>(e: &RunEvent<'a>) -> Event<'a> {
             out.duration_ms = duration.as_ref().and_then(millis);
             out.attempt = Some(attempt);
             out.status = Some(status);
+            out.then = then;
         }
         RunEvent::Retrying { process, attempt } => {
             out.process = Some(process);
@@ -214,6 +216,10 @@ pub struct Event<'a> {
     /// Final status for `exited` and `skipped` (ok, failed, timed out, skipped, stopped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'a str>,
+    /// `exited`: `retry` or `restart` when another attempt follows (absent
+    /// on the instance's last exit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub then: Option<&'a str>,
     /// Why, in words (skips, start failures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
@@ -412,6 +418,7 @@ mod tests {
                 duration: Some(d),
                 attempt: 1,
                 status: "ok",
+                then: Some("retry"),
             },
             RunEvent::Retrying {
                 process: "a",

@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub journal: Option<PathBuf>,
     /// Skip what ended ok in the last run, unchanged (`--resume`).
     pub resume: bool,
+    /// `only` names exactly the processes to run (`--members`): no closure,
+    /// and dependencies outside them are taken as met.
+    pub exact: bool,
 }
 
 /// Why a run could not be started at all (its processes' failures are in
@@ -309,6 +312,8 @@ struct Engine<'g> {
     g: &'g Graph,
     base: PathBuf,
     fail_fast: bool,
+    /// A nested run of exactly some processes (`--members`).
+    exact: bool,
     max_parallel: usize,
     grace: Duration,
     insts: Vec<Inst>,

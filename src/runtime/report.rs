@@ -46,6 +46,9 @@ pub enum RunEvent<'a> {
         duration: Option<Duration>,
         attempt: u32,
         status: &'a str,
+        /// `retry` or `restart` when another attempt follows; absent when
+        /// this exit is the instance's last.
+        then: Option<&'a str>,
     },
     /// A retry is scheduled.
     Retrying { process: &'a str, attempt: u32 },

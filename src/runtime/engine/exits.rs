@@ -151,6 +151,7 @@ impl Engine<'_> {
         let i = &self.insts[k];
         let (name, pid, attempt) = (i.name.clone(), i.pid(), i.attempts);
         let (code, signal) = exit_parts(i.exit);
+        let again = self.next_attempt(k, result);
         self.emit(RunEvent::Exited {
             process: &name,
             pid: (pid > 0 && !i.start_error).then_some(pid),
@@ -159,8 +160,11 @@ impl Engine<'_> {
             duration: i.attempt_start.map(|s| s.elapsed()),
             attempt,
             status: result.as_str(),
+            then: again.map(|a| match a {
+                Again::Retry => "retry",
+                Again::Restart => "restart",
+            }),
         });
-        let again = self.next_attempt(k, result);
         self.queue_consumer_exited(k, again.is_some());
         match again {
             Some(Again::Restart) => self.schedule_restart(k, result),

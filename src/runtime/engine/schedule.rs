@@ -143,6 +143,10 @@ impl Engine<'_> {
             }
             DepKind::Parent => {
                 let Some(&k) = targets.first() else {
+                    // A nested run of a group unit: the outer run started the parent.
+                    if self.exact {
+                        return Dep::Holds;
+                    }
                     return Dep::Never(format!("parent `{tname}` is not part of this run"));
                 };
                 let p = t(k);

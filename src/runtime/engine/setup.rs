@@ -12,7 +12,11 @@ impl<'g> Engine<'g> {
         exec: Box<dyn Executor>,
         reporter: Box<dyn Reporter>,
     ) -> Result<Engine<'g>, RunError> {
-        let included = g.only(&opts.only).map_err(RunError::Only)?;
+        let included = match opts.exact {
+            true => g.exactly(&opts.only),
+            false => g.only(&opts.only),
+        }
+        .map_err(RunError::Only)?;
         let (insts, of_proc) = build_instances(g, &included);
         let order = launch_order(g, &insts);
         let poll = Poll::new().map_err(RunError::EventLoop)?;
@@ -28,6 +32,7 @@ impl<'g> Engine<'g> {
             g,
             base: base.to_path_buf(),
             fail_fast: g.file.graph.fail_fast && !opts.keep_going,
+            exact: opts.exact,
             max_parallel: opts
                 .max_parallel
                 .or(g.file.graph.max_parallel.as_ref().map(|m| m.value))

@@ -165,6 +165,7 @@ fn opts() -> RunOptions {
         containment: crate::runtime::contain::Containment::None,
         journal: None,
         resume: false,
+        exact: false,
     }
 }
 
