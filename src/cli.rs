@@ -534,7 +534,7 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
             ..opts
         },
     };
-    let Some(exec) = make_executor(executor, &g, &base) else {
+    let Some(exec) = make_executor(executor, &g, &base, file, &args.set) else {
         return EXIT_USAGE;
     };
     let reporter =
@@ -632,10 +632,20 @@ fn make_executor(
     kind: ExecutorKind,
     g: &crate::graph::Graph,
     base: &Path,
+    file: &Path,
+    sets: &[(String, String)],
 ) -> Option<Box<dyn crate::runtime::executor::Executor>> {
     match kind {
         ExecutorKind::Local => Some(Box::new(crate::runtime::executor::Local)),
         ExecutorKind::Slurm => match crate::runtime::slurm::Config::new(&g.file, base)
+            .map(|mut c| {
+                // Group units run the file again, on a node (not one read from stdin).
+                c.job_file = (file != Path::new("-"))
+                    .then(|| std::path::absolute(file).ok())
+                    .flatten();
+                c.sets = sets.to_vec();
+                c
+            })
             .and_then(crate::runtime::slurm::Slurm::new)
         {
             Ok(s) => Some(Box::new(s)),

@@ -110,7 +110,9 @@ fn run_fields<'a>(e: &RunEvent<'a>, out: &mut Event<'a>) {
             messages_out,
             lost,
             requeued,
+            per_consumer,
         } => {
+            out.consumers = Some(per_consumer.iter().map(|(k, n)| (k.as_str(), *n)).collect());
             out.queue = Some(queue);
             out.messages_in = Some(messages_in);
             out.messages_out = Some(messages_out);
@@ -238,6 +240,9 @@ pub struct Event<'a> {
     /// Messages a consumer left unread, put back in the queue (`queue` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requeued: Option<u64>,
+    /// Messages delivered to each consumer instance (`queue` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<std::collections::BTreeMap<&'a str, u64>>,
     /// Consecutive failed health checks (`health-failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<u32>,
@@ -471,6 +476,7 @@ mod tests {
                 messages_out: 1,
                 lost: 0,
                 requeued: 0,
+                per_consumer: &[],
             },
             RunEvent::RunFinished {
                 code: 0,

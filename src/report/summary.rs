@@ -22,14 +22,13 @@ pub fn render_outcome(
                 .iter()
                 .map(|(name, n)| format!("{name} {n}"))
                 .collect();
+            let per = match per.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", per.join(", ")),
+            };
             out.push_str(&format!(
-                "queue {}: {} in, {} out ({}), {} lost, {} requeued\n",
-                q.name,
-                q.messages_in,
-                q.messages_out,
-                per.join(", "),
-                q.lost,
-                q.requeued
+                "queue {}: {} in, {} out{per}, {} lost, {} requeued\n",
+                q.name, q.messages_in, q.messages_out, q.lost, q.requeued
             ));
         }
     }

@@ -14,7 +14,7 @@ mod sources;
 mod status;
 mod stop;
 
-use super::executor::{Executor, Exit, Local, UnitId};
+use super::executor::{Executor, Exit, Local, UnitId, Verdict};
 use super::hygiene;
 use super::posix::{self, Prepared};
 use super::report::{Progress, QueueSummary, Reporter, RunEvent, RunStart, SummaryRow};
@@ -229,6 +229,11 @@ struct Inst {
     subtree_failure: Option<String>,
     /// Why it did not end `ok` (skipped, stopped, failed), for the summary.
     why: Option<String>,
+    /// Run inside a group unit: its nested run applies its timeouts, probes
+    /// and retries, and says how it ended.
+    relayed: bool,
+    /// How the nested run judged it (a member of a group unit).
+    verdict: Option<Verdict>,
 }
 
 /// An instance's readiness and health, as its probes found them.
@@ -290,6 +295,8 @@ impl Inst {
             restart_pending: false,
             subtree_failure: None,
             why: None,
+            relayed: false,
+            verdict: None,
         }
     }
 }

@@ -47,6 +47,49 @@ pub struct Reaped {
     pub exit: Exit,
     /// Its peak resident set, in KiB, where known (0 if not).
     pub peak_rss_kib: u64,
+    /// For a member of a group unit: how its nested run judged it (that run
+    /// applied its timeouts, probes and retries); the engine takes its word.
+    pub verdict: Option<Verdict>,
+}
+
+/// How a nested run judged an instance it ran (see [`Executor::group_begin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It succeeded.
+    Ok,
+    /// It failed (or never ran).
+    Failed,
+    /// Its `timeout` stopped it.
+    TimedOut,
+    /// It was stopped (a shutdown, its parent's end).
+    Stopped,
+}
+
+/// One stream endpoint of a member of a stream group, for
+/// [`Executor::group_begin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The member's descriptor number.
+    pub fd: i32,
+    /// The edge's kind.
+    pub kind: crate::graph::EdgeKind,
+}
+
+/// A queue that ran inside a group unit, with its nested run's counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedQueue {
+    /// The queue's name.
+    pub name: String,
+    /// Messages read from producers.
+    pub messages_in: u64,
+    /// Messages delivered to consumers.
+    pub messages_out: u64,
+    /// Messages lost in flight.
+    pub lost: u64,
+    /// Messages put back after a consumer left them unread.
+    pub requeued: u64,
+    /// Messages delivered to each consumer instance.
+    pub per_consumer: Vec<(String, u64)>,
 }
 
 /// Where a cluster executor placed a unit, as far as it knows.
@@ -96,6 +139,28 @@ pub trait Executor {
     fn placed(&mut self) -> Option<Placement> {
         None
     }
+    /// Whether this executor runs a stream group, given as its members'
+    /// processes and their endpoints, as **one** unit (a nested run of just
+    /// those members, on one node). If so, the engine then spawns each
+    /// member without its stream descriptors (they are made by the nested
+    /// run), each spawn handing out the member's id, and calls
+    /// [`Executor::group_end`], which launches the unit. The members' ends
+    /// come from [`Executor::reap`] with a [`Verdict`], their readiness from
+    /// [`Executor::ready`]; a signal to any member goes to the whole unit.
+    fn group_begin(&mut self, members: &[(String, Vec<Endpoint>)]) -> bool {
+        let _ = members;
+        false
+    }
+    /// Launches the group unit whose members were just spawned.
+    fn group_end(&mut self) {}
+    /// A member of a group unit that its nested run found ready, if any.
+    fn ready(&mut self) -> Option<UnitId> {
+        None
+    }
+    /// The queues that ran inside group units, with their counts (asked once, at the end).
+    fn relayed_queues(&mut self) -> Vec<RelayedQueue> {
+        Vec::new()
+    }
 }
 
 /// Processes on this machine.
@@ -133,6 +198,7 @@ impl Executor for Local {
             id: UnitId(pid),
             exit,
             peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            verdict: None,
         })
     }
 }

@@ -101,6 +101,8 @@ pub enum RunEvent<'a> {
         messages_out: u64,
         lost: u64,
         requeued: u64,
+        /// Messages delivered to each consumer instance.
+        per_consumer: &'a [(String, u64)],
     },
     /// The run ended.
     RunFinished {

@@ -26,7 +26,7 @@
 //! groups that need descriptors srun does not relay (fd ≥ 3, and in batch
 //! mode any stream edge), and `ready.cmd` probes.
 
-use super::executor::{Executor, Exit, Local, Placement, Reaped, UnitId};
+use super::executor::{Endpoint, Executor, Exit, Local, Placement, Reaped, RelayedQueue, UnitId};
 use super::posix::{Prepared, Source};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -51,6 +51,8 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 /// A batch job that left the queue without an exit status file: how long to
 /// wait for the file to show up (a shared filesystem's attribute cache).
 const STATUS_GRACE: Duration = Duration::from_secs(3);
+/// How often a live group unit's events and logs are read.
+const GROUP_EVERY: Duration = Duration::from_millis(50);
 /// Batch ids start above any pid (pid_max is at most 2^22), so that an id is
 /// never mistaken for a local process group.
 const BATCH_ID_BASE: i32 = 1 << 30;
@@ -58,6 +60,7 @@ const BATCH_ID_BASE: i32 = 1 << 30;
 mod batch;
 mod commands;
 mod config;
+mod group;
 mod step;
 use batch::BatchUnit;
 use commands::{already_over, command, find_tool, job_part, run_id, start_guardian, Tools};
@@ -135,6 +138,22 @@ pub struct Slurm {
     /// `squeue` calls made (batch polling), for the benchmark.
     pub squeue_calls: u64,
     noted_local: bool,
+    /// The group unit whose members are being spawned.
+    collecting: Option<group::GroupUnit>,
+    /// Every group unit of the run.
+    groups: Vec<group::GroupUnit>,
+    group_count: u32,
+    next_member_id: i32,
+    /// A member's group unit (index into `groups`).
+    member_of: FxHashMap<UnitId, usize>,
+    /// A live group unit's Slurm unit, to its index.
+    unit_group: FxHashMap<UnitId, usize>,
+    /// Members' ends, for the engine.
+    member_done: VecDeque<Reaped>,
+    /// Members found ready by their nested run, for the engine.
+    ready_members: VecDeque<UnitId>,
+    /// Queues of group units, with their nested runs' counts.
+    relayed: Vec<RelayedQueue>,
 }
 
 /// Checks that Slurm answers, and in step mode that the allocation runs.
@@ -252,6 +271,15 @@ impl Slurm {
             beat_failed: false,
             squeue_calls: 0,
             noted_local: false,
+            collecting: None,
+            groups: Vec::new(),
+            group_count: 0,
+            next_member_id: (1 << 30) + (1 << 29),
+            member_of: FxHashMap::default(),
+            unit_group: FxHashMap::default(),
+            member_done: VecDeque::new(),
+            ready_members: VecDeque::new(),
+            relayed: Vec::new(),
         })
     }
 
@@ -414,49 +442,22 @@ impl Slurm {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
 
-impl Executor for Slurm {
-    /// Units run under slurmstepd, not in a process group of ours: a
-    /// listener cannot be traced to them, so the connect alone decides.
-    fn owns_local_groups(&self) -> bool {
-        false
-    }
-
-    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId> {
-        let name = prepared
-            .env_var("JOBGRAPH_NAME")
-            .unwrap_or_else(|| "unit".into());
-        let instance = match prepared.env_var("JOBGRAPH_REPLICAS").as_deref() {
-            Some(n) if n != "1" => format!(
-                "{name}[{}]",
-                prepared.env_var("JOBGRAPH_REPLICA").unwrap_or_default()
-            ),
-            _ => name.clone(),
+    /// Starts a unit on Slurm (a step or a batch job), announces its job,
+    /// and keeps its record.
+    fn launch(
+        &mut self,
+        instance: String,
+        job_name: String,
+        args: Vec<String>,
+        overlap: bool,
+        prepared: &Prepared,
+        fds: &[(i32, Source)],
+    ) -> io::Result<UnitId> {
+        let (id, kind) = match self.mode.clone() {
+            Mode::Step { job } => self.spawn_step(&job, args, &job_name, overlap, prepared, fds)?,
+            Mode::Batch => self.spawn_batch(args, &instance, &job_name, prepared, fds)?,
         };
-        let daemon = self.config.daemons.contains(&name);
-        let job_name = format!("{}{}", self.prefix, job_part(&instance));
-        let streams = prepared.env().iter().any(|e| e.starts_with("JOBGRAPH_FD_"));
-        let probe = self.live.contains_key(&instance);
-        let local_why = if probe {
-            Some("`ready.cmd` probes")
-        } else if fds.iter().any(|(t, _)| *t > 2) {
-            Some("stream endpoints on descriptors 3 and up cannot cross srun or sbatch")
-        } else if streams && self.mode == Mode::Batch {
-            Some("stream edges (pipes, queues) cannot cross sbatch")
-        } else {
-            None
-        };
-        let (id, kind) = match (local_why, self.mode.clone()) {
-            (Some(why), _) => (self.spawn_local(prepared, fds, why)?, Kind::Local),
-            (None, Mode::Step { job }) => {
-                self.spawn_step(&job, &name, &job_name, streams || daemon, prepared, fds)?
-            }
-            (None, Mode::Batch) => self.spawn_batch(&name, &instance, &job_name, prepared, fds)?,
-        };
-        if !probe {
-            self.live.insert(instance.clone(), id);
-        }
         let job_id = match (&kind, &self.mode) {
             (Kind::Batch(b), _) => Some(b.job.clone()),
             (Kind::Step { .. }, Mode::Step { job }) => Some(job.clone()),
@@ -482,8 +483,75 @@ impl Executor for Slurm {
         );
         Ok(id)
     }
+}
+
+impl Executor for Slurm {
+    /// Units run under slurmstepd, not in a process group of ours: a
+    /// listener cannot be traced to them, so the connect alone decides.
+    fn owns_local_groups(&self) -> bool {
+        false
+    }
+
+    fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId> {
+        let name = prepared
+            .env_var("JOBGRAPH_NAME")
+            .unwrap_or_else(|| "unit".into());
+        let instance = match prepared.env_var("JOBGRAPH_REPLICAS").as_deref() {
+            Some(n) if n != "1" => format!(
+                "{name}[{}]",
+                prepared.env_var("JOBGRAPH_REPLICA").unwrap_or_default()
+            ),
+            _ => name.clone(),
+        };
+        if self.collecting.is_some() {
+            return self.add_member(instance, fds);
+        }
+        let daemon = self.config.daemons.contains(&name);
+        let job_name = format!("{}{}", self.prefix, job_part(&instance));
+        let streams = prepared.env().iter().any(|e| e.starts_with("JOBGRAPH_FD_"));
+        let probe = self.live.contains_key(&instance);
+        let local_why = if probe {
+            Some("`ready.cmd` probes")
+        } else if fds.iter().any(|(t, _)| *t > 2) {
+            Some("stream endpoints on descriptors 3 and up cannot cross srun or sbatch")
+        } else if streams && self.mode == Mode::Batch {
+            Some("stream edges (pipes, queues) cannot cross sbatch")
+        } else {
+            None
+        };
+        if let Some(why) = local_why {
+            let id = self.spawn_local(prepared, fds, why)?;
+            if !probe {
+                self.live.insert(instance.clone(), id);
+            }
+            self.units.insert(
+                id,
+                Unit {
+                    instance,
+                    job_name,
+                    kind: Kind::Local,
+                    sent: Vec::new(),
+                },
+            );
+            return Ok(id);
+        }
+        let args = self.config.unit_args(&name).cloned().collect();
+        let id = self.launch(
+            instance.clone(),
+            job_name,
+            args,
+            streams || daemon,
+            prepared,
+            fds,
+        )?;
+        self.live.insert(instance, id);
+        Ok(id)
+    }
 
     fn signal_group(&mut self, id: UnitId, sig: i32) -> bool {
+        if let Some(alive) = self.signal_member(id, sig) {
+            return alive;
+        }
         let Some(u) = self.units.get_mut(&id) else {
             return self.local.signal_group(id, sig);
         };
@@ -533,6 +601,9 @@ impl Executor for Slurm {
     }
 
     fn group_alive(&mut self, id: UnitId) -> bool {
+        if let Some(alive) = self.member_alive(id) {
+            return alive;
+        }
         match self.units.get(&id).map(|u| &u.kind) {
             Some(Kind::Batch(b)) => b.exit.is_none(),
             _ => self.local.group_alive(id),
@@ -540,6 +611,69 @@ impl Executor for Slurm {
     }
 
     fn reap(&mut self) -> Option<Reaped> {
+        loop {
+            if let Some(r) = self.member_done.pop_front() {
+                return Some(r);
+            }
+            if self.groups_live() {
+                self.pump_groups();
+                if let Some(r) = self.member_done.pop_front() {
+                    return Some(r);
+                }
+            }
+            let r = self.reap_unit()?;
+            if !self.group_unit_ended(&r) {
+                return Some(r);
+            }
+        }
+    }
+
+    fn placed(&mut self) -> Option<Placement> {
+        loop {
+            let p = self.placements.pop_front()?;
+            let mut each = self.fan_out(p);
+            if let Some(first) = each.pop() {
+                self.placements.extend(each);
+                return Some(first);
+            }
+        }
+    }
+
+    fn group_begin(&mut self, members: &[(String, Vec<Endpoint>)]) -> bool {
+        self.begin_group_unit(members)
+    }
+
+    fn group_end(&mut self) {
+        self.end_group_unit();
+    }
+
+    fn ready(&mut self) -> Option<UnitId> {
+        self.ready_members.pop_front()
+    }
+
+    fn relayed_queues(&mut self) -> Vec<RelayedQueue> {
+        let mut v = std::mem::take(&mut self.relayed);
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn poll_due(&self) -> Option<Instant> {
+        let due = self.unit_poll_due();
+        if !self.member_done.is_empty() || !self.ready_members.is_empty() {
+            return Some(Instant::now());
+        }
+        // A live group unit's files are followed every 50 ms.
+        if self.groups_live() {
+            let soon = Instant::now() + GROUP_EVERY;
+            return Some(due.map_or(soon, |d| d.min(soon)));
+        }
+        due
+    }
+}
+
+impl Slurm {
+    /// One Slurm unit (or local process) that ended, if any.
+    fn reap_unit(&mut self) -> Option<Reaped> {
         let now = Instant::now();
         self.beat(now);
         if !self.pending.is_empty()
@@ -564,11 +698,7 @@ impl Executor for Slurm {
         self.done.pop_front()
     }
 
-    fn placed(&mut self) -> Option<Placement> {
-        self.placements.pop_front()
-    }
-
-    fn poll_due(&self) -> Option<Instant> {
+    fn unit_poll_due(&self) -> Option<Instant> {
         let now = Instant::now();
         if !self.done.is_empty()
             || !self.placements.is_empty()

@@ -60,6 +60,11 @@ impl Engine<'_> {
             while let Some(p) = self.exec.placed() {
                 self.on_placed(p);
             }
+            while let Some(id) = self.exec.ready() {
+                if let Some(&k) = self.by_pid.get(&id) {
+                    self.set_ready(k);
+                }
+            }
             match reaped {
                 Some(r) => {
                     any = true;
@@ -133,6 +138,7 @@ impl Engine<'_> {
         self.take_locks(k, false);
         let i = &mut self.insts[k];
         i.exit = Some(r.exit);
+        i.verdict = r.verdict;
         i.peak_rss_kib = i.peak_rss_kib.max(r.peak_rss_kib);
         if i.open_pipes == 0 {
             self.attempt_end(k);
@@ -179,6 +185,14 @@ impl Engine<'_> {
         let proc = i.proc;
         let p = &self.g.file.processes[proc];
         let signalled = i.stop.is_some_and(|s| s.signalled.is_some());
+        // The nested run that ran it knows best (its timeouts, probes, codes).
+        match i.verdict {
+            Some(Verdict::Ok) => return Outcome::Ok,
+            Some(Verdict::Failed) => return Outcome::Failed,
+            Some(Verdict::TimedOut) => return Outcome::TimedOut,
+            Some(Verdict::Stopped) => return Outcome::Stopped,
+            None => {}
+        }
         match (i.stop.map(|s| s.reason), signalled, i.exit) {
             _ if i.probing.not_ready || i.probing.unhealthy => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
@@ -202,7 +216,8 @@ impl Engine<'_> {
         let i = &self.insts[k];
         let p = &self.g.file.processes[i.proc];
         let rejoinable = !self.in_stream_group(i.proc) || self.only_queue_edges(i.proc);
-        if self.cancel.is_some() || !rejoinable {
+        // A relayed member's retries and restarts were its nested run's.
+        if self.cancel.is_some() || !rejoinable || i.relayed {
             return None;
         }
         if result.is_failure() && i.attempts <= p.retries {

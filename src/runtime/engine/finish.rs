@@ -193,6 +193,7 @@ impl Engine<'_> {
                 messages_out: c.messages_out,
                 lost: c.lost,
                 requeued: c.requeued,
+                per_consumer: &per_consumer,
             });
             queues.push(QueueSummary {
                 name,
@@ -201,6 +202,25 @@ impl Engine<'_> {
                 lost: c.lost,
                 requeued: c.requeued,
                 per_consumer,
+            });
+        }
+        // Queues that ran inside group units: their nested runs' counts.
+        for q in self.exec.relayed_queues() {
+            self.emit(RunEvent::Queue {
+                queue: &q.name,
+                messages_in: q.messages_in,
+                messages_out: q.messages_out,
+                lost: q.lost,
+                requeued: q.requeued,
+                per_consumer: &q.per_consumer,
+            });
+            queues.push(QueueSummary {
+                name: q.name,
+                messages_in: q.messages_in,
+                messages_out: q.messages_out,
+                lost: q.lost,
+                requeued: q.requeued,
+                per_consumer: q.per_consumer,
             });
         }
         let engine_rss = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)

@@ -1,6 +1,7 @@
 //! Starting attempts: stream groups (pipes, socketpairs, queues) and single
 //! instances, through the executor.
 
+use super::super::executor::Endpoint;
 use super::*;
 
 impl Engine<'_> {
@@ -12,6 +13,9 @@ impl Engine<'_> {
     /// socketpair, hands each member its ends at the numbers the graph
     /// allocated, and closes the engine's copies so EOF reaches the readers.
     pub(super) fn start_group(&mut self, group: usize, members: &[usize]) {
+        if self.start_group_unit(members) {
+            return;
+        }
         let mut ends: FxHashMap<(usize, String), OwnedFd> = FxHashMap::default();
         let mut failure = None;
         for pipe in &self.g.file.pipes {
@@ -91,6 +95,42 @@ impl Engine<'_> {
         // `ends` drops here: the engine keeps no pipe end open.
     }
 
+    /// Offers the stream group to the executor as one unit; true if it took
+    /// it (its members are then spawned without their stream descriptors,
+    /// which the unit's nested run makes, and their ends are relayed).
+    fn start_group_unit(&mut self, members: &[usize]) -> bool {
+        let mut procs: Vec<usize> = members.iter().map(|&k| self.insts[k].proc).collect();
+        procs.dedup();
+        let parts: Vec<(String, Vec<Endpoint>)> = procs
+            .iter()
+            .map(|&p| {
+                let ends = self.g.endpoints[p]
+                    .iter()
+                    .map(|e| Endpoint {
+                        fd: e.fd,
+                        kind: e.kind,
+                    })
+                    .collect();
+                (self.g.file.processes[p].name.value.clone(), ends)
+            })
+            .collect();
+        if !self.exec.group_begin(&parts) {
+            return false;
+        }
+        let null = self.null.as_raw_fd();
+        for &k in members {
+            // Stand-ins: a stream edge on stdout still replaces its `stdout`.
+            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[self.insts[k].proc]
+                .iter()
+                .map(|e| (e.fd, null))
+                .collect();
+            self.insts[k].relayed = true;
+            self.start_with(k, &fds);
+        }
+        self.exec.group_end();
+        true
+    }
+
     /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
     /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
     pub(super) fn start_with(&mut self, k: usize, endpoints: &[(i32, std::os::fd::RawFd)]) {
@@ -117,6 +157,7 @@ impl Engine<'_> {
             i.exit = None;
             i.stop = None;
             i.start_error = false;
+            i.verdict = None;
         }
         self.active.insert(k);
         let spawned = if endpoints.first() == Some(&(-1, -1)) {
@@ -200,9 +241,12 @@ impl Engine<'_> {
             foreign_listener_noted: i.probing.foreign_listener_noted,
             ..Probing::default()
         };
-        i.probing.checks[probes::Check::Ready as usize].due = p.ready.as_ref().map(|_| now);
+        // A relayed member is probed by its nested run, which says when it is ready.
+        let probed = !i.relayed;
+        i.probing.checks[probes::Check::Ready as usize].due =
+            p.ready.as_ref().filter(|_| probed).map(|_| now);
         // Without `ready`, liveness checks start with the process.
-        if p.ready.is_none() {
+        if p.ready.is_none() && probed {
             i.probing.checks[probes::Check::Health as usize].due =
                 p.health.as_ref().map(|h| later(now, h.interval));
         }

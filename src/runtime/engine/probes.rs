@@ -439,16 +439,21 @@ impl Engine<'_> {
     pub(super) fn set_ready(&mut self, k: usize) {
         let i = &mut self.insts[k];
         // Too late once the attempt failed readiness or is being stopped.
-        if i.probing.not_ready || i.stop.is_some() || i.phase != Phase::Running {
+        if i.probing.ready || i.probing.not_ready || i.stop.is_some() || i.phase != Phase::Running {
             return;
         }
+        let relayed = i.relayed;
         i.probing.ready = true;
         i.probing.ready_once = true;
         let (name, pid, proc) = (i.name.clone(), i.pid(), i.proc);
         let took = i.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
         self.end_check(k, Check::Ready);
-        // Liveness starts once the process is ready.
-        if let Some(h) = &self.g.file.processes[proc].health {
+        // Liveness starts once the process is ready (a relayed member's is its nested run's).
+        if let Some(h) = self.g.file.processes[proc]
+            .health
+            .as_ref()
+            .filter(|_| !relayed)
+        {
             self.insts[k].probing.checks[Check::Health as usize].due =
                 Some(later(Instant::now(), h.interval));
         }

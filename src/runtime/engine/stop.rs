@@ -138,11 +138,9 @@ impl Engine<'_> {
         for i in self.active.iter().map(|&k| &self.insts[k]) {
             match i.phase {
                 Phase::Running => {
-                    if let (Some(start), Some(limit), None) = (
-                        i.attempt_start,
-                        self.g.file.processes[i.proc].timeout,
-                        i.stop,
-                    ) {
+                    if let (Some(start), Some(limit), None) =
+                        (i.attempt_start, self.time_limit(i), i.stop)
+                    {
                         consider(later(start, limit));
                     }
                     if let Some(s) = i.stop.and_then(|s| s.signalled) {
@@ -153,9 +151,11 @@ impl Engine<'_> {
                             consider(t);
                         }
                     }
-                    if let (Some(r), false) =
-                        (&self.g.file.processes[i.proc].ready, i.probing.ready)
-                    {
+                    if let (Some(r), false, false) = (
+                        &self.g.file.processes[i.proc].ready,
+                        i.probing.ready,
+                        i.relayed,
+                    ) {
                         if let Some(start) = i.attempt_start {
                             consider(later(start, r.timeout));
                         }
@@ -186,7 +186,7 @@ impl Engine<'_> {
                         self.request_stop(k, StopReason::Shutdown, why);
                     }
                     let i = &self.insts[k];
-                    let limit = self.g.file.processes[i.proc].timeout;
+                    let limit = self.time_limit(i);
                     if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
                         if now >= later(start, limit) {
                             self.insts[k].stop = Some(Stop::new(StopReason::Timeout));
@@ -222,5 +222,10 @@ impl Engine<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// An attempt's `timeout`, enforced here unless its nested run does.
+    fn time_limit(&self, i: &Inst) -> Option<Duration> {
+        self.g.file.processes[i.proc].timeout.filter(|_| !i.relayed)
     }
 }

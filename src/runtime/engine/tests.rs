@@ -109,6 +109,7 @@ impl Executor for Fake {
             id: u.id,
             exit: u.exit,
             peak_rss_kib: 0,
+            verdict: None,
         };
         let line = format!("end {}", u.name);
         b.log.push(line);

@@ -95,7 +95,7 @@ impl Slurm {
 
     pub(super) fn spawn_batch(
         &mut self,
-        process: &str,
+        unit_args: Vec<String>,
         instance: &str,
         job_name: &str,
         prepared: &Prepared,
@@ -122,7 +122,7 @@ impl Slurm {
             format!("--chdir={}", cwd.display()),
             "--ntasks=1".into(),
         ];
-        args.extend(self.config.unit_args(process).cloned());
+        args.extend(unit_args);
         args.extend(self.wrapper_args(&status.display().to_string(), prepared));
         let job = self.sbatch(&args, prepared, &cwd, job_name)?;
         let id = UnitId(self.next_batch_id);
@@ -315,6 +315,7 @@ impl Slurm {
                     id,
                     exit,
                     peak_rss_kib: 0,
+                    verdict: None,
                 });
             }
         }

@@ -42,6 +42,11 @@ pub struct Config {
     /// The graph's daemon processes: in step mode they share CPUs
     /// (`--overlap`), as locally they do not count toward `max_parallel`.
     pub daemons: Vec<String>,
+    /// The job file, absolute, for the nested runs of group units (`None`:
+    /// read from stdin, so such groups run on this node).
+    pub job_file: Option<PathBuf>,
+    /// The run's `--set` overrides, passed on to nested runs.
+    pub sets: Vec<(String, String)>,
 }
 
 impl Config {
@@ -133,6 +138,8 @@ impl Config {
                 .filter(|p| p.daemon.value)
                 .map(|p| p.name.value.clone())
                 .collect(),
+            job_file: None,
+            sets: Vec::new(),
         })
     }
 
@@ -140,6 +147,44 @@ impl Config {
     pub fn unit_args(&self, process: &str) -> impl Iterator<Item = &String> {
         let own = self.args.get(process).map(Vec::as_slice).unwrap_or(&[]);
         own.iter().chain(&self.env_args)
+    }
+}
+
+impl Config {
+    /// The options of a group unit running `processes` at once on one
+    /// node. Its members share its CPUs as a pipeline shares a machine: it
+    /// asks for the most any member asks for (a sum could exceed any node).
+    /// A time limit is the longest, and only if each has one; any other
+    /// option is the first member's that sets it.
+    pub fn group_args(&self, processes: &[String]) -> Vec<String> {
+        let key = |o: &str| o.split_once('=').map_or(o, |(k, _)| k).to_string();
+        let (mut cpus, mut times, mut seen, mut rest) = (None, Vec::new(), Vec::new(), Vec::new());
+        for p in processes {
+            let own = self.args.get(p).map(Vec::as_slice).unwrap_or(&[]);
+            for o in own {
+                if let Some(n) = o.strip_prefix("--cpus-per-task=") {
+                    cpus = cpus.max(Some(n.parse::<u64>().unwrap_or(1)));
+                } else if let Some(t) = o.strip_prefix("--time=") {
+                    times.push(t.to_string());
+                } else if !seen.contains(&key(o)) || !o.starts_with("--") {
+                    seen.push(key(o));
+                    rest.push(o.clone());
+                }
+            }
+        }
+        let mut v: Vec<String> = cpus
+            .map(|c| format!("--cpus-per-task={c}"))
+            .into_iter()
+            .collect();
+        // Slurm's `D-HH:MM:SS`: longer is later, then text order.
+        if times.len() == processes.len() {
+            if let Some(t) = times.iter().max_by_key(|t| (t.len(), (*t).clone())) {
+                v.push(format!("--time={t}"));
+            }
+        }
+        v.extend(rest);
+        v.extend(self.env_args.iter().cloned());
+        v
     }
 }
 
@@ -219,6 +264,26 @@ cmd = ["true"]
         assert_eq!(c.dir, Path::new("/jobs/runs"));
         assert_eq!(c.stale_secs, 30);
         assert_eq!(c.mode, Mode::Batch);
+    }
+
+    #[test]
+    fn a_group_unit_takes_the_most_cpus_and_the_longest_time_only_if_all_have_one() {
+        let c = config(FILE, &[]).expect("config");
+        let both = c.group_args(&["a".into(), "b".into()]);
+        assert_eq!(
+            both,
+            [
+                "--cpus-per-task=8",
+                "--mem=4G",
+                "--partition=short",
+                "--exclusive",
+                "--gres=gpu:1"
+            ]
+        );
+        let text = "[process.a]\ncmd = [\"true\"]\ntimeout = \"1m\"\n[process.b]\ncmd = [\"true\"]\ntimeout = \"20m\"\n";
+        let c = config(text, &[]).expect("config");
+        let g = c.group_args(&["a".into(), "b".into()]);
+        assert_eq!(g, ["--time=0-00:23:00"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ impl Slurm {
     pub(super) fn spawn_step(
         &mut self,
         job: &str,
-        process: &str,
+        unit_args: Vec<String>,
         job_name: &str,
         overlap: bool,
         prepared: &Prepared,
@@ -26,7 +26,7 @@ impl Slurm {
         if overlap {
             argv.push("--overlap".into());
         }
-        argv.extend(self.config.unit_args(process).cloned());
+        argv.extend(unit_args);
         argv.push(prepared.program());
         argv.extend(prepared.args().into_iter().skip(1));
         let wrapped = prepared.wrapped(&srun, &argv)?;
