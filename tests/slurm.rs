@@ -800,3 +800,196 @@ fn the_command_line_executor_wins_over_the_file() {
         "{err}"
     );
 }
+
+/// The `placed` events' job ids of these processes.
+fn job_ids(evs: &[serde_json::Value], processes: &[&str]) -> Vec<String> {
+    let mut ids: Vec<String> = evs
+        .iter()
+        .filter(|e| e["event"] == "placed" && processes.iter().any(|p| e["process"] == *p))
+        .map(|e| e["job_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// A duplex pipe (a socketpair on fd 3) cannot cross srun or sbatch: the
+/// group runs as one unit, whose members' logs and ends come back.
+fn a_duplex_group_runs_as_one_unit(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["client", "server"]
+[process.client]
+shell = 'echo ping >&$JOBGRAPH_FD_RPC; read reply <&$JOBGRAPH_FD_RPC; echo "client got $reply"; hostname > client.host'
+[process.server]
+shell = 'read ask <&$JOBGRAPH_FD_RPC; echo "pong to $ask" >&$JOBGRAPH_FD_RPC; echo "server saw $ask"'
+[process.after]
+shell = "echo after"
+after = ["client", "server"]
+"#,
+    );
+    let events = job.file("events.ndjson");
+    let (code, out, err) = c.run_job(&job, &["--events", events.to_str().unwrap()]);
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("client | client got pong to ping"), "{out}");
+    assert!(out.contains("server | server saw ping"), "{out}");
+    for p in ["client", "server", "after"] {
+        assert_eq!(lifecycle(&evs, p), ["started", "exited"], "{p}: {evs:#?}");
+    }
+    // One Slurm job (batch) or allocation (step) for both members, and the
+    // member ran on a node of the cluster (its hostname was written there).
+    assert_eq!(job_ids(&evs, &["client", "server"]).len(), 1, "{evs:#?}");
+    assert!(!job.read("client.host").trim().is_empty());
+    assert!(pos(&evs, "after", "started") > pos(&evs, "client", "exited"));
+    assert!(pos(&evs, "after", "started") > pos(&evs, "server", "exited"));
+}
+both!(a_duplex_group_runs_as_one_unit);
+
+/// A queue inside a group unit: every message read by a consumer exactly
+/// once, and the nested run's counts in the summary and the events.
+fn a_queue_group_counts_come_back(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.producer]
+shell = "seq 1 3000"
+[queue.tasks]
+from = ["producer"]
+to = ["worker"]
+[process.worker]
+replicas = 2
+shell = "wc -l > count.{replica}"
+"#,
+    );
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    let total: u64 = ["count.0", "count.1"]
+        .iter()
+        .map(|f| job.read(f).trim().parse::<u64>().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 3000, "{err}");
+    let q = evs
+        .iter()
+        .find(|e| e["event"] == "queue")
+        .unwrap_or_else(|| panic!("no queue event: {evs:#?}"));
+    assert_eq!(q["messages_in"], 3000, "{q}");
+    assert_eq!(q["messages_out"], 3000, "{q}");
+    let per: u64 = q["consumers"]
+        .as_object()
+        .expect("consumers")
+        .values()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(per, 3000, "{q}");
+    assert!(
+        err.contains("queue tasks: 3000 in, 3000 out (worker[0] "),
+        "{err}"
+    );
+}
+both!(a_queue_group_counts_come_back);
+
+/// A member's failure, timeout and retries are its nested run's, and the
+/// outer summary says so; the group's other member is stopped (pipefail).
+fn a_group_member_fails_or_times_out(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["a", "b"]
+[process.a]
+shell = "echo try >> tries; exit 3"
+retries = 0
+[process.b]
+shell = "sleep 30"
+timeout = "1s"
+[pipe.rpc2]
+between = ["c", "d"]
+[process.c]
+shell = "sleep 30"
+timeout = "1s"
+[process.d]
+shell = "sleep 0.2"
+"#,
+    );
+    let (code, evs, err) = c.run_events(&job, &["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["a"][..2], ["failed", "3"], "{err}");
+    assert_eq!(rows["c"][0], "timed out", "{err}");
+    assert_eq!(rows["d"][0], "ok", "{err}");
+    assert_ne!(rows["b"][0], "ok", "{err}");
+    assert_eq!(lifecycle(&evs, "c"), ["started", "exited"], "{evs:#?}");
+}
+both!(a_group_member_fails_or_times_out);
+
+/// SIGINT to the engine stops a group unit's members and cancels its unit.
+fn sigint_stops_a_group_unit(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["a", "b"]
+[process.a]
+shell = "touch started; sleep 60"
+[process.b]
+shell = "sleep 60"
+"#,
+    );
+    let mut engine = c
+        .command(job.dir.path())
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(30)).expect("engine did not exit");
+    assert_eq!(status.code(), Some(130));
+    let slurm_dir = job.dir.path().join(".slurm");
+    let left = wait_queue_clear(&slurm_dir, Duration::from_secs(3));
+    assert!(left.is_empty(), "left in squeue after SIGINT: {left:?}");
+    assert!(wait_gone(&job, Duration::from_secs(5)).is_empty());
+}
+both!(sigint_stops_a_group_unit);
+
+/// SIGKILL to the engine: the group unit (nested engine and members) is
+/// cancelled once the heartbeat stops; nothing is left.
+fn engine_sigkill_with_a_group_unit(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["a", "b"]
+[process.a]
+shell = "touch started; sleep 60"
+[process.b]
+shell = "trap '' TERM INT; sleep 60"
+"#,
+    );
+    let mut engine = c
+        .command(job.dir.path())
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(job.survivors().len() >= 2, "{:?}", job.survivors());
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let slurm_dir = job.dir.path().join(".slurm");
+    let left = wait_queue_clear(&slurm_dir, Duration::from_secs(20));
+    assert!(left.is_empty(), "left in squeue: {left:?}");
+    let procs = wait_gone(&job, Duration::from_secs(10));
+    assert!(procs.is_empty(), "processes outlived the engine: {procs:?}");
+}
+both!(engine_sigkill_with_a_group_unit);
