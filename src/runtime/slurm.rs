@@ -22,9 +22,11 @@
 //! run, detached from the engine once it runs), in batch mode by each job's
 //! wrapper (`unit.sh`, which also records the command's exit status).
 //!
-//! Units Slurm cannot carry run here, as local processes: members of stream
-//! groups that need descriptors srun does not relay (fd ≥ 3, and in batch
-//! mode any stream edge), and `ready.cmd` probes.
+//! A stream group Slurm cannot carry between units (fd ≥ 3, duplex or
+//! queue edges; in batch mode any stream edge) runs as one group unit, a
+//! nested run of just its members on one node (see `group.rs`). `ready.cmd`
+//! probes run here, as local processes (and such groups too, when the job
+//! file was read from stdin and cannot be run again on a node).
 
 use super::executor::{Endpoint, Executor, Exit, Local, Placement, Reaped, RelayedQueue, UnitId};
 use super::posix::{Prepared, Source};
