@@ -993,3 +993,57 @@ shell = "trap '' TERM INT; sleep 60"
     assert!(procs.is_empty(), "processes outlived the engine: {procs:?}");
 }
 both!(engine_sigkill_with_a_group_unit);
+
+/// A group unit's member logs arrive whole and in order, however many lines.
+fn a_group_members_log_arrives_whole(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["a", "b"]
+[process.a]
+shell = "seq 1 100000"
+[process.b]
+shell = "echo b-here >&2"
+"#,
+    );
+    let (code, out, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("a | ")).collect();
+    assert_eq!(lines.len(), 100000, "{err}");
+    assert_eq!(lines.last(), Some(&"100000"));
+    assert!(lines
+        .windows(2)
+        .all(|w| w[0].parse::<u32>().unwrap() + 1 == w[1].parse::<u32>().unwrap()));
+    assert!(
+        out.contains("b | b-here") || err.contains("b | b-here"),
+        "{out}\n{err}"
+    );
+}
+both!(a_group_members_log_arrives_whole);
+
+/// A nested run that cannot run its members (here the job file was broken
+/// meanwhile) fails them, and says what the nested run said.
+fn a_group_unit_that_cannot_run_fails_its_members_with_its_words(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.breaker]
+shell = "echo 'broken = [' > job.toml"
+[pipe.rpc]
+between = ["a", "b"]
+[process.a]
+shell = "true"
+after = ["breaker"]
+[process.b]
+shell = "true"
+after = ["breaker"]
+"#,
+    );
+    let (code, _, err) = c.run_job(&job, &[]);
+    assert_eq!(code, 1, "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["a"][0], "failed", "{err}");
+    assert_eq!(rows["b"][0], "failed", "{err}");
+    assert!(err.contains("before reporting the end of a, b"), "{err}");
+    assert!(err.contains("job.toml"), "{err}");
+}
+both!(a_group_unit_that_cannot_run_fails_its_members_with_its_words);

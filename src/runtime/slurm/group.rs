@@ -34,7 +34,9 @@ pub(super) struct Member {
     instance: String,
     /// The nested run's log file of the member, copied into its log pipe.
     log: Follow,
-    /// Its end was handed to the engine.
+    /// Its end, known, waiting for its last log lines to be taken by the engine.
+    ending: Option<(Exit, Verdict)>,
+    /// Its end is known (handed to the engine, or about to be).
     reported: bool,
 }
 
@@ -170,6 +172,7 @@ impl Slurm {
                 sink: log_pipe(fds)?,
                 buf: Vec::new(),
             },
+            ending: None,
             reported: false,
         });
         Ok(id)
@@ -248,6 +251,11 @@ impl Slurm {
     /// Follows every live group unit's files: logs, readiness, ends, queues.
     pub(super) fn pump_groups(&mut self) {
         for gi in 0..self.groups.len() {
+            for m in &mut self.groups[gi].members {
+                if m.ending.is_some() {
+                    hand_over(m, &mut self.member_done);
+                }
+            }
             if self.groups[gi].members.iter().all(|m| m.reported) {
                 continue;
             }
@@ -332,12 +340,17 @@ impl Slurm {
             .map(|m| m.instance.clone())
             .collect();
         if !unfinished.is_empty() && verdict == Verdict::Failed {
+            let console = g.dir.join("console");
+            let said = std::fs::read_to_string(&console).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = tail[tail.len().saturating_sub(5)..].join("\n  ");
             eprintln!(
-                "jobgraph: slurm: the group unit of {} ended ({}) before reporting the end of {}; see {}",
+                "jobgraph: slurm: the group unit of {} ended ({}) before reporting the end of {}; its console ({}) says:\n  {}",
                 g.processes.join(", "),
                 describe(exit),
                 unfinished.join(", "),
-                g.dir.join("console").display()
+                console.display(),
+                if tail.is_empty() { "nothing" } else { &tail }
             );
         }
         for m in &mut g.members {
@@ -410,7 +423,7 @@ impl Slurm {
     pub(super) fn groups_live(&self) -> bool {
         self.groups
             .iter()
-            .any(|g| g.members.iter().any(|m| !m.reported))
+            .any(|g| g.members.iter().any(|m| !m.reported || m.ending.is_some()))
     }
 }
 
@@ -421,13 +434,24 @@ fn find_member<'a>(members: &'a mut [Member], name: &Option<String>) -> Option<&
         .find(|m| Some(&m.instance) == name.as_ref() && !m.reported)
 }
 
-/// Ends a member: its last log lines delivered, its pipe closed, its end queued.
+/// Ends a member: once its last log lines are in its pipe, the pipe is
+/// closed (the engine's EOF) and its end queued for the engine.
 fn finish_member(m: &mut Member, exit: Exit, verdict: Verdict, done: &mut VecDeque<Reaped>) {
-    m.log.pump();
-    // Whatever the pipe does not take now is dropped with it: the engine
-    // waits for EOF on the pipe, which this close gives.
-    m.log.sink = None;
     m.reported = true;
+    m.ending = Some((exit, verdict));
+    hand_over(m, done);
+}
+
+/// Hands a member's end to the engine once its log is all delivered (a
+/// full pipe is tried again at the next tick: no line is dropped).
+fn hand_over(m: &mut Member, done: &mut VecDeque<Reaped>) {
+    if !m.log.pump() {
+        return;
+    }
+    let Some((exit, verdict)) = m.ending.take() else {
+        return;
+    };
+    m.log.sink = None;
     done.push_back(Reaped {
         id: m.id,
         exit,
