@@ -907,3 +907,49 @@ fn a_group_member_that_cannot_start_stops_the_others() {
     );
     assert_eq!(summary(&err)["reader"][0], "stopped", "{err}");
 }
+
+/// `--members` (a group unit's nested run): exactly those whole stream
+/// groups, their `after` and `parent` outside taken as met.
+#[test]
+fn members_runs_exactly_whole_stream_groups() {
+    let job = Job::new(
+        r#"
+[process.first]
+shell = "touch first-ran"
+[process.parent]
+shell = "sleep 0.1"
+[process.prod]
+shell = "printf 'a\nb\nc\n'"
+after = ["first"]
+parent = "parent"
+[process.cons]
+shell = "wc -l > count"
+[pipe.p]
+from = "prod"
+to = "cons"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&["--members", "prod,cons"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("count").trim(), "3");
+    assert!(!job.file("first-ran").exists(), "a dependency outside ran");
+    assert!(events_of(&evs, "parent").is_empty(), "{evs:#?}");
+    let (code, _, err) = job.run(&["--members", "prod"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("stream group whose other members are not listed"),
+        "{err}"
+    );
+}
+
+/// An `exited` event says `then` when another attempt follows, and not on the last.
+#[test]
+fn exited_says_then_when_another_attempt_follows() {
+    let job = Job::new("[process.flaky]\nshell = \"exit 1\"\nretries = 1\n");
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    let exits: Vec<&serde_json::Value> = evs.iter().filter(|e| e["event"] == "exited").collect();
+    assert_eq!(exits.len(), 2, "{evs:#?}");
+    assert_eq!(exits[0]["then"], "retry");
+    assert!(exits[1].get("then").is_none(), "{:?}", exits[1]);
+}

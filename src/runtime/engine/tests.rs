@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::report::live::{ConsoleStyle, LiveReporter};
-use crate::runtime::executor::{Placement, Reaped};
+use crate::runtime::executor::{Endpoint, Placement, Reaped, Verdict};
 use crate::runtime::posix::Source;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,6 +21,8 @@ struct Unit {
     queued_until: Option<Instant>,
     /// Placements reported: 0 none, 1 queued, 2 running.
     placed: u8,
+    /// Spawned as a member of a group unit: ends with this verdict.
+    verdict: Option<Verdict>,
 }
 
 /// What the fake saw, in order: `start NAME`, `signal NAME SIG`, `end NAME`.
@@ -30,6 +32,10 @@ struct Book {
     log: Vec<String>,
     /// Most units alive at once (daemons named `d*` excluded).
     peak: usize,
+    /// Stream groups run as group units (as the Slurm executor's do).
+    group_units: bool,
+    /// A group unit's members are being spawned.
+    collecting: bool,
 }
 
 struct Fake(Rc<RefCell<Book>>);
@@ -41,8 +47,17 @@ impl Executor for Fake {
         let id = UnitId(1000 + b.units.len() as i32);
         let (mut run, mut code, mut ignore_term, mut name) = (None, 0, false, String::new());
         let mut queue = None;
+        let mut verdict = None;
         for a in &args[1..] {
             match a.split_once('=') {
+                Some(("verdict", v)) => {
+                    verdict = Some(match v {
+                        "ok" => Verdict::Ok,
+                        "timed-out" => Verdict::TimedOut,
+                        "stopped" => Verdict::Stopped,
+                        _ => Verdict::Failed,
+                    })
+                }
                 Some(("run", ms)) => run = ms.parse::<u64>().ok(),
                 Some(("exit", c)) => code = c.parse().unwrap_or(0),
                 Some(("name", n)) => name = n.to_string(),
@@ -52,6 +67,7 @@ impl Executor for Fake {
             }
         }
         b.log.push(format!("start {name}"));
+        let verdict = verdict.filter(|_| b.collecting);
         b.units.push(Unit {
             id,
             name,
@@ -61,6 +77,7 @@ impl Executor for Fake {
             reaped: false,
             queued_until: queue.map(|ms| Instant::now() + Duration::from_millis(ms)),
             placed: 0,
+            verdict,
         });
         let alive = b
             .units
@@ -109,11 +126,27 @@ impl Executor for Fake {
             id: u.id,
             exit: u.exit,
             peak_rss_kib: 0,
-            verdict: None,
+            verdict: u.verdict,
         };
         let line = format!("end {}", u.name);
         b.log.push(line);
         Some(r)
+    }
+
+    fn group_begin(&mut self, members: &[(String, Vec<Endpoint>)]) -> bool {
+        let mut b = self.0.borrow_mut();
+        if b.group_units {
+            let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+            b.log.push(format!("group {}", names.join(",")));
+            b.collecting = true;
+        }
+        b.group_units
+    }
+
+    fn group_end(&mut self) {
+        let mut b = self.0.borrow_mut();
+        b.collecting = false;
+        b.log.push("group end".into());
     }
 
     fn poll_due(&self) -> Option<Instant> {
@@ -209,6 +242,10 @@ impl Ran {
 }
 
 fn run_fake(text: &str, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
+    run_fake_with(text, tweak, Book::default())
+}
+
+fn run_fake_with(text: &str, tweak: impl FnOnce(&mut RunOptions), book: Book) -> Ran {
     let g = graph(text);
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
@@ -222,7 +259,7 @@ fn run_fake(text: &str, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
         logs_to_stderr: false,
     };
     let reporter = LiveReporter::new(style, None, Some(events.display().to_string()));
-    let book = Rc::new(RefCell::new(Book::default()));
+    let book = Rc::new(RefCell::new(book));
     let fake = Box::new(Fake(Rc::clone(&book)));
     let out = run_with(&g, Path::new("."), &o, fake, Box::new(reporter)).unwrap();
     let b = book.borrow();
@@ -506,4 +543,51 @@ fn restart_back_off_doubles_up_to_thirty_seconds() {
     assert_eq!(restart_delay(0), Duration::from_millis(250));
     assert_eq!(restart_delay(2), Duration::from_millis(1000));
     assert_eq!(restart_delay(40), Duration::from_secs(30));
+}
+
+#[test]
+fn a_group_units_members_take_their_nested_runs_word() {
+    let text = format!(
+        "{}{}{}[pipe.rpc]\nbetween = [\"a\", \"b\"]\n",
+        p("a", "run=300 exit=1 verdict=failed", "retries = 2"),
+        p("b", "run=150 verdict=ok", "timeout = \"50ms\""),
+        p("c", "run=1", "after = [\"b\"]\nalways = true"),
+    );
+    let book = Book {
+        group_units: true,
+        ..Book::default()
+    };
+    let ran = run_fake_with(&text, |o| o.keep_going = true, book);
+    // Both members spawned between group_begin and group_end.
+    assert!(ran.at("group a,b") < ran.at("start a"));
+    assert!(ran.at("start b") < ran.at("group end"));
+    // Its retries were the nested run's: no second attempt here.
+    assert_eq!(ran.status("a"), "failed");
+    assert_eq!(ran.row("a").attempts, 1);
+    // Its timeout was the nested run's: not enforced here, the verdict stands.
+    assert_eq!(ran.status("b"), "ok");
+    assert!(ran.at("end b") < ran.at("end a"), "{:?}", ran.log);
+    assert!(
+        !ran.log.iter().any(|l| l.starts_with("signal b")),
+        "{:?}",
+        ran.log
+    );
+    assert_eq!(ran.status("c"), "ok");
+}
+
+#[test]
+fn a_group_units_timed_out_member_is_timed_out_here() {
+    let text = format!(
+        "{}{}[pipe.rpc]\nbetween = [\"a\", \"b\"]\n",
+        p("a", "run=20 exit=143 verdict=timed-out", ""),
+        p("b", "run=20 verdict=stopped", ""),
+    );
+    let book = Book {
+        group_units: true,
+        ..Book::default()
+    };
+    let ran = run_fake_with(&text, |_| {}, book);
+    assert_eq!(ran.status("a"), "timed out");
+    assert_eq!(ran.status("b"), "stopped");
+    assert_eq!(ran.out.exit_code, 1);
 }
