@@ -1047,3 +1047,32 @@ after = ["breaker"]
     assert!(err.contains("job.toml"), "{err}");
 }
 both!(a_group_unit_that_cannot_run_fails_its_members_with_its_words);
+
+/// A member's retries happen in its nested run and count in this run's
+/// summary; its `exited` has a duration (counted from its start).
+fn a_group_members_retries_are_counted(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.prod]
+shell = "seq 1 10"
+[queue.q]
+from = ["prod"]
+to = ["cons"]
+[process.cons]
+shell = "test -f second || { touch second; exit 1; }; wc -l > count"
+retries = 2
+"#,
+    );
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("count").trim(), "10", "{err}");
+    assert_eq!(summary(&err)["cons"][..3], ["ok", "0", "2"], "{err}");
+    let exited: Vec<&serde_json::Value> = evs
+        .iter()
+        .filter(|e| e["event"] == "exited" && e["process"] == "cons")
+        .collect();
+    assert_eq!(exited.len(), 1, "{evs:#?}");
+    assert_eq!(exited[0]["attempt"], 2, "{evs:#?}");
+    assert!(exited[0]["duration_ms"].is_u64(), "{evs:#?}");
+}
+both!(a_group_members_retries_are_counted);

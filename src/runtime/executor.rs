@@ -49,7 +49,18 @@ pub struct Reaped {
     pub peak_rss_kib: u64,
     /// For a member of a group unit: how its nested run judged it (that run
     /// applied its timeouts, probes and retries); the engine takes its word.
-    pub verdict: Option<Verdict>,
+    pub relayed: Option<Relayed>,
+}
+
+/// A nested run's account of a member it ran (see [`Executor::group_begin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// How it ended.
+    pub verdict: Verdict,
+    /// Attempts it started (retries and restarts included).
+    pub attempts: u32,
+    /// Restarts it made under `restart`.
+    pub restarts: u32,
 }
 
 /// How a nested run judged an instance it ran (see [`Executor::group_begin`]).
@@ -198,7 +209,7 @@ impl Executor for Local {
             id: UnitId(pid),
             exit,
             peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
-            verdict: None,
+            relayed: None,
         })
     }
 }

@@ -138,7 +138,12 @@ impl Engine<'_> {
         self.take_locks(k, false);
         let i = &mut self.insts[k];
         i.exit = Some(r.exit);
-        i.verdict = r.verdict;
+        if let Some(x) = r.relayed {
+            // Its nested run's attempts and restarts are its own.
+            i.verdict = Some(x.verdict);
+            i.attempts = i.attempts.max(x.attempts);
+            i.restarts = x.restarts;
+        }
         i.peak_rss_kib = i.peak_rss_kib.max(r.peak_rss_kib);
         if i.open_pipes == 0 {
             self.attempt_end(k);

@@ -126,7 +126,11 @@ impl Executor for Fake {
             id: u.id,
             exit: u.exit,
             peak_rss_kib: 0,
-            verdict: u.verdict,
+            relayed: u.verdict.map(|verdict| crate::runtime::executor::Relayed {
+                verdict,
+                attempts: 1,
+                restarts: 0,
+            }),
         };
         let line = format!("end {}", u.name);
         b.log.push(line);

@@ -315,7 +315,7 @@ impl Slurm {
                     id,
                     exit,
                     peak_rss_kib: 0,
-                    verdict: None,
+                    relayed: None,
                 });
             }
         }

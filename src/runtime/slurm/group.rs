@@ -22,7 +22,7 @@
 use super::batch::Follow;
 use super::*;
 use crate::graph::EdgeKind;
-use crate::runtime::executor::{Endpoint, RelayedQueue, Verdict};
+use crate::runtime::executor::{Endpoint, Relayed, RelayedQueue, Verdict};
 
 /// Member ids start here, above the batch ids (which start at 2^30).
 const MEMBER_ID_BASE: i32 = (1 << 30) + (1 << 29);
@@ -34,6 +34,9 @@ pub(super) struct Member {
     instance: String,
     /// The nested run's log file of the member, copied into its log pipe.
     log: Follow,
+    /// Attempts its nested run started, and restarts it made.
+    attempts: u32,
+    restarts: u32,
     /// Its end, known, waiting for its last log lines to be taken by the engine.
     ending: Option<(Exit, Verdict)>,
     /// Its end is known (handed to the engine, or about to be).
@@ -54,6 +57,12 @@ pub(super) struct GroupUnit {
     ended: Option<Exit>,
     termed: bool,
     killed: bool,
+    /// A member started (the nested run runs).
+    started: bool,
+    /// The unit's Slurm job (the allocation's, in step mode).
+    job: Option<String>,
+    /// Its members were told they run (a `running` placement).
+    running_told: bool,
 }
 
 /// Complete lines appended to a file since the last look.
@@ -145,6 +154,9 @@ impl Slurm {
             ended: None,
             termed: false,
             killed: false,
+            started: false,
+            job: None,
+            running_told: false,
         });
         true
     }
@@ -172,6 +184,8 @@ impl Slurm {
                 sink: log_pipe(fds)?,
                 buf: Vec::new(),
             },
+            attempts: 0,
+            restarts: 0,
             ending: None,
             reported: false,
         });
@@ -191,6 +205,11 @@ impl Slurm {
         match launched {
             Ok(unit) => {
                 g.unit = Some(unit);
+                g.job = match (self.units.get(&unit).map(|u| &u.kind), &self.mode) {
+                    (Some(Kind::Batch(b)), _) => Some(b.job.clone()),
+                    (_, Mode::Step { job }) => Some(job.clone()),
+                    _ => None,
+                };
                 self.unit_group.insert(unit, gi);
             }
             Err(e) => {
@@ -271,12 +290,24 @@ impl Slurm {
         for m in &mut g.members {
             m.log.pump();
         }
+        let mut newly_started = false;
         for line in g.events.take() {
             let Ok(e) = serde_json::from_str::<NestedEvent>(&line) else {
                 continue;
             };
             let member = find_member(&mut g.members, &e.process);
             match e.event.as_str() {
+                "started" => {
+                    if let Some(m) = member {
+                        m.attempts += 1;
+                        newly_started |= !std::mem::replace(&mut g.started, true);
+                    }
+                }
+                "restarting" => {
+                    if let Some(m) = member {
+                        m.restarts += 1;
+                    }
+                }
                 "ready" => {
                     if let Some(m) = member {
                         self.ready_members.push_back(m.id);
@@ -318,6 +349,29 @@ impl Slurm {
                 }
                 _ => {}
             }
+        }
+        if newly_started {
+            self.note_group_start(gi);
+        }
+    }
+
+    /// A batch job squeue has not yet seen running runs once its members
+    /// start: their time counts from now (a `running` placement).
+    fn note_group_start(&mut self, gi: usize) {
+        let g = &mut self.groups[gi];
+        let job = match &g.job {
+            Some(job) if !g.running_told => job.clone(),
+            _ => return,
+        };
+        g.running_told = true;
+        for m in g.members.iter() {
+            self.placements.push_back(Placement {
+                id: m.id,
+                running: true,
+                job_id: job.clone(),
+                step_id: None,
+                node: None,
+            });
         }
     }
 
@@ -362,6 +416,15 @@ impl Slurm {
 
     /// The group unit's own end (its srun or batch job), taken in.
     pub(super) fn group_unit_ended(&mut self, r: &Reaped) -> bool {
+        if !self.unit_group.contains_key(&r.id) {
+            return false;
+        }
+        // News of the unit still queued is its members' (before its id is let go).
+        let queued: Vec<Placement> = self.placements.drain(..).collect();
+        for p in queued {
+            let each = self.fan_out(p);
+            self.placements.extend(each);
+        }
         let Some(gi) = self.unit_group.remove(&r.id) else {
             return false;
         };
@@ -404,14 +467,14 @@ impl Slurm {
     }
 
     /// News of a group unit is news of each of its members.
-    pub(super) fn fan_out(&self, p: Placement) -> Vec<Placement> {
+    pub(super) fn fan_out(&mut self, p: Placement) -> Vec<Placement> {
         let Some(&gi) = self.unit_group.get(&p.id) else {
             return vec![p];
         };
+        self.groups[gi].running_told |= p.running;
         self.groups[gi]
             .members
             .iter()
-            .filter(|m| !m.reported)
             .map(|m| Placement {
                 id: m.id,
                 ..p.clone()
@@ -456,7 +519,11 @@ fn hand_over(m: &mut Member, done: &mut VecDeque<Reaped>) {
         id: m.id,
         exit,
         peak_rss_kib: 0,
-        verdict: Some(verdict),
+        relayed: Some(Relayed {
+            verdict,
+            attempts: m.attempts.max(1),
+            restarts: m.restarts,
+        }),
     });
 }
 
