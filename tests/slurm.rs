@@ -1076,3 +1076,27 @@ retries = 2
     assert!(exited[0]["duration_ms"].is_u64(), "{evs:#?}");
 }
 both!(a_group_members_retries_are_counted);
+
+/// A member found ready by its nested run is ready here: a process with
+/// `after = { member = "ready" }` starts while the member still runs.
+fn a_group_members_readiness_is_relayed(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[pipe.rpc]
+between = ["server", "client"]
+[process.server]
+shell = 'echo listening; read x <&$JOBGRAPH_FD_RPC; echo "got $x"'
+ready = { log = "listening", timeout = "60s" }
+[process.client]
+shell = 'while [ ! -f go ]; do sleep 0.05; done; echo hello >&$JOBGRAPH_FD_RPC'
+[process.starter]
+after = { server = "ready" }
+shell = "touch go"
+"#,
+    );
+    let (code, evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(pos(&evs, "server", "ready") < pos(&evs, "starter", "started"));
+    assert!(pos(&evs, "starter", "started") < pos(&evs, "server", "exited"));
+}
+both!(a_group_members_readiness_is_relayed);
