@@ -1100,3 +1100,27 @@ shell = "touch go"
     assert!(pos(&evs, "starter", "started") < pos(&evs, "server", "exited"));
 }
 both!(a_group_members_readiness_is_relayed);
+
+/// A job file read from stdin cannot be run again on a node: a group that
+/// needs a group unit runs on the engine's node, and a note says why.
+fn a_file_from_stdin_runs_its_groups_here(c: &Cluster) {
+    let job = Job::new(
+        "[pipe.rpc]\nbetween = [\"a\", \"b\"]\n[process.a]\nshell = \"echo hi >&$JOBGRAPH_FD_RPC\"\n[process.b]\nshell = \"read x <&$JOBGRAPH_FD_RPC; echo \\\"b got $x\\\"\"\n",
+    );
+    let mut cmd = c.command(job.dir.path());
+    cmd.current_dir(job.dir.path()).arg("-");
+    let out = assert_cmd::Command::from_std(cmd)
+        .pipe_stdin(job.path())
+        .unwrap()
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let (out_text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(out_text.contains("b | b got hi"), "{out_text}");
+    assert!(err.contains("read from stdin"), "{err}");
+}
+both!(a_file_from_stdin_runs_its_groups_here);

@@ -136,7 +136,13 @@ impl Slurm {
             Mode::Batch => parts.iter().any(|(_, ends)| !ends.is_empty()),
             Mode::Step { .. } => parts.iter().any(|(_, ends)| !ends.iter().all(srun_carries)),
         };
-        if !needed || self.config.job_file.is_none() {
+        if !needed {
+            return false;
+        }
+        if self.config.job_file.is_none() {
+            if !std::mem::replace(&mut self.noted_local, true) {
+                eprintln!("jobgraph: slurm: the job file was read from stdin, so a stream group Slurm cannot carry ({}) cannot be run again on a node: such groups run on this node, outside Slurm (see docs/slurm.md)", parts.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "));
+            }
             return false;
         }
         self.group_count += 1;
@@ -393,7 +399,8 @@ impl Slurm {
             .filter(|m| !m.reported)
             .map(|m| m.instance.clone())
             .collect();
-        if !unfinished.is_empty() && verdict == Verdict::Failed {
+        // A unit that could not start was reported as such.
+        if !unfinished.is_empty() && verdict == Verdict::Failed && g.unit.is_some() {
             let console = g.dir.join("console");
             let said = std::fs::read_to_string(&console).unwrap_or_default();
             let tail: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
