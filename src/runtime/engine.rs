@@ -3,6 +3,7 @@
 mod cancel;
 mod exits;
 mod finish;
+mod ids;
 mod launch;
 mod output;
 mod probes;
@@ -24,6 +25,7 @@ use crate::graph::{DepKind, Graph};
 use crate::spec::Condition;
 use crate::streams::broker;
 use cancel::Cancel;
+use ids::{InstId, PerInst};
 use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -94,6 +96,9 @@ pub enum RunError {
     /// The reporter could not start (a log directory or events file).
     #[error("{0}")]
     Reporter(String),
+    /// More instances than the engine can number.
+    #[error("a run can have at most {} instances", u32::MAX)]
+    TooManyInstances,
 }
 
 /// How a run ended.
@@ -199,6 +204,9 @@ impl Stop {
     }
 }
 
+/// Every instance of the run, by [`InstId`].
+type Insts = PerInst<Inst>;
+
 struct Inst {
     proc: usize,
     replica: u32,
@@ -302,7 +310,7 @@ impl Inst {
 }
 
 struct Pipe {
-    inst: usize,
+    inst: InstId,
     file: std::fs::File,
     buf: Vec<u8>,
     /// In `Engine::readable`: may hold data not read yet.
@@ -312,7 +320,7 @@ struct Pipe {
 /// A process group created by the run that may still have members.
 struct Group {
     pgid: UnitId,
-    inst: usize,
+    inst: InstId,
 }
 
 struct Engine<'g> {
@@ -323,11 +331,11 @@ struct Engine<'g> {
     exact: bool,
     max_parallel: usize,
     grace: Duration,
-    insts: Vec<Inst>,
-    /// Instance indices of each process (empty when excluded by --only).
-    of_proc: Vec<Vec<usize>>,
+    insts: Insts,
+    /// The instances of each process (empty when excluded by --only).
+    of_proc: Vec<Vec<InstId>>,
     /// Launch order: stage, then file order, then replica.
-    order: Vec<usize>,
+    order: Vec<InstId>,
     lock_free: Vec<u32>,
     /// Instances whose process is alive (daemons included).
     running: usize,
@@ -355,13 +363,13 @@ struct Engine<'g> {
     /// The engine started as the foreground of the terminal on its stdin.
     terminal: bool,
     /// The instance that holds the terminal's foreground (`stdin = "inherit"`).
-    tty_holder: Option<usize>,
+    tty_holder: Option<InstId>,
     /// Launches, signals and reaps the units.
     exec: Box<dyn Executor>,
-    by_pid: FxHashMap<UnitId, usize>,
+    by_pid: FxHashMap<UnitId, InstId>,
     groups: Vec<Group>,
     /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
-    launches: Vec<Option<(Launch, Result<Prepared, String>)>>,
+    launches: PerInst<Option<(Launch, Result<Prepared, String>)>>,
     /// /dev/null, for `null` streams.
     null: std::fs::File,
     engine_env: Vec<(OsString, OsString)>,
@@ -380,23 +388,23 @@ struct Engine<'g> {
     resource_noted: bool,
     /// The run's journal, and each instance's definition fingerprint.
     journal: Option<super::journal::Journal>,
-    keys: Vec<String>,
+    keys: PerInst<String>,
     started_at: Instant,
     /// Per process: the processes that wait for it (after or parent).
     rdeps: Vec<Vec<usize>>,
     /// Per instance: its position in `order`.
-    pos_of: Vec<usize>,
+    pos_of: PerInst<usize>,
     /// Processes whose pending instances must be re-examined.
     dirty: Vec<usize>,
     is_dirty: Vec<bool>,
     /// Positions (in `order`) of instances whose dependencies hold, waiting for a slot or locks.
     ready: std::collections::BTreeSet<usize>,
     /// Instances whose join may have completed.
-    join_check: Vec<usize>,
+    join_check: Vec<InstId>,
     /// Instances with a stop requested but not yet signalled.
-    stop_pending: Vec<usize>,
+    stop_pending: Vec<InstId>,
     /// Instances between start and done (running, draining, waiting to retry).
-    active: rustc_hash::FxHashSet<usize>,
+    active: rustc_hash::FxHashSet<InstId>,
     unfinished: usize,
     unfinished_non_daemons: usize,
     daemons_released: bool,
@@ -405,16 +413,16 @@ struct Engine<'g> {
     /// Per queue (file order): the broker, once its stream group started.
     queues: Vec<Option<broker::Queue>>,
     /// Per queue: producer and consumer instances, in the broker's order.
-    queue_ends: Vec<(Vec<usize>, Vec<usize>)>,
+    queue_ends: Vec<(Vec<InstId>, Vec<InstId>)>,
     /// Per process: its `ready.log` regex.
     log_probes: Vec<Option<regex::Regex>>,
     /// Running `cmd` probes: pid to instance and check.
-    probe_pids: FxHashMap<UnitId, (usize, probes::Check)>,
+    probe_pids: FxHashMap<UnitId, (InstId, probes::Check)>,
     /// Resolved probe addresses, per instance and port.
-    tcp_addrs: FxHashMap<(usize, u16), std::net::SocketAddr>,
+    tcp_addrs: FxHashMap<(InstId, u16), std::net::SocketAddr>,
     /// The node each instance's unit runs on, when a cluster executor said so:
     /// tcp and http probes of a local address go there.
-    nodes: FxHashMap<usize, String>,
+    nodes: FxHashMap<InstId, String>,
     /// Answers of http probes, from their threads.
     http_tx: std::sync::mpsc::Sender<probes::HttpAnswer>,
     http_rx: std::sync::mpsc::Receiver<probes::HttpAnswer>,
@@ -478,48 +486,6 @@ impl Engine<'_> {
     }
 }
 
-/// One instance per replica of each included process, and each process's instances.
-fn build_instances(g: &Graph, included: &[bool]) -> (Vec<Inst>, Vec<Vec<usize>>) {
-    let mut insts = Vec::new();
-    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
-    for (i, p) in g.file.processes.iter().enumerate() {
-        if !included[i] {
-            continue;
-        }
-        for r in 0..p.replicas.value {
-            of_proc[i].push(insts.len());
-            let name = if p.replicas.value > 1 {
-                format!("{}[{r}]", p.name.value)
-            } else {
-                p.name.value.clone()
-            };
-            insts.push(Inst::new(i, r, name));
-        }
-    }
-    (insts, of_proc)
-}
-
-/// Launch order: stage, then file order, then replica.
-fn launch_order(g: &Graph, insts: &[Inst]) -> Vec<usize> {
-    let mut stage_of_proc = vec![0usize; g.file.processes.len()];
-    for (s, groups) in g.stages.iter().enumerate() {
-        for &grp in groups {
-            for &m in &g.groups[grp].members {
-                stage_of_proc[m] = s;
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..insts.len()).collect();
-    order.sort_by_key(|&k| {
-        (
-            stage_of_proc[insts[k].proc],
-            insts[k].proc,
-            insts[k].replica,
-        )
-    });
-    order
-}
-
 /// The engine process's own set-up: signals on the loop, standard
 /// descriptors guarded, subreaper, inherited descriptors close-on-exec.
 /// Returns the signals, /dev/null, and whether the engine owns a terminal.
@@ -563,7 +529,7 @@ fn signal_name(sig: i32) -> &'static str {
 
 impl Engine<'_> {
     /// Sends `sig` to instance `k`'s unit, if it has one.
-    fn signal_unit(&mut self, k: usize, sig: i32) {
+    fn signal_unit(&mut self, k: InstId, sig: i32) {
         if let Some(u) = self.insts[k].unit {
             self.exec.signal_group(u, sig);
         }

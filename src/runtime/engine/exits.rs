@@ -156,7 +156,7 @@ impl Engine<'_> {
 
     /// An attempt is over (process reaped and its output drained, or it never
     /// started): report it, then retry, restart, or end the instance.
-    pub(super) fn attempt_end(&mut self, k: usize) {
+    pub(super) fn attempt_end(&mut self, k: InstId) {
         self.stop_probing(k);
         let result = self.attempt_result(k);
         let i = &self.insts[k];
@@ -185,7 +185,7 @@ impl Engine<'_> {
     }
 
     /// What the attempt's end means for the instance.
-    fn attempt_result(&self, k: usize) -> Outcome {
+    fn attempt_result(&self, k: InstId) -> Outcome {
         let i = &self.insts[k];
         let proc = i.proc;
         let p = &self.g.file.processes[proc];
@@ -217,7 +217,7 @@ impl Engine<'_> {
     /// Retry first (a failure within `retries`), then `restart` for exits the
     /// engine did not ask for; neither while the run is cancelled, nor for a
     /// stream-group member with a pipe edge (its other end is gone for good).
-    fn next_attempt(&self, k: usize, result: Outcome) -> Option<Again> {
+    fn next_attempt(&self, k: InstId, result: Outcome) -> Option<Again> {
         let i = &self.insts[k];
         let p = &self.g.file.processes[i.proc];
         let rejoinable = !self.in_stream_group(i.proc) || self.only_queue_edges(i.proc);
@@ -245,7 +245,7 @@ impl Engine<'_> {
     }
 
     /// How the attempt ended, in a few words (`exited 3`, `timed out`).
-    fn attempt_words(&self, k: usize, result: Outcome) -> String {
+    fn attempt_words(&self, k: InstId, result: Outcome) -> String {
         let i = &self.insts[k];
         match (result, exit_parts(i.exit)) {
             _ if i.probing.not_ready => "was not ready in time".to_string(),
@@ -257,7 +257,7 @@ impl Engine<'_> {
         }
     }
 
-    fn schedule_restart(&mut self, k: usize, result: Outcome) {
+    fn schedule_restart(&mut self, k: InstId, result: Outcome) {
         let p = &self.g.file.processes[self.insts[k].proc];
         let (n, max) = (self.insts[k].restarts, p.max_restarts);
         let delay = restart_delay(n);
@@ -277,7 +277,7 @@ impl Engine<'_> {
         self.wait_for_next_attempt(k, delay);
     }
 
-    fn schedule_retry(&mut self, k: usize, result: Outcome) {
+    fn schedule_retry(&mut self, k: InstId, result: Outcome) {
         let p = &self.g.file.processes[self.insts[k].proc];
         let (delay, retries) = (p.retry_delay, p.retries);
         let (name, attempt) = (self.insts[k].name.clone(), self.insts[k].attempts);
@@ -294,7 +294,7 @@ impl Engine<'_> {
         self.wait_for_next_attempt(k, delay);
     }
 
-    fn wait_for_next_attempt(&mut self, k: usize, delay: Duration) {
+    fn wait_for_next_attempt(&mut self, k: InstId, delay: Duration) {
         let i = &mut self.insts[k];
         i.phase = Phase::RetryWait {
             until: later(Instant::now(), delay),
@@ -304,7 +304,7 @@ impl Engine<'_> {
 
     /// No further attempt: the instance is done; a failure fails its stream
     /// group (pipefail) and, with fail-fast, the run.
-    fn end_instance(&mut self, k: usize, result: Outcome) {
+    fn end_instance(&mut self, k: InstId, result: Outcome) {
         let proc = self.insts[k].proc;
         self.insts[k].stopped_at_end = result == Outcome::Stopped
             && self.insts[k].stop_reason() == Some(StopReason::DaemonEnd);
@@ -331,7 +331,7 @@ impl Engine<'_> {
     }
 
     /// Why an instance failed for good, as the note and the summary say it.
-    fn failure_words(&self, k: usize, result: Outcome) -> String {
+    fn failure_words(&self, k: InstId, result: Outcome) -> String {
         let i = &self.insts[k];
         let p = &self.g.file.processes[i.proc];
         let limit = |d: Option<Duration>| d.map(crate::spec::format_duration).unwrap_or_default();

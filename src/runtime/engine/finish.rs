@@ -10,7 +10,7 @@ impl Engine<'_> {
         let me = std::process::id() as i32;
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
         self.reap_all();
-        let mut left: Vec<(UnitId, usize)> = self
+        let mut left: Vec<(UnitId, InstId)> = self
             .groups
             .iter()
             .filter(|g| self.exec.group_alive(g.pgid))

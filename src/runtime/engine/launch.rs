@@ -5,18 +5,18 @@ use super::super::executor::Endpoint;
 use super::*;
 
 impl Engine<'_> {
-    pub(super) fn start(&mut self, k: usize) {
+    pub(super) fn start(&mut self, k: InstId) {
         self.start_with(k, &[]);
     }
 
     /// Starts every instance of a stream group at once: creates each pipe and
     /// socketpair, hands each member its ends at the numbers the graph
     /// allocated, and closes the engine's copies so EOF reaches the readers.
-    pub(super) fn start_group(&mut self, group: usize, members: &[usize]) {
+    pub(super) fn start_group(&mut self, group: usize, members: &[InstId]) {
         if self.start_group_unit(members) {
             return;
         }
-        let mut ends: FxHashMap<(usize, String), OwnedFd> = FxHashMap::default();
+        let mut ends: FxHashMap<(EndOwner, String), OwnedFd> = FxHashMap::default();
         let mut failure = None;
         for pipe in &self.g.file.pipes {
             let idx = |n: &str| self.g.process_index(n);
@@ -48,7 +48,7 @@ impl Engine<'_> {
             match made {
                 Ok(pair) => {
                     for (proc, fd) in pair {
-                        ends.insert((proc, pipe.name.value.clone()), fd);
+                        ends.insert((EndOwner::Proc(proc), pipe.name.value.clone()), fd);
                     }
                 }
                 Err(e) => failure = Some(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
@@ -74,8 +74,8 @@ impl Engine<'_> {
                 .filter_map(|e| {
                     // Pipe ends are keyed by process, queue ends by instance (replicas differ).
                     let key = match e.kind {
-                        crate::graph::EdgeKind::Queue => (k, e.edge.clone()),
-                        _ => (proc, e.edge.clone()),
+                        crate::graph::EdgeKind::Queue => (EndOwner::Inst(k), e.edge.clone()),
+                        _ => (EndOwner::Proc(proc), e.edge.clone()),
                     };
                     ends.get(&key).map(|fd| (e.fd, fd.as_raw_fd()))
                 })
@@ -98,7 +98,7 @@ impl Engine<'_> {
     /// Offers the stream group to the executor as one unit; true if it took
     /// it (its members are then spawned without their stream descriptors,
     /// which the unit's nested run makes, and their ends are relayed).
-    fn start_group_unit(&mut self, members: &[usize]) -> bool {
+    fn start_group_unit(&mut self, members: &[InstId]) -> bool {
         let mut procs: Vec<usize> = members.iter().map(|&k| self.insts[k].proc).collect();
         procs.dedup();
         let parts: Vec<(String, Vec<Endpoint>)> = procs
@@ -133,7 +133,7 @@ impl Engine<'_> {
 
     /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
     /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
-    pub(super) fn start_with(&mut self, k: usize, endpoints: &[(i32, std::os::fd::RawFd)]) {
+    pub(super) fn start_with(&mut self, k: InstId, endpoints: &[(i32, std::os::fd::RawFd)]) {
         let proc = self.insts[k].proc;
         let replica = self.insts[k].replica;
         // Prepared once; a failed preparation (program not on PATH) is retried,
@@ -182,7 +182,7 @@ impl Engine<'_> {
     }
 
     /// The attempt could not be spawned: it fails (its retries may follow).
-    fn failed_to_start(&mut self, k: usize, err: &std::io::Error) {
+    fn failed_to_start(&mut self, k: InstId, err: &std::io::Error) {
         let name = self.insts[k].name.clone();
         let text = err.to_string();
         self.reporter.note(&format!("{name}: {text}"), true);
@@ -199,7 +199,7 @@ impl Engine<'_> {
 
     /// The attempt's unit `pid` was spawned at `now`: it holds its locks and
     /// slot, its log pipe is watched, and its probes start afresh.
-    fn running_now(&mut self, k: usize, pid: UnitId, log: Option<OwnedFd>, now: Instant) {
+    fn running_now(&mut self, k: InstId, pid: UnitId, log: Option<OwnedFd>, now: Instant) {
         let proc = self.insts[k].proc;
         self.take_locks(k, true);
         self.running += 1;
@@ -265,7 +265,7 @@ impl Engine<'_> {
     /// One attempt's process: its descriptors, then posix_spawn.
     pub(super) fn spawn_attempt(
         &mut self,
-        k: usize,
+        k: InstId,
         first: bool,
         endpoints: &[(i32, std::os::fd::RawFd)],
     ) -> std::io::Result<(UnitId, Option<OwnedFd>)> {
@@ -319,7 +319,7 @@ impl Engine<'_> {
         Ok((pid, plan.log))
     }
 
-    pub(super) fn watch_pipe(&mut self, k: usize, fd: OwnedFd) -> bool {
+    pub(super) fn watch_pipe(&mut self, k: InstId, fd: OwnedFd) -> bool {
         let raw = fd.as_raw_fd();
         if set_nonblocking(&fd).is_err() {
             return false;
@@ -349,7 +349,7 @@ impl Engine<'_> {
     /// ENFILE, EAGAIN, ENOMEM): the attempt did not happen. The instance goes
     /// back to the ready list, and launching pauses until a running process
     /// exits (which frees what it held) or 200 ms pass.
-    fn wait_for_resources(&mut self, k: usize, was_restart: bool, err: &std::io::Error) {
+    fn wait_for_resources(&mut self, k: InstId, was_restart: bool, err: &std::io::Error) {
         let i = &mut self.insts[k];
         i.attempts -= 1;
         if was_restart {
@@ -369,6 +369,14 @@ impl Engine<'_> {
             );
         }
     }
+}
+
+/// Who holds an end of a stream edge while a group starts: a pipe's ends
+/// belong to a process, a queue's to an instance (its replicas differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum EndOwner {
+    Proc(usize),
+    Inst(InstId),
 }
 
 /// Errors that say "not now" rather than "never": the system's limits on

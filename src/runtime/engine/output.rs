@@ -18,7 +18,7 @@ impl Engine<'_> {
         }
         self.progress_due = now + Duration::from_millis(100);
         // The longest-running instances, named when the terminal has room.
-        let mut longest: Vec<(Instant, usize)> = self
+        let mut longest: Vec<(Instant, InstId)> = self
             .active
             .iter()
             .filter(|&&k| self.insts[k].phase == Phase::Running)
@@ -130,7 +130,7 @@ impl Engine<'_> {
                     for r in lines {
                         let line = &buf[r];
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        self.reporter.line(k, &self.insts[k].name, line);
+                        self.reporter.line(k.index(), &self.insts[k].name, line);
                         if probing && !matched {
                             if let Some(re) = &self.log_probes[self.insts[k].proc] {
                                 matched = re.is_match(&String::from_utf8_lossy(line));
@@ -143,7 +143,7 @@ impl Engine<'_> {
                     let mut rest = buf[start..].to_vec();
                     while rest.len() >= MAX_LINE {
                         let tail = rest.split_off(MAX_LINE);
-                        self.reporter.line(k, &self.insts[k].name, &rest);
+                        self.reporter.line(k.index(), &self.insts[k].name, &rest);
                         rest = tail;
                     }
                     if let Some(pipe) = self.sources.pipe_mut(token) {
@@ -170,7 +170,8 @@ impl Engine<'_> {
             .deregister(&mut SourceFd(&pipe.file.as_raw_fd()));
         let k = pipe.inst;
         if !pipe.buf.is_empty() {
-            self.reporter.line(k, &self.insts[k].name, &pipe.buf);
+            self.reporter
+                .line(k.index(), &self.insts[k].name, &pipe.buf);
         }
         let i = &mut self.insts[k];
         i.open_pipes = i.open_pipes.saturating_sub(1);
@@ -179,7 +180,7 @@ impl Engine<'_> {
         }
     }
 
-    pub(super) fn close_pipes_of(&mut self, k: usize) {
+    pub(super) fn close_pipes_of(&mut self, k: InstId) {
         let tokens = self.sources.pipes_of(k);
         for t in tokens {
             // Bounded: a leftover grandchild may write for ever.

@@ -31,14 +31,14 @@ pub(super) struct CheckState {
 
 /// The answer of an http probe, sent from its thread.
 pub(super) struct HttpAnswer {
-    pub(super) inst: usize,
+    pub(super) inst: InstId,
     pub(super) check: Check,
     pub(super) attempt: u32,
     pub(super) passed: bool,
 }
 
 impl Engine<'_> {
-    fn probe_of(&self, k: usize, check: Check) -> Option<&crate::spec::Probe> {
+    fn probe_of(&self, k: InstId, check: Check) -> Option<&crate::spec::Probe> {
         let p = &self.g.file.processes[self.insts[k].proc];
         match check {
             Check::Ready => p.ready.as_ref().map(|r| &r.probe.value),
@@ -48,12 +48,12 @@ impl Engine<'_> {
 
     /// Runs the instance's probes that are due: readiness until it passes
     /// (failing the attempt once its timeout passed), then health.
-    pub(super) fn probe_if_due(&mut self, k: usize, now: Instant) {
+    pub(super) fn probe_if_due(&mut self, k: InstId, now: Instant) {
         self.readiness_if_due(k, now);
         self.health_if_due(k, now);
     }
 
-    fn readiness_if_due(&mut self, k: usize, now: Instant) {
+    fn readiness_if_due(&mut self, k: InstId, now: Instant) {
         let i = &self.insts[k];
         let Some(due) = i.probing.checks[Check::Ready as usize].due else {
             return;
@@ -89,7 +89,7 @@ impl Engine<'_> {
         );
     }
 
-    fn health_if_due(&mut self, k: usize, now: Instant) {
+    fn health_if_due(&mut self, k: InstId, now: Instant) {
         let i = &self.insts[k];
         let Some(due) = i.probing.checks[Check::Health as usize].due else {
             return;
@@ -107,7 +107,7 @@ impl Engine<'_> {
 
     fn run_probe(
         &mut self,
-        k: usize,
+        k: InstId,
         check: Check,
         probe: &crate::spec::Probe,
         limit: Duration,
@@ -133,7 +133,7 @@ impl Engine<'_> {
 
     /// A probe's host, or the node the instance's unit runs on when the probe
     /// names this machine and a cluster executor placed the unit elsewhere.
-    fn probe_host<'h>(&'h self, k: usize, host: &'h str) -> &'h str {
+    fn probe_host<'h>(&'h self, k: InstId, host: &'h str) -> &'h str {
         match self.nodes.get(&k) {
             Some(node) if is_this_machine(host) => node,
             _ => host,
@@ -141,7 +141,7 @@ impl Engine<'_> {
     }
 
     /// An http probe's URL, with its host placed as [`Self::probe_host`] does.
-    fn probe_url(&self, k: usize, url: &str) -> String {
+    fn probe_url(&self, k: InstId, url: &str) -> String {
         let Some((host, _)) = http_host_port(url) else {
             return url.to_string();
         };
@@ -153,7 +153,7 @@ impl Engine<'_> {
     }
 
     /// Resolves `host:port` once per instance (the lookup blocks), then reuses it.
-    fn probe_addr(&mut self, k: usize, host: &str, port: u16) -> Option<std::net::SocketAddr> {
+    fn probe_addr(&mut self, k: InstId, host: &str, port: u16) -> Option<std::net::SocketAddr> {
         if let Some(a) = self.tcp_addrs.get(&(k, port)) {
             return Some(*a);
         }
@@ -165,7 +165,7 @@ impl Engine<'_> {
 
     /// Starts a non-blocking connect, one at a time; its result comes back as
     /// an event ([`Engine::on_tcp_probe`]).
-    fn probe_tcp(&mut self, k: usize, check: Check, host: &str, port: u16) {
+    fn probe_tcp(&mut self, k: InstId, check: Check, host: &str, port: u16) {
         if self.insts[k].probing.checks[check as usize].inflight {
             return;
         }
@@ -203,7 +203,7 @@ impl Engine<'_> {
     /// counts as failed. Its exit comes back through the executor's reap.
     fn probe_cmd(
         &mut self,
-        k: usize,
+        k: InstId,
         check: Check,
         argv: &[String],
         limit: Duration,
@@ -243,7 +243,7 @@ impl Engine<'_> {
     /// the answer comes back through a channel, and the thread wakes the loop.
     fn probe_http(
         &mut self,
-        k: usize,
+        k: InstId,
         check: Check,
         url: &str,
         accept: &[u16],
@@ -301,7 +301,7 @@ impl Engine<'_> {
     }
 
     /// An http answer counts only if the server is the instance's own (as for tcp).
-    fn owns_http_listener(&mut self, k: usize, check: Check) -> bool {
+    fn owns_http_listener(&mut self, k: InstId, check: Check) -> bool {
         let Some(crate::spec::Probe::Http { url, .. }) = self.probe_of(k, check).cloned() else {
             return true;
         };
@@ -390,7 +390,7 @@ impl Engine<'_> {
     }
 
     /// What a probe found. A process that has exited is never ready or healthy.
-    pub(super) fn check_result(&mut self, k: usize, check: Check, passed: bool) {
+    pub(super) fn check_result(&mut self, k: InstId, check: Check, passed: bool) {
         if self.insts[k].phase != Phase::Running || self.insts[k].stop.is_some() {
             return;
         }
@@ -406,7 +406,7 @@ impl Engine<'_> {
 
     /// One more failed health check; at `failures` in a row the process is
     /// stopped and counts as failed (then its `restart` policy applies).
-    fn health_failed(&mut self, k: usize) {
+    fn health_failed(&mut self, k: InstId) {
         let Some(health) = self.g.file.processes[self.insts[k].proc].health.as_ref() else {
             return;
         };
@@ -436,7 +436,7 @@ impl Engine<'_> {
         });
     }
 
-    pub(super) fn set_ready(&mut self, k: usize) {
+    pub(super) fn set_ready(&mut self, k: InstId) {
         let i = &mut self.insts[k];
         // Too late once the attempt failed readiness or is being stopped.
         if i.probing.ready || i.probing.not_ready || i.stop.is_some() || i.phase != Phase::Running {
@@ -476,7 +476,7 @@ impl Engine<'_> {
     }
 
     /// Stops one check of instance `k`: no more probes, none in flight.
-    fn end_check(&mut self, k: usize, check: Check) {
+    fn end_check(&mut self, k: InstId, check: Check) {
         let state = std::mem::take(&mut self.insts[k].probing.checks[check as usize]);
         if let Some(pid) = state.pid {
             self.exec.signal_group(pid, libc::SIGKILL);
@@ -491,7 +491,7 @@ impl Engine<'_> {
     }
 
     /// Ends every probe of instance `k` (its attempt is over or stopping).
-    pub(super) fn stop_probing(&mut self, k: usize) {
+    pub(super) fn stop_probing(&mut self, k: InstId) {
         self.end_check(k, Check::Ready);
         self.end_check(k, Check::Health);
     }

@@ -11,7 +11,7 @@ impl Engine<'_> {
     pub(super) fn open_queues(
         &mut self,
         group: usize,
-        ends: &mut FxHashMap<(usize, String), OwnedFd>,
+        ends: &mut FxHashMap<(launch::EndOwner, String), OwnedFd>,
     ) -> std::io::Result<()> {
         for qi in 0..self.g.file.queues.len() {
             let q = &self.g.file.queues[qi];
@@ -25,11 +25,11 @@ impl Engine<'_> {
             if from.first().is_none_or(|&p| self.g.group_of[p] != group) {
                 continue;
             }
-            let producers: Vec<usize> = from
+            let producers: Vec<InstId> = from
                 .iter()
                 .flat_map(|&p| self.of_proc[p].iter().copied())
                 .collect();
-            let consumers: Vec<usize> = to
+            let consumers: Vec<InstId> = to
                 .iter()
                 .flat_map(|&p| self.of_proc[p].iter().copied())
                 .collect();
@@ -41,7 +41,7 @@ impl Engine<'_> {
                     .map_err(std::io::Error::from)?;
                 // SAFETY: F_SETPIPE_SZ only resizes the pipe buffer; failure keeps the default.
                 unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-                ends.insert((k, name.clone()), write);
+                ends.insert((launch::EndOwner::Inst(k), name.clone()), write);
                 producer_files.push(std::fs::File::from(read));
             }
             for &k in &consumers {
@@ -50,7 +50,7 @@ impl Engine<'_> {
                 // The broker keeps a read end of its own (close-on-exec) to
                 // read back what the consumer leaves unread.
                 let keep = read.try_clone()?;
-                ends.insert((k, name.clone()), read);
+                ends.insert((launch::EndOwner::Inst(k), name.clone()), read);
                 consumer_files.push((std::fs::File::from(write), std::fs::File::from(keep)));
             }
             for (i, f) in producer_files.iter().enumerate() {
@@ -120,7 +120,7 @@ impl Engine<'_> {
     /// A consumer instance exited: whatever is still in its pipe is lost.
     /// `returning`: it will restart and reattach, so the queue keeps its
     /// messages for it (and its producers open) meanwhile.
-    pub(super) fn queue_consumer_exited(&mut self, k: usize, returning: bool) {
+    pub(super) fn queue_consumer_exited(&mut self, k: InstId, returning: bool) {
         for q in 0..self.queues.len() {
             let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
                 continue;
@@ -147,7 +147,7 @@ impl Engine<'_> {
 
     /// Restarts a member of a running stream group: fresh pipes to the broker
     /// for each of its queues, then a normal launch with those ends.
-    pub(super) fn restart_member(&mut self, k: usize) {
+    pub(super) fn restart_member(&mut self, k: InstId) {
         let proc = self.insts[k].proc;
         let mut ends: Vec<(i32, OwnedFd)> = Vec::new();
         let mut failed = false;
@@ -210,7 +210,7 @@ impl Engine<'_> {
 
     /// (received, sent, lost in flight to it, requeued from it) over every
     /// queue, for one instance.
-    pub(super) fn queue_counts_of(&self, k: usize) -> (u64, u64, u64, u64) {
+    pub(super) fn queue_counts_of(&self, k: InstId) -> (u64, u64, u64, u64) {
         let mut total = (0, 0, 0, 0);
         for q in 0..self.queues.len() {
             let Some(queue) = &self.queues[q] else {
@@ -233,7 +233,7 @@ impl Engine<'_> {
     /// Instance `k` consumes queues, and every one of them has given it
     /// end-of-file: a restart would only read end-of-file again (a worker
     /// pool is not refilled once the work is done).
-    pub(super) fn queue_inputs_exhausted(&self, k: usize) -> bool {
+    pub(super) fn queue_inputs_exhausted(&self, k: InstId) -> bool {
         let mut any = false;
         for q in 0..self.queues.len() {
             let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {

@@ -9,7 +9,7 @@ impl Engine<'_> {
     /// opens this run's journal, and marks the instances that need not run.
     /// A journal problem is reported and the run goes on without it.
     pub(super) fn start_journal(&mut self, path: &Path, resume: bool, run_id: &str) {
-        self.keys = (0..self.insts.len()).map(|k| self.fingerprint(k)).collect();
+        self.keys = self.insts.map(|k, _| self.fingerprint(k));
         let last = if resume {
             match journal::last_run(path, &self.g.name) {
                 Ok(last) => Some(last),
@@ -36,7 +36,7 @@ impl Engine<'_> {
     /// The resolved definition that decides whether a cached result still
     /// holds: argv (or shell), cwd, and the environment the job file gives
     /// (not the engine's own environment, which changes between shells).
-    fn fingerprint(&self, k: usize) -> String {
+    fn fingerprint(&self, k: InstId) -> String {
         let i = &self.insts[k];
         let launch = spawn::launch(self.g, i.proc, i.replica, &self.base, &[]);
         let mut parts: Vec<String> = launch.argv.clone();
@@ -58,24 +58,21 @@ impl Engine<'_> {
     /// member, and nothing it needs (after targets, parent) nor any
     /// non-daemon child of it will run again. Computed to a fixed point.
     fn mark_cached(&mut self, last: &LastRun) {
-        let n = self.insts.len();
-        let mut cached: Vec<bool> = (0..n)
-            .map(|k| {
-                let p = &self.g.file.processes[self.insts[k].proc];
-                last.ok_with(&self.insts[k].name, &self.keys[k])
-                    && !p.daemon.value
-                    && !p.always.value
-                    && !self.in_stream_group(self.insts[k].proc)
-            })
-            .collect();
-        let all = |cached: &[bool], procs: Vec<usize>| {
+        let mut cached: PerInst<bool> = self.insts.map(|k, i| {
+            let p = &self.g.file.processes[i.proc];
+            last.ok_with(&i.name, &self.keys[k])
+                && !p.daemon.value
+                && !p.always.value
+                && !self.in_stream_group(i.proc)
+        });
+        let all = |cached: &PerInst<bool>, procs: Vec<usize>| {
             procs
                 .into_iter()
                 .all(|t| self.of_proc[t].iter().all(|&j| cached[j]))
         };
         loop {
             let mut changed = false;
-            for k in 0..n {
+            for k in self.insts.ids() {
                 if !cached[k] {
                     continue;
                 }
@@ -95,7 +92,7 @@ impl Engine<'_> {
                 break;
             }
         }
-        for k in (0..n).filter(|&k| cached[k]) {
+        for k in self.insts.ids().filter(|&k| cached[k]) {
             self.ready.remove(&self.pos_of[k]);
             self.set_done(k, Outcome::Cached);
             let name = self.insts[k].name.clone();
@@ -104,7 +101,7 @@ impl Engine<'_> {
     }
 
     /// Records an instance's final status in the journal (fsync'd).
-    pub(super) fn journal_record(&mut self, k: usize, outcome: Outcome) {
+    pub(super) fn journal_record(&mut self, k: InstId, outcome: Outcome) {
         let Some(j) = self.journal.as_mut() else {
             return;
         };

@@ -87,7 +87,7 @@ impl Engine<'_> {
     pub(super) fn dep_state(&self, kind: DepKind, target: usize) -> Dep {
         let tname = &self.g.file.processes[target].name.value;
         let targets = &self.of_proc[target];
-        let t = |k: usize| &self.insts[k];
+        let t = |k: InstId| &self.insts[k];
         match kind {
             DepKind::After(Condition::Success) => {
                 // Its own failure is known before the join: no need to wait for its children.
@@ -165,11 +165,11 @@ impl Engine<'_> {
     }
 
     /// A daemon stopped because its parent or the graph finished ended normally.
-    pub(super) fn clean_daemon_stop(&self, k: usize, o: Outcome) -> bool {
+    pub(super) fn clean_daemon_stop(&self, k: InstId, o: Outcome) -> bool {
         o == Outcome::Stopped && self.insts[k].stopped_at_end
     }
 
-    pub(super) fn skip(&mut self, k: usize, reason: &str) {
+    pub(super) fn skip(&mut self, k: InstId, reason: &str) {
         if self.insts[k].phase != Phase::Pending {
             return;
         }
@@ -198,7 +198,9 @@ impl Engine<'_> {
         let why = self.cause();
         // After a signal, an `always` step that could not start within the grace never will.
         let kill = self.kill_now() || self.shutdown_deadline.is_some_and(|t| Instant::now() >= t);
-        let pending: Vec<usize> = (0..self.insts.len())
+        let pending: Vec<InstId> = self
+            .insts
+            .ids()
             .filter(|&k| self.insts[k].phase == Phase::Pending && (kill || !self.is_always(k)))
             .collect();
         for &k in &pending {
@@ -209,12 +211,12 @@ impl Engine<'_> {
     }
 
     /// An `always` step (a `finally`): runs even while the run stops.
-    pub(super) fn is_always(&self, k: usize) -> bool {
+    pub(super) fn is_always(&self, k: InstId) -> bool {
         self.g.file.processes[self.insts[k].proc].always.value
     }
 
     /// The instance's own process is done for good.
-    pub(super) fn set_done(&mut self, k: usize, outcome: Outcome) {
+    pub(super) fn set_done(&mut self, k: InstId, outcome: Outcome) {
         self.journal_record(k, outcome);
         let i = &mut self.insts[k];
         i.phase = Phase::Done(outcome);
@@ -238,7 +240,7 @@ impl Engine<'_> {
     }
 
     /// Joined: own process done and non-daemon children finished.
-    pub(super) fn set_finished(&mut self, k: usize) {
+    pub(super) fn set_finished(&mut self, k: InstId) {
         if std::mem::replace(&mut self.insts[k].finished, true) {
             return;
         }
@@ -260,7 +262,7 @@ impl Engine<'_> {
 
     /// Joins: a process is finished when its own process is done and its
     /// non-daemon children are finished; then its daemon children are stopped.
-    pub(super) fn try_join(&mut self, k: usize) {
+    pub(super) fn try_join(&mut self, k: InstId) {
         let i = &self.insts[k];
         if i.finished || !matches!(i.phase, Phase::Done(_)) {
             return;
@@ -325,7 +327,7 @@ impl Engine<'_> {
 
     /// Top-level daemons stop once every non-daemon process finished.
     pub(super) fn release_top_level_daemons(&mut self) {
-        for k in 0..self.insts.len() {
+        for k in self.insts.ids() {
             let p = &self.g.file.processes[self.insts[k].proc];
             if !(p.daemon.value && p.parent.is_none()) {
                 continue;
@@ -415,7 +417,7 @@ impl Engine<'_> {
     /// Launches a stream group once every member instance is ready and the
     /// whole group fits in `max_parallel` and the locks.
     pub(super) fn try_start_group(&mut self, group: usize) -> bool {
-        let members: Vec<usize> = self.g.groups[group]
+        let members: Vec<InstId> = self.g.groups[group]
             .members
             .iter()
             .flat_map(|&m| self.of_proc[m].iter().copied())
@@ -446,7 +448,7 @@ impl Engine<'_> {
     }
 
     /// Members of `k`'s stream group other than `k` (instances), if it has edges.
-    pub(super) fn group_peers(&self, k: usize) -> Vec<usize> {
+    pub(super) fn group_peers(&self, k: InstId) -> Vec<InstId> {
         let group = self.g.group_of[self.insts[k].proc];
         if self.g.groups[group].edges.is_empty() {
             return Vec::new();
@@ -460,17 +462,17 @@ impl Engine<'_> {
     }
 
     /// Whether instance `k` takes a `max_parallel` slot while it runs.
-    pub(super) fn needs_slot(&self, k: usize) -> bool {
+    pub(super) fn needs_slot(&self, k: InstId) -> bool {
         !self.g.file.processes[self.insts[k].proc].daemon.value
     }
 
-    pub(super) fn locks_free(&self, k: usize) -> bool {
+    pub(super) fn locks_free(&self, k: InstId) -> bool {
         self.g.locks[self.insts[k].proc]
             .iter()
             .all(|&l| self.lock_free[l] > 0)
     }
 
-    pub(super) fn take_locks(&mut self, k: usize, take: bool) {
+    pub(super) fn take_locks(&mut self, k: InstId, take: bool) {
         for &l in &self.g.locks[self.insts[k].proc] {
             if take {
                 self.lock_free[l] -= 1;

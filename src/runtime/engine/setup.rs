@@ -17,7 +17,7 @@ impl<'g> Engine<'g> {
             false => g.only(&opts.only),
         }
         .map_err(RunError::Only)?;
-        let (insts, of_proc) = build_instances(g, &included);
+        let (insts, of_proc) = build_instances(g, &included)?;
         let order = launch_order(g, &insts);
         let poll = Poll::new().map_err(RunError::EventLoop)?;
         let waker = std::sync::Arc::new(
@@ -28,6 +28,7 @@ impl<'g> Engine<'g> {
         let (signals, null, terminal) = prepare_engine_process(&poll)?;
         let (http_tx, http_rx) = std::sync::mpsc::channel();
         let (n, procs) = (insts.len(), g.file.processes.len());
+        let launches = insts.map(|_, _| None);
         let mut e = Engine {
             g,
             base: base.to_path_buf(),
@@ -42,7 +43,7 @@ impl<'g> Engine<'g> {
                 .iter()
                 .filter(|i| !g.file.processes[i.proc].daemon.value)
                 .count(),
-            pos_of: positions(&order, n),
+            pos_of: positions(&order, &insts),
             insts,
             of_proc,
             order,
@@ -64,7 +65,7 @@ impl<'g> Engine<'g> {
             exec,
             by_pid: FxHashMap::default(),
             groups: Vec::new(),
-            launches: (0..n).map(|_| None).collect(),
+            launches,
             null,
             engine_env: engine_env(&marker),
             marker,
@@ -75,7 +76,7 @@ impl<'g> Engine<'g> {
             resource_wait: None,
             resource_noted: false,
             journal: None,
-            keys: Vec::new(),
+            keys: PerInst::default(),
             started_at: Instant::now(),
             rdeps: reverse_deps(g),
             dirty: (0..procs).collect(),
@@ -123,10 +124,54 @@ impl<'g> Engine<'g> {
     }
 }
 
+/// One instance per replica of each included process, and each process's instances.
+fn build_instances(g: &Graph, included: &[bool]) -> Result<(Insts, Vec<Vec<InstId>>), RunError> {
+    let mut insts = Insts::default();
+    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
+    for (i, p) in g.file.processes.iter().enumerate() {
+        if !included[i] {
+            continue;
+        }
+        for r in 0..p.replicas.value {
+            let name = if p.replicas.value > 1 {
+                format!("{}[{r}]", p.name.value)
+            } else {
+                p.name.value.clone()
+            };
+            let k = insts
+                .push(Inst::new(i, r, name))
+                .ok_or(RunError::TooManyInstances)?;
+            of_proc[i].push(k);
+        }
+    }
+    Ok((insts, of_proc))
+}
+
+/// Launch order: stage, then file order, then replica.
+fn launch_order(g: &Graph, insts: &Insts) -> Vec<InstId> {
+    let mut stage_of_proc = vec![0usize; g.file.processes.len()];
+    for (s, groups) in g.stages.iter().enumerate() {
+        for &grp in groups {
+            for &m in &g.groups[grp].members {
+                stage_of_proc[m] = s;
+            }
+        }
+    }
+    let mut order: Vec<InstId> = insts.ids().collect();
+    order.sort_by_key(|&k| {
+        (
+            stage_of_proc[insts[k].proc],
+            insts[k].proc,
+            insts[k].replica,
+        )
+    });
+    order
+}
+
 /// Starts the reporter with the instances' names; its writers wake the loop.
 fn start_reporter(
     g: &Graph,
-    insts: &[Inst],
+    insts: &Insts,
     mut reporter: Box<dyn Reporter>,
     waker: std::sync::Arc<mio::Waker>,
 ) -> Result<Box<dyn Reporter>, RunError> {
@@ -173,8 +218,8 @@ fn reverse_deps(g: &Graph) -> Vec<Vec<usize>> {
 }
 
 /// Per instance, its place in the launch order.
-fn positions(order: &[usize], n: usize) -> Vec<usize> {
-    let mut pos_of = vec![0; n];
+fn positions(order: &[InstId], insts: &Insts) -> PerInst<usize> {
+    let mut pos_of = insts.map(|_, _| 0);
     for (pos, &k) in order.iter().enumerate() {
         pos_of[k] = pos;
     }

@@ -2,6 +2,7 @@
 //! pipe, a queue end (or a queue's timer), a TCP probe in flight. One lookup
 //! tells what a readiness event is about; nothing falls through.
 
+use super::ids::InstId;
 use super::probes::Check;
 use super::Pipe;
 use rustc_hash::FxHashMap;
@@ -18,7 +19,7 @@ pub(super) enum Source {
 
 /// A non-blocking connect, for the readiness or health of an instance.
 pub(super) struct TcpProbe {
-    pub(super) inst: usize,
+    pub(super) inst: InstId,
     pub(super) check: Check,
     pub(super) addr: std::net::SocketAddr,
     pub(super) stream: mio::net::TcpStream,
@@ -83,7 +84,7 @@ impl Sources {
     }
 
     /// Tokens of the log pipes of instance `k`.
-    pub(super) fn pipes_of(&self, k: usize) -> Vec<usize> {
+    pub(super) fn pipes_of(&self, k: InstId) -> Vec<usize> {
         self.map
             .iter()
             .filter(|(_, s)| matches!(s, Source::Log(p) if p.inst == k))
@@ -92,7 +93,7 @@ impl Sources {
     }
 
     /// Tokens of the TCP probes in flight for instance `k`'s `check`.
-    pub(super) fn tcp_of(&self, k: usize, check: Check) -> Vec<usize> {
+    pub(super) fn tcp_of(&self, k: InstId, check: Check) -> Vec<usize> {
         self.map
             .iter()
             .filter(|(_, s)| matches!(s, Source::Tcp(p) if p.inst == k && p.check == check))

@@ -2,7 +2,7 @@
 //! printed on SIGUSR1, and the stall check that ends a run which can never
 //! make progress.
 
-use super::{Cancel, Engine, Outcome, Phase};
+use super::{Cancel, Engine, InstId, Outcome, Phase};
 use crate::graph::DepKind;
 use crate::runtime::report::fmt_duration;
 use crate::spec::Condition;
@@ -13,7 +13,7 @@ const MAX_ROWS: usize = 40;
 
 impl Engine<'_> {
     /// What a pending (or joining) instance waits for, in words.
-    pub(super) fn waits_for(&self, k: usize) -> String {
+    pub(super) fn waits_for(&self, k: InstId) -> String {
         let i = &self.insts[k];
         match i.phase {
             Phase::RetryWait { until } => {
@@ -71,7 +71,7 @@ impl Engine<'_> {
     }
 
     /// Dependencies hold: what keeps it from launching now.
-    fn waits_for_launch(&self, k: usize) -> String {
+    fn waits_for_launch(&self, k: InstId) -> String {
         let proc = self.insts[k].proc;
         let group = self.g.group_of[proc];
         if !self.g.groups[group].edges.is_empty() && self.insts[k].phase == Phase::Pending {
@@ -187,7 +187,7 @@ impl Engine<'_> {
         {
             return;
         }
-        let stuck: Vec<usize> = self
+        let stuck: Vec<InstId> = self
             .order
             .iter()
             .copied()
@@ -210,7 +210,7 @@ impl Engine<'_> {
             self.skip(k, &why);
         }
         // Instances done but never joined (children that could not start) end here too.
-        for k in 0..self.insts.len() {
+        for k in self.insts.ids() {
             if !self.insts[k].finished && self.insts[k].outcome().is_some() {
                 self.set_finished(k);
             }

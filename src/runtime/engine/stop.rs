@@ -12,7 +12,7 @@ impl Engine<'_> {
             self.shutdown_deadline = Some(later(Instant::now(), self.grace));
         }
         let kill = self.kill_now();
-        for k in 0..self.insts.len() {
+        for k in self.insts.ids() {
             match self.insts[k].phase {
                 Phase::Running | Phase::Draining { .. } if self.is_always(k) && !kill => {}
                 Phase::Running | Phase::Draining { .. } => {
@@ -31,7 +31,7 @@ impl Engine<'_> {
 
     /// Ends an instance that waits for a retry or restart: that attempt will
     /// not happen, and its last event says so.
-    pub(super) fn stop_waiting(&mut self, k: usize, reason: &str) {
+    pub(super) fn stop_waiting(&mut self, k: InstId, reason: &str) {
         self.insts[k].restart_pending = false;
         self.insts[k].why = Some(reason.to_string());
         self.set_done(k, Outcome::Stopped);
@@ -43,7 +43,7 @@ impl Engine<'_> {
     }
 
     /// Asks a running (or waiting) instance to stop; `why` is what the summary says.
-    pub(super) fn request_stop(&mut self, k: usize, reason: StopReason, why: String) {
+    pub(super) fn request_stop(&mut self, k: InstId, reason: StopReason, why: String) {
         let i = &mut self.insts[k];
         match i.phase {
             Phase::Running if i.stop.is_none() => {
@@ -107,7 +107,7 @@ impl Engine<'_> {
         }
     }
 
-    pub(super) fn has_running_dependent(&self, k: usize) -> bool {
+    pub(super) fn has_running_dependent(&self, k: InstId) -> bool {
         let target = self.insts[k].proc;
         self.active.iter().any(|&j| {
             let other = &self.insts[j];
@@ -170,7 +170,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn on_deadlines(&mut self, now: Instant) {
-        let active: Vec<usize> = self.active.iter().copied().collect();
+        let active: Vec<InstId> = self.active.iter().copied().collect();
         for k in active {
             match self.insts[k].phase {
                 Phase::RetryWait { until } if now >= until => {

@@ -1,0 +1,122 @@
+//! Typed instance ids, and the tables indexed by them.
+//!
+//! The engine deals in several kinds of integers: instances, processes (the
+//! graph's indices), positions in the launch order, pids and tokens. As bare
+//! `usize`s, one could be passed for another and still compile. An instance
+//! is an [`InstId`] instead, so that mix-up is a type error.
+
+use std::ops::{Index, IndexMut};
+
+/// One instance of a process (one replica), as the engine numbers them.
+///
+/// Not a `usize` so that an instance can no longer be confused with a
+/// process index, a position in the launch order, or a pid. Only
+/// [`PerInst::push`] makes new ones, as the instances are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct InstId(u32);
+
+impl InstId {
+    /// Its index into the instance tables (and the reporter's list of names).
+    pub(super) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A value per instance, indexed by [`InstId`]: the instances themselves
+/// ([`super::Insts`]) and the engine's side tables.
+///
+/// Every table is built from the instances' (with [`PerInst::map`]), so an
+/// id of the run is valid in each of them, and there are never more than
+/// `u32::MAX` entries.
+#[derive(Debug)]
+pub(super) struct PerInst<T>(Vec<T>);
+
+impl<T> Default for PerInst<T> {
+    fn default() -> Self {
+        PerInst(Vec::new())
+    }
+}
+
+impl<T> PerInst<T> {
+    /// Adds the next instance's value and returns its new id; `None` (and
+    /// nothing added) once `u32::MAX` instances exist.
+    pub(super) fn push(&mut self, value: T) -> Option<InstId> {
+        let id = u32::try_from(self.0.len()).ok().filter(|&i| i < u32::MAX)?;
+        self.0.push(value);
+        Some(InstId(id))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn get(&self, k: InstId) -> Option<&T> {
+        self.0.get(k.index())
+    }
+
+    /// The values, in id order.
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    /// Every id, in order. It does not borrow the table, so the loop's body
+    /// may change it.
+    pub(super) fn ids(&self) -> Ids {
+        Ids(0..u32::try_from(self.0.len()).unwrap_or(u32::MAX))
+    }
+
+    /// A table with one value per id of this one.
+    pub(super) fn map<U>(&self, mut f: impl FnMut(InstId, &T) -> U) -> PerInst<U> {
+        PerInst(self.ids().zip(&self.0).map(|(k, v)| f(k, v)).collect())
+    }
+}
+
+impl<T> Index<InstId> for PerInst<T> {
+    type Output = T;
+    fn index(&self, k: InstId) -> &T {
+        &self.0[k.index()]
+    }
+}
+
+impl<T> IndexMut<InstId> for PerInst<T> {
+    fn index_mut(&mut self, k: InstId) -> &mut T {
+        &mut self.0[k.index()]
+    }
+}
+
+/// The ids of a table, in order (see [`PerInst::ids`]).
+#[derive(Debug, Clone)]
+pub(super) struct Ids(std::ops::Range<u32>);
+
+impl Iterator for Ids {
+    type Item = InstId;
+    fn next(&mut self) -> Option<InstId> {
+        self.0.next().map(InstId)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_pushes_and_index_every_table_made_from_them() {
+        let mut names = PerInst::default();
+        let a = names.push("a");
+        let b = names.push("b");
+        assert_eq!(
+            (a.map(InstId::index), b.map(InstId::index)),
+            (Some(0), Some(1))
+        );
+        let ids: Vec<InstId> = names.ids().collect();
+        assert_eq!(ids.len(), names.len());
+        let mut lens = names.map(|_, n| n.len());
+        lens[ids[1]] += 1;
+        assert_eq!((names[ids[1]], lens[ids[1]]), ("b", 2));
+        assert_eq!(names.iter().copied().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(PerInst::<u8>::default().get(ids[0]).is_none());
+    }
+}
