@@ -4,6 +4,7 @@ mod cancel;
 mod exits;
 mod finish;
 mod ids;
+mod inst;
 mod launch;
 mod output;
 mod probes;
@@ -26,6 +27,7 @@ use crate::spec::Condition;
 use crate::streams::broker;
 use cancel::Cancel;
 use ids::{InstId, PerInst};
+use inst::{Attempt, End, Inst, Phase, Probing};
 use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -148,22 +150,6 @@ impl Outcome {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Not started yet.
-    Pending,
-    /// Its process is alive.
-    Running,
-    /// Its process was reaped; its output pipes are still open.
-    Draining { since: Instant },
-    /// Waiting out `retry_delay`.
-    RetryWait { until: Instant },
-    /// Retry delay over; waiting for a slot and its locks.
-    Retrying,
-    /// Its own process is done for good (or it was skipped), so.
-    Done(Outcome),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
     /// Its `timeout` passed.
     Timeout,
@@ -206,108 +192,6 @@ impl Stop {
 
 /// Every instance of the run, by [`InstId`].
 type Insts = PerInst<Inst>;
-
-struct Inst {
-    proc: usize,
-    replica: u32,
-    name: String,
-    phase: Phase,
-    attempts: u32,
-    first_start: Option<Instant>,
-    attempt_start: Option<Instant>,
-    end: Option<Instant>,
-    /// Its unit (the executor's id: a pid and process group here), once started.
-    unit: Option<UnitId>,
-    open_pipes: u8,
-    exit: Option<Exit>,
-    peak_rss_kib: u64,
-    /// Asked to stop in this attempt (and whether its signal went out).
-    stop: Option<Stop>,
-    finished: bool,
-    start_error: bool,
-    /// Readiness and health.
-    probing: Probing,
-    /// Restarts made under `restart`.
-    restarts: u32,
-    /// A daemon stopped because its parent or the graph finished: a normal end.
-    stopped_at_end: bool,
-    /// The scheduled next attempt is a restart (counted when it really starts).
-    restart_pending: bool,
-    /// Once finished (joined): why its subtree did not succeed, if it did not.
-    subtree_failure: Option<String>,
-    /// Why it did not end `ok` (skipped, stopped, failed), for the summary.
-    why: Option<String>,
-    /// Run inside a group unit: its nested run applies its timeouts, probes
-    /// and retries, and says how it ended.
-    relayed: bool,
-    /// How the nested run judged it (a member of a group unit).
-    verdict: Option<Verdict>,
-}
-
-/// An instance's readiness and health, as its probes found them.
-#[derive(Default)]
-struct Probing {
-    /// Ready in the current attempt.
-    ready: bool,
-    /// Ready in some attempt (an `after = "ready"` dependent may have started).
-    ready_once: bool,
-    /// The readiness and health checks' own state.
-    checks: [probes::CheckState; 2],
-    /// Its health check failed `failures` times in a row: the attempt failed.
-    unhealthy: bool,
-    /// The readiness deadline passed: the attempt fails.
-    not_ready: bool,
-    /// A `tcp` probe found another program on its port (said once).
-    foreign_listener_noted: bool,
-}
-
-impl Inst {
-    /// Its unit's id as events show it (0 before its first start).
-    fn pid(&self) -> i32 {
-        self.unit.map_or(0, UnitId::get)
-    }
-
-    /// How its own process ended for good, once it did.
-    fn outcome(&self) -> Option<Outcome> {
-        match self.phase {
-            Phase::Done(o) => Some(o),
-            _ => None,
-        }
-    }
-
-    /// Why it is being stopped, in this attempt.
-    fn stop_reason(&self) -> Option<StopReason> {
-        self.stop.map(|s| s.reason)
-    }
-
-    fn new(proc: usize, replica: u32, name: String) -> Inst {
-        Inst {
-            proc,
-            replica,
-            name,
-            phase: Phase::Pending,
-            attempts: 0,
-            first_start: None,
-            attempt_start: None,
-            end: None,
-            unit: None,
-            open_pipes: 0,
-            exit: None,
-            peak_rss_kib: 0,
-            stop: None,
-            finished: false,
-            start_error: false,
-            probing: Probing::default(),
-            restarts: 0,
-            stopped_at_end: false,
-            restart_pending: false,
-            subtree_failure: None,
-            why: None,
-            relayed: false,
-            verdict: None,
-        }
-    }
-}
 
 struct Pipe {
     inst: InstId,
@@ -528,9 +412,10 @@ fn signal_name(sig: i32) -> &'static str {
 }
 
 impl Engine<'_> {
-    /// Sends `sig` to instance `k`'s unit, if it has one.
+    /// Sends `sig` to instance `k`'s unit while it is alive (a unit reaped
+    /// already is not signalled: its id may be another's by now).
     fn signal_unit(&mut self, k: InstId, sig: i32) {
-        if let Some(u) = self.insts[k].unit {
+        if let Some(u) = self.insts[k].running().map(|a| a.unit) {
             self.exec.signal_group(u, sig);
         }
     }

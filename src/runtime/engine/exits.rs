@@ -81,11 +81,12 @@ impl Engine<'_> {
         let Some(&k) = self.by_pid.get(&p.id) else {
             return;
         };
-        let i = &mut self.insts[k];
-        if !p.running {
-            i.attempt_start = None;
-        } else if i.attempt_start.is_none() {
-            i.attempt_start = Some(Instant::now());
+        if let Some(a) = self.insts[k].attempt_mut() {
+            if !p.running {
+                a.start = None;
+            } else if a.start.is_none() {
+                a.start = Some(Instant::now());
+            }
         }
         if let Some(node) = &p.node {
             if self.nodes.get(&k) != Some(node) {
@@ -137,38 +138,50 @@ impl Engine<'_> {
         }
         self.take_locks(k, false);
         let i = &mut self.insts[k];
-        i.exit = Some(r.exit);
+        i.last = Some(End::Reaped {
+            unit: pid,
+            exit: r.exit,
+            verdict: r.relayed.map(|x| x.verdict),
+        });
         if let Some(x) = r.relayed {
             // Its nested run's attempts and restarts are its own.
-            i.verdict = Some(x.verdict);
             i.attempts = i.attempts.max(x.attempts);
             i.restarts = x.restarts;
         }
         i.peak_rss_kib = i.peak_rss_kib.max(r.peak_rss_kib);
-        if i.open_pipes == 0 {
-            self.attempt_end(k);
+        if i.attempt().is_some_and(|a| a.open_pipes > 0) {
+            i.drain(Instant::now());
         } else {
-            i.phase = Phase::Draining {
-                since: Instant::now(),
-            };
+            self.attempt_end(k);
         }
     }
 
     /// An attempt is over (process reaped and its output drained, or it never
-    /// started): report it, then retry, restart, or end the instance.
+    /// started): report it, then retry, restart, or end the instance. The
+    /// attempt stays in the phase, to be read, until that retry, restart or
+    /// end replaces the phase.
     pub(super) fn attempt_end(&mut self, k: InstId) {
         self.stop_probing(k);
         let result = self.attempt_result(k);
         let i = &self.insts[k];
-        let (name, pid, attempt) = (i.name.clone(), i.pid(), i.attempts);
-        let (code, signal) = exit_parts(i.exit);
+        let (name, attempt) = (i.name.clone(), i.attempts);
+        let (pid, duration) = match (i.attempt(), i.last) {
+            (Some(a), _) => (
+                Some(a.unit.get()).filter(|&pid| pid > 0),
+                a.start.map(|s| s.elapsed()),
+            ),
+            // It could not start: no unit, and it lasted from the try on.
+            (None, Some(End::NotStarted { tried })) => (None, Some(tried.elapsed())),
+            (None, _) => (None, None),
+        };
+        let (code, signal) = exit_parts(i.exit());
         let again = self.next_attempt(k, result);
         self.emit(RunEvent::Exited {
             process: &name,
-            pid: (pid > 0 && !i.start_error).then_some(pid),
+            pid,
             code,
             signal,
-            duration: i.attempt_start.map(|s| s.elapsed()),
+            duration,
             attempt,
             status: result.as_str(),
             then: again.map(|a| match a {
@@ -189,17 +202,19 @@ impl Engine<'_> {
         let i = &self.insts[k];
         let proc = i.proc;
         let p = &self.g.file.processes[proc];
-        let signalled = i.stop.is_some_and(|s| s.signalled.is_some());
+        // One that could not start has no attempt: no stop, no probes.
+        let stop = i.attempt().and_then(|a| a.stop);
+        let signalled = stop.is_some_and(|s| s.signalled.is_some());
         // The nested run that ran it knows best (its timeouts, probes, codes).
-        match i.verdict {
+        match i.verdict() {
             Some(Verdict::Ok) => return Outcome::Ok,
             Some(Verdict::Failed) => return Outcome::Failed,
             Some(Verdict::TimedOut) => return Outcome::TimedOut,
             Some(Verdict::Stopped) => return Outcome::Stopped,
             None => {}
         }
-        match (i.stop.map(|s| s.reason), signalled, i.exit) {
-            _ if i.probing.not_ready || i.probing.unhealthy => Outcome::Failed,
+        match (stop.map(|s| s.reason), signalled, i.exit()) {
+            _ if i.not_ready() || i.unhealthy() => Outcome::Failed,
             (Some(StopReason::Timeout), _, _) => Outcome::TimedOut,
             (Some(_), true, _) => Outcome::Stopped,
             (_, _, Some(Exit::Code(c))) if p.success_codes.contains(&c) => Outcome::Ok,
@@ -229,7 +244,7 @@ impl Engine<'_> {
             return Some(Again::Retry);
         }
         let asked_to_stop = matches!(
-            i.stop.map(|s| s.reason),
+            i.stop_reason(),
             Some(StopReason::Shutdown | StopReason::DaemonEnd)
         );
         let policy = match p.restart {
@@ -247,9 +262,9 @@ impl Engine<'_> {
     /// How the attempt ended, in a few words (`exited 3`, `timed out`).
     fn attempt_words(&self, k: InstId, result: Outcome) -> String {
         let i = &self.insts[k];
-        match (result, exit_parts(i.exit)) {
-            _ if i.probing.not_ready => "was not ready in time".to_string(),
-            _ if i.probing.unhealthy => "failed its health check".to_string(),
+        match (result, exit_parts(i.exit())) {
+            _ if i.not_ready() => "was not ready in time".to_string(),
+            _ if i.unhealthy() => "failed its health check".to_string(),
             (Outcome::TimedOut, _) => "timed out".to_string(),
             (_, (Some(c), _)) => format!("exited {c}"),
             (_, (_, Some(s))) => format!("was killed by {s}"),
@@ -295,11 +310,10 @@ impl Engine<'_> {
     }
 
     fn wait_for_next_attempt(&mut self, k: InstId, delay: Duration) {
-        let i = &mut self.insts[k];
-        i.phase = Phase::RetryWait {
+        // The attempt (its stop, its probes) ends with its phase.
+        self.insts[k].phase = Phase::RetryWait {
             until: later(Instant::now(), delay),
         };
-        i.stop = None;
     }
 
     /// No further attempt: the instance is done; a failure fails its stream
@@ -308,17 +322,18 @@ impl Engine<'_> {
         let proc = self.insts[k].proc;
         self.insts[k].stopped_at_end = result == Outcome::Stopped
             && self.insts[k].stop_reason() == Some(StopReason::DaemonEnd);
+        // Said of the attempt, which `set_done` ends.
+        let what = result.is_failure().then(|| self.failure_words(k, result));
         self.set_done(k, result);
-        if !result.is_failure() {
+        let Some(what) = what else {
             return;
-        }
+        };
         if self.in_stream_group(proc) {
             for j in self.group_peers(k) {
                 let why = format!("stream group: `{}` {}", self.insts[k].name, result.as_str());
                 self.request_stop(j, StopReason::Shutdown, why);
             }
         }
-        let what = self.failure_words(k, result);
         let name = self.insts[k].name.clone();
         self.reporter.note(&format!("{name} {what}"), true);
         if !(what == "could not start" && self.insts[k].why.is_some()) {
@@ -335,12 +350,12 @@ impl Engine<'_> {
         let i = &self.insts[k];
         let p = &self.g.file.processes[i.proc];
         let limit = |d: Option<Duration>| d.map(crate::spec::format_duration).unwrap_or_default();
-        match (result, exit_parts(i.exit)) {
-            _ if i.probing.not_ready => format!(
+        match (result, exit_parts(i.exit())) {
+            _ if i.not_ready() => format!(
                 "was not ready within {}",
                 limit(p.ready.as_ref().map(|r| r.timeout))
             ),
-            _ if i.probing.unhealthy => format!(
+            _ if i.unhealthy() => format!(
                 "failed its health check {} times in a row",
                 p.health.as_ref().map_or(0, |h| h.failures)
             ),

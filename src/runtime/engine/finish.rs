@@ -130,10 +130,12 @@ impl Engine<'_> {
                 SummaryRow {
                     process: i.name.clone(),
                     status: i.outcome().map_or("skipped", Outcome::as_str).to_string(),
-                    exit: match i.exit {
-                        Some(Exit::Code(c)) => c.to_string(),
-                        Some(Exit::Signal(s)) => signal_name(s).to_string(),
-                        None if i.start_error => "not run".to_string(),
+                    exit: match i.last {
+                        Some(End::Reaped { exit, .. }) => match exit {
+                            Exit::Code(c) => c.to_string(),
+                            Exit::Signal(s) => signal_name(s).to_string(),
+                        },
+                        Some(End::NotStarted { .. }) => "not run".to_string(),
                         None => String::new(),
                     },
                     attempts: i.attempts,

@@ -62,7 +62,6 @@ impl Engine<'_> {
         if let Some(why) = failure {
             self.reporter.note(&why, true);
             for &k in members {
-                self.insts[k].start_error = true;
                 self.start_with(k, &[(-1, -1)]);
             }
             return;
@@ -148,16 +147,15 @@ impl Engine<'_> {
         let was_restart = self.insts[k].restart_pending;
         {
             let i = &mut self.insts[k];
+            // Only a pending or retrying instance starts: no attempt of it is live.
+            debug_assert!(i.attempt().is_none());
             // A restart counts once it is really attempted, not when it is scheduled.
             if std::mem::take(&mut i.restart_pending) {
                 i.restarts += 1;
             }
             i.attempts += 1;
-            i.attempt_start = Some(now);
-            i.exit = None;
-            i.stop = None;
-            i.start_error = false;
-            i.verdict = None;
+            // How the last attempt ended no longer describes the instance.
+            i.last = None;
         }
         self.active.insert(k);
         let spawned = if endpoints.first() == Some(&(-1, -1)) {
@@ -174,15 +172,16 @@ impl Engine<'_> {
                 return;
             }
             Err(err) => {
-                self.failed_to_start(k, &err);
+                self.failed_to_start(k, &err, now);
                 return;
             }
         };
         self.running_now(k, pid, log, now);
     }
 
-    /// The attempt could not be spawned: it fails (its retries may follow).
-    fn failed_to_start(&mut self, k: InstId, err: &std::io::Error) {
+    /// The attempt tried at `tried` could not be spawned: it fails (its
+    /// retries may follow).
+    fn failed_to_start(&mut self, k: InstId, err: &std::io::Error, tried: Instant) {
         let name = self.insts[k].name.clone();
         let text = err.to_string();
         self.reporter.note(&format!("{name}: {text}"), true);
@@ -191,8 +190,7 @@ impl Engine<'_> {
             attempt: self.insts[k].attempts,
             reason: &text,
         });
-        self.insts[k].start_error = true;
-        self.insts[k].exit = None;
+        self.insts[k].last = Some(End::NotStarted { tried });
         self.insts[k].why = Some(format!("could not start: {text}"));
         self.attempt_end(k);
     }
@@ -228,28 +226,28 @@ impl Engine<'_> {
             }
         }
         let i = &mut self.insts[k];
-        i.unit = Some(pid);
-        i.open_pipes = open;
-        i.phase = Phase::Running;
         // `after = start` and children wait for a process that really started.
         let first_success = i.first_start.is_none();
         i.first_start.get_or_insert(now);
+        // A new attempt is probed afresh (what was said once is said on the instance).
+        let mut probing = Probing::default();
         let p = &self.g.file.processes[proc];
-        // A new attempt is probed afresh; what was said once stays said.
-        i.probing = Probing {
-            ready_once: i.probing.ready_once,
-            foreign_listener_noted: i.probing.foreign_listener_noted,
-            ..Probing::default()
-        };
         // A relayed member is probed by its nested run, which says when it is ready.
         let probed = !i.relayed;
-        i.probing.checks[probes::Check::Ready as usize].due =
+        probing.checks[probes::Check::Ready as usize].due =
             p.ready.as_ref().filter(|_| probed).map(|_| now);
         // Without `ready`, liveness checks start with the process.
         if p.ready.is_none() && probed {
-            i.probing.checks[probes::Check::Health as usize].due =
+            probing.checks[probes::Check::Health as usize].due =
                 p.health.as_ref().map(|h| later(now, h.interval));
         }
+        i.phase = Phase::Running(Attempt {
+            unit: pid,
+            start: Some(now),
+            stop: None,
+            probing,
+            open_pipes: open,
+        });
         let (name, attempt) = (i.name.clone(), i.attempts);
         self.active.insert(k);
         if first_success {
@@ -356,8 +354,7 @@ impl Engine<'_> {
             i.restarts -= 1;
             i.restart_pending = true;
         }
-        i.attempt_start = None;
-        if i.phase == Phase::Pending {
+        if matches!(i.phase, Phase::Pending) {
             self.active.remove(&k);
         }
         self.ready.insert(self.pos_of[k]);

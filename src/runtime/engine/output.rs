@@ -21,8 +21,7 @@ impl Engine<'_> {
         let mut longest: Vec<(Instant, InstId)> = self
             .active
             .iter()
-            .filter(|&&k| self.insts[k].phase == Phase::Running)
-            .filter_map(|&k| self.insts[k].attempt_start.map(|t| (t, k)))
+            .filter_map(|&k| self.insts[k].running()?.start.map(|t| (t, k)))
             .collect();
         longest.sort_unstable();
         let names: Vec<&str> = longest
@@ -125,7 +124,7 @@ impl Engine<'_> {
                     }
                     let buf = std::mem::take(&mut pipe.buf);
                     let probing = self.log_probes[self.insts[k].proc].is_some()
-                        && !self.insts[k].probing.ready;
+                        && self.insts[k].attempt().is_some_and(|a| !a.probing.ready);
                     let mut matched = false;
                     for r in lines {
                         let line = &buf[r];
@@ -137,7 +136,7 @@ impl Engine<'_> {
                             }
                         }
                     }
-                    if matched && self.insts[k].phase == Phase::Running {
+                    if matched && self.insts[k].is_running() {
                         self.set_ready(k);
                     }
                     let mut rest = buf[start..].to_vec();
@@ -174,8 +173,12 @@ impl Engine<'_> {
                 .line(k.index(), &self.insts[k].name, &pipe.buf);
         }
         let i = &mut self.insts[k];
-        i.open_pipes = i.open_pipes.saturating_sub(1);
-        if i.open_pipes == 0 && matches!(i.phase, Phase::Draining { .. }) {
+        // Every pipe is its live attempt's: an attempt ends only once they closed.
+        let Some(a) = i.attempt_mut() else {
+            return;
+        };
+        a.open_pipes = a.open_pipes.saturating_sub(1);
+        if a.open_pipes == 0 && matches!(i.phase, Phase::Draining { .. }) {
             self.attempt_end(k);
         }
     }

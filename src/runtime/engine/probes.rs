@@ -55,21 +55,23 @@ impl Engine<'_> {
 
     fn readiness_if_due(&mut self, k: InstId, now: Instant) {
         let i = &self.insts[k];
-        let Some(due) = i.probing.checks[Check::Ready as usize].due else {
+        let Some(a) = i.running() else {
+            return;
+        };
+        let Some(due) = a.probing.checks[Check::Ready as usize].due else {
             return;
         };
         let Some(ready) = self.g.file.processes[i.proc].ready.as_ref() else {
             return;
         };
-        if i.probing.ready || i.stop.is_some() {
+        if a.probing.ready || a.stop.is_some() {
             return;
         }
-        if i.attempt_start
-            .is_some_and(|s| now >= later(s, ready.timeout))
-        {
-            let i = &mut self.insts[k];
-            i.probing.not_ready = true;
-            i.stop = Some(Stop::new(StopReason::NotReady));
+        if a.start.is_some_and(|s| now >= later(s, ready.timeout)) {
+            if let Some(a) = self.insts[k].running_mut() {
+                a.probing.not_ready = true;
+                a.stop = Some(Stop::new(StopReason::NotReady));
+            }
             self.stop_pending.push(k);
             self.stop_probing(k);
             return;
@@ -78,7 +80,9 @@ impl Engine<'_> {
             return;
         }
         let (interval, probe) = (ready.interval, ready.probe.value.clone());
-        self.insts[k].probing.checks[Check::Ready as usize].due = Some(later(now, interval));
+        if let Some(state) = self.insts[k].check_mut(Check::Ready) {
+            state.due = Some(later(now, interval));
+        }
         // Each run of a command or request gets at most max(interval, 1s).
         self.run_probe(
             k,
@@ -91,17 +95,22 @@ impl Engine<'_> {
 
     fn health_if_due(&mut self, k: InstId, now: Instant) {
         let i = &self.insts[k];
-        let Some(due) = i.probing.checks[Check::Health as usize].due else {
+        let Some(a) = i.running() else {
+            return;
+        };
+        let Some(due) = a.probing.checks[Check::Health as usize].due else {
             return;
         };
         let Some(health) = self.g.file.processes[i.proc].health.as_ref() else {
             return;
         };
-        if i.phase != Phase::Running || i.stop.is_some() || now < due {
+        if a.stop.is_some() || now < due {
             return;
         }
         let (interval, probe) = (health.interval, health.probe.value.clone());
-        self.insts[k].probing.checks[Check::Health as usize].due = Some(later(now, interval));
+        if let Some(state) = self.insts[k].check_mut(Check::Health) {
+            state.due = Some(later(now, interval));
+        }
         self.run_probe(k, Check::Health, &probe, interval, now);
     }
 
@@ -166,7 +175,7 @@ impl Engine<'_> {
     /// Starts a non-blocking connect, one at a time; its result comes back as
     /// an event ([`Engine::on_tcp_probe`]).
     fn probe_tcp(&mut self, k: InstId, check: Check, host: &str, port: u16) {
-        if self.insts[k].probing.checks[check as usize].inflight {
+        if self.insts[k].check(check).is_some_and(|s| s.inflight) {
             return;
         }
         let host = self.probe_host(k, host).to_string();
@@ -185,7 +194,9 @@ impl Engine<'_> {
             .register(&mut stream, Token(token), Interest::WRITABLE)
             .is_ok()
         {
-            self.insts[k].probing.checks[check as usize].inflight = true;
+            if let Some(state) = self.insts[k].check_mut(check) {
+                state.inflight = true;
+            }
             self.sources.insert(
                 token,
                 sources::Source::Tcp(sources::TcpProbe {
@@ -209,7 +220,7 @@ impl Engine<'_> {
         limit: Duration,
         now: Instant,
     ) {
-        let state = self.insts[k].probing.checks[check as usize];
+        let state = self.insts[k].check(check).copied().unwrap_or_default();
         if let Some(pid) = state.pid {
             if state.started.is_some_and(|t| now >= later(t, limit)) {
                 self.exec.signal_group(pid, libc::SIGKILL);
@@ -231,9 +242,10 @@ impl Engine<'_> {
             (2, posix::Source::Fd(null)),
         ];
         if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds)) {
-            let state = &mut self.insts[k].probing.checks[check as usize];
-            state.pid = Some(pid);
-            state.started = Some(now);
+            if let Some(state) = self.insts[k].check_mut(check) {
+                state.pid = Some(pid);
+                state.started = Some(now);
+            }
             self.probe_pids.insert(pid, (k, check));
             self.groups.push(Group { pgid: pid, inst: k });
         }
@@ -250,7 +262,7 @@ impl Engine<'_> {
         limit: Duration,
         now: Instant,
     ) {
-        if self.insts[k].probing.checks[check as usize].inflight {
+        if self.insts[k].check(check).is_some_and(|s| s.inflight) {
             return;
         }
         let url = self.probe_url(k, &spawn::interpolate(url, self.insts[k].replica));
@@ -279,18 +291,20 @@ impl Engine<'_> {
                 let _ = waker.wake();
             });
         if spawned.is_ok() {
-            let state = &mut self.insts[k].probing.checks[check as usize];
-            state.inflight = true;
-            state.started = Some(now);
+            if let Some(state) = self.insts[k].check_mut(check) {
+                state.inflight = true;
+                state.started = Some(now);
+            }
         }
     }
 
     /// Answers of http probes that arrived since the last turn.
     pub(super) fn on_http_answers(&mut self) {
         while let Ok(a) = self.http_rx.try_recv() {
-            let state = &mut self.insts[a.inst].probing.checks[a.check as usize];
-            state.inflight = false;
-            state.started = None;
+            if let Some(state) = self.insts[a.inst].check_mut(a.check) {
+                state.inflight = false;
+                state.started = None;
+            }
             // An answer for an attempt that is over says nothing about this one.
             if self.insts[a.inst].attempts != a.attempt {
                 continue;
@@ -314,13 +328,13 @@ impl Engine<'_> {
         };
         if !self.exec.owns_local_groups()
             || self.insts[k]
-                .unit
+                .unit()
                 .and_then(|u| crate::runtime::sockets::listener_in_group(addr, u.get()))
                 != Some(false)
         {
             return true;
         }
-        if !std::mem::replace(&mut self.insts[k].probing.foreign_listener_noted, true) {
+        if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
             let name = self.insts[k].name.clone();
             self.reporter.note(
                 &format!(
@@ -343,7 +357,9 @@ impl Engine<'_> {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
-        self.insts[k].probing.checks[check as usize].inflight = false;
+        if let Some(state) = self.insts[k].check_mut(check) {
+            state.inflight = false;
+        }
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
         if !connected {
             self.check_result(k, check, false);
@@ -355,12 +371,12 @@ impl Engine<'_> {
             .exec
             .owns_local_groups()
             .then(|| {
-                let u = self.insts[k].unit?;
+                let u = self.insts[k].unit()?;
                 crate::runtime::sockets::listener_in_group(addr, u.get())
             })
             .flatten();
         if owned == Some(false) {
-            if !std::mem::replace(&mut self.insts[k].probing.foreign_listener_noted, true) {
+            if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
                 let name = self.insts[k].name.clone();
                 let until = match check {
                     Check::Ready => "not ready until",
@@ -382,23 +398,26 @@ impl Engine<'_> {
     /// A `cmd` probe exited.
     pub(super) fn on_probe_exit(&mut self, pid: UnitId, passed: bool) {
         if let Some((k, check)) = self.probe_pids.remove(&pid) {
-            let state = &mut self.insts[k].probing.checks[check as usize];
-            state.pid = None;
-            state.started = None;
+            if let Some(state) = self.insts[k].check_mut(check) {
+                state.pid = None;
+                state.started = None;
+            }
             self.check_result(k, check, passed);
         }
     }
 
     /// What a probe found. A process that has exited is never ready or healthy.
     pub(super) fn check_result(&mut self, k: InstId, check: Check, passed: bool) {
-        if self.insts[k].phase != Phase::Running || self.insts[k].stop.is_some() {
+        let Some(a) = self.insts[k].running().filter(|a| a.stop.is_none()) else {
             return;
-        }
+        };
         match check {
-            Check::Ready if passed && !self.insts[k].probing.ready => self.set_ready(k),
+            Check::Ready if passed && !a.probing.ready => self.set_ready(k),
             Check::Ready => {}
             Check::Health if passed => {
-                self.insts[k].probing.checks[Check::Health as usize].failures = 0
+                if let Some(state) = self.insts[k].check_mut(Check::Health) {
+                    state.failures = 0;
+                }
             }
             Check::Health => self.health_failed(k),
         }
@@ -411,14 +430,17 @@ impl Engine<'_> {
             return;
         };
         let (limit, what) = (health.failures, health.probe.value.describe());
-        let state = &mut self.insts[k].probing.checks[Check::Health as usize];
+        let i = &mut self.insts[k];
+        let Some(a) = i.running_mut() else {
+            return;
+        };
+        let state = &mut a.probing.checks[Check::Health as usize];
         state.failures += 1;
         if state.failures < limit {
             return;
         }
-        let i = &mut self.insts[k];
-        i.probing.unhealthy = true;
-        i.stop = Some(Stop::new(StopReason::Unhealthy));
+        a.probing.unhealthy = true;
+        a.stop = Some(Stop::new(StopReason::Unhealthy));
         i.why = Some(format!(
             "health check failed {limit} times in a row ({what})"
         ));
@@ -439,14 +461,17 @@ impl Engine<'_> {
     pub(super) fn set_ready(&mut self, k: InstId) {
         let i = &mut self.insts[k];
         // Too late once the attempt failed readiness or is being stopped.
-        if i.probing.ready || i.probing.not_ready || i.stop.is_some() || i.phase != Phase::Running {
+        let Some(a) = i
+            .running_mut()
+            .filter(|a| !a.probing.ready && !a.probing.not_ready && a.stop.is_none())
+        else {
             return;
-        }
+        };
+        a.probing.ready = true;
+        let took = a.start.map(|t| t.elapsed()).unwrap_or_default();
+        i.ready_once = true;
         let relayed = i.relayed;
-        i.probing.ready = true;
-        i.probing.ready_once = true;
         let (name, pid, proc) = (i.name.clone(), i.pid(), i.proc);
-        let took = i.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
         self.end_check(k, Check::Ready);
         // Liveness starts once the process is ready (a relayed member's is its nested run's).
         if let Some(h) = self.g.file.processes[proc]
@@ -454,8 +479,9 @@ impl Engine<'_> {
             .as_ref()
             .filter(|_| !relayed)
         {
-            self.insts[k].probing.checks[Check::Health as usize].due =
-                Some(later(Instant::now(), h.interval));
+            if let Some(state) = self.insts[k].check_mut(Check::Health) {
+                state.due = Some(later(Instant::now(), h.interval));
+            }
         }
         let what = self
             .probe_of(k, Check::Ready)
@@ -477,7 +503,10 @@ impl Engine<'_> {
 
     /// Stops one check of instance `k`: no more probes, none in flight.
     fn end_check(&mut self, k: InstId, check: Check) {
-        let state = std::mem::take(&mut self.insts[k].probing.checks[check as usize]);
+        let state = self.insts[k]
+            .check_mut(check)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if let Some(pid) = state.pid {
             self.exec.signal_group(pid, libc::SIGKILL);
         }

@@ -41,7 +41,7 @@ impl Engine<'_> {
         let state = self.deps_hold(proc);
         for idx in 0..self.of_proc[proc].len() {
             let k = self.of_proc[proc][idx];
-            if self.insts[k].phase != Phase::Pending {
+            if !matches!(self.insts[k].phase, Phase::Pending) {
                 continue;
             }
             match &state {
@@ -115,7 +115,7 @@ impl Engine<'_> {
             DepKind::After(Condition::Ready) => {
                 if let Some(&k) = targets
                     .iter()
-                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !t(k).probing.ready_once)
+                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !t(k).ready_once)
                 {
                     let why = if t(k).outcome() == Some(Outcome::Skipped) {
                         "was skipped"
@@ -124,7 +124,7 @@ impl Engine<'_> {
                     };
                     return Dep::Never(format!("`{tname}` {why}"));
                 }
-                Dep::when(targets.iter().all(|&k| t(k).probing.ready_once))
+                Dep::when(targets.iter().all(|&k| t(k).ready_once))
             }
             DepKind::After(Condition::Start) => {
                 if targets
@@ -170,7 +170,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn skip(&mut self, k: InstId, reason: &str) {
-        if self.insts[k].phase != Phase::Pending {
+        if !matches!(self.insts[k].phase, Phase::Pending) {
             return;
         }
         self.insts[k].why = Some(reason.to_string());
@@ -201,7 +201,9 @@ impl Engine<'_> {
         let pending: Vec<InstId> = self
             .insts
             .ids()
-            .filter(|&k| self.insts[k].phase == Phase::Pending && (kill || !self.is_always(k)))
+            .filter(|&k| {
+                matches!(self.insts[k].phase, Phase::Pending) && (kill || !self.is_always(k))
+            })
             .collect();
         for &k in &pending {
             self.ready.remove(&self.pos_of[k]);
@@ -381,7 +383,7 @@ impl Engine<'_> {
             }
             let group = self.g.group_of[self.insts[k].proc];
             if !self.g.groups[group].edges.is_empty() {
-                if self.insts[k].phase == Phase::Retrying {
+                if matches!(self.insts[k].phase, Phase::Retrying) {
                     if self.locks_free(k) {
                         self.ready.remove(&pos);
                         self.restart_member(k);
@@ -396,7 +398,7 @@ impl Engine<'_> {
                 continue;
             }
             self.ready.remove(&pos);
-            if self.insts[k].phase == Phase::Pending {
+            if matches!(self.insts[k].phase, Phase::Pending) {
                 // A parent may have finished while this waited for a slot.
                 match self.deps_hold(self.insts[k].proc) {
                     Dep::Never(why) => {
@@ -423,7 +425,7 @@ impl Engine<'_> {
             .flat_map(|&m| self.of_proc[m].iter().copied())
             .collect();
         if members.iter().any(|&m| {
-            self.insts[m].phase != Phase::Pending || !self.ready.contains(&self.pos_of[m])
+            !matches!(self.insts[m].phase, Phase::Pending) || !self.ready.contains(&self.pos_of[m])
         }) {
             return false;
         }

@@ -74,7 +74,7 @@ impl Engine<'_> {
     fn waits_for_launch(&self, k: InstId) -> String {
         let proc = self.insts[k].proc;
         let group = self.g.group_of[proc];
-        if !self.g.groups[group].edges.is_empty() && self.insts[k].phase == Phase::Pending {
+        if !self.g.groups[group].edges.is_empty() && matches!(self.insts[k].phase, Phase::Pending) {
             let behind: Vec<&str> = self.g.groups[group]
                 .members
                 .iter()
@@ -115,10 +115,10 @@ impl Engine<'_> {
         let mut waiting = Vec::new();
         for &k in &self.order {
             let i = &self.insts[k];
-            match i.phase {
-                Phase::Running | Phase::Draining { .. } => {
-                    let took = i
-                        .attempt_start
+            match &i.phase {
+                Phase::Running(a) | Phase::Draining { attempt: a, .. } => {
+                    let took = a
+                        .start
                         .map(|s| now.saturating_duration_since(s))
                         .unwrap_or_default();
                     let mut row = format!(
@@ -127,11 +127,11 @@ impl Engine<'_> {
                         i.pid(),
                         fmt_duration(took)
                     );
-                    if let Some(sig) = i.stop.and_then(|s| s.signalled) {
+                    if let Some(sig) = a.stop.and_then(|s| s.signalled) {
                         let since = now.saturating_duration_since(sig.at);
                         row.push_str(&format!("  (stopping for {})", fmt_duration(since)));
                     } else if self.g.file.processes[i.proc].ready.is_some() {
-                        row.push_str(if i.probing.ready {
+                        row.push_str(if a.probing.ready {
                             "  ready"
                         } else {
                             "  not ready yet"
@@ -191,7 +191,7 @@ impl Engine<'_> {
             .order
             .iter()
             .copied()
-            .filter(|&k| self.insts[k].phase == Phase::Pending)
+            .filter(|&k| matches!(self.insts[k].phase, Phase::Pending))
             .collect();
         // Every reason first: skipping one changes what the others wait for.
         let reasons: Vec<String> = stuck.iter().map(|&k| self.waits_for(k)).collect();

@@ -14,8 +14,8 @@ impl Engine<'_> {
         let kill = self.kill_now();
         for k in self.insts.ids() {
             match self.insts[k].phase {
-                Phase::Running | Phase::Draining { .. } if self.is_always(k) && !kill => {}
-                Phase::Running | Phase::Draining { .. } => {
+                Phase::Running(_) | Phase::Draining { .. } if self.is_always(k) && !kill => {}
+                Phase::Running(_) | Phase::Draining { .. } => {
                     let why = format!("shutdown: {}", self.cause());
                     self.request_stop(k, StopReason::Shutdown, why)
                 }
@@ -45,9 +45,9 @@ impl Engine<'_> {
     /// Asks a running (or waiting) instance to stop; `why` is what the summary says.
     pub(super) fn request_stop(&mut self, k: InstId, reason: StopReason, why: String) {
         let i = &mut self.insts[k];
-        match i.phase {
-            Phase::Running if i.stop.is_none() => {
-                i.stop = Some(Stop::new(reason));
+        match &mut i.phase {
+            Phase::Running(a) if a.stop.is_none() => {
+                a.stop = Some(Stop::new(reason));
                 i.why = Some(why);
                 self.stop_pending.push(k);
             }
@@ -73,8 +73,9 @@ impl Engine<'_> {
         for k in pending {
             let i = &self.insts[k];
             let Some(stop) = i
-                .stop
-                .filter(|s| i.phase == Phase::Running && s.signalled.is_none())
+                .running()
+                .and_then(|a| a.stop)
+                .filter(|s| s.signalled.is_none())
             else {
                 continue;
             };
@@ -92,13 +93,15 @@ impl Engine<'_> {
             self.signal_unit(k, sig.number);
             // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
             self.signal_unit(k, libc::SIGCONT);
-            self.insts[k].stop = Some(Stop {
-                reason: stop.reason,
-                signalled: Some(Signalled {
-                    at: now,
-                    next_kill: later(now, self.grace),
-                }),
-            });
+            if let Some(a) = self.insts[k].running_mut() {
+                a.stop = Some(Stop {
+                    reason: stop.reason,
+                    signalled: Some(Signalled {
+                        at: now,
+                        next_kill: later(now, self.grace),
+                    }),
+                });
+            }
             self.emit(RunEvent::Stopping {
                 process: &name,
                 pid,
@@ -112,8 +115,7 @@ impl Engine<'_> {
         self.active.iter().any(|&j| {
             let other = &self.insts[j];
             j != k
-                && matches!(other.phase, Phase::Running | Phase::Draining { .. })
-                && other.stop.is_some()
+                && other.attempt().is_some_and(|a| a.stop.is_some())
                 && other.proc != target
                 && self.g.deps[other.proc].iter().any(|d| d.target == target)
         })
@@ -136,33 +138,32 @@ impl Engine<'_> {
             consider(t);
         }
         for i in self.active.iter().map(|&k| &self.insts[k]) {
-            match i.phase {
-                Phase::Running => {
-                    if let (Some(start), Some(limit), None) =
-                        (i.attempt_start, self.time_limit(i), i.stop)
+            match &i.phase {
+                Phase::Running(a) => {
+                    if let (Some(start), Some(limit), None) = (a.start, self.time_limit(i), a.stop)
                     {
                         consider(later(start, limit));
                     }
-                    if let Some(s) = i.stop.and_then(|s| s.signalled) {
+                    if let Some(s) = a.stop.and_then(|s| s.signalled) {
                         consider(s.next_kill);
                     }
-                    for c in &i.probing.checks {
+                    for c in &a.probing.checks {
                         if let Some(t) = c.due {
                             consider(t);
                         }
                     }
                     if let (Some(r), false, false) = (
                         &self.g.file.processes[i.proc].ready,
-                        i.probing.ready,
+                        a.probing.ready,
                         i.relayed,
                     ) {
-                        if let Some(start) = i.attempt_start {
+                        if let Some(start) = a.start {
                             consider(later(start, r.timeout));
                         }
                     }
                 }
-                Phase::Draining { since } => consider(since + DRAIN_TIMEOUT),
-                Phase::RetryWait { until } => consider(until),
+                Phase::Draining { since, .. } => consider(*since + DRAIN_TIMEOUT),
+                Phase::RetryWait { until } => consider(*until),
                 _ => {}
             }
         }
@@ -177,42 +178,8 @@ impl Engine<'_> {
                     self.insts[k].phase = Phase::Retrying;
                     self.ready.insert(self.pos_of[k]);
                 }
-                Phase::Running => {
-                    self.probe_if_due(k, now);
-                    if self.shutdown_deadline.is_some_and(|t| now >= t)
-                        && self.insts[k].stop.is_none()
-                    {
-                        let why = format!("shutdown: {}, after shutdown_grace", self.cause());
-                        self.request_stop(k, StopReason::Shutdown, why);
-                    }
-                    let i = &self.insts[k];
-                    let limit = self.time_limit(i);
-                    if let (Some(start), Some(limit), None) = (i.attempt_start, limit, i.stop) {
-                        if now >= later(start, limit) {
-                            self.insts[k].stop = Some(Stop::new(StopReason::Timeout));
-                            self.stop_pending.push(k);
-                        }
-                    }
-                    let i = &self.insts[k];
-                    if let Some(s) = i.stop.and_then(|s| s.signalled) {
-                        if now >= s.next_kill || self.kill_now() {
-                            let (name, pid) = (i.name.clone(), i.pid());
-                            self.signal_unit(k, libc::SIGKILL);
-                            if let Some(Stop {
-                                signalled: Some(sig),
-                                ..
-                            }) = &mut self.insts[k].stop
-                            {
-                                sig.next_kill = now + KILL_RECHECK;
-                            }
-                            self.emit(RunEvent::Killed {
-                                process: &name,
-                                pid,
-                            });
-                        }
-                    }
-                }
-                Phase::Draining { since } if now >= since + DRAIN_TIMEOUT => {
+                Phase::Running(_) => self.running_deadlines(k, now),
+                Phase::Draining { since, .. } if now >= since + DRAIN_TIMEOUT => {
                     // A leftover process still holds the output open: stop waiting for EOF.
                     self.close_pipes_of(k);
                     if matches!(self.insts[k].phase, Phase::Draining { .. }) {
@@ -221,6 +188,46 @@ impl Engine<'_> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A running attempt's timers: its probes, the shutdown grace, its
+    /// `timeout`, and SIGKILL while it outlives its stop signal.
+    fn running_deadlines(&mut self, k: InstId, now: Instant) {
+        self.probe_if_due(k, now);
+        if self.shutdown_deadline.is_some_and(|t| now >= t)
+            && self.insts[k].running().is_some_and(|a| a.stop.is_none())
+        {
+            let why = format!("shutdown: {}, after shutdown_grace", self.cause());
+            self.request_stop(k, StopReason::Shutdown, why);
+        }
+        let limit = self.time_limit(&self.insts[k]);
+        if let Some(a) = self.insts[k].running_mut() {
+            if let (Some(start), Some(limit), None) = (a.start, limit, a.stop) {
+                if now >= later(start, limit) {
+                    a.stop = Some(Stop::new(StopReason::Timeout));
+                    self.stop_pending.push(k);
+                }
+            }
+        }
+        let i = &self.insts[k];
+        let Some(s) = i.running().and_then(|a| a.stop).and_then(|s| s.signalled) else {
+            return;
+        };
+        if now >= s.next_kill || self.kill_now() {
+            let (name, pid) = (i.name.clone(), i.pid());
+            self.signal_unit(k, libc::SIGKILL);
+            if let Some(Stop {
+                signalled: Some(sig),
+                ..
+            }) = self.insts[k].running_mut().and_then(|a| a.stop.as_mut())
+            {
+                sig.next_kill = now + KILL_RECHECK;
+            }
+            self.emit(RunEvent::Killed {
+                process: &name,
+                pid,
+            });
         }
     }
 
