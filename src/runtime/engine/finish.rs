@@ -150,32 +150,9 @@ impl Engine<'_> {
             .collect()
     }
 
-    pub(super) fn finish(mut self) -> RunOutcome {
-        if let Some(mut j) = self.journal.take() {
-            if let Err(why) = j.close() {
-                self.reporter
-                    .note(&format!("{why}; this run is not fully journaled"), true);
-            }
-        }
-        if self.tty_holder.take().is_some() {
-            hygiene::take_terminal_back();
-        }
-        self.report_output_errors();
-        self.close_watchdog();
-        let rows = self.summary_rows();
-        let failed = self
-            .insts
-            .iter()
-            .any(|i| i.outcome().is_some_and(Outcome::is_failure));
-        let interrupted = self.cancel.as_ref().and_then(Cancel::signal);
-        let stalled = self.cancel == Some(Cancel::Stalled);
-        let exit_code = match interrupted {
-            // 128 + the signal: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
-            Some(sig) => 128 + sig as u8,
-            None if failed || self.output_failed || stalled => 1,
-            None => 0,
-        };
-        let elapsed = self.started_at.elapsed();
+    /// Each queue's counts, as `queue` events and for the summary: the
+    /// broker's, then those of queues that ran inside group units.
+    fn queue_summaries(&mut self) -> Vec<QueueSummary> {
         let mut queues = Vec::new();
         for q in 0..self.queues.len() {
             let Some(queue) = &self.queues[q] else {
@@ -225,6 +202,36 @@ impl Engine<'_> {
                 per_consumer: q.per_consumer,
             });
         }
+        queues
+    }
+
+    pub(super) fn finish(mut self) -> RunOutcome {
+        if let Some(mut j) = self.journal.take() {
+            if let Err(why) = j.close() {
+                self.reporter
+                    .note(&format!("{why}; this run is not fully journaled"), true);
+            }
+        }
+        if self.tty_holder.take().is_some() {
+            hygiene::take_terminal_back();
+        }
+        self.report_output_errors();
+        self.close_watchdog();
+        let rows = self.summary_rows();
+        let failed = self
+            .insts
+            .iter()
+            .any(|i| i.outcome().is_some_and(Outcome::is_failure));
+        let interrupted = self.cancel.as_ref().and_then(Cancel::signal);
+        let stalled = self.cancel == Some(Cancel::Stalled);
+        let exit_code = match interrupted {
+            // 128 + the signal: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+            Some(sig) => 128 + sig as u8,
+            None if failed || self.output_failed || stalled => 1,
+            None => 0,
+        };
+        let elapsed = self.started_at.elapsed();
+        let queues = self.queue_summaries();
         let engine_rss = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
             .map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0));
         self.emit(RunEvent::RunFinished {
