@@ -127,6 +127,13 @@ impl Engine<'_> {
                         i.pid(),
                         fmt_duration(took)
                     );
+                    if a.start.is_none() {
+                        row.push_str("  (queued on the cluster)");
+                    }
+                    if i.relayed {
+                        // Its id is the executor's, not a pid of this machine.
+                        row.push_str("  (in a group unit: its nested run probes and times it)");
+                    }
                     if let Some(sig) = a.stop.and_then(|s| s.signalled) {
                         let since = now.saturating_duration_since(sig.at);
                         row.push_str(&format!("  (stopping for {})", fmt_duration(since)));
