@@ -972,13 +972,16 @@ shell = "sleep 60"
         .unwrap();
     assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(engine.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    // The status table says where the members run.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = wait_exit(&mut engine, Duration::from_secs(30)).expect("engine did not exit");
     assert_eq!(status.code(), Some(130));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut engine.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("(in a group unit"), "{err}");
     let slurm_dir = job.dir.path().join(".slurm");
     let left = wait_queue_clear(&slurm_dir, Duration::from_secs(3));
     assert!(left.is_empty(), "left in squeue after SIGINT: {left:?}");
