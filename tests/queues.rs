@@ -83,6 +83,9 @@ shell = "cat > got.{replica}"
             !job.read(&format!("got.{r}")).is_empty(),
             "replica {r} got nothing"
         );
+        // The event's per-consumer count is what that replica really read.
+        let read = job.read(&format!("got.{r}")).lines().count() as u64;
+        assert_eq!(q["consumers"][format!("w[{r}]")], read, "{q}");
     }
 }
 
