@@ -70,3 +70,16 @@ env -u SLURM_JOB_ID JOBGRAPH_SLURM_STATS=1 "$jg" run --executor slurm --quiet --
 ms=$(( ($(now) - t0) / 1000000 ))
 calls=$(sed -n 's/^jobgraph: slurm: \([0-9]*\) squeue calls$/\1/p' "$tmp/out")
 awk -v c="$calls" -v ms="$ms" -v n="$n" 'BEGIN { printf "%d squeue calls for %d units in %d ms: %.2f calls/s\n", c, n, ms, c * 1000 / ms }'
+
+echo "== group units: a stream group run as one nested jobgraph (local / step / batch in turn, median of $runs)"
+alloc=$(salloc --no-shell --ntasks=2 --job-name=bench-alloc 2>&1 | sed -n 's/.*Granted job allocation \([0-9]*\).*/\1/p')
+[ -n "$alloc" ] || { echo "salloc failed" >&2; exit 1; }
+for f in duplex queue; do
+  declare -a tl=() ts=() tb=()
+  for _ in $(seq "$runs"); do
+    t0=$(now); "$jg" run --executor local --quiet --no-progress "jobs/$f.toml" > "$tmp/out" 2>&1; tl+=($(( ($(now) - t0) / 1000000 )))
+    t0=$(now); env SLURM_JOB_ID="$alloc" "$jg" run --executor slurm --quiet --no-progress "jobs/$f.toml" > "$tmp/out" 2>&1; ts+=($(( ($(now) - t0) / 1000000 )))
+    t0=$(now); env -u SLURM_JOB_ID "$jg" run --executor slurm --quiet --no-progress "jobs/$f.toml" > "$tmp/out" 2>&1; tb+=($(( ($(now) - t0) / 1000000 )))
+  done
+  printf 'jobs/%s.toml: local %d ms, step %d ms, batch %d ms\n' "$f" "$(median "${tl[@]}")" "$(median "${ts[@]}")" "$(median "${tb[@]}")"
+done
