@@ -16,8 +16,55 @@ impl Engine<'_> {
         if self.start_group_unit(members) {
             return;
         }
+        let ends = match self.make_pipes(group) {
+            Ok(mut ends) => match self.open_queues(group, &mut ends) {
+                Ok(()) => Ok(ends),
+                Err(e) => Err(format!("cannot set up the queues of the stream group: {e}")),
+            },
+            Err(why) => Err(why),
+        };
+        let ends = match ends {
+            Ok(ends) => ends,
+            Err(why) => {
+                self.reporter.note(&why, true);
+                for &k in members {
+                    self.start_with(k, &[(-1, -1)]);
+                }
+                return;
+            }
+        };
+        for &k in members {
+            let proc = self.insts[k].proc;
+            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[proc]
+                .iter()
+                .filter_map(|e| {
+                    // Pipe ends are keyed by process, queue ends by instance (replicas differ).
+                    let key = match e.kind {
+                        crate::graph::EdgeKind::Queue => (EndOwner::Inst(k), e.edge.clone()),
+                        _ => (EndOwner::Proc(proc), e.edge.clone()),
+                    };
+                    ends.get(&key).map(|fd| (e.fd, fd.as_raw_fd()))
+                })
+                .collect();
+            self.start_with(k, &fds);
+        }
+        // A member that could not start fails the group: stop those that did.
+        if members
+            .iter()
+            .any(|&m| self.insts[m].outcome().is_some_and(Outcome::is_failure))
+        {
+            for &m in members {
+                let why = "stream group: a member could not start".to_string();
+                self.request_stop(m, StopReason::Shutdown, why);
+            }
+        }
+        // `ends` drops here: the engine keeps no pipe end open.
+    }
+
+    /// The group's pipes and socketpairs, both ends keyed by their process
+    /// and edge; the first that cannot be made fails them all.
+    fn make_pipes(&self, group: usize) -> Result<FxHashMap<(EndOwner, String), OwnedFd>, String> {
         let mut ends: FxHashMap<(EndOwner, String), OwnedFd> = FxHashMap::default();
-        let mut failure = None;
         for pipe in &self.g.file.pipes {
             let idx = |n: &str| self.g.process_index(n);
             let made = match &pipe.ends {
@@ -51,47 +98,10 @@ impl Engine<'_> {
                         ends.insert((EndOwner::Proc(proc), pipe.name.value.clone()), fd);
                     }
                 }
-                Err(e) => failure = Some(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
+                Err(e) => return Err(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
             }
         }
-        if failure.is_none() {
-            if let Err(e) = self.open_queues(group, &mut ends) {
-                failure = Some(format!("cannot set up the queues of the stream group: {e}"));
-            }
-        }
-        if let Some(why) = failure {
-            self.reporter.note(&why, true);
-            for &k in members {
-                self.start_with(k, &[(-1, -1)]);
-            }
-            return;
-        }
-        for &k in members {
-            let proc = self.insts[k].proc;
-            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[proc]
-                .iter()
-                .filter_map(|e| {
-                    // Pipe ends are keyed by process, queue ends by instance (replicas differ).
-                    let key = match e.kind {
-                        crate::graph::EdgeKind::Queue => (EndOwner::Inst(k), e.edge.clone()),
-                        _ => (EndOwner::Proc(proc), e.edge.clone()),
-                    };
-                    ends.get(&key).map(|fd| (e.fd, fd.as_raw_fd()))
-                })
-                .collect();
-            self.start_with(k, &fds);
-        }
-        // A member that could not start fails the group: stop those that did.
-        if members
-            .iter()
-            .any(|&m| self.insts[m].outcome().is_some_and(Outcome::is_failure))
-        {
-            for &m in members {
-                let why = "stream group: a member could not start".to_string();
-                self.request_stop(m, StopReason::Shutdown, why);
-            }
-        }
-        // `ends` drops here: the engine keeps no pipe end open.
+        Ok(ends)
     }
 
     /// Offers the stream group to the executor as one unit; true if it took
