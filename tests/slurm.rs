@@ -951,6 +951,21 @@ shell = "sleep 0.2"
 }
 both!(a_group_member_fails_or_times_out);
 
+/// Starts the run in the background; returns once its `started` file
+/// exists (a unit of it runs), and a moment more.
+fn start_until_started(c: &Cluster, job: &Job, stderr: Stdio) -> std::process::Child {
+    let engine = c
+        .command(job.dir.path())
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    engine
+}
+
 /// SIGINT to the engine stops a group unit's members and cancels its unit.
 fn sigint_stops_a_group_unit(c: &Cluster) {
     let job = Job::new(
@@ -963,15 +978,7 @@ shell = "touch started; sleep 60"
 shell = "sleep 60"
 "#,
     );
-    let mut engine = c
-        .command(job.dir.path())
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut engine = start_until_started(c, &job, Stdio::piped());
     let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
     // The status table says where the members run.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
@@ -1002,15 +1009,7 @@ shell = "touch started; sleep 60"
 shell = "trap '' TERM INT; sleep 60"
 "#,
     );
-    let mut engine = c
-        .command(job.dir.path())
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut engine = start_until_started(c, &job, Stdio::null());
     assert!(job.survivors().len() >= 2, "{:?}", job.survivors());
     engine.kill().unwrap();
     engine.wait().unwrap();

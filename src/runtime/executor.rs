@@ -86,22 +86,9 @@ pub struct Endpoint {
     pub kind: crate::graph::EdgeKind,
 }
 
-/// A queue that ran inside a group unit, with its nested run's counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayedQueue {
-    /// The queue's name.
-    pub name: String,
-    /// Messages read from producers.
-    pub messages_in: u64,
-    /// Messages delivered to consumers.
-    pub messages_out: u64,
-    /// Messages lost in flight.
-    pub lost: u64,
-    /// Messages put back after a consumer left them unread.
-    pub requeued: u64,
-    /// Messages delivered to each consumer instance.
-    pub per_consumer: Vec<(String, u64)>,
-}
+/// A queue that ran inside a group unit, with its nested run's counts:
+/// the same record as a queue of this run's broker.
+pub use super::report::QueueSummary as RelayedQueue;
 
 /// Where a cluster executor placed a unit, as far as it knows.
 #[derive(Debug, Clone, PartialEq, Eq)]

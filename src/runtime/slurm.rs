@@ -66,7 +66,9 @@ mod config;
 mod group;
 mod step;
 use batch::BatchUnit;
-use commands::{already_over, command, find_tool, job_part, run_id, start_guardian, Tools};
+use commands::{
+    already_over, command, find_tool, job_part, run_id, start_guardian, steps_of, Tools,
+};
 pub use config::{Config, Mode};
 
 #[derive(Debug)]

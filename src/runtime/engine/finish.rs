@@ -193,14 +193,7 @@ impl Engine<'_> {
                 requeued: q.requeued,
                 per_consumer: &q.per_consumer,
             });
-            queues.push(QueueSummary {
-                name: q.name,
-                messages_in: q.messages_in,
-                messages_out: q.messages_out,
-                lost: q.lost,
-                requeued: q.requeued,
-                per_consumer: q.per_consumer,
-            });
+            queues.push(q);
         }
         queues
     }

@@ -48,14 +48,7 @@ impl Slurm {
     /// (a few seconds at most) until `squeue` lists none of it.
     pub(super) fn cancel_all(&mut self) {
         let list_args: Vec<String> = match &self.mode {
-            Mode::Step { job } => vec![
-                "-h".into(),
-                "-s".into(),
-                "-j".into(),
-                job.clone(),
-                "-o".into(),
-                "%i %j".into(),
-            ],
+            Mode::Step { job } => steps_of(job),
             Mode::Batch => vec![
                 "-h".into(),
                 "-u".into(),

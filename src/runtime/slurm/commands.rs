@@ -144,3 +144,10 @@ pub(super) fn start_guardian(
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// `squeue` arguments listing the steps of allocation `job` as `ID NAME` lines.
+pub(super) fn steps_of(job: &str) -> Vec<String> {
+    ["-h", "-s", "-j", job, "-o", "%i %j"]
+        .map(str::to_string)
+        .to_vec()
+}

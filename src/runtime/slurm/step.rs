@@ -96,17 +96,7 @@ impl Slurm {
         let Mode::Step { job } = &self.mode else {
             return;
         };
-        let listed = command(
-            &self.tools.squeue,
-            &[
-                "-h".into(),
-                "-s".into(),
-                "-j".into(),
-                job.clone(),
-                "-o".into(),
-                "%i %j".into(),
-            ],
-        );
+        let listed = command(&self.tools.squeue, &steps_of(job));
         let steps: FxHashMap<String, String> = match &listed {
             Ok(text) => text
                 .lines()
