@@ -1,5 +1,7 @@
 //! The dispatcher: one loop that alone owns every instance's state.
 
+mod apply;
+mod attempts;
 mod cancel;
 mod exits;
 mod finish;
@@ -10,11 +12,13 @@ mod output;
 mod probes;
 mod queues;
 mod resume;
+mod sched;
 mod schedule;
 mod setup;
 mod sources;
 mod status;
 mod stop;
+mod timers;
 
 use super::executor::{Executor, Exit, Local, UnitId, Verdict};
 use super::hygiene;
@@ -25,6 +29,7 @@ use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};
 use crate::spec::Condition;
 use crate::streams::broker;
+use attempts::{exit_parts, Again};
 use cancel::Cancel;
 use ids::{InstId, PerInst};
 use inst::{Attempt, End, Inst, Phase, Probing};
@@ -32,6 +37,7 @@ use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use rustc_hash::FxHashMap;
+use sched::{Cursor, Effect, Sched, Start};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use std::ffi::OsString;
@@ -209,24 +215,9 @@ struct Group {
 
 struct Engine<'g> {
     g: &'g Graph,
+    /// The scheduling core: every instance's state, and what may start next.
+    core: sched::Sched<'g>,
     base: PathBuf,
-    fail_fast: bool,
-    /// A nested run of exactly some processes (`--members`).
-    exact: bool,
-    max_parallel: usize,
-    grace: Duration,
-    insts: Insts,
-    /// The instances of each process (empty when excluded by --only).
-    of_proc: Vec<Vec<InstId>>,
-    /// Launch order: stage, then file order, then replica.
-    order: Vec<InstId>,
-    lock_free: Vec<u32>,
-    /// Instances whose process is alive (daemons included).
-    running: usize,
-    /// Non-daemon instances whose process is alive: what `max_parallel` bounds.
-    slots_used: usize,
-    /// Whether the graph has daemons (which need no slot).
-    any_daemon: bool,
     /// Launching stopped at the end of a slice with instances still ready to go.
     launch_more: bool,
     /// When the current launch slice ends.
@@ -262,10 +253,6 @@ struct Engine<'g> {
     /// Where everything the run tells goes.
     reporter: Box<dyn Reporter>,
     watchdog: Option<Watchdog>,
-    /// Set once the run is being cancelled; only ever escalates.
-    cancel: Option<Cancel>,
-    /// After a signal: when running `always` steps are stopped.
-    shutdown_deadline: Option<Instant>,
     /// Out of descriptors or processes: no launch until this passes or a process exits.
     resource_wait: Option<Instant>,
     /// That was said once.
@@ -274,26 +261,6 @@ struct Engine<'g> {
     journal: Option<super::journal::Journal>,
     keys: PerInst<String>,
     started_at: Instant,
-    /// Per process: the processes that wait for it (after or parent).
-    rdeps: Vec<Vec<usize>>,
-    /// Per instance: its position in `order`.
-    pos_of: PerInst<usize>,
-    /// Processes whose pending instances must be re-examined.
-    dirty: Vec<usize>,
-    is_dirty: Vec<bool>,
-    /// Positions (in `order`) of instances whose dependencies hold, waiting for a slot or locks.
-    ready: std::collections::BTreeSet<usize>,
-    /// Instances whose join may have completed.
-    join_check: Vec<InstId>,
-    /// Instances with a stop requested but not yet signalled.
-    stop_pending: Vec<InstId>,
-    /// Instances between start and done (running, draining, waiting to retry).
-    active: rustc_hash::FxHashSet<InstId>,
-    unfinished: usize,
-    unfinished_non_daemons: usize,
-    daemons_released: bool,
-    done_count: u64,
-    failed_count: usize,
     /// Per queue (file order): the broker, once its stream group started.
     queues: Vec<Option<broker::Queue>>,
     /// Per queue: producer and consumer instances, in the broker's order.
@@ -347,29 +314,6 @@ pub fn run_with(
     Ok(e.finish())
 }
 
-impl Engine<'_> {
-    /// Raises the cancel reason to `c` if it is more severe; says whether it did.
-    fn escalate(&mut self, c: Cancel) -> bool {
-        if self.cancel.as_ref().is_some_and(|now| *now >= c) {
-            return false;
-        }
-        self.cancel = Some(c);
-        true
-    }
-
-    /// A second signal (or a loop failure): no grace for anything any more.
-    fn kill_now(&self) -> bool {
-        self.cancel.as_ref().is_some_and(Cancel::kills)
-    }
-
-    /// The cancel reason in words.
-    fn cause(&self) -> String {
-        self.cancel
-            .as_ref()
-            .map_or_else(|| "the run is stopping".into(), Cancel::describe)
-    }
-}
-
 /// The engine process's own set-up: signals on the loop, standard
 /// descriptors guarded, subreaper, inherited descriptors close-on-exec.
 /// Returns the signals, /dev/null, and whether the engine owns a terminal.
@@ -415,7 +359,7 @@ impl Engine<'_> {
     /// Sends `sig` to instance `k`'s unit while it is alive (a unit reaped
     /// already is not signalled: its id may be another's by now).
     fn signal_unit(&mut self, k: InstId, sig: i32) {
-        if let Some(u) = self.insts[k].running().map(|a| a.unit) {
+        if let Some(u) = self.core.insts[k].running().map(|a| a.unit) {
             self.exec.signal_group(u, sig);
         }
     }
@@ -425,12 +369,13 @@ impl Engine<'_> {
         loop {
             self.step();
             self.check_stall();
+            self.apply();
             self.reporter.flush();
             // Groups launched in this slice reach the watchdog now, not after the burst.
             if let Some(w) = &mut self.watchdog {
                 if w.due().is_some() {
                     if let Err(e) = w.flush() {
-                        self.reporter.note(
+                        self.note(
                             &format!("cannot reach the watchdog ({e}): an engine crash could leave processes behind"),
                             true,
                         );
@@ -438,7 +383,7 @@ impl Engine<'_> {
                 }
             }
             self.update_progress();
-            if self.all_done() {
+            if self.core.all_done() {
                 break;
             }
             let now = Instant::now();
@@ -452,12 +397,12 @@ impl Engine<'_> {
                 };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != std::io::ErrorKind::Interrupted {
-                    self.reporter.note(
+                    self.note(
                         &format!("event loop failed: {err}; stopping everything"),
                         true,
                     );
-                    self.escalate(Cancel::LoopFailed);
-                    self.begin_shutdown();
+                    self.core.escalate(Cancel::LoopFailed);
+                    self.core.begin_shutdown();
                     self.kill_everything();
                 }
                 continue;
@@ -491,10 +436,6 @@ impl Engine<'_> {
         self.reporter.flush();
     }
 
-    fn all_done(&self) -> bool {
-        self.unfinished == 0
-    }
-
     //
     // Event-driven: a change to a process marks the processes that wait for
     // it dirty; only those are re-examined. Instances whose dependencies hold
@@ -504,30 +445,18 @@ impl Engine<'_> {
         self.slice_end = Instant::now() + LAUNCH_SLICE;
         self.launch_more = false;
         loop {
-            let mut changed = false;
-            if self.cancel.is_some() {
-                changed |= self.skip_all_pending();
-            }
-            while let Some(proc) = self.dirty.pop() {
-                self.is_dirty[proc] = false;
-                self.examine(proc);
-                changed = true;
-            }
-            while let Some(k) = self.join_check.pop() {
-                self.try_join(k);
-                changed = true;
-            }
-            if self.unfinished_non_daemons == 0 && !self.daemons_released {
-                self.daemons_released = true;
-                self.release_top_level_daemons();
-                changed = true;
-            }
+            let mut changed = self.core.settle();
             changed |= self.start_ready();
             if !changed {
                 break;
             }
         }
-        self.send_stops();
+        if !self.core.stop_pending.is_empty() {
+            // A process that already exited must be reported with its own status, not "stopped".
+            self.reap();
+            self.core.send_stops();
+        }
+        self.apply();
     }
 }
 

@@ -21,9 +21,9 @@ impl Engine<'_> {
             return;
         }
         for &(pgid, k) in &left {
-            let sig = self.g.file.processes[self.insts[k].proc].stop_signal;
-            let name = self.insts[k].name.clone();
-            self.reporter.note(
+            let sig = self.g.file.processes[self.core.insts[k].proc].stop_signal;
+            let name = self.core.insts[k].name.clone();
+            self.note(
                 &format!(
                     "{name} left processes behind in its group; stopping them ({})",
                     sig.name
@@ -37,7 +37,7 @@ impl Engine<'_> {
             hygiene::signal_pid(pid, Signal::SIGTERM);
         }
         if !escaped.is_empty() {
-            self.reporter.note(
+            self.note(
                 &format!(
                     "stopping {} remaining descendant process(es)",
                     escaped.len()
@@ -45,10 +45,10 @@ impl Engine<'_> {
                 false,
             );
         }
-        let deadline = if self.kill_now() {
+        let deadline = if self.core.kill_now() {
             Instant::now()
         } else {
-            later(Instant::now(), self.grace)
+            later(Instant::now(), self.core.grace)
         };
         let hard_stop = later(deadline, Duration::from_secs(5));
         loop {
@@ -63,14 +63,14 @@ impl Engine<'_> {
                 if matches!(sig, SIGINT | SIGTERM | SIGHUP) {
                     // The first is remembered for the exit code (the sweep is
                     // already graceful); a second kills at once.
-                    if self.cancel.as_ref().and_then(Cancel::signal).is_none() {
-                        self.escalate(Cancel::Signal(sig));
+                    if self.core.cancel.as_ref().and_then(Cancel::signal).is_none() {
+                        self.core.escalate(Cancel::Signal(sig));
                     } else {
-                        self.escalate(Cancel::Kill(sig));
+                        self.core.escalate(Cancel::Kill(sig));
                     }
                 }
             }
-            if now >= deadline || self.kill_now() {
+            if now >= deadline || self.core.kill_now() {
                 for &(pgid, _) in &left {
                     self.exec.signal_group(pgid, libc::SIGKILL);
                 }
@@ -79,8 +79,7 @@ impl Engine<'_> {
                 }
             }
             if now >= hard_stop {
-                self.reporter
-                    .note("some processes could not be killed", true);
+                self.note("some processes could not be killed", true);
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -104,7 +103,7 @@ impl Engine<'_> {
         if let Some(mut w) = self.watchdog.take() {
             if let Err(e) = w.finish() {
                 // It is gone already: it can no longer kill anything of this run.
-                self.reporter.note(
+                self.note(
                     &format!("the watchdog could not be told the run ended ({e})"),
                     false,
                 );
@@ -122,10 +121,11 @@ impl Engine<'_> {
             .processes
             .iter()
             .any(|p| p.restart != crate::spec::Restart::Never);
-        self.order
+        self.core
+            .order
             .iter()
             .map(|&k| {
-                let i = &self.insts[k];
+                let i = &self.core.insts[k];
                 let p = &self.g.file.processes[i.proc];
                 SummaryRow {
                     process: i.name.clone(),
@@ -164,7 +164,7 @@ impl Engine<'_> {
                 .1
                 .iter()
                 .zip(&c.per_consumer)
-                .map(|(&k, n)| (self.insts[k].name.clone(), *n))
+                .map(|(&k, n)| (self.core.insts[k].name.clone(), *n))
                 .collect();
             self.emit(RunEvent::Queue {
                 queue: &name,
@@ -199,10 +199,10 @@ impl Engine<'_> {
     }
 
     pub(super) fn finish(mut self) -> RunOutcome {
+        self.apply();
         if let Some(mut j) = self.journal.take() {
             if let Err(why) = j.close() {
-                self.reporter
-                    .note(&format!("{why}; this run is not fully journaled"), true);
+                self.note(&format!("{why}; this run is not fully journaled"), true);
             }
         }
         if self.tty_holder.take().is_some() {
@@ -212,11 +212,12 @@ impl Engine<'_> {
         self.close_watchdog();
         let rows = self.summary_rows();
         let failed = self
+            .core
             .insts
             .iter()
             .any(|i| i.outcome().is_some_and(Outcome::is_failure));
-        let interrupted = self.cancel.as_ref().and_then(Cancel::signal);
-        let stalled = self.cancel == Some(Cancel::Stalled);
+        let interrupted = self.core.cancel.as_ref().and_then(Cancel::signal);
+        let stalled = self.core.cancel == Some(Cancel::Stalled);
         let exit_code = match interrupted {
             // 128 + the signal: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
             Some(sig) => 128 + sig as u8,
@@ -236,6 +237,7 @@ impl Engine<'_> {
         // Everything queued is written before the summary; after a second
         // signal, a reader that does not read gets half a second.
         let deadline = self
+            .core
             .kill_now()
             .then(|| Instant::now() + Duration::from_millis(500));
         let signals = &mut self.signals;

@@ -5,6 +5,30 @@ use super::super::executor::Endpoint;
 use super::*;
 
 impl Engine<'_> {
+    /// Launches what the core says may start, in launch order, until the
+    /// launch slice ends (then the loop serves timers, exits and signals
+    /// before it goes on). True if anything changed.
+    pub(super) fn start_ready(&mut self) -> bool {
+        if self.core.ready.is_empty() || self.launch_more {
+            return false;
+        }
+        if self.resource_wait.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let mut cur = Cursor::default();
+        let mut started = false;
+        while let Some(start) = self.core.next_start(&mut cur, self.slice_end) {
+            match start {
+                Start::One(k) => self.start(k),
+                Start::Group(group, members) => self.start_group(group, &members),
+                Start::Rejoin(k) => self.restart_member(k),
+            }
+            started = true;
+        }
+        self.launch_more = cur.slice_over;
+        started || cur.changed
+    }
+
     pub(super) fn start(&mut self, k: InstId) {
         self.start_with(k, &[]);
     }
@@ -26,7 +50,7 @@ impl Engine<'_> {
         let ends = match ends {
             Ok(ends) => ends,
             Err(why) => {
-                self.reporter.note(&why, true);
+                self.note(&why, true);
                 for &k in members {
                     self.start_with(k, &[(-1, -1)]);
                 }
@@ -34,7 +58,7 @@ impl Engine<'_> {
             }
         };
         for &k in members {
-            let proc = self.insts[k].proc;
+            let proc = self.core.insts[k].proc;
             let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[proc]
                 .iter()
                 .filter_map(|e| {
@@ -49,13 +73,14 @@ impl Engine<'_> {
             self.start_with(k, &fds);
         }
         // A member that could not start fails the group: stop those that did.
-        if members
-            .iter()
-            .any(|&m| self.insts[m].outcome().is_some_and(Outcome::is_failure))
-        {
+        if members.iter().any(|&m| {
+            self.core.insts[m]
+                .outcome()
+                .is_some_and(Outcome::is_failure)
+        }) {
             for &m in members {
                 let why = "stream group: a member could not start".to_string();
-                self.request_stop(m, StopReason::Shutdown, why);
+                self.core.request_stop(m, StopReason::Shutdown, why);
             }
         }
         // `ends` drops here: the engine keeps no pipe end open.
@@ -108,7 +133,7 @@ impl Engine<'_> {
     /// it (its members are then spawned without their stream descriptors,
     /// which the unit's nested run makes, and their ends are relayed).
     fn start_group_unit(&mut self, members: &[InstId]) -> bool {
-        let mut procs: Vec<usize> = members.iter().map(|&k| self.insts[k].proc).collect();
+        let mut procs: Vec<usize> = members.iter().map(|&k| self.core.insts[k].proc).collect();
         procs.dedup();
         let parts: Vec<(String, Vec<Endpoint>)> = procs
             .iter()
@@ -129,11 +154,11 @@ impl Engine<'_> {
         let null = self.null.as_raw_fd();
         for &k in members {
             // Stand-ins: a stream edge on stdout still replaces its `stdout`.
-            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[self.insts[k].proc]
+            let fds: Vec<(i32, std::os::fd::RawFd)> = self.g.endpoints[self.core.insts[k].proc]
                 .iter()
                 .map(|e| (e.fd, null))
                 .collect();
-            self.insts[k].relayed = true;
+            self.core.insts[k].relayed = true;
             self.start_with(k, &fds);
         }
         self.exec.group_end();
@@ -143,8 +168,8 @@ impl Engine<'_> {
     /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
     /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
     pub(super) fn start_with(&mut self, k: InstId, endpoints: &[(i32, std::os::fd::RawFd)]) {
-        let proc = self.insts[k].proc;
-        let replica = self.insts[k].replica;
+        let proc = self.core.insts[k].proc;
+        let replica = self.core.insts[k].replica;
         // Prepared once; a failed preparation (program not on PATH) is retried,
         // since a retry delay may be exactly what it takes for the program to appear.
         if !matches!(self.launches[k], Some((_, Ok(_)))) {
@@ -152,11 +177,11 @@ impl Engine<'_> {
             let prepared = Prepared::new(&launch).map_err(|e| e.to_string());
             self.launches[k] = Some((launch, prepared));
         }
-        let first = self.insts[k].attempts == 0;
+        let first = self.core.insts[k].attempts == 0;
         let now = Instant::now();
-        let was_restart = self.insts[k].restart_pending;
+        let was_restart = self.core.insts[k].restart_pending;
         {
-            let i = &mut self.insts[k];
+            let i = &mut self.core.insts[k];
             // Only a pending or retrying instance starts: no attempt of it is live.
             debug_assert!(i.attempt().is_none());
             // A restart counts once it is really attempted, not when it is scheduled.
@@ -167,7 +192,7 @@ impl Engine<'_> {
             // How the last attempt ended no longer describes the instance.
             i.last = None;
         }
-        self.active.insert(k);
+        self.core.active.insert(k);
         let spawned = if endpoints.first() == Some(&(-1, -1)) {
             Err(std::io::Error::other(
                 "its stream group could not be set up",
@@ -177,7 +202,7 @@ impl Engine<'_> {
         };
         let (pid, log) = match spawned {
             Ok(spawned) => spawned,
-            Err(err) if endpoints.is_empty() && out_of_resources(&err) && self.running > 0 => {
+            Err(err) if endpoints.is_empty() && out_of_resources(&err) && self.core.running > 0 => {
                 self.wait_for_resources(k, was_restart, &err);
                 return;
             }
@@ -192,28 +217,23 @@ impl Engine<'_> {
     /// The attempt tried at `tried` could not be spawned: it fails (its
     /// retries may follow).
     fn failed_to_start(&mut self, k: InstId, err: &std::io::Error, tried: Instant) {
-        let name = self.insts[k].name.clone();
+        let name = self.core.insts[k].name.clone();
         let text = err.to_string();
-        self.reporter.note(&format!("{name}: {text}"), true);
+        self.note(&format!("{name}: {text}"), true);
         self.emit(RunEvent::FailedToStart {
             process: &name,
-            attempt: self.insts[k].attempts,
+            attempt: self.core.insts[k].attempts,
             reason: &text,
         });
-        self.insts[k].last = Some(End::NotStarted { tried });
-        self.insts[k].why = Some(format!("could not start: {text}"));
+        self.core.insts[k].last = Some(End::NotStarted { tried });
+        self.core.insts[k].why = Some(format!("could not start: {text}"));
         self.attempt_end(k);
     }
 
     /// The attempt's unit `pid` was spawned at `now`: it holds its locks and
     /// slot, its log pipe is watched, and its probes start afresh.
     fn running_now(&mut self, k: InstId, pid: UnitId, log: Option<OwnedFd>, now: Instant) {
-        let proc = self.insts[k].proc;
-        self.take_locks(k, true);
-        self.running += 1;
-        if self.needs_slot(k) {
-            self.slots_used += 1;
-        }
+        let proc = self.core.insts[k].proc;
         self.by_pid.insert(pid, k);
         // A process reading the terminal gets its foreground, one at a time, as a
         // shell does for a job; it goes back to the engine when the process exits.
@@ -235,34 +255,8 @@ impl Engine<'_> {
                 open += 1;
             }
         }
-        let i = &mut self.insts[k];
-        // `after = start` and children wait for a process that really started.
-        let first_success = i.first_start.is_none();
-        i.first_start.get_or_insert(now);
-        // A new attempt is probed afresh (what was said once is said on the instance).
-        let mut probing = Probing::default();
-        let p = &self.g.file.processes[proc];
-        // A relayed member is probed by its nested run, which says when it is ready.
-        let probed = !i.relayed;
-        probing.checks[probes::Check::Ready as usize].due =
-            p.ready.as_ref().filter(|_| probed).map(|_| now);
-        // Without `ready`, liveness checks start with the process.
-        if p.ready.is_none() && probed {
-            probing.checks[probes::Check::Health as usize].due =
-                p.health.as_ref().map(|h| later(now, h.interval));
-        }
-        i.phase = Phase::Running(Attempt {
-            unit: pid,
-            start: Some(now),
-            stop: None,
-            probing,
-            open_pipes: open,
-        });
-        let (name, attempt) = (i.name.clone(), i.attempts);
-        self.active.insert(k);
-        if first_success {
-            self.mark_changed(proc);
-        }
+        self.core.unit_started(k, pid, open, now);
+        let (name, attempt) = (self.core.insts[k].name.clone(), self.core.insts[k].attempts);
         self.emit(RunEvent::Started {
             process: &name,
             pid: pid.get(),
@@ -278,7 +272,7 @@ impl Engine<'_> {
         endpoints: &[(i32, std::os::fd::RawFd)],
     ) -> std::io::Result<(UnitId, Option<OwnedFd>)> {
         use std::io::{Error, ErrorKind};
-        let i = &self.insts[k];
+        let i = &self.core.insts[k];
         let p = &self.g.file.processes[i.proc];
         let Some((launch, prepared)) = &self.launches[k] else {
             return Err(Error::other("internal: no launch prepared"));
@@ -358,19 +352,19 @@ impl Engine<'_> {
     /// back to the ready list, and launching pauses until a running process
     /// exits (which frees what it held) or 200 ms pass.
     fn wait_for_resources(&mut self, k: InstId, was_restart: bool, err: &std::io::Error) {
-        let i = &mut self.insts[k];
+        let i = &mut self.core.insts[k];
         i.attempts -= 1;
         if was_restart {
             i.restarts -= 1;
             i.restart_pending = true;
         }
         if matches!(i.phase, Phase::Pending) {
-            self.active.remove(&k);
+            self.core.active.remove(&k);
         }
-        self.ready.insert(self.pos_of[k]);
+        self.core.ready.insert(self.core.pos_of[k]);
         self.resource_wait = Some(later(Instant::now(), Duration::from_millis(200)));
         if !std::mem::replace(&mut self.resource_noted, true) {
-            self.reporter.note(
+            self.note(
                 &format!("{err}: waiting for running processes to exit before launching more"),
                 true,
             );

@@ -4,7 +4,9 @@
 use super::*;
 
 impl Engine<'_> {
+    /// Tells the reporter of `e`, after what the core decided before it.
     pub(super) fn emit(&mut self, e: RunEvent<'_>) {
+        self.apply();
         self.reporter.event(&e);
     }
 
@@ -19,21 +21,22 @@ impl Engine<'_> {
         self.progress_due = now + Duration::from_millis(100);
         // The longest-running instances, named when the terminal has room.
         let mut longest: Vec<(Instant, InstId)> = self
+            .core
             .active
             .iter()
-            .filter_map(|&k| self.insts[k].running()?.start.map(|t| (t, k)))
+            .filter_map(|&k| self.core.insts[k].running()?.start.map(|t| (t, k)))
             .collect();
         longest.sort_unstable();
         let names: Vec<&str> = longest
             .iter()
             .take(3)
             .filter(|(t, _)| now.saturating_duration_since(*t) >= Duration::from_secs(1))
-            .map(|&(_, k)| self.insts[k].name.as_str())
+            .map(|&(_, k)| self.core.insts[k].name.as_str())
             .collect();
         self.reporter.progress(Progress {
-            done: self.done_count,
-            running: self.running,
-            failed: self.failed_count,
+            done: self.core.done_count,
+            running: self.core.running,
+            failed: self.core.failed_count,
             longest: &names,
         });
     }
@@ -61,7 +64,7 @@ impl Engine<'_> {
             };
             // A process that exited has at most a pipe's worth left: read it, so
             // its end is seen at once and not after the drain timeout.
-            if backlogged && !matches!(self.insts[pipe.inst].phase, Phase::Draining { .. }) {
+            if backlogged && !matches!(self.core.insts[pipe.inst].phase, Phase::Draining { .. }) {
                 self.readable.push(t);
                 continue;
             }
@@ -79,7 +82,7 @@ impl Engine<'_> {
         let errors = self.reporter.take_errors();
         for e in errors {
             self.output_failed = true;
-            self.reporter.note(&e, true);
+            self.note(&e, true);
         }
     }
 
@@ -123,26 +126,30 @@ impl Engine<'_> {
                         }
                     }
                     let buf = std::mem::take(&mut pipe.buf);
-                    let probing = self.log_probes[self.insts[k].proc].is_some()
-                        && self.insts[k].attempt().is_some_and(|a| !a.probing.ready);
+                    let probing = self.log_probes[self.core.insts[k].proc].is_some()
+                        && self.core.insts[k]
+                            .attempt()
+                            .is_some_and(|a| !a.probing.ready);
                     let mut matched = false;
                     for r in lines {
                         let line = &buf[r];
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        self.reporter.line(k.index(), &self.insts[k].name, line);
+                        self.reporter
+                            .line(k.index(), &self.core.insts[k].name, line);
                         if probing && !matched {
-                            if let Some(re) = &self.log_probes[self.insts[k].proc] {
+                            if let Some(re) = &self.log_probes[self.core.insts[k].proc] {
                                 matched = re.is_match(&String::from_utf8_lossy(line));
                             }
                         }
                     }
-                    if matched && self.insts[k].is_running() {
+                    if matched && self.core.insts[k].is_running() {
                         self.set_ready(k);
                     }
                     let mut rest = buf[start..].to_vec();
                     while rest.len() >= MAX_LINE {
                         let tail = rest.split_off(MAX_LINE);
-                        self.reporter.line(k.index(), &self.insts[k].name, &rest);
+                        self.reporter
+                            .line(k.index(), &self.core.insts[k].name, &rest);
                         rest = tail;
                     }
                     if let Some(pipe) = self.sources.pipe_mut(token) {
@@ -170,9 +177,9 @@ impl Engine<'_> {
         let k = pipe.inst;
         if !pipe.buf.is_empty() {
             self.reporter
-                .line(k.index(), &self.insts[k].name, &pipe.buf);
+                .line(k.index(), &self.core.insts[k].name, &pipe.buf);
         }
-        let i = &mut self.insts[k];
+        let i = &mut self.core.insts[k];
         // Every pipe is its live attempt's: an attempt ends only once they closed.
         let Some(a) = i.attempt_mut() else {
             return;

@@ -39,7 +39,7 @@ pub(super) struct HttpAnswer {
 
 impl Engine<'_> {
     fn probe_of(&self, k: InstId, check: Check) -> Option<&crate::spec::Probe> {
-        let p = &self.g.file.processes[self.insts[k].proc];
+        let p = &self.g.file.processes[self.core.insts[k].proc];
         match check {
             Check::Ready => p.ready.as_ref().map(|r| &r.probe.value),
             Check::Health => p.health.as_ref().map(|h| &h.probe.value),
@@ -54,7 +54,7 @@ impl Engine<'_> {
     }
 
     fn readiness_if_due(&mut self, k: InstId, now: Instant) {
-        let i = &self.insts[k];
+        let i = &self.core.insts[k];
         let Some(a) = i.running() else {
             return;
         };
@@ -68,11 +68,11 @@ impl Engine<'_> {
             return;
         }
         if a.start.is_some_and(|s| now >= later(s, ready.timeout)) {
-            if let Some(a) = self.insts[k].running_mut() {
+            if let Some(a) = self.core.insts[k].running_mut() {
                 a.probing.not_ready = true;
                 a.stop = Some(Stop::new(StopReason::NotReady));
             }
-            self.stop_pending.push(k);
+            self.core.stop_pending.push(k);
             self.stop_probing(k);
             return;
         }
@@ -80,7 +80,7 @@ impl Engine<'_> {
             return;
         }
         let (interval, probe) = (ready.interval, ready.probe.value.clone());
-        if let Some(state) = self.insts[k].check_mut(Check::Ready) {
+        if let Some(state) = self.core.insts[k].check_mut(Check::Ready) {
             state.due = Some(later(now, interval));
         }
         // Each run of a command or request gets at most max(interval, 1s).
@@ -94,7 +94,7 @@ impl Engine<'_> {
     }
 
     fn health_if_due(&mut self, k: InstId, now: Instant) {
-        let i = &self.insts[k];
+        let i = &self.core.insts[k];
         let Some(a) = i.running() else {
             return;
         };
@@ -108,7 +108,7 @@ impl Engine<'_> {
             return;
         }
         let (interval, probe) = (health.interval, health.probe.value.clone());
-        if let Some(state) = self.insts[k].check_mut(Check::Health) {
+        if let Some(state) = self.core.insts[k].check_mut(Check::Health) {
             state.due = Some(later(now, interval));
         }
         self.run_probe(k, Check::Health, &probe, interval, now);
@@ -129,7 +129,7 @@ impl Engine<'_> {
                     .as_ref()
                     .map(|(l, _)| l.cwd.clone())
                     .unwrap_or_else(|| self.base.clone());
-                let path = cwd.join(spawn::interpolate(path, self.insts[k].replica));
+                let path = cwd.join(spawn::interpolate(path, self.core.insts[k].replica));
                 self.check_result(k, check, path.exists());
             }
             crate::spec::Probe::Tcp { host, port } => self.probe_tcp(k, check, host, *port),
@@ -175,7 +175,7 @@ impl Engine<'_> {
     /// Starts a non-blocking connect, one at a time; its result comes back as
     /// an event ([`Engine::on_tcp_probe`]).
     fn probe_tcp(&mut self, k: InstId, check: Check, host: &str, port: u16) {
-        if self.insts[k].check(check).is_some_and(|s| s.inflight) {
+        if self.core.insts[k].check(check).is_some_and(|s| s.inflight) {
             return;
         }
         let host = self.probe_host(k, host).to_string();
@@ -194,7 +194,7 @@ impl Engine<'_> {
             .register(&mut stream, Token(token), Interest::WRITABLE)
             .is_ok()
         {
-            if let Some(state) = self.insts[k].check_mut(check) {
+            if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.inflight = true;
             }
             self.sources.insert(
@@ -220,7 +220,7 @@ impl Engine<'_> {
         limit: Duration,
         now: Instant,
     ) {
-        let state = self.insts[k].check(check).copied().unwrap_or_default();
+        let state = self.core.insts[k].check(check).copied().unwrap_or_default();
         if let Some(pid) = state.pid {
             if state.started.is_some_and(|t| now >= later(t, limit)) {
                 self.exec.signal_group(pid, libc::SIGKILL);
@@ -233,7 +233,7 @@ impl Engine<'_> {
         let mut probe = launch.clone();
         probe.argv = argv
             .iter()
-            .map(|a| spawn::interpolate(a, self.insts[k].replica))
+            .map(|a| spawn::interpolate(a, self.core.insts[k].replica))
             .collect();
         let null = self.null.as_raw_fd();
         let fds = [
@@ -242,7 +242,7 @@ impl Engine<'_> {
             (2, posix::Source::Fd(null)),
         ];
         if let Ok(pid) = Prepared::new(&probe).and_then(|prep| self.exec.spawn(&prep, &fds)) {
-            if let Some(state) = self.insts[k].check_mut(check) {
+            if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.pid = Some(pid);
                 state.started = Some(now);
             }
@@ -262,16 +262,16 @@ impl Engine<'_> {
         limit: Duration,
         now: Instant,
     ) {
-        if self.insts[k].check(check).is_some_and(|s| s.inflight) {
+        if self.core.insts[k].check(check).is_some_and(|s| s.inflight) {
             return;
         }
-        let url = self.probe_url(k, &spawn::interpolate(url, self.insts[k].replica));
+        let url = self.probe_url(k, &spawn::interpolate(url, self.core.insts[k].replica));
         let (accept, tx, waker) = (
             accept.to_vec(),
             self.http_tx.clone(),
             Arc::clone(&self.waker),
         );
-        let attempt = self.insts[k].attempts;
+        let attempt = self.core.insts[k].attempts;
         let spawned = std::thread::Builder::new()
             .name("jobgraph-http-probe".into())
             .spawn(move || {
@@ -291,7 +291,7 @@ impl Engine<'_> {
                 let _ = waker.wake();
             });
         if spawned.is_ok() {
-            if let Some(state) = self.insts[k].check_mut(check) {
+            if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.inflight = true;
                 state.started = Some(now);
             }
@@ -301,12 +301,12 @@ impl Engine<'_> {
     /// Answers of http probes that arrived since the last turn.
     pub(super) fn on_http_answers(&mut self) {
         while let Ok(a) = self.http_rx.try_recv() {
-            if let Some(state) = self.insts[a.inst].check_mut(a.check) {
+            if let Some(state) = self.core.insts[a.inst].check_mut(a.check) {
                 state.inflight = false;
                 state.started = None;
             }
             // An answer for an attempt that is over says nothing about this one.
-            if self.insts[a.inst].attempts != a.attempt {
+            if self.core.insts[a.inst].attempts != a.attempt {
                 continue;
             }
             let passed = a.passed && self.owns_http_listener(a.inst, a.check);
@@ -319,7 +319,8 @@ impl Engine<'_> {
         let Some(crate::spec::Probe::Http { url, .. }) = self.probe_of(k, check).cloned() else {
             return true;
         };
-        let Some((host, port)) = http_host_port(&spawn::interpolate(&url, self.insts[k].replica))
+        let Some((host, port)) =
+            http_host_port(&spawn::interpolate(&url, self.core.insts[k].replica))
         else {
             return true;
         };
@@ -327,16 +328,16 @@ impl Engine<'_> {
             return true;
         };
         if !self.exec.owns_local_groups()
-            || self.insts[k]
+            || self.core.insts[k]
                 .unit()
                 .and_then(|u| crate::runtime::sockets::listener_in_group(addr, u.get()))
                 != Some(false)
         {
             return true;
         }
-        if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
-            let name = self.insts[k].name.clone();
-            self.reporter.note(
+        if !std::mem::replace(&mut self.core.insts[k].foreign_listener_noted, true) {
+            let name = self.core.insts[k].name.clone();
+            self.note(
                 &format!(
                     "{name}: another program answers on {addr}; not ready until {name} itself does"
                 ),
@@ -357,7 +358,7 @@ impl Engine<'_> {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
-        if let Some(state) = self.insts[k].check_mut(check) {
+        if let Some(state) = self.core.insts[k].check_mut(check) {
             state.inflight = false;
         }
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
@@ -371,18 +372,18 @@ impl Engine<'_> {
             .exec
             .owns_local_groups()
             .then(|| {
-                let u = self.insts[k].unit()?;
+                let u = self.core.insts[k].unit()?;
                 crate::runtime::sockets::listener_in_group(addr, u.get())
             })
             .flatten();
         if owned == Some(false) {
-            if !std::mem::replace(&mut self.insts[k].foreign_listener_noted, true) {
-                let name = self.insts[k].name.clone();
+            if !std::mem::replace(&mut self.core.insts[k].foreign_listener_noted, true) {
+                let name = self.core.insts[k].name.clone();
                 let until = match check {
                     Check::Ready => "not ready until",
                     Check::Health => "not healthy until",
                 };
-                self.reporter.note(
+                self.note(
                     &format!(
                         "{name}: another program listens on {addr}; {until} {name} itself does"
                     ),
@@ -398,7 +399,7 @@ impl Engine<'_> {
     /// A `cmd` probe exited.
     pub(super) fn on_probe_exit(&mut self, pid: UnitId, passed: bool) {
         if let Some((k, check)) = self.probe_pids.remove(&pid) {
-            if let Some(state) = self.insts[k].check_mut(check) {
+            if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.pid = None;
                 state.started = None;
             }
@@ -408,14 +409,14 @@ impl Engine<'_> {
 
     /// What a probe found. A process that has exited is never ready or healthy.
     pub(super) fn check_result(&mut self, k: InstId, check: Check, passed: bool) {
-        let Some(a) = self.insts[k].running().filter(|a| a.stop.is_none()) else {
+        let Some(a) = self.core.insts[k].running().filter(|a| a.stop.is_none()) else {
             return;
         };
         match check {
             Check::Ready if passed && !a.probing.ready => self.set_ready(k),
             Check::Ready => {}
             Check::Health if passed => {
-                if let Some(state) = self.insts[k].check_mut(Check::Health) {
+                if let Some(state) = self.core.insts[k].check_mut(Check::Health) {
                     state.failures = 0;
                 }
             }
@@ -426,11 +427,14 @@ impl Engine<'_> {
     /// One more failed health check; at `failures` in a row the process is
     /// stopped and counts as failed (then its `restart` policy applies).
     fn health_failed(&mut self, k: InstId) {
-        let Some(health) = self.g.file.processes[self.insts[k].proc].health.as_ref() else {
+        let Some(health) = self.g.file.processes[self.core.insts[k].proc]
+            .health
+            .as_ref()
+        else {
             return;
         };
         let (limit, what) = (health.failures, health.probe.value.describe());
-        let i = &mut self.insts[k];
+        let i = &mut self.core.insts[k];
         let Some(a) = i.running_mut() else {
             return;
         };
@@ -445,9 +449,9 @@ impl Engine<'_> {
             "health check failed {limit} times in a row ({what})"
         ));
         let (name, pid) = (i.name.clone(), i.pid());
-        self.stop_pending.push(k);
+        self.core.stop_pending.push(k);
         self.stop_probing(k);
-        self.reporter.note(
+        self.note(
             &format!("{name}: health check failed {limit} times in a row ({what}); stopping it"),
             true,
         );
@@ -459,7 +463,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn set_ready(&mut self, k: InstId) {
-        let i = &mut self.insts[k];
+        let i = &mut self.core.insts[k];
         // Too late once the attempt failed readiness or is being stopped.
         let Some(a) = i
             .running_mut()
@@ -479,7 +483,7 @@ impl Engine<'_> {
             .as_ref()
             .filter(|_| !relayed)
         {
-            if let Some(state) = self.insts[k].check_mut(Check::Health) {
+            if let Some(state) = self.core.insts[k].check_mut(Check::Health) {
                 state.due = Some(later(Instant::now(), h.interval));
             }
         }
@@ -498,12 +502,12 @@ impl Engine<'_> {
             process: &name,
             pid,
         });
-        self.mark_changed(proc);
+        self.core.mark_changed(proc);
     }
 
     /// Stops one check of instance `k`: no more probes, none in flight.
     fn end_check(&mut self, k: InstId, check: Check) {
-        let state = self.insts[k]
+        let state = self.core.insts[k]
             .check_mut(check)
             .map(std::mem::take)
             .unwrap_or_default();

@@ -27,11 +27,11 @@ impl Engine<'_> {
             }
             let producers: Vec<InstId> = from
                 .iter()
-                .flat_map(|&p| self.of_proc[p].iter().copied())
+                .flat_map(|&p| self.core.of_proc[p].iter().copied())
                 .collect();
             let consumers: Vec<InstId> = to
                 .iter()
-                .flat_map(|&p| self.of_proc[p].iter().copied())
+                .flat_map(|&p| self.core.of_proc[p].iter().copied())
                 .collect();
             let name = q.name.value.clone();
             let mut producer_files = Vec::new();
@@ -137,18 +137,10 @@ impl Engine<'_> {
         }
     }
 
-    /// True when every stream edge of the process is a queue: a restart can
-    /// then reattach it (a pipe's other end is gone for good).
-    pub(super) fn only_queue_edges(&self, proc: usize) -> bool {
-        self.g.endpoints[proc]
-            .iter()
-            .all(|e| e.kind == crate::graph::EdgeKind::Queue)
-    }
-
     /// Restarts a member of a running stream group: fresh pipes to the broker
     /// for each of its queues, then a normal launch with those ends.
     pub(super) fn restart_member(&mut self, k: InstId) {
-        let proc = self.insts[k].proc;
+        let proc = self.core.insts[k].proc;
         let mut ends: Vec<(i32, OwnedFd)> = Vec::new();
         let mut failed = false;
         for e in self.g.endpoints[proc].clone() {

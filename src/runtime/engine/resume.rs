@@ -9,13 +9,12 @@ impl Engine<'_> {
     /// opens this run's journal, and marks the instances that need not run.
     /// A journal problem is reported and the run goes on without it.
     pub(super) fn start_journal(&mut self, path: &Path, resume: bool, run_id: &str) {
-        self.keys = self.insts.map(|k, _| self.fingerprint(k));
+        self.keys = self.core.insts.map(|k, _| self.fingerprint(k));
         let last = if resume {
             match journal::last_run(path, &self.g.name) {
                 Ok(last) => Some(last),
                 Err(why) => {
-                    self.reporter
-                        .note(&format!("{why}; ignoring it, so everything runs"), true);
+                    self.note(&format!("{why}; ignoring it, so everything runs"), true);
                     None
                 }
             }
@@ -24,9 +23,7 @@ impl Engine<'_> {
         };
         match Journal::open(path, &self.g.name, run_id) {
             Ok(j) => self.journal = Some(j),
-            Err(why) => self
-                .reporter
-                .note(&format!("{why}; this run will not be resumable"), true),
+            Err(why) => self.note(&format!("{why}; this run will not be resumable"), true),
         }
         if let Some(last) = last {
             self.mark_cached(&last);
@@ -37,7 +34,7 @@ impl Engine<'_> {
     /// holds: argv (or shell), cwd, and the environment the job file gives
     /// (not the engine's own environment, which changes between shells).
     fn fingerprint(&self, k: InstId) -> String {
-        let i = &self.insts[k];
+        let i = &self.core.insts[k];
         let launch = spawn::launch(self.g, i.proc, i.replica, &self.base, &[]);
         let mut parts: Vec<String> = launch.argv.clone();
         parts.push(format!("\u{1}cwd={}", launch.cwd.display()));
@@ -58,25 +55,25 @@ impl Engine<'_> {
     /// member, and nothing it needs (after targets, parent) nor any
     /// non-daemon child of it will run again. Computed to a fixed point.
     fn mark_cached(&mut self, last: &LastRun) {
-        let mut cached: PerInst<bool> = self.insts.map(|k, i| {
+        let mut cached: PerInst<bool> = self.core.insts.map(|k, i| {
             let p = &self.g.file.processes[i.proc];
             last.ok_with(&i.name, &self.keys[k])
                 && !p.daemon.value
                 && !p.always.value
-                && !self.in_stream_group(i.proc)
+                && !self.core.in_stream_group(i.proc)
         });
         let all = |cached: &PerInst<bool>, procs: Vec<usize>| {
             procs
                 .into_iter()
-                .all(|t| self.of_proc[t].iter().all(|&j| cached[j]))
+                .all(|t| self.core.of_proc[t].iter().all(|&j| cached[j]))
         };
         loop {
             let mut changed = false;
-            for k in self.insts.ids() {
+            for k in self.core.insts.ids() {
                 if !cached[k] {
                     continue;
                 }
-                let proc = self.insts[k].proc;
+                let proc = self.core.insts[k].proc;
                 let needs: Vec<usize> = self.g.deps[proc].iter().map(|d| d.target).collect();
                 let kids: Vec<usize> = self.g.children[proc]
                     .iter()
@@ -92,10 +89,10 @@ impl Engine<'_> {
                 break;
             }
         }
-        for k in self.insts.ids().filter(|&k| cached[k]) {
-            self.ready.remove(&self.pos_of[k]);
-            self.set_done(k, Outcome::Cached);
-            let name = self.insts[k].name.clone();
+        for k in self.core.insts.ids().filter(|&k| cached[k]) {
+            self.core.ready.remove(&self.core.pos_of[k]);
+            self.core.set_done(k, Outcome::Cached);
+            let name = self.core.insts[k].name.clone();
             self.emit(RunEvent::Cached { process: &name });
         }
     }
@@ -106,8 +103,8 @@ impl Engine<'_> {
             return;
         };
         let key = self.keys.get(k).map_or("", String::as_str);
-        if let Err(why) = j.record(&self.insts[k].name, outcome.as_str(), key) {
-            self.reporter.note(
+        if let Err(why) = j.record(&self.core.insts[k].name, outcome.as_str(), key) {
+            self.note(
                 &format!("{why}; the rest of this run is not journaled"),
                 true,
             );

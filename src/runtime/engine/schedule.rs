@@ -24,7 +24,32 @@ impl Dep {
     }
 }
 
-impl Engine<'_> {
+impl Sched<'_> {
+    /// Works out what the latest changes mean: skips (all pending ones while
+    /// the run stops), ready instances, joins, and the release of top-level
+    /// daemons once the work is done. True if anything changed.
+    pub(super) fn settle(&mut self) -> bool {
+        let mut changed = false;
+        if self.cancel.is_some() {
+            changed |= self.skip_all_pending();
+        }
+        while let Some(proc) = self.dirty.pop() {
+            self.is_dirty[proc] = false;
+            self.examine(proc);
+            changed = true;
+        }
+        while let Some(k) = self.join_check.pop() {
+            self.try_join(k);
+            changed = true;
+        }
+        if self.unfinished_non_daemons == 0 && !self.daemons_released {
+            self.daemons_released = true;
+            self.release_top_level_daemons();
+            changed = true;
+        }
+        changed
+    }
+
     pub(super) fn mark_changed(&mut self, proc: usize) {
         for idx in 0..self.rdeps[proc].len() {
             let d = self.rdeps[proc][idx];
@@ -185,10 +210,9 @@ impl Engine<'_> {
                 self.skip(j, &why);
             }
         }
-        let name = self.insts[k].name.clone();
-        self.emit(RunEvent::Skipped {
-            process: &name,
-            reason,
+        self.fx.push(Effect::Skipped {
+            k,
+            reason: reason.to_string(),
         });
     }
 
@@ -219,26 +243,17 @@ impl Engine<'_> {
 
     /// The instance's own process is done for good.
     pub(super) fn set_done(&mut self, k: InstId, outcome: Outcome) {
-        self.journal_record(k, outcome);
         let i = &mut self.insts[k];
         i.phase = Phase::Done(outcome);
         i.end = Some(Instant::now());
         self.active.remove(&k);
-        self.launches[k] = None; // no further attempt: free its argv and environment
         self.done_count += 1;
         if outcome.is_failure() {
             self.failed_count += 1;
         }
         self.join_check.push(k);
         self.mark_changed(self.insts[k].proc);
-        for q in 0..self.queues.len() {
-            if let Some(i) = self.queue_ends[q].0.iter().position(|&p| p == k) {
-                if let Some(queue) = self.queues[q].as_mut() {
-                    queue.producer_done(i);
-                }
-                self.pump(q);
-            }
-        }
+        self.fx.push(Effect::Done { k, outcome });
     }
 
     /// Joined: own process done and non-daemon children finished.
@@ -304,12 +319,8 @@ impl Engine<'_> {
                 (None, Some(o)) => o.as_str(),
                 (None, None) => "ok",
             };
-            let (name, reason) = (i.name.clone(), i.subtree_failure.clone());
-            self.emit(RunEvent::Joined {
-                process: &name,
-                status,
-                reason: reason.as_deref(),
-            });
+            let reason = i.subtree_failure.clone();
+            self.fx.push(Effect::Joined { k, status, reason });
         }
         for ci in 0..self.g.children[proc].len() {
             let c = self.g.children[proc][ci];
@@ -348,32 +359,31 @@ impl Engine<'_> {
         }
     }
 
-    pub(super) fn start_ready(&mut self) -> bool {
-        if self.kill_now() || self.ready.is_empty() || self.launch_more {
-            return false;
-        }
-        if self.resource_wait.is_some_and(|t| Instant::now() < t) {
-            return false;
-        }
-        let mut changed = false;
-        let candidates: Vec<usize> = self.ready.iter().copied().collect();
-        for pos in candidates {
+    /// The next launch among the ready instances at or after `cur`'s
+    /// position, in launch order; `None` when there is none for now. Skips
+    /// met on the way are made (and `cur.changed` says so); past `slice_end`
+    /// it stops with `cur.slice_over`. The caller launches what it returns
+    /// (or puts it back) before asking again: slots and locks count then.
+    pub(super) fn next_start(&mut self, cur: &mut Cursor, slice_end: Instant) -> Option<Start> {
+        loop {
             if self.kill_now() {
-                break;
+                return None;
             }
+            let &pos = self.ready.range(cur.from..).next()?;
+            cur.from = pos + 1;
+            let k = self.order[pos];
             // While the run stops, only `always` steps still start.
-            if self.cancel.is_some() && !self.is_always(self.order[pos]) {
+            if self.cancel.is_some() && !self.is_always(k) {
                 continue;
             }
-            if Instant::now() >= self.slice_end {
-                self.launch_more = true;
-                break;
+            if Instant::now() >= slice_end {
+                cur.slice_over = true;
+                return None;
             }
-            let k = self.order[pos];
             // Daemons do not count toward `max_parallel`: a service must not starve the work.
             if self.slots_used >= self.max_parallel && self.needs_slot(k) {
                 if !self.any_daemon {
-                    break;
+                    return None;
                 }
                 continue;
             }
@@ -386,11 +396,13 @@ impl Engine<'_> {
                 if matches!(self.insts[k].phase, Phase::Retrying) {
                     if self.locks_free(k) {
                         self.ready.remove(&pos);
-                        self.restart_member(k);
-                        changed = true;
+                        return Some(Start::Rejoin(k));
                     }
-                } else {
-                    changed |= self.try_start_group(group);
+                } else if let Some(members) = self.group_ready(group) {
+                    for &m in &members {
+                        self.ready.remove(&self.pos_of[m]);
+                    }
+                    return Some(Start::Group(group, members));
                 }
                 continue;
             }
@@ -403,22 +415,20 @@ impl Engine<'_> {
                 match self.deps_hold(self.insts[k].proc) {
                     Dep::Never(why) => {
                         self.skip(k, &why);
-                        changed = true;
+                        cur.changed = true;
                         continue;
                     }
                     Dep::Waits => continue,
                     Dep::Holds => {}
                 }
             }
-            self.start(k);
-            changed = true;
+            return Some(Start::One(k));
         }
-        changed
     }
 
-    /// Launches a stream group once every member instance is ready and the
+    /// A stream group's member instances, once every one is ready and the
     /// whole group fits in `max_parallel` and the locks.
-    pub(super) fn try_start_group(&mut self, group: usize) -> bool {
+    fn group_ready(&self, group: usize) -> Option<Vec<InstId>> {
         let members: Vec<InstId> = self.g.groups[group]
             .members
             .iter()
@@ -427,11 +437,11 @@ impl Engine<'_> {
         if members.iter().any(|&m| {
             !matches!(self.insts[m].phase, Phase::Pending) || !self.ready.contains(&self.pos_of[m])
         }) {
-            return false;
+            return None;
         }
         let slots = members.iter().filter(|&&m| self.needs_slot(m)).count();
         if self.slots_used + slots > self.max_parallel {
-            return false;
+            return None;
         }
         let mut demand: FxHashMap<usize, u32> = FxHashMap::default();
         for &m in &members {
@@ -440,13 +450,9 @@ impl Engine<'_> {
             }
         }
         if demand.iter().any(|(&l, &n)| self.lock_free[l] < n) {
-            return false;
+            return None;
         }
-        for &m in &members {
-            self.ready.remove(&self.pos_of[m]);
-        }
-        self.start_group(group, &members);
-        true
+        Some(members)
     }
 
     /// Members of `k`'s stream group other than `k` (instances), if it has edges.

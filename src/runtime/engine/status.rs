@@ -14,7 +14,7 @@ const MAX_ROWS: usize = 40;
 impl Engine<'_> {
     /// What a pending (or joining) instance waits for, in words.
     pub(super) fn waits_for(&self, k: InstId) -> String {
-        let i = &self.insts[k];
+        let i = &self.core.insts[k];
         match i.phase {
             Phase::RetryWait { until } => {
                 let left = until.saturating_duration_since(Instant::now());
@@ -30,9 +30,9 @@ impl Engine<'_> {
                 let kids: Vec<&str> = self.g.children[i.proc]
                     .iter()
                     .filter(|&&c| !self.g.file.processes[c].daemon.value)
-                    .flat_map(|&c| self.of_proc[c].iter())
-                    .filter(|&&ck| !self.insts[ck].finished)
-                    .map(|&ck| self.insts[ck].name.as_str())
+                    .flat_map(|&c| self.core.of_proc[c].iter())
+                    .filter(|&&ck| !self.core.insts[ck].finished)
+                    .map(|&ck| self.core.insts[ck].name.as_str())
                     .collect();
                 return format!("its children to finish: {}", list(&kids));
             }
@@ -44,11 +44,11 @@ impl Engine<'_> {
             let waiting = if self.g.file.processes[i.proc].always.value
                 && matches!(d.kind, DepKind::After(_))
             {
-                !self.of_proc[d.target]
+                !self.core.of_proc[d.target]
                     .iter()
-                    .all(|&t| self.insts[t].finished)
+                    .all(|&t| self.core.insts[t].finished)
             } else {
-                self.dep_state(d.kind, d.target) == super::schedule::Dep::Waits
+                self.core.dep_state(d.kind, d.target) == super::schedule::Dep::Waits
             };
             if !waiting {
                 continue;
@@ -72,15 +72,17 @@ impl Engine<'_> {
 
     /// Dependencies hold: what keeps it from launching now.
     fn waits_for_launch(&self, k: InstId) -> String {
-        let proc = self.insts[k].proc;
+        let proc = self.core.insts[k].proc;
         let group = self.g.group_of[proc];
-        if !self.g.groups[group].edges.is_empty() && matches!(self.insts[k].phase, Phase::Pending) {
+        if !self.g.groups[group].edges.is_empty()
+            && matches!(self.core.insts[k].phase, Phase::Pending)
+        {
             let behind: Vec<&str> = self.g.groups[group]
                 .members
                 .iter()
-                .flat_map(|&m| self.of_proc[m].iter())
-                .filter(|&&j| j != k && !self.ready.contains(&self.pos_of[j]))
-                .map(|&j| self.insts[j].name.as_str())
+                .flat_map(|&m| self.core.of_proc[m].iter())
+                .filter(|&&j| j != k && !self.core.ready.contains(&self.core.pos_of[j]))
+                .map(|&j| self.core.insts[j].name.as_str())
                 .collect();
             if !behind.is_empty() {
                 return format!("its stream group: {}", list(&behind));
@@ -88,14 +90,14 @@ impl Engine<'_> {
         }
         let busy: Vec<&str> = self.g.locks[proc]
             .iter()
-            .filter(|&&l| self.lock_free[l] == 0)
+            .filter(|&&l| self.core.lock_free[l] == 0)
             .map(|&l| self.g.file.locks[l].name.value.as_str())
             .collect();
         if !busy.is_empty() {
             return format!("lock {}", list(&busy));
         }
-        if self.needs_slot(k) && self.slots_used >= self.max_parallel {
-            return format!("a free slot (max_parallel {})", self.max_parallel);
+        if self.core.needs_slot(k) && self.core.slots_used >= self.core.max_parallel {
+            return format!("a free slot (max_parallel {})", self.core.max_parallel);
         }
         "its turn to launch".into()
     }
@@ -105,16 +107,17 @@ impl Engine<'_> {
     pub(super) fn status_table(&self) -> String {
         let now = Instant::now();
         let w = self
+            .core
             .order
             .iter()
-            .map(|&k| self.insts[k].name.chars().count())
+            .map(|&k| self.core.insts[k].name.chars().count())
             .max()
             .unwrap_or(0)
             .min(32);
         let mut running = Vec::new();
         let mut waiting = Vec::new();
-        for &k in &self.order {
-            let i = &self.insts[k];
+        for &k in &self.core.order {
+            let i = &self.core.insts[k];
             match &i.phase {
                 Phase::Running(a) | Phase::Draining { attempt: a, .. } => {
                     let took = a
@@ -168,7 +171,7 @@ impl Engine<'_> {
             fmt_duration(now.saturating_duration_since(self.started_at)),
             running.len(),
             waiting.len(),
-            self.done_count
+            self.core.done_count
         );
         for rows in [running, waiting] {
             for r in rows.iter().take(MAX_ROWS) {
@@ -186,43 +189,45 @@ impl Engine<'_> {
     /// instances are unfinished: no event can ever change that. The run ends
     /// at once, naming what each pending instance waits for.
     pub(super) fn check_stall(&mut self) {
-        if !self.active.is_empty()
-            || self.unfinished == 0
+        if !self.core.active.is_empty()
+            || self.core.unfinished == 0
             || self.launch_more
-            || !self.stop_pending.is_empty()
+            || !self.core.stop_pending.is_empty()
             || !self.probe_pids.is_empty()
         {
             return;
         }
         let stuck: Vec<InstId> = self
+            .core
             .order
             .iter()
             .copied()
-            .filter(|&k| matches!(self.insts[k].phase, Phase::Pending))
+            .filter(|&k| matches!(self.core.insts[k].phase, Phase::Pending))
             .collect();
         // Every reason first: skipping one changes what the others wait for.
         let reasons: Vec<String> = stuck.iter().map(|&k| self.waits_for(k)).collect();
         let mut text = String::from("nothing can run any more, yet some processes wait:");
         for (&k, why) in stuck.iter().zip(&reasons).take(MAX_ROWS) {
-            text.push_str(&format!("\n  {} waits for {why}", self.insts[k].name));
+            text.push_str(&format!("\n  {} waits for {why}", self.core.insts[k].name));
         }
         if stuck.len() > MAX_ROWS {
             text.push_str(&format!("\n  … and {} more", stuck.len() - MAX_ROWS));
         }
-        self.reporter.note(&text, true);
-        self.escalate(Cancel::Stalled);
+        self.note(&text, true);
+        self.core.escalate(Cancel::Stalled);
         for (k, why) in stuck.into_iter().zip(reasons) {
             let why = format!("stalled: waited for {why}");
-            self.ready.remove(&self.pos_of[k]);
-            self.skip(k, &why);
+            self.core.ready.remove(&self.core.pos_of[k]);
+            self.core.skip(k, &why);
         }
         // Instances done but never joined (children that could not start) end here too.
-        for k in self.insts.ids() {
-            if !self.insts[k].finished && self.insts[k].outcome().is_some() {
-                self.set_finished(k);
+        for k in self.core.insts.ids() {
+            if !self.core.insts[k].finished && self.core.insts[k].outcome().is_some() {
+                self.core.set_finished(k);
             }
         }
         debug_assert!(self
+            .core
             .insts
             .iter()
             .all(|i| i.outcome() != Some(Outcome::Ok) || i.finished));

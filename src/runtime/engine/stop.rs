@@ -1,9 +1,9 @@
-//! Stopping: shutdown, stop requests in reverse dependency order, timers
-//! (timeouts, grace, retry delays, drain).
+//! Stopping: shutdown, stop requests in reverse dependency order, and the
+//! instances' timers (timeouts, grace, retry delays, drain).
 
 use super::*;
 
-impl Engine<'_> {
+impl Sched<'_> {
     pub(super) fn begin_shutdown(&mut self) {
         // After a signal, `always` steps get `shutdown_grace` to do their work.
         if self.cancel.as_ref().and_then(Cancel::signal).is_some()
@@ -35,10 +35,9 @@ impl Engine<'_> {
         self.insts[k].restart_pending = false;
         self.insts[k].why = Some(reason.to_string());
         self.set_done(k, Outcome::Stopped);
-        let name = self.insts[k].name.clone();
-        self.emit(RunEvent::Stopped {
-            process: &name,
-            reason,
+        self.fx.push(Effect::Stopped {
+            k,
+            reason: reason.to_string(),
         });
     }
 
@@ -60,14 +59,10 @@ impl Engine<'_> {
         }
     }
 
-    /// Sends stop signals in reverse dependency order: an instance is signalled
+    /// Sends stop signals in reverse dependency order (the shell reaps first:
+    /// a process that already exited is reported with its own status): an instance is signalled
     /// only once nothing still running that depends on it is being stopped.
     pub(super) fn send_stops(&mut self) {
-        if self.stop_pending.is_empty() {
-            return;
-        }
-        // A process that already exited must be reported with its own status, not "stopped".
-        self.reap();
         let now = Instant::now();
         let pending = std::mem::take(&mut self.stop_pending);
         for k in pending {
@@ -89,10 +84,12 @@ impl Engine<'_> {
             }
             let proc = i.proc;
             let sig = self.g.file.processes[proc].stop_signal;
-            let (name, pid) = (i.name.clone(), i.pid());
-            self.signal_unit(k, sig.number);
+            self.fx.push(Effect::Signal { k, sig: sig.number });
             // A stopped (SIGSTOP / SIGTTIN) process would not act on the signal: resume it.
-            self.signal_unit(k, libc::SIGCONT);
+            self.fx.push(Effect::Signal {
+                k,
+                sig: libc::SIGCONT,
+            });
             if let Some(a) = self.insts[k].running_mut() {
                 a.stop = Some(Stop {
                     reason: stop.reason,
@@ -102,9 +99,8 @@ impl Engine<'_> {
                     }),
                 });
             }
-            self.emit(RunEvent::Stopping {
-                process: &name,
-                pid,
+            self.fx.push(Effect::Stopping {
+                k,
                 signal: sig.name,
             });
         }
@@ -121,18 +117,54 @@ impl Engine<'_> {
         })
     }
 
+    /// A running attempt's timers: the shutdown grace, its
+    /// `timeout`, and SIGKILL while it outlives its stop signal.
+    pub(super) fn running_timers(&mut self, k: InstId, now: Instant) {
+        if self.shutdown_deadline.is_some_and(|t| now >= t)
+            && self.insts[k].running().is_some_and(|a| a.stop.is_none())
+        {
+            let why = format!("shutdown: {}, after shutdown_grace", self.cause());
+            self.request_stop(k, StopReason::Shutdown, why);
+        }
+        let limit = self.time_limit(&self.insts[k]);
+        if let Some(a) = self.insts[k].running_mut() {
+            if let (Some(start), Some(limit), None) = (a.start, limit, a.stop) {
+                if now >= later(start, limit) {
+                    a.stop = Some(Stop::new(StopReason::Timeout));
+                    self.stop_pending.push(k);
+                }
+            }
+        }
+        let i = &self.insts[k];
+        let Some(s) = i.running().and_then(|a| a.stop).and_then(|s| s.signalled) else {
+            return;
+        };
+        if now >= s.next_kill || self.kill_now() {
+            self.fx.push(Effect::Signal {
+                k,
+                sig: libc::SIGKILL,
+            });
+            if let Some(Stop {
+                signalled: Some(sig),
+                ..
+            }) = self.insts[k].running_mut().and_then(|a| a.stop.as_mut())
+            {
+                sig.next_kill = now + KILL_RECHECK;
+            }
+            self.fx.push(Effect::Killed { k });
+        }
+    }
+
+    /// An attempt's `timeout`, enforced here unless its nested run does.
+    pub(super) fn time_limit(&self, i: &Inst) -> Option<Duration> {
+        self.g.file.processes[i.proc].timeout.filter(|_| !i.relayed)
+    }
+
+    /// The next moment an instance's timer fires (a timeout, SIGKILL after
+    /// the grace, a probe, a drain, a retry), or the shutdown grace ends.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(t) = self.watchdog.as_ref().and_then(Watchdog::due) {
-            consider(t);
-        }
-        if let Some(t) = self.exec.poll_due() {
-            consider(t);
-        }
-        if let Some(t) = self.resource_wait.filter(|t| *t > Instant::now()) {
-            consider(t);
-        }
         // Once past, it has fired (see on_deadlines): never a busy loop.
         if let Some(t) = self.shutdown_deadline.filter(|t| *t > Instant::now()) {
             consider(t);
@@ -170,69 +202,13 @@ impl Engine<'_> {
         next
     }
 
-    pub(super) fn on_deadlines(&mut self, now: Instant) {
-        let active: Vec<InstId> = self.active.iter().copied().collect();
-        for k in active {
-            match self.insts[k].phase {
-                Phase::RetryWait { until } if now >= until => {
-                    self.insts[k].phase = Phase::Retrying;
-                    self.ready.insert(self.pos_of[k]);
-                }
-                Phase::Running(_) => self.running_deadlines(k, now),
-                Phase::Draining { since, .. } if now >= since + DRAIN_TIMEOUT => {
-                    // A leftover process still holds the output open: stop waiting for EOF.
-                    self.close_pipes_of(k);
-                    if matches!(self.insts[k].phase, Phase::Draining { .. }) {
-                        self.attempt_end(k);
-                    }
-                }
-                _ => {}
+    /// `k`'s retry delay passed at `now`: it may start again.
+    pub(super) fn retry_timer(&mut self, k: InstId, now: Instant) {
+        if let Phase::RetryWait { until } = self.insts[k].phase {
+            if now >= until {
+                self.insts[k].phase = Phase::Retrying;
+                self.ready.insert(self.pos_of[k]);
             }
         }
-    }
-
-    /// A running attempt's timers: its probes, the shutdown grace, its
-    /// `timeout`, and SIGKILL while it outlives its stop signal.
-    fn running_deadlines(&mut self, k: InstId, now: Instant) {
-        self.probe_if_due(k, now);
-        if self.shutdown_deadline.is_some_and(|t| now >= t)
-            && self.insts[k].running().is_some_and(|a| a.stop.is_none())
-        {
-            let why = format!("shutdown: {}, after shutdown_grace", self.cause());
-            self.request_stop(k, StopReason::Shutdown, why);
-        }
-        let limit = self.time_limit(&self.insts[k]);
-        if let Some(a) = self.insts[k].running_mut() {
-            if let (Some(start), Some(limit), None) = (a.start, limit, a.stop) {
-                if now >= later(start, limit) {
-                    a.stop = Some(Stop::new(StopReason::Timeout));
-                    self.stop_pending.push(k);
-                }
-            }
-        }
-        let i = &self.insts[k];
-        let Some(s) = i.running().and_then(|a| a.stop).and_then(|s| s.signalled) else {
-            return;
-        };
-        if now >= s.next_kill || self.kill_now() {
-            let (name, pid) = (i.name.clone(), i.pid());
-            self.signal_unit(k, libc::SIGKILL);
-            if let Some(Stop {
-                signalled: Some(sig),
-                ..
-            }) = self.insts[k].running_mut().and_then(|a| a.stop.as_mut())
-            {
-                sig.next_kill = now + KILL_RECHECK;
-            }
-            self.emit(RunEvent::Killed {
-                process: &name,
-                pid,
-            });
-        }
-    }
-
-    /// An attempt's `timeout`, enforced here unless its nested run does.
-    fn time_limit(&self, i: &Inst) -> Option<Duration> {
-        self.g.file.processes[i.proc].timeout.filter(|_| !i.relayed)
     }
 }

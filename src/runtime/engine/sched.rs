@@ -1,0 +1,331 @@
+//! The scheduling core: every instance's state, dependencies, joins, locks,
+//! slots, stops and the cancel reason. It owns no descriptor and calls no
+//! executor or reporter: what it decides reaches the I/O shell ([`Engine`])
+//! as [`Effect`]s, and what happens reaches it as calls.
+
+use super::*;
+
+/// The run's scheduling state.
+pub(super) struct Sched<'g> {
+    pub(super) g: &'g Graph,
+    pub(super) fail_fast: bool,
+    /// A nested run of exactly some processes (`--members`).
+    pub(super) exact: bool,
+    pub(super) max_parallel: usize,
+    pub(super) grace: Duration,
+    pub(super) insts: Insts,
+    /// The instances of each process (empty when excluded by --only).
+    pub(super) of_proc: Vec<Vec<InstId>>,
+    /// Launch order: stage, then file order, then replica.
+    pub(super) order: Vec<InstId>,
+    pub(super) lock_free: Vec<u32>,
+    /// Instances whose process is alive (daemons included).
+    pub(super) running: usize,
+    /// Non-daemon instances whose process is alive: what `max_parallel` bounds.
+    pub(super) slots_used: usize,
+    /// Whether the graph has daemons (which need no slot).
+    pub(super) any_daemon: bool,
+    /// Set once the run is being cancelled; only ever escalates.
+    pub(super) cancel: Option<Cancel>,
+    /// After a signal: when running `always` steps are stopped.
+    pub(super) shutdown_deadline: Option<Instant>,
+    /// Per process: the processes that wait for it (after or parent).
+    pub(super) rdeps: Vec<Vec<usize>>,
+    /// Per instance: its position in `order`.
+    pub(super) pos_of: PerInst<usize>,
+    /// Processes whose pending instances must be re-examined.
+    pub(super) dirty: Vec<usize>,
+    pub(super) is_dirty: Vec<bool>,
+    /// Positions (in `order`) of instances whose dependencies hold, waiting for a slot or locks.
+    pub(super) ready: std::collections::BTreeSet<usize>,
+    /// Instances whose join may have completed.
+    pub(super) join_check: Vec<InstId>,
+    /// Instances with a stop requested but not yet signalled.
+    pub(super) stop_pending: Vec<InstId>,
+    /// Instances between start and done (running, draining, waiting to retry).
+    pub(super) active: rustc_hash::FxHashSet<InstId>,
+    pub(super) unfinished: usize,
+    pub(super) unfinished_non_daemons: usize,
+    pub(super) daemons_released: bool,
+    pub(super) done_count: u64,
+    pub(super) failed_count: usize,
+    /// What the shell is to do, in the order it was decided.
+    pub(super) fx: Vec<Effect>,
+}
+
+/// What the core asks of the I/O shell. Applied in order, before anything
+/// else the shell tells or does, so the events keep the order of the decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// `k` will not run (the `skipped` event).
+    Skipped { k: InstId, reason: String },
+    /// `k`, a process with children, finished with its subtree (`joined`).
+    Joined {
+        k: InstId,
+        status: &'static str,
+        reason: Option<String>,
+    },
+    /// `k`, waiting for another attempt, was stopped instead (`stopped`).
+    Stopped { k: InstId, reason: String },
+    /// Send `sig` to `k`'s unit, if it is still alive.
+    Signal { k: InstId, sig: i32 },
+    /// `k`'s stop signal went out (`stopping`).
+    Stopping { k: InstId, signal: &'static str },
+    /// `k` outlived its stop signal and was sent SIGKILL (`killed`).
+    Killed { k: InstId },
+    /// Another attempt of `k` follows a failed one (`retrying`).
+    Retrying { k: InstId, attempt: u32 },
+    /// `k` restarts after a delay (`restarting`).
+    Restarting {
+        k: InstId,
+        attempt: u32,
+        delay: Duration,
+    },
+    /// A line for the console (`failure`: it says something went wrong).
+    Note { text: String, failure: bool },
+    /// `k` is done for good: journal it, free its launch, end what it produced.
+    Done { k: InstId, outcome: Outcome },
+}
+
+impl<'g> Sched<'g> {
+    /// The core of a run of `g` (after `--only` or `--members`): every
+    /// instance pending, every process to be examined.
+    pub(super) fn new(g: &'g Graph, opts: &RunOptions) -> Result<Sched<'g>, RunError> {
+        let included = match opts.exact {
+            true => g.exactly(&opts.only),
+            false => g.only(&opts.only),
+        }
+        .map_err(RunError::Only)?;
+        let (insts, of_proc) = build_instances(g, &included)?;
+        let order = launch_order(g, &insts);
+        let (n, procs) = (insts.len(), g.file.processes.len());
+        Ok(Sched {
+            g,
+            fail_fast: g.file.graph.fail_fast && !opts.keep_going,
+            exact: opts.exact,
+            max_parallel: opts
+                .max_parallel
+                .or(g.file.graph.max_parallel.as_ref().map(|m| m.value))
+                .map_or(usize::MAX, |m| m as usize),
+            grace: g.file.graph.shutdown_grace,
+            unfinished_non_daemons: insts
+                .iter()
+                .filter(|i| !g.file.processes[i.proc].daemon.value)
+                .count(),
+            pos_of: positions(&order, &insts),
+            insts,
+            of_proc,
+            order,
+            lock_free: g.file.locks.iter().map(|l| l.capacity.value).collect(),
+            running: 0,
+            slots_used: 0,
+            any_daemon: g.file.processes.iter().any(|p| p.daemon.value),
+            cancel: None,
+            shutdown_deadline: None,
+            rdeps: reverse_deps(g),
+            dirty: (0..procs).collect(),
+            is_dirty: vec![true; procs],
+            ready: Default::default(),
+            join_check: Vec::new(),
+            stop_pending: Vec::new(),
+            active: Default::default(),
+            unfinished: n,
+            daemons_released: false,
+            done_count: 0,
+            failed_count: 0,
+            fx: Vec::new(),
+        })
+    }
+}
+
+/// One instance per replica of each included process, and each process's instances.
+fn build_instances(g: &Graph, included: &[bool]) -> Result<(Insts, Vec<Vec<InstId>>), RunError> {
+    let mut insts = Insts::default();
+    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
+    for (i, p) in g.file.processes.iter().enumerate() {
+        if !included[i] {
+            continue;
+        }
+        for r in 0..p.replicas.value {
+            let name = if p.replicas.value > 1 {
+                format!("{}[{r}]", p.name.value)
+            } else {
+                p.name.value.clone()
+            };
+            let k = insts
+                .push(Inst::new(i, r, name))
+                .ok_or(RunError::TooManyInstances)?;
+            of_proc[i].push(k);
+        }
+    }
+    Ok((insts, of_proc))
+}
+
+/// Launch order: stage, then file order, then replica.
+fn launch_order(g: &Graph, insts: &Insts) -> Vec<InstId> {
+    let mut stage_of_proc = vec![0usize; g.file.processes.len()];
+    for (s, groups) in g.stages.iter().enumerate() {
+        for &grp in groups {
+            for &m in &g.groups[grp].members {
+                stage_of_proc[m] = s;
+            }
+        }
+    }
+    let mut order: Vec<InstId> = insts.ids().collect();
+    order.sort_by_key(|&k| {
+        (
+            stage_of_proc[insts[k].proc],
+            insts[k].proc,
+            insts[k].replica,
+        )
+    });
+    order
+}
+
+/// Per process, the processes whose `after` names it.
+fn reverse_deps(g: &Graph) -> Vec<Vec<usize>> {
+    let mut rdeps = vec![Vec::new(); g.file.processes.len()];
+    for (i, ds) in g.deps.iter().enumerate() {
+        for d in ds {
+            if !rdeps[d.target].contains(&i) {
+                rdeps[d.target].push(i);
+            }
+        }
+    }
+    rdeps
+}
+
+/// Per instance, its place in the launch order.
+fn positions(order: &[InstId], insts: &Insts) -> PerInst<usize> {
+    let mut pos_of = insts.map(|_, _| 0);
+    for (pos, &k) in order.iter().enumerate() {
+        pos_of[k] = pos;
+    }
+    pos_of
+}
+
+/// A launch [`Sched::next_start`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Start {
+    /// One instance, on its own.
+    One(InstId),
+    /// A whole stream group (its index), every member at once.
+    Group(usize, Vec<InstId>),
+    /// A member of a running stream group restarts and rejoins its queues.
+    Rejoin(InstId),
+}
+
+/// Where a pass over the ready instances is.
+#[derive(Debug, Default)]
+pub(super) struct Cursor {
+    /// The next position (in launch order) to look at.
+    pub(super) from: usize,
+    /// Something changed on the way (a skip).
+    pub(super) changed: bool,
+    /// The launch slice ended with instances still to look at.
+    pub(super) slice_over: bool,
+}
+
+impl Sched<'_> {
+    /// Raises the cancel reason to `c` if it is more severe; says whether it did.
+    pub(super) fn escalate(&mut self, c: Cancel) -> bool {
+        if self.cancel.as_ref().is_some_and(|now| *now >= c) {
+            return false;
+        }
+        self.cancel = Some(c);
+        true
+    }
+
+    /// A second signal (or a loop failure): no grace for anything any more.
+    pub(super) fn kill_now(&self) -> bool {
+        self.cancel.as_ref().is_some_and(Cancel::kills)
+    }
+
+    /// The cancel reason in words.
+    pub(super) fn cause(&self) -> String {
+        self.cancel
+            .as_ref()
+            .map_or_else(|| "the run is stopping".into(), Cancel::describe)
+    }
+
+    /// Every instance finished (joined).
+    pub(super) fn all_done(&self) -> bool {
+        self.unfinished == 0
+    }
+
+    /// `k`'s new attempt runs as `unit` since `now`, with `open_pipes` output
+    /// pipes watched: it holds its locks and slot, and is probed afresh.
+    pub(super) fn unit_started(&mut self, k: InstId, unit: UnitId, open_pipes: u8, now: Instant) {
+        self.take_locks(k, true);
+        self.running += 1;
+        if self.needs_slot(k) {
+            self.slots_used += 1;
+        }
+        let i = &mut self.insts[k];
+        // `after = start` and children wait for a process that really started.
+        let first_success = i.first_start.is_none();
+        i.first_start.get_or_insert(now);
+        // A new attempt is probed afresh (what was said once is said on the instance).
+        let mut probing = Probing::default();
+        let p = &self.g.file.processes[i.proc];
+        // A relayed member is probed by its nested run, which says when it is ready.
+        let probed = !i.relayed;
+        probing.checks[probes::Check::Ready as usize].due =
+            p.ready.as_ref().filter(|_| probed).map(|_| now);
+        // Without `ready`, liveness checks start with the process.
+        if p.ready.is_none() && probed {
+            probing.checks[probes::Check::Health as usize].due =
+                p.health.as_ref().map(|h| later(now, h.interval));
+        }
+        i.phase = Phase::Running(Attempt {
+            unit,
+            start: Some(now),
+            stop: None,
+            probing,
+            open_pipes,
+        });
+        let proc = i.proc;
+        self.active.insert(k);
+        if first_success {
+            self.mark_changed(proc);
+        }
+    }
+
+    /// `k`'s unit ended with `exit` (as its nested run judged it, if
+    /// `relayed`): what it held is free; the attempt ends once drained.
+    pub(super) fn unit_reaped(
+        &mut self,
+        k: InstId,
+        unit: UnitId,
+        exit: Exit,
+        relayed: Option<super::super::executor::Relayed>,
+        peak_rss_kib: u64,
+    ) {
+        self.running -= 1;
+        if self.needs_slot(k) {
+            self.slots_used -= 1;
+        }
+        self.take_locks(k, false);
+        let i = &mut self.insts[k];
+        i.last = Some(End::Reaped {
+            unit,
+            exit,
+            verdict: relayed.map(|x| x.verdict),
+        });
+        if let Some(x) = relayed {
+            // Its nested run's attempts and restarts are its own.
+            i.attempts = i.attempts.max(x.attempts);
+            i.restarts = x.restarts;
+        }
+        i.peak_rss_kib = i.peak_rss_kib.max(peak_rss_kib);
+    }
+
+    /// Takes the effects decided so far, to be applied in order.
+    pub(super) fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.fx)
+    }
+
+    pub(super) fn note(&mut self, text: String, failure: bool) {
+        self.fx.push(Effect::Note { text, failure });
+    }
+}

@@ -1,0 +1,46 @@
+//! Timers, as the loop serves them: the core's (timeouts, grace, retries,
+//! drains) and the shell's own (watchdog, cluster polls, resource waits).
+
+use super::*;
+
+impl Engine<'_> {
+    /// When the loop must wake next, whatever happens meanwhile.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.watchdog.as_ref().and_then(Watchdog::due) {
+            consider(t);
+        }
+        if let Some(t) = self.exec.poll_due() {
+            consider(t);
+        }
+        if let Some(t) = self.resource_wait.filter(|t| *t > Instant::now()) {
+            consider(t);
+        }
+        if let Some(t) = self.core.next_deadline() {
+            consider(t);
+        }
+        next
+    }
+
+    pub(super) fn on_deadlines(&mut self, now: Instant) {
+        let active: Vec<InstId> = self.core.active.iter().copied().collect();
+        for k in active {
+            match self.core.insts[k].phase {
+                Phase::RetryWait { .. } => self.core.retry_timer(k, now),
+                Phase::Running(_) => {
+                    self.probe_if_due(k, now);
+                    self.core.running_timers(k, now);
+                }
+                Phase::Draining { since, .. } if now >= since + DRAIN_TIMEOUT => {
+                    // A leftover process still holds the output open: stop waiting for EOF.
+                    self.close_pipes_of(k);
+                    if matches!(self.core.insts[k].phase, Phase::Draining { .. }) {
+                        self.attempt_end(k);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
