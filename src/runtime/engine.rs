@@ -484,4 +484,6 @@ fn describe_spawn_error(e: &std::io::Error) -> String {
 }
 
 #[cfg(test)]
+mod sched_tests;
+#[cfg(test)]
 mod tests;

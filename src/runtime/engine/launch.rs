@@ -179,20 +179,7 @@ impl Engine<'_> {
         }
         let first = self.core.insts[k].attempts == 0;
         let now = Instant::now();
-        let was_restart = self.core.insts[k].restart_pending;
-        {
-            let i = &mut self.core.insts[k];
-            // Only a pending or retrying instance starts: no attempt of it is live.
-            debug_assert!(i.attempt().is_none());
-            // A restart counts once it is really attempted, not when it is scheduled.
-            if std::mem::take(&mut i.restart_pending) {
-                i.restarts += 1;
-            }
-            i.attempts += 1;
-            // How the last attempt ended no longer describes the instance.
-            i.last = None;
-        }
-        self.core.active.insert(k);
+        let was_restart = self.core.attempt_begins(k);
         let spawned = if endpoints.first() == Some(&(-1, -1)) {
             Err(std::io::Error::other(
                 "its stream group could not be set up",
@@ -225,8 +212,8 @@ impl Engine<'_> {
             attempt: self.core.insts[k].attempts,
             reason: &text,
         });
-        self.core.insts[k].last = Some(End::NotStarted { tried });
-        self.core.insts[k].why = Some(format!("could not start: {text}"));
+        self.core
+            .not_started(k, tried, format!("could not start: {text}"));
         self.attempt_end(k);
     }
 
@@ -352,16 +339,7 @@ impl Engine<'_> {
     /// back to the ready list, and launching pauses until a running process
     /// exits (which frees what it held) or 200 ms pass.
     fn wait_for_resources(&mut self, k: InstId, was_restart: bool, err: &std::io::Error) {
-        let i = &mut self.core.insts[k];
-        i.attempts -= 1;
-        if was_restart {
-            i.restarts -= 1;
-            i.restart_pending = true;
-        }
-        if matches!(i.phase, Phase::Pending) {
-            self.core.active.remove(&k);
-        }
-        self.core.ready.insert(self.core.pos_of[k]);
+        self.core.attempt_deferred(k, was_restart);
         self.resource_wait = Some(later(Instant::now(), Duration::from_millis(200)));
         if !std::mem::replace(&mut self.resource_noted, true) {
             self.note(

@@ -253,6 +253,45 @@ impl Sched<'_> {
         self.unfinished == 0
     }
 
+    /// An attempt of `k` begins (its unit is about to be spawned); says
+    /// whether it is a restart.
+    pub(super) fn attempt_begins(&mut self, k: InstId) -> bool {
+        let i = &mut self.insts[k];
+        // Only a pending or retrying instance starts: no attempt of it is live.
+        debug_assert!(i.attempt().is_none());
+        // A restart counts once it is really attempted, not when it is scheduled.
+        let restart = std::mem::take(&mut i.restart_pending);
+        if restart {
+            i.restarts += 1;
+        }
+        i.attempts += 1;
+        // How the last attempt ended no longer describes the instance.
+        i.last = None;
+        self.active.insert(k);
+        restart
+    }
+
+    /// The attempt [`Sched::attempt_begins`] began did not happen (the
+    /// machine is out of descriptors or processes): `k` is ready again.
+    pub(super) fn attempt_deferred(&mut self, k: InstId, was_restart: bool) {
+        let i = &mut self.insts[k];
+        i.attempts -= 1;
+        if was_restart {
+            i.restarts -= 1;
+            i.restart_pending = true;
+        }
+        if matches!(i.phase, Phase::Pending) {
+            self.active.remove(&k);
+        }
+        self.ready.insert(self.pos_of[k]);
+    }
+
+    /// `k`'s attempt, tried at `tried`, could not be spawned (`why`).
+    pub(super) fn not_started(&mut self, k: InstId, tried: Instant, why: String) {
+        self.insts[k].last = Some(End::NotStarted { tried });
+        self.insts[k].why = Some(why);
+    }
+
     /// `k`'s new attempt runs as `unit` since `now`, with `open_pipes` output
     /// pipes watched: it holds its locks and slot, and is probed afresh.
     pub(super) fn unit_started(&mut self, k: InstId, unit: UnitId, open_pipes: u8, now: Instant) {

@@ -1,0 +1,350 @@
+//! The scheduling core on its own: no executor, no descriptor, no reporter.
+//! Each test drives [`Sched`] as the shell does (settle, take the launches,
+//! say which units ended, fire timers) and reads what it decided: the
+//! launches, in order, and its effects.
+
+use super::*;
+
+fn graph(text: &str) -> Graph {
+    let src = crate::source::SourceFile::new(Path::new("t.toml"), text.to_string());
+    let checked = crate::check_source(src);
+    match checked.graph {
+        Some(g) => g,
+        None => panic!("invalid test graph: {:?}", checked.diagnostics),
+    }
+}
+
+fn opts() -> RunOptions {
+    RunOptions {
+        only: Vec::new(),
+        keep_going: false,
+        max_parallel: None,
+        containment: crate::runtime::contain::Containment::None,
+        journal: None,
+        resume: false,
+        exact: false,
+    }
+}
+
+/// A core and a record of what it decided, in words.
+struct Drive<'g> {
+    s: Sched<'g>,
+    next_unit: i32,
+    /// `start NAME`, then the effects: `skipped NAME`, `joined NAME STATUS`,
+    /// `signal NAME SIG`, `stopped NAME`, `retrying NAME`, `restarting NAME`,
+    /// `done NAME OUTCOME`.
+    log: Vec<String>,
+}
+
+impl<'g> Drive<'g> {
+    fn new(g: &'g Graph, opts: &RunOptions) -> Drive<'g> {
+        let s = Sched::new(g, opts).unwrap_or_else(|e| panic!("{e}"));
+        Drive {
+            s,
+            next_unit: 100,
+            log: Vec::new(),
+        }
+    }
+
+    fn k(&self, name: &str) -> InstId {
+        self.s
+            .insts
+            .ids()
+            .find(|&k| self.s.insts[k].name == name)
+            .unwrap_or_else(|| panic!("no instance {name}"))
+    }
+
+    /// What the shell's step does: settle and launch until nothing changes,
+    /// then send the stops. Returns the instances started, in order.
+    fn step(&mut self) -> Vec<String> {
+        let mut started = Vec::new();
+        loop {
+            let mut changed = self.s.settle();
+            let mut cur = Cursor::default();
+            let far = Instant::now() + Duration::from_secs(3600);
+            while let Some(start) = self.s.next_start(&mut cur, far) {
+                let ks = match start {
+                    Start::One(k) | Start::Rejoin(k) => vec![k],
+                    Start::Group(_, members) => members,
+                };
+                for k in ks {
+                    self.s.attempt_begins(k);
+                    self.next_unit += 1;
+                    self.s
+                        .unit_started(k, UnitId(self.next_unit), 0, Instant::now());
+                    // As the shell's `emit`: what was decided before is told first.
+                    self.effects();
+                    let name = self.s.insts[k].name.clone();
+                    self.log.push(format!("start {name}"));
+                    started.push(name);
+                }
+                changed = true;
+            }
+            if !(changed || cur.changed) {
+                break;
+            }
+        }
+        self.s.send_stops();
+        self.effects();
+        started
+    }
+
+    /// The unit of `name` ended with `code` (or by the stop signal, if it
+    /// was sent one): the shell's `on_reaped` and `attempt_end`.
+    fn exit(&mut self, name: &str, code: i32) {
+        let k = self.k(name);
+        let unit = self.s.insts[k]
+            .running()
+            .map(|a| a.unit)
+            .expect("not running");
+        let signalled = self.s.insts[k]
+            .running()
+            .and_then(|a| a.stop)
+            .is_some_and(|s| s.signalled.is_some());
+        let exit = if signalled {
+            Exit::Signal(libc::SIGTERM)
+        } else {
+            Exit::Code(code)
+        };
+        self.s.unit_reaped(k, unit, exit, None, 0);
+        let result = self.s.attempt_result(k);
+        let again = self.s.next_attempt(k, result, false);
+        self.s.after_attempt(k, result, again);
+        self.effects();
+    }
+
+    /// Renders and drops the effects decided so far.
+    fn effects(&mut self) {
+        for fx in self.s.take_effects() {
+            let name = |k: InstId| self.s.insts[k].name.clone();
+            let line = match fx {
+                Effect::Skipped { k, .. } => format!("skipped {}", name(k)),
+                Effect::Joined { k, status, .. } => format!("joined {} {status}", name(k)),
+                Effect::Stopped { k, .. } => format!("stopped {}", name(k)),
+                Effect::Signal { k, sig } if sig != libc::SIGCONT => {
+                    format!("signal {} {}", name(k), signal_name(sig))
+                }
+                Effect::Retrying { k, .. } => format!("retrying {}", name(k)),
+                Effect::Restarting { k, .. } => format!("restarting {}", name(k)),
+                Effect::Done { k, outcome } => format!("done {} {}", name(k), outcome.as_str()),
+                _ => continue,
+            };
+            self.log.push(line);
+        }
+    }
+
+    fn said(&self, line: &str) -> bool {
+        self.log.iter().any(|l| l == line)
+    }
+
+    fn before(&self, a: &str, b: &str) -> bool {
+        let at = |l: &str| self.log.iter().position(|x| x == l);
+        matches!((at(a), at(b)), (Some(x), Some(y)) if x < y)
+    }
+}
+
+const JOIN: &str = "[process.parent]\ncmd = [\"p\"]\n[process.kid]\nparent = \"parent\"\ncmd = [\"k\"]\n[process.next]\nafter = [\"parent\"]\ncmd = [\"n\"]\n";
+
+#[test]
+fn a_dependent_waits_for_the_parents_join_and_a_joined_effect_says_it() {
+    let g = graph(JOIN);
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(
+        d.step(),
+        ["parent", "kid"],
+        "a child starts once its parent started"
+    );
+    d.exit("parent", 0);
+    assert!(
+        d.step().is_empty(),
+        "`next` must wait for `kid`: {:?}",
+        d.log
+    );
+    d.exit("kid", 0);
+    assert_eq!(d.step(), ["next"]);
+    assert!(d.before("joined parent ok", "start next"), "{:?}", d.log);
+}
+
+#[test]
+fn a_failed_child_fails_the_join_and_skips_the_parents_dependents() {
+    let g = graph(JOIN);
+    let o = RunOptions {
+        keep_going: true,
+        ..opts()
+    };
+    let mut d = Drive::new(&g, &o);
+    d.step();
+    d.exit("parent", 0);
+    d.exit("kid", 3);
+    d.step();
+    assert!(d.said("joined parent failed"), "{:?}", d.log);
+    assert!(d.said("skipped next"), "{:?}", d.log);
+    assert!(!d.said("start next"));
+}
+
+#[test]
+fn a_nested_childs_failure_reaches_the_top_of_the_subtree() {
+    let g = graph(
+        "[process.a]\ncmd = [\"a\"]\n[process.b]\nparent = \"a\"\ncmd = [\"b\"]\n[process.c]\nparent = \"b\"\ncmd = [\"c\"]\n[process.z]\nafter = [\"a\"]\ncmd = [\"z\"]\n",
+    );
+    let o = RunOptions {
+        keep_going: true,
+        ..opts()
+    };
+    let mut d = Drive::new(&g, &o);
+    assert_eq!(d.step(), ["a", "b", "c"]);
+    d.exit("a", 0);
+    d.exit("b", 0);
+    assert!(
+        d.step().is_empty(),
+        "`z` waits for the grandchild: {:?}",
+        d.log
+    );
+    d.exit("c", 1);
+    d.step();
+    assert!(
+        d.said("joined b failed") && d.said("joined a failed"),
+        "{:?}",
+        d.log
+    );
+    assert!(d.said("skipped z"));
+}
+
+#[test]
+fn a_daemon_child_is_stopped_when_its_parent_joins() {
+    let g = graph(
+        "[process.p]\ncmd = [\"p\"]\n[process.d]\nparent = \"p\"\ndaemon = true\ncmd = [\"d\"]\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(d.step(), ["p", "d"]);
+    d.exit("p", 0);
+    d.step();
+    assert!(d.said("signal d SIGTERM"), "{:?}", d.log);
+    d.exit("d", 0);
+    d.step();
+    assert!(d.said("done d stopped"), "{:?}", d.log);
+    assert!(d.s.all_done());
+}
+
+#[test]
+fn daemons_take_no_slot_and_locks_bound_what_runs_at_once() {
+    // (graph, max_parallel, what starts first)
+    let cases: &[(&str, Option<u32>, &[&str])] = &[
+        (
+            "[process.db]\ndaemon = true\ncmd = [\"db\"]\n[process.build]\ncmd = [\"b\"]\n[process.test]\nafter = [\"build\"]\ncmd = [\"t\"]\n",
+            Some(1),
+            &["db", "build"],
+        ),
+        (
+            "[lock.gpu]\ncapacity = 2\n[process.a]\nlocks = [\"gpu\"]\ncmd = [\"a\"]\n[process.b]\nlocks = [\"gpu\"]\ncmd = [\"b\"]\n[process.c]\nlocks = [\"gpu\"]\ncmd = [\"c\"]\n",
+            None,
+            &["a", "b"],
+        ),
+        (
+            "[process.a]\ncmd = [\"a\"]\n[process.b]\ncmd = [\"b\"]\n[process.c]\ncmd = [\"c\"]\n",
+            Some(2),
+            &["a", "b"],
+        ),
+    ];
+    for (text, max, first) in cases {
+        let g = graph(text);
+        let o = RunOptions {
+            max_parallel: *max,
+            ..opts()
+        };
+        let mut d = Drive::new(&g, &o);
+        assert_eq!(d.step(), *first, "{text}");
+        // One ends: the next takes its slot or lock.
+        d.exit(first[first.len() - 1], 0);
+        assert_eq!(d.step().len(), 1, "{text}: {:?}", d.log);
+    }
+}
+
+#[test]
+fn a_stream_group_starts_whole_or_not_at_all() {
+    let g = graph(
+        "[process.gate]\ncmd = [\"g\"]\n[process.w]\ncmd = [\"w\"]\n[process.r]\nafter = [\"gate\"]\ncmd = [\"r\"]\n[pipe.p]\nfrom = \"w\"\nto = \"r\"\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(d.step(), ["gate"], "`w` waits with its group for `r`");
+    d.exit("gate", 0);
+    let mut both = d.step();
+    both.sort();
+    assert_eq!(both, ["r", "w"]);
+}
+
+#[test]
+fn fail_fast_skips_the_pending_and_stops_dependents_before_what_they_need() {
+    let g = graph(
+        "[process.db]\ncmd = [\"db\"]\n[process.api]\nafter = { db = \"start\" }\ncmd = [\"api\"]\n[process.bad]\ncmd = [\"x\"]\n[process.late]\nafter = [\"bad\"]\ncmd = [\"l\"]\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    d.step();
+    d.exit("bad", 1);
+    d.step();
+    assert!(d.said("skipped late"), "{:?}", d.log);
+    assert!(d.said("signal api SIGTERM"), "{:?}", d.log);
+    assert!(
+        !d.said("signal db SIGTERM"),
+        "db waits for api to stop: {:?}",
+        d.log
+    );
+    d.exit("api", 0);
+    d.step();
+    assert!(d.said("signal db SIGTERM"), "{:?}", d.log);
+    assert!(matches!(d.s.cancel, Some(Cancel::FailFast(_))));
+}
+
+#[test]
+fn a_retry_comes_before_a_restart_and_both_are_counted_when_they_start() {
+    let g = graph(
+        "[process.s]\ncmd = [\"s\"]\nretries = 1\nretry_delay = \"0s\"\nrestart = \"on-failure\"\nmax_restarts = 1\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    d.exit("s", 1);
+    assert!(d.said("retrying s"), "{:?}", d.log);
+    let k = d.k("s");
+    d.s.retry_timer(k, Instant::now() + Duration::from_secs(1));
+    assert_eq!(d.step(), ["s"]);
+    d.exit("s", 1);
+    assert!(d.said("restarting s"), "retries used up: {:?}", d.log);
+    assert_eq!(d.s.insts[k].restarts, 0, "counted when it starts");
+    d.s.retry_timer(k, Instant::now() + Duration::from_secs(60));
+    d.step();
+    assert_eq!((d.s.insts[k].attempts, d.s.insts[k].restarts), (3, 1));
+}
+
+#[test]
+fn a_timeout_fires_from_the_timers_even_while_others_wait_to_launch() {
+    let g = graph("[process.slow]\ncmd = [\"s\"]\ntimeout = \"30ms\"\n");
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    let k = d.k("slow");
+    let deadline = d.s.next_deadline().expect("a timeout is a deadline");
+    d.s.running_timers(k, deadline);
+    d.step();
+    assert!(d.said("signal slow SIGTERM"), "{:?}", d.log);
+    d.exit("slow", 0);
+    assert!(d.said("done slow timed out"), "{:?}", d.log);
+}
+
+#[test]
+fn an_instance_waiting_to_retry_when_the_run_stops_ends_stopped() {
+    let g = graph("[process.f]\ncmd = [\"f\"]\nretries = 3\nretry_delay = \"1h\"\n");
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    d.exit("f", 1);
+    d.s.escalate(Cancel::Signal(libc::SIGINT));
+    d.s.begin_shutdown();
+    d.effects();
+    // Its last event is `stopped`, not the `retrying` that announced an attempt.
+    assert_eq!(
+        d.log[d.log.len() - 2..],
+        ["done f stopped", "stopped f"],
+        "{:?}",
+        d.log
+    );
+    assert_eq!(d.s.insts[d.k("f")].attempts, 1, "the retry never started");
+}
