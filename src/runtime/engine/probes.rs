@@ -68,11 +68,7 @@ impl Engine<'_> {
             return;
         }
         if a.start.is_some_and(|s| now >= later(s, ready.timeout)) {
-            if let Some(a) = self.core.insts[k].running_mut() {
-                a.probing.not_ready = true;
-                a.stop = Some(Stop::new(StopReason::NotReady));
-            }
-            self.core.stop_pending.push(k);
+            self.core.not_ready_in_time(k);
             self.stop_probing(k);
             return;
         }
@@ -434,22 +430,11 @@ impl Engine<'_> {
             return;
         };
         let (limit, what) = (health.failures, health.probe.value.describe());
-        let i = &mut self.core.insts[k];
-        let Some(a) = i.running_mut() else {
-            return;
-        };
-        let state = &mut a.probing.checks[Check::Health as usize];
-        state.failures += 1;
-        if state.failures < limit {
+        if !self.core.health_check_failed(k, limit, &what) {
             return;
         }
-        a.probing.unhealthy = true;
-        a.stop = Some(Stop::new(StopReason::Unhealthy));
-        i.why = Some(format!(
-            "health check failed {limit} times in a row ({what})"
-        ));
+        let i = &self.core.insts[k];
         let (name, pid) = (i.name.clone(), i.pid());
-        self.core.stop_pending.push(k);
         self.stop_probing(k);
         self.note(
             &format!("{name}: health check failed {limit} times in a row ({what}); stopping it"),
@@ -463,19 +448,11 @@ impl Engine<'_> {
     }
 
     pub(super) fn set_ready(&mut self, k: InstId) {
-        let i = &mut self.core.insts[k];
-        // Too late once the attempt failed readiness or is being stopped.
-        let Some(a) = i
-            .running_mut()
-            .filter(|a| !a.probing.ready && !a.probing.not_ready && a.stop.is_none())
-        else {
+        let Some(took) = self.core.became_ready(k) else {
             return;
         };
-        a.probing.ready = true;
-        let took = a.start.map(|t| t.elapsed()).unwrap_or_default();
-        i.ready_once = true;
-        let relayed = i.relayed;
-        let (name, pid, proc) = (i.name.clone(), i.pid(), i.proc);
+        let i = &self.core.insts[k];
+        let (name, pid, proc, relayed) = (i.name.clone(), i.pid(), i.proc, i.relayed);
         self.end_check(k, Check::Ready);
         // Liveness starts once the process is ready (a relayed member's is its nested run's).
         if let Some(h) = self.g.file.processes[proc]
@@ -502,7 +479,6 @@ impl Engine<'_> {
             process: &name,
             pid,
         });
-        self.core.mark_changed(proc);
     }
 
     /// Stops one check of instance `k`: no more probes, none in flight.

@@ -348,3 +348,46 @@ fn an_instance_waiting_to_retry_when_the_run_stops_ends_stopped() {
     );
     assert_eq!(d.s.insts[d.k("f")].attempts, 1, "the retry never started");
 }
+
+#[test]
+fn a_dependent_on_ready_waits_for_the_probe_and_a_late_answer_does_not_count() {
+    let g = graph(
+        "[process.db]\ncmd = [\"db\"]\nready = { file = \"up\", timeout = \"5s\" }\n[process.api]\nafter = { db = \"ready\" }\ncmd = [\"api\"]\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(d.step(), ["db"]);
+    let k = d.k("db");
+    assert!(d.s.became_ready(k).is_some());
+    assert!(d.s.became_ready(k).is_none(), "ready once per attempt");
+    assert_eq!(d.step(), ["api"]);
+    // Another run: the deadline passes first; a pass after it is too late.
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    d.s.not_ready_in_time(k);
+    assert!(d.s.became_ready(k).is_none());
+    d.step();
+    assert!(d.said("signal db SIGTERM"), "{:?}", d.log);
+    d.exit("db", 0);
+    d.step();
+    assert!(
+        d.said("done db failed") && d.said("skipped api"),
+        "{:?}",
+        d.log
+    );
+}
+
+#[test]
+fn health_fails_the_attempt_only_after_failures_in_a_row() {
+    let g = graph(
+        "[process.s]\ncmd = [\"s\"]\nhealth = { cmd = [\"true\"], interval = \"1s\", failures = 3 }\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    let k = d.k("s");
+    assert!(!d.s.health_check_failed(k, 3, "cmd"));
+    assert!(!d.s.health_check_failed(k, 3, "cmd"));
+    assert!(d.s.health_check_failed(k, 3, "cmd"));
+    d.step();
+    d.exit("s", 0);
+    assert!(d.said("done s failed"), "{:?}", d.log);
+}

@@ -211,4 +211,50 @@ impl Sched<'_> {
             }
         }
     }
+
+    /// `k`'s readiness deadline passed: the attempt fails and is stopped.
+    pub(super) fn not_ready_in_time(&mut self, k: InstId) {
+        if let Some(a) = self.insts[k].running_mut() {
+            a.probing.not_ready = true;
+            a.stop = Some(Stop::new(StopReason::NotReady));
+            self.stop_pending.push(k);
+        }
+    }
+
+    /// One more failed health check of `k` (`what`); at `limit` in a row
+    /// the attempt fails and is stopped. True if it was.
+    pub(super) fn health_check_failed(&mut self, k: InstId, limit: u32, what: &str) -> bool {
+        let i = &mut self.insts[k];
+        let Some(a) = i.running_mut() else {
+            return false;
+        };
+        let state = &mut a.probing.checks[probes::Check::Health as usize];
+        state.failures += 1;
+        if state.failures < limit {
+            return false;
+        }
+        a.probing.unhealthy = true;
+        a.stop = Some(Stop::new(StopReason::Unhealthy));
+        i.why = Some(format!(
+            "health check failed {limit} times in a row ({what})"
+        ));
+        self.stop_pending.push(k);
+        true
+    }
+
+    /// `k`'s readiness probe passed: its dependents on `ready` may start.
+    /// Returns how long it took, or `None` if too late (the attempt failed
+    /// readiness or is being stopped) or ready already.
+    pub(super) fn became_ready(&mut self, k: InstId) -> Option<Duration> {
+        let i = &mut self.insts[k];
+        let a = i
+            .running_mut()
+            .filter(|a| !a.probing.ready && !a.probing.not_ready && a.stop.is_none())?;
+        a.probing.ready = true;
+        let took = a.start.map(|t| t.elapsed()).unwrap_or_default();
+        i.ready_once = true;
+        let proc = i.proc;
+        self.mark_changed(proc);
+        Some(took)
+    }
 }
