@@ -81,13 +81,7 @@ impl Engine<'_> {
         let Some(&k) = self.by_pid.get(&p.id) else {
             return;
         };
-        if let Some(a) = self.core.insts[k].attempt_mut() {
-            if !p.running {
-                a.start = None;
-            } else if a.start.is_none() {
-                a.start = Some(Instant::now());
-            }
-        }
+        self.core.placed(k, p.running, Instant::now());
         if let Some(node) = &p.node {
             if self.nodes.get(&k) != Some(node) {
                 self.nodes.insert(k, node.clone());

@@ -179,13 +179,7 @@ impl Engine<'_> {
             self.reporter
                 .line(k.index(), &self.core.insts[k].name, &pipe.buf);
         }
-        let i = &mut self.core.insts[k];
-        // Every pipe is its live attempt's: an attempt ends only once they closed.
-        let Some(a) = i.attempt_mut() else {
-            return;
-        };
-        a.open_pipes = a.open_pipes.saturating_sub(1);
-        if a.open_pipes == 0 && matches!(i.phase, Phase::Draining { .. }) {
+        if self.core.pipe_closed(k) {
             self.attempt_end(k);
         }
     }

@@ -90,8 +90,7 @@ impl Engine<'_> {
             }
         }
         for k in self.core.insts.ids().filter(|&k| cached[k]) {
-            self.core.ready.remove(&self.core.pos_of[k]);
-            self.core.set_done(k, Outcome::Cached);
+            self.core.cached(k);
             let name = self.core.insts[k].name.clone();
             self.emit(RunEvent::Cached { process: &name });
         }

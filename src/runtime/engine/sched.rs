@@ -359,6 +359,73 @@ impl Sched<'_> {
         i.peak_rss_kib = i.peak_rss_kib.max(peak_rss_kib);
     }
 
+    /// A cluster says whether `k`'s unit runs yet, at `now`: its time limits
+    /// count from when it runs, not from its submission.
+    pub(super) fn placed(&mut self, k: InstId, running: bool, now: Instant) {
+        if let Some(a) = self.insts[k].attempt_mut() {
+            if !running {
+                a.start = None;
+            } else if a.start.is_none() {
+                a.start = Some(now);
+            }
+        }
+    }
+
+    /// One of `k`'s output pipes reached end-of-file. True if that ends its
+    /// attempt (its unit was reaped and this was the last pipe).
+    pub(super) fn pipe_closed(&mut self, k: InstId) -> bool {
+        let i = &mut self.insts[k];
+        // Every pipe is its live attempt's: an attempt ends only once they closed.
+        let Some(a) = i.attempt_mut() else {
+            return false;
+        };
+        a.open_pipes = a.open_pipes.saturating_sub(1);
+        a.open_pipes == 0 && matches!(i.phase, Phase::Draining { .. })
+    }
+
+    /// `k` ended ok in the last run, unchanged (`--resume`): it is not run.
+    pub(super) fn cached(&mut self, k: InstId) {
+        self.ready.remove(&self.pos_of[k]);
+        self.set_done(k, Outcome::Cached);
+    }
+
+    /// The pending instances, in launch order, when nothing runs, waits for
+    /// a timer or is being stopped, yet instances are unfinished: then no
+    /// event can ever change anything (the shell also checks its own work).
+    pub(super) fn stuck(&self) -> Option<Vec<InstId>> {
+        if !self.active.is_empty() || self.unfinished == 0 || !self.stop_pending.is_empty() {
+            return None;
+        }
+        let pending = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&k| matches!(self.insts[k].phase, Phase::Pending))
+            .collect();
+        Some(pending)
+    }
+
+    /// Nothing can ever start or end any more, yet `stuck` instances wait
+    /// (each with what it waits for): they are skipped and the run ends.
+    pub(super) fn stall(&mut self, stuck: impl IntoIterator<Item = (InstId, String)>) {
+        self.escalate(Cancel::Stalled);
+        for (k, why) in stuck {
+            let why = format!("stalled: waited for {why}");
+            self.ready.remove(&self.pos_of[k]);
+            self.skip(k, &why);
+        }
+        // Instances done but never joined (children that could not start) end here too.
+        for k in self.insts.ids() {
+            if !self.insts[k].finished && self.insts[k].outcome().is_some() {
+                self.set_finished(k);
+            }
+        }
+        debug_assert!(self
+            .insts
+            .iter()
+            .all(|i| i.outcome() != Some(Outcome::Ok) || i.finished));
+    }
+
     /// Takes the effects decided so far, to be applied in order.
     pub(super) fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.fx)

@@ -391,3 +391,28 @@ fn health_fails_the_attempt_only_after_failures_in_a_row() {
     d.exit("s", 0);
     assert!(d.said("done s failed"), "{:?}", d.log);
 }
+
+#[test]
+fn a_run_that_can_never_go_on_is_found_stuck_and_ends() {
+    // Validation refuses this `--max-parallel`; the core must not hang on it either.
+    let g = graph(
+        "[process.a]\ncmd = [\"a\"]\n[process.w]\nafter = [\"a\"]\ncmd = [\"w\"]\n[process.r]\ncmd = [\"r\"]\n[pipe.p]\nfrom = \"w\"\nto = \"r\"\n",
+    );
+    let o = RunOptions {
+        max_parallel: Some(1),
+        ..opts()
+    };
+    let mut d = Drive::new(&g, &o);
+    assert_eq!(d.step(), ["a"]);
+    assert_eq!(d.s.stuck(), None, "`a` runs");
+    d.exit("a", 0);
+    assert!(d.step().is_empty(), "the group needs two slots");
+    let stuck = d.s.stuck().expect("stuck");
+    let names: Vec<&str> = stuck.iter().map(|&k| d.s.insts[k].name.as_str()).collect();
+    assert_eq!(names, ["w", "r"]);
+    d.s.stall(stuck.into_iter().map(|k| (k, "a slot".to_string())));
+    d.effects();
+    assert!(d.said("skipped w") && d.said("skipped r"), "{:?}", d.log);
+    assert!(d.s.all_done());
+    assert_eq!(d.s.cancel, Some(Cancel::Stalled));
+}

@@ -2,7 +2,7 @@
 //! printed on SIGUSR1, and the stall check that ends a run which can never
 //! make progress.
 
-use super::{Cancel, Engine, InstId, Outcome, Phase};
+use super::{Engine, InstId, Phase};
 use crate::graph::DepKind;
 use crate::runtime::report::fmt_duration;
 use crate::spec::Condition;
@@ -189,21 +189,12 @@ impl Engine<'_> {
     /// instances are unfinished: no event can ever change that. The run ends
     /// at once, naming what each pending instance waits for.
     pub(super) fn check_stall(&mut self) {
-        if !self.core.active.is_empty()
-            || self.core.unfinished == 0
-            || self.launch_more
-            || !self.core.stop_pending.is_empty()
-            || !self.probe_pids.is_empty()
-        {
+        if self.launch_more || !self.probe_pids.is_empty() {
             return;
         }
-        let stuck: Vec<InstId> = self
-            .core
-            .order
-            .iter()
-            .copied()
-            .filter(|&k| matches!(self.core.insts[k].phase, Phase::Pending))
-            .collect();
+        let Some(stuck) = self.core.stuck() else {
+            return;
+        };
         // Every reason first: skipping one changes what the others wait for.
         let reasons: Vec<String> = stuck.iter().map(|&k| self.waits_for(k)).collect();
         let mut text = String::from("nothing can run any more, yet some processes wait:");
@@ -214,23 +205,7 @@ impl Engine<'_> {
             text.push_str(&format!("\n  … and {} more", stuck.len() - MAX_ROWS));
         }
         self.note(&text, true);
-        self.core.escalate(Cancel::Stalled);
-        for (k, why) in stuck.into_iter().zip(reasons) {
-            let why = format!("stalled: waited for {why}");
-            self.core.ready.remove(&self.core.pos_of[k]);
-            self.core.skip(k, &why);
-        }
-        // Instances done but never joined (children that could not start) end here too.
-        for k in self.core.insts.ids() {
-            if !self.core.insts[k].finished && self.core.insts[k].outcome().is_some() {
-                self.core.set_finished(k);
-            }
-        }
-        debug_assert!(self
-            .core
-            .insts
-            .iter()
-            .all(|i| i.outcome() != Some(Outcome::Ok) || i.finished));
+        self.core.stall(stuck.into_iter().zip(reasons));
     }
 }
 
