@@ -158,7 +158,7 @@ impl Engine<'_> {
                 .iter()
                 .map(|e| (e.fd, null))
                 .collect();
-            self.core.insts[k].relayed = true; // its nested run applies its policy
+            self.core.relay(k);
             self.start_with(k, &fds);
         }
         self.exec.group_end();

@@ -253,6 +253,12 @@ impl Sched<'_> {
         self.unfinished == 0
     }
 
+    /// `k` runs inside a group unit: its nested run applies its timeouts,
+    /// probes and retries, and says how it ended.
+    pub(super) fn relay(&mut self, k: InstId) {
+        self.insts[k].relayed = true;
+    }
+
     /// An attempt of `k` begins (its unit is about to be spawned); says
     /// whether it is a restart.
     pub(super) fn attempt_begins(&mut self, k: InstId) -> bool {
