@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Launch benchmark (issue: runtime core). In one run, side by side:
 #   1,000 independent /bin/true with at most 16 at once, and a chain of 1,000 sequential ones,
-#   through jobgraph, a plain Rust fork+exec loop (the floor), make -j16 and xargs -P16.
+#   through jobgraph, a plain Rust fork+exec loop (the floor), the same loop with a pipe per
+#   child read to end-of-file (what keeping outputs apart costs), make -j16 and xargs -P16.
 # Usage: benches/launch.sh [N] [RUNS]     (defaults 1000 processes, 5 runs; medians reported)
 # Also: the engine's CPU use and RSS while N processes sleep.
 set -euo pipefail
@@ -43,18 +44,20 @@ bench() { # label, command...
 
 echo "== $n independent /bin/true, 16 at once (median of $runs)"
 bench "floor: Rust fork+exec loop -P16" "$floor" "$n" 16
+bench "floor + a pipe per child -P16" "$floor" "$n" 16 /bin/true --capture
 bench "jobgraph run (max_parallel 16)" "$jg" run --no-progress --quiet "$tmp/independent.toml"
 bench "make -j16" make -s -j16 -f "$tmp/independent.mk"
 bench "xargs -P16" sh -c "seq $n | xargs -P16 -n1 /bin/true"
 echo "== chain of $n sequential /bin/true (median of $runs)"
 bench "floor: Rust fork+exec loop -P1" "$floor" "$n" 1
+bench "floor + a pipe per child -P1" "$floor" "$n" 1 /bin/true --capture
 bench "jobgraph run (chain of after)" "$jg" run --no-progress --quiet "$tmp/chain.toml"
 bench "make (chain)" make -s -j16 -f "$tmp/chain.mk"
 bench "xargs -P1" sh -c "seq $n | xargs -P1 -n1 /bin/true"
 r() { echo "scale=2; ${result[$1]} / ${result[$2]}" | bc; }
 echo "== ratios (lower is better)"
-echo "independent: jobgraph / floor = $(r 'jobgraph run (max_parallel 16)' 'floor: Rust fork+exec loop -P16'), jobgraph / make -j16 = $(r 'jobgraph run (max_parallel 16)' 'make -j16'), jobgraph / xargs = $(r 'jobgraph run (max_parallel 16)' 'xargs -P16')"
-echo "chain:       jobgraph / floor = $(r 'jobgraph run (chain of after)' 'floor: Rust fork+exec loop -P1'), jobgraph / make = $(r 'jobgraph run (chain of after)' 'make (chain)'), jobgraph / xargs = $(r 'jobgraph run (chain of after)' 'xargs -P1')"
+echo "independent: jobgraph / floor = $(r 'jobgraph run (max_parallel 16)' 'floor: Rust fork+exec loop -P16'), jobgraph / floor with pipes = $(r 'jobgraph run (max_parallel 16)' 'floor + a pipe per child -P16'), jobgraph / make -j16 = $(r 'jobgraph run (max_parallel 16)' 'make -j16'), jobgraph / xargs = $(r 'jobgraph run (max_parallel 16)' 'xargs -P16')"
+echo "chain:       jobgraph / floor = $(r 'jobgraph run (chain of after)' 'floor: Rust fork+exec loop -P1'), jobgraph / floor with pipes = $(r 'jobgraph run (chain of after)' 'floor + a pipe per child -P1'), jobgraph / make = $(r 'jobgraph run (chain of after)' 'make (chain)'), jobgraph / xargs = $(r 'jobgraph run (chain of after)' 'xargs -P1')"
 
 echo "== engine at rest: $n sleepers (sleep 3)"
 { for i in $(seq "$n"); do printf '[process.s%d]\ncmd = ["sleep", "3"]\n' "$i"; done; } > "$tmp/sleepers.toml"

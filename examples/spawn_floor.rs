@@ -1,12 +1,19 @@
 //! The floor for the launch benchmark: a plain fork+exec loop with std's
 //! `Command`, N processes with at most P running at once, nothing else.
-//! `cargo run --release --example spawn_floor -- N P [PROGRAM]`
+//! `cargo run --release --example spawn_floor -- N P [PROGRAM] [--capture]`
+//!
+//! With `--capture`, each child's stdout and stderr go to a pipe of its own
+//! that the loop reads to end-of-file before it waits for the child: the
+//! least a runner that keeps every process's output apart must do.
 
 use std::collections::VecDeque;
-use std::process::{Child, Command};
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let capture = args.iter().any(|a| a == "--capture");
+    let mut args = args.into_iter().filter(|a| a != "--capture");
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let p: usize = args
         .next()
@@ -14,22 +21,44 @@ fn main() {
         .unwrap_or(16)
         .max(1);
     let program = args.next().unwrap_or_else(|| "/bin/true".into());
-    let mut running: VecDeque<Child> = VecDeque::new();
+    let mut running: VecDeque<(Child, Option<std::fs::File>)> = VecDeque::new();
+    let finish = |(mut c, out): (Child, Option<std::fs::File>)| {
+        if let Some(mut out) = out {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        }
+        let _ = c.wait();
+    };
     for _ in 0..n {
         if running.len() == p {
-            if let Some(mut c) = running.pop_front() {
-                let _ = c.wait();
+            if let Some(c) = running.pop_front() {
+                finish(c);
             }
         }
-        match Command::new(&program).spawn() {
-            Ok(c) => running.push_back(c),
-            Err(e) => {
-                eprintln!("spawn failed: {e}");
-                std::process::exit(1);
+        let mut cmd = Command::new(&program);
+        let mut out = None;
+        if capture {
+            match std::io::pipe() {
+                Ok((r, w)) => {
+                    let w2 = w.try_clone().unwrap_or_else(|e| fail(&e));
+                    cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
+                    out = Some(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+                }
+                Err(e) => fail(&e),
             }
         }
+        match cmd.spawn() {
+            // The Command (and its copies of the write ends) drops here.
+            Ok(c) => running.push_back((c, out)),
+            Err(e) => fail(&e),
+        }
     }
-    for mut c in running {
-        let _ = c.wait();
+    for c in running {
+        finish(c);
     }
+}
+
+fn fail(e: &std::io::Error) -> ! {
+    eprintln!("spawn failed: {e}");
+    std::process::exit(1);
 }
