@@ -38,13 +38,13 @@ fn main() {
         let mut cmd = Command::new(&program);
         let mut out = None;
         if capture {
-            match std::io::pipe() {
+            match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
                 Ok((r, w)) => {
                     let w2 = w.try_clone().unwrap_or_else(|e| fail(&e));
                     cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
-                    out = Some(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+                    out = Some(std::fs::File::from(r));
                 }
-                Err(e) => fail(&e),
+                Err(e) => fail(&e.into()),
             }
         }
         match cmd.spawn() {
