@@ -567,6 +567,24 @@ fn sigint(c: &Cluster) {
 }
 both!(sigint);
 
+fn a_units_leftovers_go_with_it(c: &Cluster) {
+    // `a` leaves a process behind, re-parented to init at once, where Slurm's
+    // process tracking (proctrack/linuxproc follows parents) no longer sees it.
+    // It holds no output, so nothing waits for it: it must die with its unit.
+    let job = Job::new(
+        "[process.a]\nshell = \"sleep 60 >/dev/null 2>&1 </dev/null & echo started\"\n[process.b]\nafter = [\"a\"]\nshell = \"sleep 1\"\n",
+    );
+    let (code, _evs, err) = c.run_events(&job, &[]);
+    assert_eq!(code, 0, "{err}");
+    let left = wait_gone(&job, Duration::from_secs(10));
+    assert!(
+        left.is_empty(),
+        "left behind by a unit: {}",
+        describe_pids(&left)
+    );
+}
+both!(a_units_leftovers_go_with_it);
+
 fn engine_sigkill(c: &Cluster) {
     let job = Job::new(
         "[process.a]\nshell = \"sleep 60 & sleep 60 & touch started; wait\"\n[process.b]\nshell = \"trap '' TERM INT; sleep 60\"\n",

@@ -2,6 +2,32 @@
 
 use super::*;
 
+/// What a step runs: its command, then, once the command ended, the kill of
+/// whatever it left in the step's process group (which the wrapper leads).
+/// Such a process keeps the group even once re-parented to init, where
+/// Slurm's process tracking (proctrack/linuxproc follows parents) no longer
+/// finds it: without this it would outlive the step, the run and the
+/// allocation. Stop signals reach every process of the step: the wrapper
+/// ignores them and reports the command's status (128 + N for a death by
+/// signal N, as srun does).
+const STEP_WRAPPER: [&str; 4] = [
+    "/bin/sh",
+    "-c",
+    r#"exec 9<&0
+"$@" <&9 9<&- &
+c=$!
+exec 9<&- </dev/null
+trap '' TERM INT HUP QUIT USR1 USR2
+wait "$c"; rc=$?
+if [ "$(ps -o pgid= -p $$ | tr -d ' ')" = "$$" ]; then
+  for p in $(ps -eo pid=,pgid= | awk -v g=$$ '$2 == g && $1 != g { print $1 }'); do
+    kill -KILL "$p" 2>/dev/null
+  done
+fi
+exit "$rc""#,
+    "jobgraph-step",
+];
+
 impl Slurm {
     pub(super) fn spawn_step(
         &mut self,
@@ -27,6 +53,7 @@ impl Slurm {
             argv.push("--overlap".into());
         }
         argv.extend(unit_args);
+        argv.extend(STEP_WRAPPER.iter().map(|a| a.to_string()));
         argv.push(prepared.program());
         argv.extend(prepared.args().into_iter().skip(1));
         let wrapped = prepared.wrapped(&srun, &argv)?;

@@ -46,5 +46,15 @@ trap '' TERM INT HUP QUIT USR1 USR2
 wait "$child"
 rc=$?
 kill "$watcher" 2>/dev/null
+# The unit ends with its command, as a Slurm job ends with its script: what
+# the command left running goes with it. Such a process keeps the unit's
+# process group (which the wrapper leads) even once re-parented to init,
+# where Slurm's process tracking (proctrack/linuxproc follows parents) no
+# longer finds it: the wrapper kills the rest of its group itself.
+if [ "$(ps -o pgid= -p $$ | tr -d ' ')" = "$$" ]; then
+  for p in $(ps -eo pid=,pgid= | awk -v g=$$ '$2 == g && $1 != g { print $1 }'); do
+    kill -KILL "$p" 2>/dev/null
+  done
+fi
 echo "$rc" >"$status.tmp" && mv -f "$status.tmp" "$status"
 exit "$rc"
