@@ -672,8 +672,16 @@ fn finish_run(
                 outcome.interrupted,
                 color_stderr,
             );
-            eprint(&format!("\n{summary}"));
-            outcome.exit_code
+            // A summary that cannot be written is output lost: the run does
+            // not exit 0 (a signal's code stands, whatever else happened).
+            let written = std::io::stderr()
+                .write_all(format!("\n{summary}").as_bytes())
+                .and_then(|()| std::io::stderr().flush())
+                .is_ok();
+            match outcome.exit_code {
+                0 if !written => 1,
+                code => code,
+            }
         }
         Err(message) => {
             eprint(&format!("error: {message}\n"));

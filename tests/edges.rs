@@ -777,3 +777,153 @@ fn a_log_dir_that_cannot_be_made_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_process_name_longer_than_any_format_width_runs_and_is_summarised() {
+    // `format!("{:w$}")` panics past a width of 65,535: the summary pads by hand.
+    let name = "a".repeat(70_000);
+    let job = Job::new(&format!("[process.{name}]\ncmd = [\"true\"]\n"));
+    let (code, _out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{}", &err[err.len().saturating_sub(300)..]);
+    assert!(err.contains(&format!("{name}  ok")), "no summary row");
+}
+
+#[test]
+fn a_summary_that_cannot_be_written_does_not_exit_0() {
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\n");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--no-progress"])
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+}
+
+#[test]
+fn one_signal_while_the_output_drains_keeps_the_output_and_its_exit_code() {
+    // Under the console's backlog mark (1 MiB), so the run ends with it queued.
+    let job = Job::new("[process.loud]\nshell = \"seq 1 60000\"\n");
+    let fifo = job.file("out.fifo");
+    mkfifo(&fifo);
+    let got = job.file("got.txt");
+    let mut reader = stalled_reader(&fifo, 3, &got);
+    let events = job.file("events.ndjson");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = || std::fs::read_to_string(&events).is_ok_and(|t| t.contains("run-finished"));
+    let start = std::time::Instant::now();
+    while !finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the run did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let _ = reader.wait();
+    assert_eq!(status.and_then(|s| s.code()), Some(130));
+    let text = std::fs::read_to_string(&got).unwrap();
+    assert_eq!(text.lines().filter(|l| l.contains("| ")).count(), 60_000);
+}
+
+#[test]
+fn a_second_signal_tells_each_sigkill_it_sends() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "20s"
+[process.a]
+shell = "trap '' TERM; touch a.up; while :; do sleep 1; done"
+[process.b]
+shell = "trap '' TERM; touch b.up; while :; do sleep 1; done"
+"#,
+    );
+    let events = job.file("events.ndjson");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for f in ["a.up", "b.up"] {
+        assert!(wait_for_file(&job.file(f), Duration::from_secs(20)));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(130));
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for p in ["a", "b"] {
+        assert!(pos(&evs, p, "killed") < pos(&evs, p, "exited"), "{p}");
+        assert_eq!(evs[pos(&evs, p, "exited")]["signal"], "SIGKILL");
+    }
+}
+
+#[test]
+fn sigquit_kills_at_once_and_sigusr2_goes_to_the_processes() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "20s"
+[process.hold]
+shell = "trap '' TERM; trap 'touch got-usr2' USR2; touch hold.up; while :; do sleep 0.1; done"
+[process.next]
+after = ["hold"]
+cmd = ["true"]
+"#,
+    );
+    let events = job.file("events.ndjson");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("hold.up"), Duration::from_secs(20)));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
+    assert!(
+        wait_for_file(&job.file("got-usr2"), Duration::from_secs(10)),
+        "SIGUSR2 was not forwarded"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(131));
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(pos(&evs, "hold", "killed") < pos(&evs, "hold", "exited"));
+    assert!(evs[pos(&evs, "next", "skipped")]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("SIGQUIT"));
+    assert!(wait_gone(&job, Duration::from_secs(10)).is_empty());
+}

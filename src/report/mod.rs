@@ -11,6 +11,18 @@ pub mod summary;
 pub mod writer;
 
 pub use github::render_github;
+
+/// `s` padded with spaces to `width` characters. `format!("{:w$}")` panics
+/// past a width of 65,535, and a name from a job file can be that long.
+pub fn padded(s: &str, width: usize) -> String {
+    let mut out = String::with_capacity(width.max(s.len()));
+    out.push_str(s);
+    out.extend(std::iter::repeat_n(
+        ' ',
+        width.saturating_sub(s.chars().count()),
+    ));
+    out
+}
 pub use human::{render_human, render_spanless, HumanStyle};
 pub use json::{render_json, FileReport};
 

@@ -210,9 +210,11 @@ fn push_row(
         if k == last && left {
             out.push_str(&text);
         } else if left {
-            out.push_str(&format!("{text}{:pad$}", ""));
+            out.push_str(&text);
+            out.extend(std::iter::repeat_n(' ', pad));
         } else {
-            out.push_str(&format!("{:pad$}{text}", ""));
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(&text);
         }
         if k == last {
             while out.ends_with(' ') {

@@ -38,7 +38,7 @@ use mio::{Events as PollEvents, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use rustc_hash::FxHashMap;
 use sched::{Cursor, Effect, Sched, Start};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use std::ffi::OsString;
 use std::io::Read;
@@ -318,8 +318,8 @@ pub fn run_with(
 /// descriptors guarded, subreaper, inherited descriptors close-on-exec.
 /// Returns the signals, /dev/null, and whether the engine owns a terminal.
 fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool), RunError> {
-    let mut signals =
-        Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(RunError::Signals)?;
+    let mut signals = Signals::new([SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGQUIT, SIGUSR2])
+        .map_err(RunError::Signals)?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(RunError::Signals)?;

@@ -12,6 +12,8 @@ impl Engine<'_> {
                     self.reap();
                 }
                 SIGINT | SIGTERM | SIGHUP => self.interrupt(sig),
+                SIGQUIT => self.quit(sig),
+                SIGUSR2 => self.forward(sig),
                 SIGUSR1 => {
                     let table = self.status_table();
                     self.reporter.status(&table);
@@ -39,7 +41,35 @@ impl Engine<'_> {
         }
     }
 
+    /// SIGQUIT: kill everything at once, as a second SIGINT would (exit 131).
+    fn quit(&mut self, sig: i32) {
+        let first = self.core.cancel.as_ref().and_then(Cancel::signal).is_none();
+        if self.core.escalate(Cancel::Kill(sig)) {
+            if first {
+                self.reporter.shutdown_began();
+            }
+            self.note(
+                &format!("{} received: killing everything now", signal_name(sig)),
+                true,
+            );
+            self.core.begin_shutdown();
+            self.kill_everything();
+        }
+    }
+
+    /// SIGUSR2 is the processes': it goes to the process group of each
+    /// running one (as dumb-init forwards signals); the run goes on.
+    fn forward(&mut self, sig: i32) {
+        let live: Vec<InstId> = self.core.active.iter().copied().collect();
+        for k in live {
+            self.signal_unit(k, sig);
+        }
+    }
+
     pub(super) fn kill_everything(&mut self) {
+        // Each live unit's SIGKILL is told (`killed`), then everything goes.
+        self.core.kill_running(Instant::now());
+        self.apply();
         for g in &self.groups {
             self.exec.signal_group(g.pgid, libc::SIGKILL);
         }

@@ -60,14 +60,25 @@ impl Engine<'_> {
             }
             let now = Instant::now();
             for sig in self.signals.pending().collect::<Vec<_>>() {
-                if matches!(sig, SIGINT | SIGTERM | SIGHUP) {
+                match sig {
                     // The first is remembered for the exit code (the sweep is
                     // already graceful); a second kills at once.
-                    if self.core.cancel.as_ref().and_then(Cancel::signal).is_none() {
-                        self.core.escalate(Cancel::Signal(sig));
-                    } else {
+                    SIGINT | SIGTERM | SIGHUP => {
+                        if self.core.cancel.as_ref().and_then(Cancel::signal).is_none() {
+                            self.core.escalate(Cancel::Signal(sig));
+                        } else {
+                            self.core.escalate(Cancel::Kill(sig));
+                        }
+                    }
+                    SIGQUIT => {
                         self.core.escalate(Cancel::Kill(sig));
                     }
+                    SIGUSR2 => {
+                        for &(pgid, _) in &left {
+                            self.exec.signal_group(pgid, sig);
+                        }
+                    }
+                    _ => {}
                 }
             }
             if now >= deadline || self.core.kill_now() {
@@ -234,22 +245,44 @@ impl Engine<'_> {
             engine_peak_rss_kib: engine_rss,
         });
         let mut exit_code = exit_code;
-        // Everything queued is written before the summary; after a second
-        // signal, a reader that does not read gets half a second.
+        // Everything queued is written before the summary, however long the
+        // reader takes. A signal now is the run's interruption (its exit code
+        // stands); a second one (or one after an interrupted run's first)
+        // gives a reader that does not read half a second more.
         let deadline = self
             .core
             .kill_now()
             .then(|| Instant::now() + Duration::from_millis(500));
         let signals = &mut self.signals;
+        let mut seen = usize::from(interrupted.is_some());
+        let mut late_signal: Option<i32> = None;
+        let mut give_up: Option<Instant> = deadline;
         let late = self.reporter.finish(deadline, &mut || {
-            signals
-                .pending()
-                .any(|s| matches!(s, SIGINT | SIGTERM | SIGHUP))
+            for sig in signals.pending() {
+                // SIGQUIT counts as two: it kills at once.
+                let weight = match sig {
+                    SIGINT | SIGTERM | SIGHUP => 1,
+                    SIGQUIT => 2,
+                    _ => continue,
+                };
+                seen += weight;
+                late_signal.get_or_insert(sig);
+                if seen >= 2 && give_up.is_none() {
+                    give_up = Some(Instant::now() + Duration::from_millis(500));
+                }
+            }
+            give_up.is_some_and(|t| Instant::now() >= t)
         });
         for e in &late {
             eprintln!("jobgraph: {e}");
         }
-        if !late.is_empty() && exit_code == 0 {
+        let interrupted = interrupted.or(late_signal);
+        if let (None, Some(sig)) = (
+            self.core.cancel.as_ref().and_then(Cancel::signal),
+            late_signal,
+        ) {
+            exit_code = 128 + sig as u8;
+        } else if !late.is_empty() && exit_code == 0 {
             exit_code = 1;
         }
         RunOutcome {

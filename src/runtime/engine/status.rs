@@ -125,8 +125,8 @@ impl Engine<'_> {
                         .map(|s| now.saturating_duration_since(s))
                         .unwrap_or_default();
                     let mut row = format!(
-                        "  running  {:w$}  pid {:<7}  {}",
-                        i.name,
+                        "  running  {}  pid {:<7}  {}",
+                        crate::report::padded(&i.name, w),
                         i.pid(),
                         fmt_duration(took)
                     );
@@ -151,15 +151,15 @@ impl Engine<'_> {
                 }
                 Phase::Pending | Phase::RetryWait { .. } | Phase::Retrying => {
                     waiting.push(format!(
-                        "  waiting  {:w$}  for {}",
-                        i.name,
+                        "  waiting  {}  for {}",
+                        crate::report::padded(&i.name, w),
                         self.waits_for(k)
                     ));
                 }
                 Phase::Done(_) if !i.finished => {
                     waiting.push(format!(
-                        "  joining  {:w$}  for {}",
-                        i.name,
+                        "  joining  {}  for {}",
+                        crate::report::padded(&i.name, w),
                         self.waits_for(k)
                     ));
                 }

@@ -257,4 +257,38 @@ impl Sched<'_> {
         self.mark_changed(proc);
         Some(took)
     }
+
+    /// Everything is killed at once (a second signal, a loop failure): each
+    /// live unit is sent SIGKILL, and sent it again while it outlives it.
+    pub(super) fn kill_running(&mut self, now: Instant) {
+        let live: Vec<InstId> = self
+            .active
+            .iter()
+            .copied()
+            .filter(|&k| self.insts[k].is_running())
+            .collect();
+        let why = format!("shutdown: {}", self.cause());
+        for k in live {
+            let i = &mut self.insts[k];
+            let Some(a) = i.running_mut() else {
+                continue;
+            };
+            let reason = a.stop.map_or(StopReason::Shutdown, |s| s.reason);
+            a.stop = Some(Stop {
+                reason,
+                signalled: Some(Signalled {
+                    at: a.stop.and_then(|s| s.signalled).map_or(now, |s| s.at),
+                    next_kill: now + KILL_RECHECK,
+                }),
+            });
+            if i.why.is_none() {
+                i.why = Some(why.clone());
+            }
+            self.fx.push(Effect::Signal {
+                k,
+                sig: libc::SIGKILL,
+            });
+            self.fx.push(Effect::Killed { k });
+        }
+    }
 }
