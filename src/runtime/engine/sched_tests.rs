@@ -416,3 +416,23 @@ fn a_run_that_can_never_go_on_is_found_stuck_and_ends() {
     assert!(d.s.all_done());
     assert_eq!(d.s.cancel, Some(Cancel::Stalled));
 }
+
+#[test]
+fn killing_everything_tells_each_sigkill_and_drains_no_more() {
+    let g = graph("[process.a]\ncmd = [\"a\"]\n[process.b]\ncmd = [\"b\"]\n[process.c]\nafter = [\"a\"]\ncmd = [\"c\"]\n");
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(d.step(), ["a", "b"]);
+    d.s.escalate(Cancel::Kill(libc::SIGINT));
+    d.s.begin_shutdown();
+    d.s.kill_running(Instant::now());
+    d.effects();
+    for p in ["a", "b"] {
+        assert!(d.said(&format!("signal {p} SIGKILL")), "{:?}", d.log);
+    }
+    let since = Instant::now();
+    assert_eq!(d.s.drain_until(since), since, "no drain once killing");
+    d.step();
+    assert!(d.said("skipped c"));
+    d.exit("a", 0);
+    assert!(d.said("done a stopped"), "{:?}", d.log);
+}

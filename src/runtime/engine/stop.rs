@@ -194,7 +194,7 @@ impl Sched<'_> {
                         }
                     }
                 }
-                Phase::Draining { since, .. } => consider(*since + DRAIN_TIMEOUT),
+                Phase::Draining { since, .. } => consider(self.drain_until(*since)),
                 Phase::RetryWait { until } => consider(*until),
                 _ => {}
             }
@@ -289,6 +289,17 @@ impl Sched<'_> {
                 sig: libc::SIGKILL,
             });
             self.fx.push(Effect::Killed { k });
+        }
+    }
+
+    /// Until when an attempt reaped at `since` waits for its output pipes'
+    /// end-of-file: 500 ms, none once everything is being killed (the second
+    /// signal must end the run within a second, even with a stalled reader).
+    pub(super) fn drain_until(&self, since: Instant) -> Instant {
+        if self.kill_now() {
+            since
+        } else {
+            since + DRAIN_TIMEOUT
         }
     }
 }

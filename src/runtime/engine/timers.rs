@@ -32,7 +32,7 @@ impl Engine<'_> {
                     self.probe_if_due(k, now);
                     self.core.running_timers(k, now);
                 }
-                Phase::Draining { since, .. } if now >= since + DRAIN_TIMEOUT => {
+                Phase::Draining { since, .. } if now >= self.core.drain_until(since) => {
                     // A leftover process still holds the output open: stop waiting for EOF.
                     self.close_pipes_of(k);
                     if matches!(self.core.insts[k].phase, Phase::Draining { .. }) {
