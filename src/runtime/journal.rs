@@ -124,8 +124,14 @@ impl Journal {
     /// Opens (creating the directory if needed) and writes the run's header.
     pub fn open(path: &Path, graph: &str, run: &str) -> Result<Journal, String> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| match dir.exists() && !dir.is_dir() {
+                true => format!(
+                    "cannot write the journal {}: {} is not a directory",
+                    path.display(),
+                    dir.display()
+                ),
+                false => format!("cannot create {}: {e}", dir.display()),
+            })?;
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
