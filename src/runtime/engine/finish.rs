@@ -59,28 +59,7 @@ impl Engine<'_> {
                 return;
             }
             let now = Instant::now();
-            for sig in self.signals.pending().collect::<Vec<_>>() {
-                match sig {
-                    // The first is remembered for the exit code (the sweep is
-                    // already graceful); a second kills at once.
-                    SIGINT | SIGTERM | SIGHUP => {
-                        if self.core.cancel.as_ref().and_then(Cancel::signal).is_none() {
-                            self.core.escalate(Cancel::Signal(sig));
-                        } else {
-                            self.core.escalate(Cancel::Kill(sig));
-                        }
-                    }
-                    SIGQUIT => {
-                        self.core.escalate(Cancel::Kill(sig));
-                    }
-                    SIGUSR2 => {
-                        for &(pgid, _) in &left {
-                            self.exec.signal_group(pgid, sig);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            self.sweep_signals(&left);
             if now >= deadline || self.core.kill_now() {
                 for &(pgid, _) in &left {
                     self.exec.signal_group(pgid, libc::SIGKILL);
@@ -94,6 +73,32 @@ impl Engine<'_> {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Signals to the engine during the sweep: the first INT / TERM / HUP is
+    /// remembered for the exit code (the sweep is already graceful); a second,
+    /// or SIGQUIT, kills at once; SIGUSR2 goes to what is left.
+    fn sweep_signals(&mut self, left: &[(UnitId, InstId)]) {
+        for sig in self.signals.pending().collect::<Vec<_>>() {
+            match sig {
+                SIGINT | SIGTERM | SIGHUP => {
+                    if self.core.cancel.as_ref().and_then(Cancel::signal).is_none() {
+                        self.core.escalate(Cancel::Signal(sig));
+                    } else {
+                        self.core.escalate(Cancel::Kill(sig));
+                    }
+                }
+                SIGQUIT => {
+                    self.core.escalate(Cancel::Kill(sig));
+                }
+                SIGUSR2 => {
+                    for &(pgid, _) in left {
+                        self.exec.signal_group(pgid, sig);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -245,34 +250,7 @@ impl Engine<'_> {
             engine_peak_rss_kib: engine_rss,
         });
         let mut exit_code = exit_code;
-        // Everything queued is written before the summary, however long the
-        // reader takes. A signal now is the run's interruption (its exit code
-        // stands); a second one (or one after an interrupted run's first)
-        // gives a reader that does not read half a second more.
-        let deadline = self
-            .core
-            .kill_now()
-            .then(|| Instant::now() + Duration::from_millis(500));
-        let signals = &mut self.signals;
-        let mut seen = usize::from(interrupted.is_some());
-        let mut late_signal: Option<i32> = None;
-        let mut give_up: Option<Instant> = deadline;
-        let late = self.reporter.finish(deadline, &mut || {
-            for sig in signals.pending() {
-                // SIGQUIT counts as two: it kills at once.
-                let weight = match sig {
-                    SIGINT | SIGTERM | SIGHUP => 1,
-                    SIGQUIT => 2,
-                    _ => continue,
-                };
-                seen += weight;
-                late_signal.get_or_insert(sig);
-                if seen >= 2 && give_up.is_none() {
-                    give_up = Some(Instant::now() + Duration::from_millis(500));
-                }
-            }
-            give_up.is_some_and(|t| Instant::now() >= t)
-        });
+        let (late, late_signal) = self.drain_output(interrupted.is_some());
         for e in &late {
             eprintln!("jobgraph: {e}");
         }
@@ -292,5 +270,38 @@ impl Engine<'_> {
             elapsed,
             interrupted: interrupted.map(signal_name),
         }
+    }
+
+    /// Writes everything queued for the console and the events, however long
+    /// the reader takes. A signal now is the run's interruption (returned: its
+    /// exit code stands); a second one (or one after an interrupted run's
+    /// first, `interrupted`) gives a reader that does not read half a second
+    /// more. Returns the write errors and that signal.
+    fn drain_output(&mut self, interrupted: bool) -> (Vec<String>, Option<i32>) {
+        let deadline = self
+            .core
+            .kill_now()
+            .then(|| Instant::now() + Duration::from_millis(500));
+        let signals = &mut self.signals;
+        let mut seen = usize::from(interrupted);
+        let mut late_signal: Option<i32> = None;
+        let mut give_up: Option<Instant> = deadline;
+        let late = self.reporter.finish(deadline, &mut || {
+            for sig in signals.pending() {
+                // SIGQUIT counts as two: it kills at once.
+                let weight = match sig {
+                    SIGINT | SIGTERM | SIGHUP => 1,
+                    SIGQUIT => 2,
+                    _ => continue,
+                };
+                seen += weight;
+                late_signal.get_or_insert(sig);
+                if seen >= 2 && give_up.is_none() {
+                    give_up = Some(Instant::now() + Duration::from_millis(500));
+                }
+            }
+            give_up.is_some_and(|t| Instant::now() >= t)
+        });
+        (late, late_signal)
     }
 }
