@@ -31,7 +31,7 @@ use crate::spec::Condition;
 use crate::streams::broker;
 use attempts::{exit_parts, Again};
 use cancel::Cancel;
-use ids::{InstId, PerInst};
+use ids::{InstId, PerInst, PerProc, ProcId};
 use inst::{Attempt, End, Inst, Phase, Probing};
 use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};

@@ -32,7 +32,7 @@ impl Sched<'_> {
         }
     }
 
-    pub(super) fn in_stream_group(&self, proc: usize) -> bool {
+    pub(super) fn in_stream_group(&self, proc: ProcId) -> bool {
         !self.g.groups[self.g.group_of[proc]].edges.is_empty()
     }
 
@@ -176,7 +176,7 @@ impl Sched<'_> {
 
     /// True when every stream edge of the process is a queue: a restart can
     /// then reattach it (a pipe's other end is gone for good).
-    pub(super) fn only_queue_edges(&self, proc: usize) -> bool {
+    pub(super) fn only_queue_edges(&self, proc: ProcId) -> bool {
         self.g.endpoints[proc]
             .iter()
             .all(|e| e.kind == crate::graph::EdgeKind::Queue)

@@ -3,7 +3,8 @@
 //! The engine deals in several kinds of integers: instances, processes (the
 //! graph's indices), positions in the launch order, pids and tokens. As bare
 //! `usize`s, one could be passed for another and still compile. An instance
-//! is an [`InstId`] instead, so that mix-up is a type error.
+//! is an [`InstId`] and a process a [`ProcId`] instead, so that mix-up is a
+//! type error.
 
 use std::ops::{Index, IndexMut};
 
@@ -19,6 +20,63 @@ impl InstId {
     /// Its index into the instance tables (and the reporter's list of names).
     pub(super) fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+/// A process of the graph: its index in the file, which every per-process
+/// table of the graph (`processes`, `deps`, `children`, `group_of`, …) uses.
+/// Those tables are `Vec`s indexed by it directly; a bare index from the
+/// graph becomes one with [`ProcId::of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct ProcId(usize);
+
+impl ProcId {
+    /// The process at `index` in the graph's tables.
+    pub(super) fn of(index: usize) -> ProcId {
+        ProcId(index)
+    }
+
+    /// Its index into the graph's tables.
+    pub(super) fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl<T> Index<ProcId> for Vec<T> {
+    type Output = T;
+    fn index(&self, p: ProcId) -> &T {
+        &self[p.0]
+    }
+}
+
+impl<T> IndexMut<ProcId> for Vec<T> {
+    fn index_mut(&mut self, p: ProcId) -> &mut T {
+        &mut self[p.0]
+    }
+}
+
+/// A value per process, indexed by [`ProcId`] only: the engine's own
+/// per-process tables (a bare index from the graph must say what it is).
+#[derive(Debug, Clone)]
+pub(super) struct PerProc<T>(Vec<T>);
+
+impl<T> PerProc<T> {
+    /// One value per process of `g`, made from its id.
+    pub(super) fn new(processes: usize, f: impl FnMut(ProcId) -> T) -> PerProc<T> {
+        PerProc((0..processes).map(ProcId).map(f).collect())
+    }
+}
+
+impl<T> Index<ProcId> for PerProc<T> {
+    type Output = T;
+    fn index(&self, p: ProcId) -> &T {
+        &self.0[p.0]
+    }
+}
+
+impl<T> IndexMut<ProcId> for PerProc<T> {
+    fn index_mut(&mut self, p: ProcId) -> &mut T {
+        &mut self.0[p.0]
     }
 }
 

@@ -7,7 +7,7 @@
 //! a unit or a start time where no attempt runs.
 
 use super::probes::{Check, CheckState};
-use super::{Exit, Outcome, Stop, StopReason, UnitId, Verdict};
+use super::{Exit, Outcome, ProcId, Stop, StopReason, UnitId, Verdict};
 use std::time::Instant;
 
 /// Where an instance is in its life.
@@ -77,7 +77,7 @@ pub(super) enum End {
 
 /// One instance of a process (a replica).
 pub(super) struct Inst {
-    pub(super) proc: usize,
+    pub(super) proc: ProcId,
     pub(super) replica: u32,
     pub(super) name: String,
     /// Where it is in its life; while it runs an attempt, that attempt.
@@ -113,7 +113,7 @@ pub(super) struct Inst {
 }
 
 impl Inst {
-    pub(super) fn new(proc: usize, replica: u32, name: String) -> Inst {
+    pub(super) fn new(proc: ProcId, replica: u32, name: String) -> Inst {
         Inst {
             proc,
             replica,

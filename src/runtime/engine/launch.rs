@@ -120,7 +120,10 @@ impl Engine<'_> {
             match made {
                 Ok(pair) => {
                     for (proc, fd) in pair {
-                        ends.insert((EndOwner::Proc(proc), pipe.name.value.clone()), fd);
+                        ends.insert(
+                            (EndOwner::Proc(ProcId::of(proc)), pipe.name.value.clone()),
+                            fd,
+                        );
                     }
                 }
                 Err(e) => return Err(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
@@ -133,7 +136,7 @@ impl Engine<'_> {
     /// it (its members are then spawned without their stream descriptors,
     /// which the unit's nested run makes, and their ends are relayed).
     fn start_group_unit(&mut self, members: &[InstId]) -> bool {
-        let mut procs: Vec<usize> = members.iter().map(|&k| self.core.insts[k].proc).collect();
+        let mut procs: Vec<ProcId> = members.iter().map(|&k| self.core.insts[k].proc).collect();
         procs.dedup();
         let parts: Vec<(String, Vec<Endpoint>)> = procs
             .iter()
@@ -173,7 +176,7 @@ impl Engine<'_> {
         // Prepared once; a failed preparation (program not on PATH) is retried,
         // since a retry delay may be exactly what it takes for the program to appear.
         if !matches!(self.launches[k], Some((_, Ok(_)))) {
-            let launch = spawn::launch(self.g, proc, replica, &self.base, &self.engine_env);
+            let launch = spawn::launch(self.g, proc.index(), replica, &self.base, &self.engine_env);
             let prepared = Prepared::new(&launch).map_err(|e| e.to_string());
             self.launches[k] = Some((launch, prepared));
         }
@@ -354,7 +357,7 @@ impl Engine<'_> {
 /// belong to a process, a queue's to an instance (its replicas differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum EndOwner {
-    Proc(usize),
+    Proc(ProcId),
     Inst(InstId),
 }
 

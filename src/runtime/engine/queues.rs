@@ -27,11 +27,11 @@ impl Engine<'_> {
             }
             let producers: Vec<InstId> = from
                 .iter()
-                .flat_map(|&p| self.core.of_proc[p].iter().copied())
+                .flat_map(|&p| self.core.of_proc[ProcId::of(p)].iter().copied())
                 .collect();
             let consumers: Vec<InstId> = to
                 .iter()
-                .flat_map(|&p| self.core.of_proc[p].iter().copied())
+                .flat_map(|&p| self.core.of_proc[ProcId::of(p)].iter().copied())
                 .collect();
             let name = q.name.value.clone();
             let mut producer_files = Vec::new();

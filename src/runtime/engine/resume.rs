@@ -35,7 +35,7 @@ impl Engine<'_> {
     /// (not the engine's own environment, which changes between shells).
     fn fingerprint(&self, k: InstId) -> String {
         let i = &self.core.insts[k];
-        let launch = spawn::launch(self.g, i.proc, i.replica, &self.base, &[]);
+        let launch = spawn::launch(self.g, i.proc.index(), i.replica, &self.base, &[]);
         let mut parts: Vec<String> = launch.argv.clone();
         parts.push(format!("\u{1}cwd={}", launch.cwd.display()));
         let mut env: Vec<String> = launch
@@ -65,7 +65,7 @@ impl Engine<'_> {
         let all = |cached: &PerInst<bool>, procs: Vec<usize>| {
             procs
                 .into_iter()
-                .all(|t| self.core.of_proc[t].iter().all(|&j| cached[j]))
+                .all(|t| self.core.of_proc[ProcId::of(t)].iter().all(|&j| cached[j]))
         };
         loop {
             let mut changed = false;

@@ -15,7 +15,7 @@ pub(super) struct Sched<'g> {
     pub(super) grace: Duration,
     pub(super) insts: Insts,
     /// The instances of each process (empty when excluded by --only).
-    pub(super) of_proc: Vec<Vec<InstId>>,
+    pub(super) of_proc: PerProc<Vec<InstId>>,
     /// Launch order: stage, then file order, then replica.
     pub(super) order: Vec<InstId>,
     pub(super) lock_free: Vec<u32>,
@@ -30,12 +30,12 @@ pub(super) struct Sched<'g> {
     /// After a signal: when running `always` steps are stopped.
     pub(super) shutdown_deadline: Option<Instant>,
     /// Per process: the processes that wait for it (after or parent).
-    pub(super) rdeps: Vec<Vec<usize>>,
+    pub(super) rdeps: PerProc<Vec<ProcId>>,
     /// Per instance: its position in `order`.
     pub(super) pos_of: PerInst<usize>,
     /// Processes whose pending instances must be re-examined.
-    pub(super) dirty: Vec<usize>,
-    pub(super) is_dirty: Vec<bool>,
+    pub(super) dirty: Vec<ProcId>,
+    pub(super) is_dirty: PerProc<bool>,
     /// Positions (in `order`) of instances whose dependencies hold, waiting for a slot or locks.
     pub(super) ready: std::collections::BTreeSet<usize>,
     /// Instances whose join may have completed.
@@ -123,8 +123,8 @@ impl<'g> Sched<'g> {
             cancel: None,
             shutdown_deadline: None,
             rdeps: reverse_deps(g),
-            dirty: (0..procs).collect(),
-            is_dirty: vec![true; procs],
+            dirty: (0..procs).map(ProcId::of).collect(),
+            is_dirty: PerProc::new(procs, |_| true),
             ready: Default::default(),
             join_check: Vec::new(),
             stop_pending: Vec::new(),
@@ -139,9 +139,12 @@ impl<'g> Sched<'g> {
 }
 
 /// One instance per replica of each included process, and each process's instances.
-fn build_instances(g: &Graph, included: &[bool]) -> Result<(Insts, Vec<Vec<InstId>>), RunError> {
+fn build_instances(
+    g: &Graph,
+    included: &[bool],
+) -> Result<(Insts, PerProc<Vec<InstId>>), RunError> {
     let mut insts = Insts::default();
-    let mut of_proc = vec![Vec::new(); g.file.processes.len()];
+    let mut of_proc = PerProc::new(g.file.processes.len(), |_| Vec::new());
     for (i, p) in g.file.processes.iter().enumerate() {
         if !included[i] {
             continue;
@@ -153,9 +156,9 @@ fn build_instances(g: &Graph, included: &[bool]) -> Result<(Insts, Vec<Vec<InstI
                 p.name.value.clone()
             };
             let k = insts
-                .push(Inst::new(i, r, name))
+                .push(Inst::new(ProcId::of(i), r, name))
                 .ok_or(RunError::TooManyInstances)?;
-            of_proc[i].push(k);
+            of_proc[ProcId::of(i)].push(k);
         }
     }
     Ok((insts, of_proc))
@@ -183,12 +186,14 @@ fn launch_order(g: &Graph, insts: &Insts) -> Vec<InstId> {
 }
 
 /// Per process, the processes whose `after` names it.
-fn reverse_deps(g: &Graph) -> Vec<Vec<usize>> {
-    let mut rdeps = vec![Vec::new(); g.file.processes.len()];
+fn reverse_deps(g: &Graph) -> PerProc<Vec<ProcId>> {
+    let mut rdeps = PerProc::new(g.file.processes.len(), |_| Vec::new());
     for (i, ds) in g.deps.iter().enumerate() {
+        let waiter = ProcId::of(i);
         for d in ds {
-            if !rdeps[d.target].contains(&i) {
-                rdeps[d.target].push(i);
+            let target = ProcId::of(d.target);
+            if !rdeps[target].contains(&waiter) {
+                rdeps[target].push(waiter);
             }
         }
     }

@@ -50,7 +50,7 @@ impl Sched<'_> {
         changed
     }
 
-    pub(super) fn mark_changed(&mut self, proc: usize) {
+    pub(super) fn mark_changed(&mut self, proc: ProcId) {
         for idx in 0..self.rdeps[proc].len() {
             let d = self.rdeps[proc][idx];
             if !self.is_dirty[d] {
@@ -61,7 +61,7 @@ impl Sched<'_> {
     }
 
     /// Re-examines the pending instances of one process: skip, ready, or keep waiting.
-    pub(super) fn examine(&mut self, proc: usize) {
+    pub(super) fn examine(&mut self, proc: ProcId) {
         // The same for every instance of the process: evaluated once.
         let state = self.deps_hold(proc);
         for idx in 0..self.of_proc[proc].len() {
@@ -85,13 +85,13 @@ impl Sched<'_> {
     }
 
     /// Whether all dependencies of `proc` hold, may still, or never can.
-    pub(super) fn deps_hold(&self, proc: usize) -> Dep {
+    pub(super) fn deps_hold(&self, proc: ProcId) -> Dep {
         let mut all = Dep::Holds;
         let always = self.g.file.processes[proc].always.value;
         for d in &self.g.deps[proc] {
             // `always`: its after targets need only be finished, whatever their outcome.
             if always && matches!(d.kind, DepKind::After(_)) {
-                if !self.of_proc[d.target]
+                if !self.of_proc[ProcId::of(d.target)]
                     .iter()
                     .all(|&t| self.insts[t].finished)
                 {
@@ -99,7 +99,7 @@ impl Sched<'_> {
                 }
                 continue;
             }
-            match self.dep_state(d.kind, d.target) {
+            match self.dep_state(d.kind, ProcId::of(d.target)) {
                 Dep::Never(why) => return Dep::Never(why),
                 Dep::Waits => all = Dep::Waits,
                 Dep::Holds => {}
@@ -109,7 +109,7 @@ impl Sched<'_> {
     }
 
     /// Whether one dependency holds, may still hold, or never can (with the reason).
-    pub(super) fn dep_state(&self, kind: DepKind, target: usize) -> Dep {
+    pub(super) fn dep_state(&self, kind: DepKind, target: ProcId) -> Dep {
         let tname = &self.g.file.processes[target].name.value;
         let targets = &self.of_proc[target];
         let t = |k: InstId| &self.insts[k];
@@ -272,7 +272,8 @@ impl Sched<'_> {
             .as_ref()
             .and_then(|n| self.g.process_index(&n.value))
         {
-            self.join_check.extend(self.of_proc[parent].iter().copied());
+            self.join_check
+                .extend(self.of_proc[ProcId::of(parent)].iter().copied());
         }
         self.mark_changed(proc);
     }
@@ -287,18 +288,18 @@ impl Sched<'_> {
         let proc = i.proc;
         let children = &self.g.children[proc];
         let non_daemon = |c: &usize| !self.g.file.processes[*c].daemon.value;
-        if !children
-            .iter()
-            .filter(|c| non_daemon(c))
-            .all(|&c| self.of_proc[c].iter().all(|&ck| self.insts[ck].finished))
-        {
+        if !children.iter().filter(|c| non_daemon(c)).all(|&c| {
+            self.of_proc[ProcId::of(c)]
+                .iter()
+                .all(|&ck| self.insts[ck].finished)
+        }) {
             return;
         }
         // "success" is the whole subtree's: a non-daemon descendant that did not succeed fails it.
         let failure = children
             .iter()
             .filter(|c| non_daemon(c))
-            .flat_map(|&c| self.of_proc[c].iter().copied())
+            .flat_map(|&c| self.of_proc[ProcId::of(c)].iter().copied())
             .find_map(|ck| {
                 let c = &self.insts[ck];
                 match (&c.subtree_failure, c.outcome()) {
@@ -325,7 +326,7 @@ impl Sched<'_> {
         for ci in 0..self.g.children[proc].len() {
             let c = self.g.children[proc][ci];
             if self.g.file.processes[c].daemon.value {
-                for ck in self.of_proc[c].clone() {
+                for ck in self.of_proc[ProcId::of(c)].clone() {
                     match self.insts[ck].phase {
                         Phase::Pending => self.skip(ck, "its parent finished first"),
                         _ => {
@@ -432,7 +433,7 @@ impl Sched<'_> {
         let members: Vec<InstId> = self.g.groups[group]
             .members
             .iter()
-            .flat_map(|&m| self.of_proc[m].iter().copied())
+            .flat_map(|&m| self.of_proc[ProcId::of(m)].iter().copied())
             .collect();
         if members.iter().any(|&m| {
             !matches!(self.insts[m].phase, Phase::Pending) || !self.ready.contains(&self.pos_of[m])
@@ -464,7 +465,7 @@ impl Sched<'_> {
         self.g.groups[group]
             .members
             .iter()
-            .flat_map(|&m| self.of_proc[m].iter().copied())
+            .flat_map(|&m| self.of_proc[ProcId::of(m)].iter().copied())
             .filter(|&j| j != k)
             .collect()
     }

@@ -2,7 +2,7 @@
 //! printed on SIGUSR1, and the stall check that ends a run which can never
 //! make progress.
 
-use super::{Engine, InstId, Phase};
+use super::{Engine, InstId, Phase, ProcId};
 use crate::graph::DepKind;
 use crate::runtime::report::fmt_duration;
 use crate::spec::Condition;
@@ -30,7 +30,7 @@ impl Engine<'_> {
                 let kids: Vec<&str> = self.g.children[i.proc]
                     .iter()
                     .filter(|&&c| !self.g.file.processes[c].daemon.value)
-                    .flat_map(|&c| self.core.of_proc[c].iter())
+                    .flat_map(|&c| self.core.of_proc[ProcId::of(c)].iter())
                     .filter(|&&ck| !self.core.insts[ck].finished)
                     .map(|&ck| self.core.insts[ck].name.as_str())
                     .collect();
@@ -44,11 +44,11 @@ impl Engine<'_> {
             let waiting = if self.g.file.processes[i.proc].always.value
                 && matches!(d.kind, DepKind::After(_))
             {
-                !self.core.of_proc[d.target]
+                !self.core.of_proc[ProcId::of(d.target)]
                     .iter()
                     .all(|&t| self.core.insts[t].finished)
             } else {
-                self.core.dep_state(d.kind, d.target) == super::schedule::Dep::Waits
+                self.core.dep_state(d.kind, ProcId::of(d.target)) == super::schedule::Dep::Waits
             };
             if !waiting {
                 continue;
@@ -80,7 +80,7 @@ impl Engine<'_> {
             let behind: Vec<&str> = self.g.groups[group]
                 .members
                 .iter()
-                .flat_map(|&m| self.core.of_proc[m].iter())
+                .flat_map(|&m| self.core.of_proc[ProcId::of(m)].iter())
                 .filter(|&&j| j != k && !self.core.ready.contains(&self.core.pos_of[j]))
                 .map(|&j| self.core.insts[j].name.as_str())
                 .collect();

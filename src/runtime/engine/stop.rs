@@ -113,7 +113,9 @@ impl Sched<'_> {
             j != k
                 && other.attempt().is_some_and(|a| a.stop.is_some())
                 && other.proc != target
-                && self.g.deps[other.proc].iter().any(|d| d.target == target)
+                && self.g.deps[other.proc]
+                    .iter()
+                    .any(|d| ProcId::of(d.target) == target)
         })
     }
 
