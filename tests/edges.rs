@@ -927,3 +927,18 @@ cmd = ["true"]
         .contains("SIGQUIT"));
     assert!(wait_gone(&job, Duration::from_secs(10)).is_empty());
 }
+
+#[test]
+fn a_working_directory_removed_during_the_run_is_named_when_a_launch_fails() {
+    // Each directory is looked at once; a later launch in it that fails says why.
+    let job = Job::new(
+        "[process.a]\ncwd = \"d\"\nshell = \"cd .. && rmdir d\"\n[process.b]\nafter = [\"a\"]\ncwd = \"d\"\ncmd = [\"true\"]\n",
+    );
+    std::fs::create_dir(job.file("d")).unwrap();
+    let (code, _out, err) = job.run(&["--no-progress"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("b: working directory") && err.contains("does not exist"),
+        "{err}"
+    );
+}

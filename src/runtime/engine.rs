@@ -245,6 +245,8 @@ struct Engine<'g> {
     groups: Vec<Group>,
     /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
     launches: PerInst<Option<(Launch, Result<Prepared, String>)>>,
+    /// Working directories found to exist (each is looked at once).
+    cwd_seen: rustc_hash::FxHashSet<PathBuf>,
     /// /dev/null, for `null` streams.
     null: std::fs::File,
     engine_env: Vec<(OsString, OsString)>,
@@ -336,13 +338,6 @@ fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool),
     }
     hygiene::cloexec_inherited_fds();
     Ok((signals, null, terminal))
-}
-
-/// Makes a descriptor non-blocking (the loop must never wait on one).
-fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> nix::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
 }
 
 fn now_nanos() -> u128 {

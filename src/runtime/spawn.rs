@@ -60,6 +60,13 @@ fn lineage(g: &Graph, i: usize) -> Vec<usize> {
     chain
 }
 
+/// The engine's pid, asked of the kernel once (glibc does not cache it). The
+/// engine of a PID namespace asks it there, after the fork into it.
+fn engine_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Builds the launch of process `i`, replica `replica`, for a graph rooted at `base`.
 pub fn launch(
     g: &Graph,
@@ -115,7 +122,7 @@ pub fn launch(
     }
     set("JOBGRAPH_NAME", p.name.value.clone());
     set("JOBGRAPH_GRAPH", g.name.clone());
-    set("JOBGRAPH_ENGINE_PID", std::process::id().to_string());
+    set("JOBGRAPH_ENGINE_PID", engine_pid().to_string());
     set("JOBGRAPH_REPLICA", replica.to_string());
     set("JOBGRAPH_REPLICAS", p.replicas.value.to_string());
     if let Some(item) = item {

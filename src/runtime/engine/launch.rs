@@ -268,11 +268,20 @@ impl Engine<'_> {
             return Err(Error::other("internal: no launch prepared"));
         };
         let program = launch.argv.first().map_or("", String::as_str);
-        if !launch.cwd.is_dir() {
-            return Err(Error::new(
+        let no_cwd = || {
+            Error::new(
                 ErrorKind::NotFound,
                 format!("working directory {} does not exist", launch.cwd.display()),
-            ));
+            )
+        };
+        // Looked at once per directory (a stat per launch is measurable in a
+        // burst); a directory removed since makes the spawn fail, and is
+        // named then.
+        if !self.cwd_seen.contains(&launch.cwd) {
+            if !launch.cwd.is_dir() {
+                return Err(no_cwd());
+            }
+            self.cwd_seen.insert(launch.cwd.clone());
         }
         let prepared = prepared
             .as_ref()
@@ -301,6 +310,9 @@ impl Engine<'_> {
             if out_of_resources(&e) {
                 return e; // kept whole: the caller waits and tries again
             }
+            if !launch.cwd.is_dir() {
+                return no_cwd();
+            }
             Error::new(
                 e.kind(),
                 format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
@@ -313,7 +325,9 @@ impl Engine<'_> {
 
     pub(super) fn watch_pipe(&mut self, k: InstId, fd: OwnedFd) -> bool {
         let raw = fd.as_raw_fd();
-        if set_nonblocking(&fd).is_err() {
+        // A fresh pipe's read end has no other status flag to keep.
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        if fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
             return false;
         }
         let token = self.sources.token();

@@ -41,6 +41,7 @@ impl<'g> Engine<'g> {
             by_pid: FxHashMap::default(),
             groups: Vec::new(),
             launches,
+            cwd_seen: Default::default(),
             null,
             engine_env: engine_env(&marker),
             marker,
