@@ -39,8 +39,8 @@ impl Engine<'_> {
             for &k in &producers {
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(std::io::Error::from)?;
-                // SAFETY: F_SETPIPE_SZ only resizes the pipe buffer; failure keeps the default.
-                unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+                // A bigger pipe means fewer wake-ups; failure keeps the default size.
+                nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)).ok();
                 ends.insert((launch::EndOwner::Inst(k), name.clone()), write);
                 producer_files.push(std::fs::File::from(read));
             }

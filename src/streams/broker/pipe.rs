@@ -73,16 +73,18 @@ impl Consumer {
     /// A new pipe: `write` for the broker, `read` its own read end. Balance
     /// pipes are shrunk to one page.
     pub(super) fn attach(&mut self, write: File, read: File, mode: Mode) {
-        let fd = write.as_raw_fd();
+        use nix::fcntl::{fcntl, FcntlArg};
         let page = page_size();
         if mode == Mode::Balance {
-            // SAFETY: F_SETPIPE_SZ only resizes the (still empty) pipe buffer;
-            // on failure the pipe keeps its size, which is read back below.
-            unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, page as libc::c_int) };
+            // On failure the pipe keeps its size, which is read back below.
+            let page = libc::c_int::try_from(page).unwrap_or(4096);
+            fcntl(&write, FcntlArg::F_SETPIPE_SZ(page)).ok();
         }
-        // SAFETY: F_GETPIPE_SZ only queries the pipe.
-        let size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
-        self.pipe_size = if size > 0 { size as usize } else { 64 * 1024 };
+        let size = fcntl(&write, FcntlArg::F_GETPIPE_SZ).unwrap_or(0);
+        self.pipe_size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s > 0)
+            .unwrap_or(64 * 1024);
         self.one_page = mode == Mode::Balance && self.pipe_size <= page;
         self.quota = if self.one_page {
             QUOTA_START.min(self.pipe_size)
