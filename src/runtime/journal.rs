@@ -69,20 +69,35 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
         Err(e) => return Err(format!("cannot read the journal {}: {e}", path.display())),
     };
     let mut last = None;
+    let mut junk = None;
     for (n, line) in text.lines().enumerate() {
-        if line.starts_with("{\"run\"") {
-            let h: Header = serde_json::from_str(line).map_err(|e| {
+        // A header glued to a record cut short by a crash (a journal written
+        // before runs began on a fresh line) still starts a run.
+        let header = match line.rfind("{\"run\"") {
+            Some(0) => Some(line),
+            Some(at) if serde_json::from_str::<Record>(line).is_err() => Some(&line[at..]),
+            _ => None,
+        };
+        if let Some(header) = header {
+            let h: Header = serde_json::from_str(header).map_err(|e| {
                 format!(
                     "the journal {} is corrupt at line {}: {e}",
                     path.display(),
                     n + 1
                 )
             })?;
-            if h.graph != graph || h.version != VERSION {
+            if h.graph != graph {
                 return Err(format!(
                     "the journal {} belongs to graph `{}`, not `{graph}`",
                     path.display(),
                     h.graph
+                ));
+            }
+            if h.version != VERSION {
+                return Err(format!(
+                    "the journal {} is of version {} (this jobgraph writes version {VERSION})",
+                    path.display(),
+                    h.version
                 ));
             }
             last = Some(LastRun::default());
@@ -97,14 +112,19 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
                 run.ok.remove(&r.i);
             }
         } else if !line.trim().is_empty() {
-            return Err(format!(
-                "the journal {} is corrupt: line {} comes before any run",
-                path.display(),
-                n + 1
-            ));
+            junk.get_or_insert(n + 1);
         }
     }
-    Ok(last.unwrap_or_default())
+    // Anything before the first run is not a run: the runs after it count
+    // (a journal damaged once recovers with the next run).
+    match (last, junk) {
+        (Some(run), _) => Ok(run),
+        (None, Some(line)) => Err(format!(
+            "the journal {} is corrupt: line {line} is not a run, and no run follows",
+            path.display()
+        )),
+        (None, None) => Ok(LastRun::default()),
+    }
 }
 
 /// The journal being written by this run. Records go to a thread that
@@ -136,6 +156,7 @@ impl Journal {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(|e| format!("cannot open the journal {}: {e}", path.display()))?;
         let header = Header {
@@ -145,6 +166,11 @@ impl Journal {
         };
         let mut line = serde_json::to_string(&header).unwrap_or_default();
         line.push('\n');
+        // A run killed mid-write left a line cut short: this run starts on a
+        // line of its own, so that its header is read.
+        if !ends_with_newline(&mut file) {
+            line.insert(0, '\n');
+        }
         file.write_all(line.as_bytes())
             .and_then(|_| file.sync_data())
             .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
@@ -248,6 +274,17 @@ impl Drop for Journal {
     }
 }
 
+/// Whether `file` is empty or ends with a newline.
+fn ends_with_newline(file: &mut std::fs::File) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [b'\n'];
+    let empty = file.metadata().map_or(true, |m| m.len() == 0);
+    empty
+        || (file.seek(SeekFrom::End(-1)).is_ok()
+            && file.read_exact(&mut last).is_ok()
+            && last[0] == b'\n')
+}
+
 /// A stable fingerprint (FNV-1a, 64 bits) of an instance's definition.
 pub fn fingerprint(parts: &[&str]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -295,6 +332,8 @@ mod tests {
         assert!(last_run(&path, "g")
             .unwrap_err()
             .contains("belongs to graph"));
+        std::fs::write(&path, "{\"run\":\"x\",\"graph\":\"g\",\"version\":99}\n").unwrap();
+        assert!(last_run(&path, "g").unwrap_err().contains("version 99"));
         std::fs::write(&path, "garbage\n").unwrap();
         assert!(last_run(&path, "g").unwrap_err().contains("corrupt"));
         std::fs::write(&path, "{\"run\": 12}\n").unwrap();
@@ -306,5 +345,34 @@ mod tests {
     fn fingerprints_are_stable_and_separate_parts() {
         assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
         assert_ne!(fingerprint(&["ab", ""]), fingerprint(&["a", "b"]));
+    }
+
+    #[test]
+    fn a_run_after_a_cut_line_starts_on_a_line_of_its_own_and_junk_before_runs_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.journal");
+        std::fs::write(&path, "garbage\n").unwrap();
+        let mut j = Journal::open(&path, "g", "1").unwrap();
+        j.record("a", "ok", "k1").unwrap();
+        j.record("c", "ok", "k3").unwrap();
+        j.close().unwrap();
+        // Killed in the middle of its last record...
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 8]).unwrap();
+        // ...and the next run records `a` only.
+        let mut j = Journal::open(&path, "g", "2").unwrap();
+        j.record("a", "ok", "k1").unwrap();
+        j.close().unwrap();
+        let last = last_run(&path, "g").unwrap();
+        assert!(last.ok_with("a", "k1"));
+        assert!(!last.ok_with("c", "k3"), "`c` was not in the last run");
+        // A journal written before that fix has the header glued on.
+        std::fs::write(
+            &path,
+            "{\"run\":\"1\",\"graph\":\"g\",\"version\":1}\n{\"i\":\"c\",\"s\":\"ok\",\"k\":\"k3\"}\n{\"i\":\"b\",\"s\":\"ok\",\"k{\"run\":\"2\",\"graph\":\"g\",\"version\":1}\n{\"i\":\"a\",\"s\":\"ok\",\"k\":\"k1\"}\n",
+        )
+        .unwrap();
+        let last = last_run(&path, "g").unwrap();
+        assert!(last.ok_with("a", "k1") && !last.ok_with("c", "k3"));
     }
 }
