@@ -239,3 +239,21 @@ fn a_program_from_item_is_not_looked_up() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("command-not-found"), "{err}");
 }
+
+#[test]
+fn env_file_expansion_takes_whole_names_and_works_inside_double_quotes() {
+    let job = Job::new(
+        "[graph]\nenv_file = \"db.env\"\n[process.show]\nshell = 'echo \"URL=$URL DSN=$DSN\"'\n",
+    );
+    std::fs::write(
+        job.file("db.env"),
+        "DB_HOST=db.local\nURL=pg://$DB_HOST/app\nDSN=\"host $DB_HOST\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("URL=pg://db.local/app DSN=host db.local"),
+        "{out}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `env_file`: dotenv files, at `[graph]` level and per process.
 //!
 //! The files are read while the file is decoded (so `validate` reports a
-//! missing or malformed one), with the `dotenvy` crate. Their variables are
+//! missing or malformed one), with [`crate::spec::dotenv`]. Their variables are
 //! put in front of the `[env]` table (graph level) or of the process's own
 //! `env`, so that those override them; the runtime needs nothing new.
 //!
@@ -180,37 +180,27 @@ fn env_file_bytes(full: &Path, optional: bool) -> Result<Option<Vec<u8>>, Failur
 
 /// The file's variables, each spanned at the path in the job file.
 fn parse_env_file(bytes: &[u8], span: &Span) -> Result<Entries, Failure> {
-    let text = String::from_utf8_lossy(bytes).into_owned();
+    let text = String::from_utf8_lossy(bytes);
+    let env = |k: &str| std::env::var(k).ok();
+    let vars = crate::spec::dotenv::parse(&text, &env).map_err(|bad| {
+        (
+            format!(
+                "is not valid dotenv at line {}: `{}`",
+                bad.number,
+                bad.text.chars().take(80).collect::<String>()
+            ),
+            "each line is NAME=value, with optional quotes ('…' or \"…\") and # comments",
+        )
+    })?;
     let mut out = Vec::new();
-    for entry in dotenvy::from_read_iter(bytes) {
-        match entry {
-            Ok((k, v)) => {
-                if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-                    return Err((format!("sets `{k}`, which no environment can hold"), "environment variable names are non-empty without `=`, and nothing may contain NUL"));
-                }
-                out.push((Sp::new(k, span.clone()), Sp::new(v, span.clone())));
-            }
-            Err(dotenvy::Error::LineParse(line, _)) => {
-                let first = line.lines().next().unwrap_or_default();
-                let number = text
-                    .lines()
-                    .position(|l| !first.is_empty() && l.contains(first))
-                    .map_or(String::new(), |n| format!(" line {}", n + 1));
-                return Err((
-                    format!(
-                        "is not valid dotenv at{number}: `{}`",
-                        first.chars().take(80).collect::<String>()
-                    ),
-                    "each line is NAME=value, with optional quotes ('…' or \"…\") and # comments",
-                ));
-            }
-            Err(e) => {
-                return Err((
-                    format!("is not valid dotenv: {e}"),
-                    "each line is NAME=value",
-                ))
-            }
+    for (k, v) in vars {
+        if k.contains('\0') || v.contains('\0') {
+            return Err((
+                format!("sets `{k}`, which no environment can hold"),
+                "environment variable names are non-empty without `=`, and nothing may contain NUL",
+            ));
         }
+        out.push((Sp::new(k, span.clone()), Sp::new(v, span.clone())));
     }
     Ok(out)
 }

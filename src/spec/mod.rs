@@ -6,6 +6,7 @@
 //! Checks that relate values to each other live in [`crate::graph`].
 
 mod decode;
+mod dotenv;
 mod duration;
 mod name;
 mod signal;
