@@ -429,7 +429,10 @@ impl Engine<'_> {
         else {
             return;
         };
-        let (limit, what) = (health.failures, health.probe.value.describe());
+        let replica = self.core.insts[k].replica;
+        // As it was probed: `{replica}` resolved.
+        let what = spawn::interpolate(&health.probe.value.describe(), replica);
+        let limit = health.failures;
         if !self.core.health_check_failed(k, limit, &what) {
             return;
         }
@@ -464,9 +467,10 @@ impl Engine<'_> {
                 state.due = Some(later(Instant::now(), h.interval));
             }
         }
+        // As it was probed: `{replica}` resolved.
         let what = self
             .probe_of(k, Check::Ready)
-            .map(crate::spec::Probe::describe)
+            .map(|p| spawn::interpolate(&p.describe(), self.core.insts[k].replica))
             .unwrap_or_default();
         self.reporter.instance_note(
             &name,
