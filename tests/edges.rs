@@ -182,11 +182,7 @@ timeout = "1s"
         .unwrap();
     reader.wait().unwrap();
     assert_eq!(status.code(), Some(1));
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let evs = read_events(&events);
     let exited = &evs[pos(&evs, "limited", "exited")];
     assert_eq!(exited["status"], "timed out");
     // The timeout acted while nobody read stdout (the reader slept 6 s).
@@ -249,11 +245,7 @@ fn a_log_fifo_with_a_stalled_reader_neither_freezes_supervision_nor_loses_lines(
     ]);
     reader.wait().unwrap();
     assert_eq!(code, 1, "{err}");
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let evs = read_events(&events);
     let exited = &evs[pos(&evs, "limited", "exited")];
     assert_eq!(exited["status"], "timed out");
     assert!(exited["duration_ms"].as_u64().unwrap() < 4000, "{exited}");
@@ -854,15 +846,7 @@ shell = "trap '' TERM; touch a.up; while :; do sleep 1; done"
 shell = "trap '' TERM; touch b.up; while :; do sleep 1; done"
 "#,
     );
-    let events = job.file("events.ndjson");
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
-        .args(["run", "--events"])
-        .arg(&events)
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, events) = run_with_events(&job);
     for f in ["a.up", "b.up"] {
         assert!(wait_for_file(&job.file(f), Duration::from_secs(20)));
     }
@@ -872,11 +856,7 @@ shell = "trap '' TERM; touch b.up; while :; do sleep 1; done"
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(130));
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let evs = read_events(&events);
     for p in ["a", "b"] {
         assert!(pos(&evs, p, "killed") < pos(&evs, p, "exited"), "{p}");
         assert_eq!(evs[pos(&evs, p, "exited")]["signal"], "SIGKILL");
@@ -896,15 +876,7 @@ after = ["hold"]
 cmd = ["true"]
 "#,
     );
-    let events = job.file("events.ndjson");
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
-        .args(["run", "--events"])
-        .arg(&events)
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, events) = run_with_events(&job);
     assert!(wait_for_file(&job.file("hold.up"), Duration::from_secs(20)));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
@@ -915,11 +887,7 @@ cmd = ["true"]
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT).unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(131));
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let evs = read_events(&events);
     assert!(pos(&evs, "hold", "killed") < pos(&evs, "hold", "exited"));
     assert!(evs[pos(&evs, "next", "skipped")]["reason"]
         .as_str()
@@ -941,4 +909,27 @@ fn a_working_directory_removed_during_the_run_is_named_when_a_launch_fails() {
         err.contains("b: working directory") && err.contains("does not exist"),
         "{err}"
     );
+}
+
+/// `jobgraph run --events` of `job` in the background: the engine and its events file.
+fn run_with_events(job: &Job) -> (std::process::Child, std::path::PathBuf) {
+    let events = job.file("events.ndjson");
+    let child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, events)
+}
+
+/// The events of a run, parsed.
+fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

@@ -3,28 +3,8 @@
 //! say which units ended, fire timers) and reads what it decided: the
 //! launches, in order, and its effects.
 
+use super::tests::{graph, opts};
 use super::*;
-
-fn graph(text: &str) -> Graph {
-    let src = crate::source::SourceFile::new(Path::new("t.toml"), text.to_string());
-    let checked = crate::check_source(src);
-    match checked.graph {
-        Some(g) => g,
-        None => panic!("invalid test graph: {:?}", checked.diagnostics),
-    }
-}
-
-fn opts() -> RunOptions {
-    RunOptions {
-        only: Vec::new(),
-        keep_going: false,
-        max_parallel: None,
-        containment: crate::runtime::contain::Containment::None,
-        journal: None,
-        resume: false,
-        exact: false,
-    }
-}
 
 /// A core and a record of what it decided, in words.
 struct Drive<'g> {

@@ -186,7 +186,7 @@ impl Executor for Fake {
     }
 }
 
-fn graph(text: &str) -> Graph {
+pub(super) fn graph(text: &str) -> Graph {
     let src = crate::source::SourceFile::new(Path::new("t.toml"), text.to_string());
     let checked = crate::check_source(src);
     match checked.graph {
@@ -195,7 +195,7 @@ fn graph(text: &str) -> Graph {
     }
 }
 
-fn opts() -> RunOptions {
+pub(super) fn opts() -> RunOptions {
     RunOptions {
         only: Vec::new(),
         keep_going: false,
