@@ -933,3 +933,20 @@ fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+#[test]
+fn plan_puts_what_waits_for_a_parent_after_its_whole_subtree() {
+    // `after = ["p"]` waits for p's join, grandchildren included, as `run` does.
+    let job = Job::new(
+        "[process.p]\nshell = \"true\"\n[process.c]\nparent = \"p\"\nshell = \"true\"\n[process.gc]\nparent = \"c\"\nshell = \"true\"\n[process.x]\nafter = [\"p\"]\nshell = \"true\"\n",
+    );
+    let out = jobgraph().arg("plan").arg(job.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let at = |name: &str| {
+        text.find(&format!("\n  {name} "))
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+    };
+    assert!(at("gc") < at("x"), "{text}");
+    assert!(text.contains("in 4 stages"), "{text}");
+}

@@ -178,7 +178,7 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
     let cyclic = cycles::check_cycles(&file, &refs.deps, &mut diags);
     let mut stages = Vec::new();
     if !cyclic {
-        match stages::launch_stages(&file, &refs.deps, &streams, &mut diags) {
+        match stages::launch_stages(&file, &refs.deps, &refs.children, &streams, &mut diags) {
             Some(s) => stages = s,
             None => {
                 // A deadlock was reported; no stages to show.

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 pub(super) fn launch_stages(
     file: &JobFile,
     deps: &[Vec<Dep>],
+    children: &[Vec<usize>],
     streams: &Streams,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<Vec<usize>>> {
@@ -23,7 +24,52 @@ pub(super) fn launch_stages(
     if waits.inside || looped {
         return None;
     }
+    // `after` a process ("success" or "exit") waits for its join: its
+    // non-daemon descendants too, so a stage is after theirs, as in a run.
+    let joined = with_joins(file, deps, children, streams, &waits.waits);
+    let stages = layers(&joined);
+    if stages.iter().map(Vec::len).sum::<usize>() == joined.len() {
+        return Some(stages);
+    }
     Some(layers(&waits.waits))
+}
+
+/// `waits`, plus what each `after` on a parent waits for through its join:
+/// the groups of its non-daemon descendants.
+fn with_joins(
+    file: &JobFile,
+    deps: &[Vec<Dep>],
+    children: &[Vec<usize>],
+    streams: &Streams,
+    waits: &[Vec<usize>],
+) -> Vec<Vec<usize>> {
+    use crate::spec::Condition;
+    let mut out = waits.to_vec();
+    let daemon = |i: usize| file.processes[i].daemon.value;
+    for (p, ds) in deps.iter().enumerate() {
+        let gp = streams.group_of[p];
+        for d in ds {
+            if !matches!(
+                d.kind,
+                super::DepKind::After(Condition::Success | Condition::Exit)
+            ) {
+                continue;
+            }
+            let mut todo: Vec<usize> = children.get(d.target).cloned().unwrap_or_default();
+            let mut seen = vec![false; file.processes.len()];
+            while let Some(c) = todo.pop() {
+                if daemon(c) || std::mem::replace(&mut seen[c], true) {
+                    continue;
+                }
+                let gc = streams.group_of[c];
+                if gc != gp && !out[gp].contains(&gc) {
+                    out[gp].push(gc);
+                }
+                todo.extend(children.get(c).into_iter().flatten().copied());
+            }
+        }
+    }
+    out
 }
 
 /// Which groups wait for which, from the dependencies between their members.

@@ -57,7 +57,19 @@ impl LastRun {
 
 /// The default journal path: `.jobgraph/<graph>.journal` in `base`.
 pub fn default_path(base: &Path, graph: &str) -> PathBuf {
-    base.join(".jobgraph").join(format!("{graph}.journal"))
+    // The graph's name is the file's name, never a path: `/`, `..` or a
+    // leading dot cannot put the journal outside `.jobgraph/`.
+    let mut file: String = graph
+        .chars()
+        .map(|c| match c {
+            c if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') => c,
+            _ => '_',
+        })
+        .collect();
+    if file.is_empty() || file.starts_with('.') {
+        file.insert(0, '_');
+    }
+    base.join(".jobgraph").join(format!("{file}.journal"))
 }
 
 /// Reads the last run recorded in `path` for `graph`. A missing journal is
@@ -374,5 +386,19 @@ mod tests {
         .unwrap();
         let last = last_run(&path, "g").unwrap();
         assert!(last.ok_with("a", "k1") && !last.ok_with("c", "k3"));
+    }
+
+    #[test]
+    fn a_graph_name_never_puts_the_journal_outside_its_directory() {
+        let base = Path::new("/w");
+        for (name, file) in [
+            ("nightly", "nightly.journal"),
+            ("../../escaped", "_.._.._escaped.journal"),
+            ("a/b", "a_b.journal"),
+            (".", "_..journal"),
+            ("", "_.journal"),
+        ] {
+            assert_eq!(default_path(base, name), base.join(".jobgraph").join(file));
+        }
     }
 }
