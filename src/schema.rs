@@ -232,7 +232,7 @@ enum Output {
 #[schemars(deny_unknown_fields)]
 struct ReadyTable {
     /// "host:port" that accepts a TCP connection ("[::1]:8080" for IPv6).
-    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):[0-9]{1,5}$"))]
+    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):([0-9]{1,5}|\{\{[^}]*\}\})$"))]
     tcp: Option<String>,
     /// A command that exits 0 when ready.
     #[schemars(length(min = 1))]
@@ -266,7 +266,7 @@ enum HttpStatus {
 #[schemars(deny_unknown_fields)]
 struct HealthTable {
     /// "host:port" that accepts a TCP connection.
-    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):[0-9]{1,5}$"))]
+    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):([0-9]{1,5}|\{\{[^}]*\}\})$"))]
     tcp: Option<String>,
     /// A command that exits 0 when healthy.
     #[schemars(length(min = 1))]
