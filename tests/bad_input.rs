@@ -202,3 +202,26 @@ fn nul_characters_are_rejected_before_graph_or_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nul-character"));
     jobgraph().arg("run").arg(&path).assert().code(2);
 }
+
+#[test]
+fn an_edge_name_clash_points_at_the_later_one_in_the_file() {
+    // Queues are checked before pipes; the report follows the file's order.
+    let job = Job::new(
+        "[process.p]\nshell = \"true\"\n[process.c]\nshell = \"true\"\n[pipe.a-b]\nfrom = \"p\"\nto = \"c\"\n[queue.a_b]\nfrom = [\"p\"]\nto = [\"c\"]\n",
+    );
+    let out = jobgraph()
+        .args(["validate", "--format", "json"])
+        .arg(job.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("queue `a_b` and `a-b`"), "{text}");
+    // The report is at the queue; "first declared here" at the pipe, above it.
+    let lines: Vec<u32> = text
+        .split("\"line\": ")
+        .skip(1)
+        .filter_map(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    assert!(lines.len() >= 2 && lines[0] > lines[1], "{lines:?} {text}");
+}

@@ -135,7 +135,8 @@ struct EdgeCollector<'a> {
     index: &'a HashMap<&'a str, usize>,
     uf: UnionFind,
     ends: Vec<RawEnd>,
-    edge_names: HashMap<String, Sp<String>>,
+    /// Each edge's endpoint variable name: the edge, and its table (`pipe`, `queue`).
+    edge_names: HashMap<String, (Sp<String>, String)>,
 }
 
 impl EdgeCollector<'_> {
@@ -152,19 +153,25 @@ impl EdgeCollector<'_> {
     /// Two edges whose endpoint variables would collide: the first one keeps the name.
     fn clash(&mut self, name: &Sp<String>, table: &str, diags: &mut Vec<Diagnostic>) {
         let env = fd_env_name(&name.value);
-        if let Some(prev) = self.edge_names.get(&env) {
+        if let Some((prev, prev_table)) = self.edge_names.get(&env) {
+            // Queues are walked before pipes: "first" is the file's order.
+            let (first, second, table) = match prev.span.start <= name.span.start {
+                true => (prev, name, table),
+                false => (name, prev, prev_table.as_str()),
+            };
             diags.push(
                 Diagnostic::at(
                     Code::EdgeNameClash,
-                    name.span.clone(),
-                    format!("{table} `{}` and `{}` would both be {env}", name.value, prev.value),
+                    second.span.clone(),
+                    format!("{table} `{}` and `{}` would both be {env}", second.value, first.value),
                 )
                 .label("same variable name")
-                .related(prev.span.clone(), "first declared here")
+                .related(first.span.clone(), "first declared here")
                 .help("rename one of them: endpoint variables upper-case the name and turn `-` into `_`"),
             );
         } else {
-            self.edge_names.insert(env, name.clone());
+            self.edge_names
+                .insert(env, (name.clone(), table.to_string()));
         }
     }
 
