@@ -31,7 +31,7 @@ use crate::spec::Condition;
 use crate::streams::broker;
 use attempts::{exit_parts, Again};
 use cancel::Cancel;
-use ids::{InstId, PerInst, PerProc, ProcId};
+use ids::{InstId, PerInst, PerProc, PerQueue, ProcId, QueueId};
 use inst::{Attempt, End, Inst, Phase, Probing};
 use mio::unix::SourceFd;
 use mio::{Events as PollEvents, Interest, Poll, Token};
@@ -263,10 +263,9 @@ struct Engine<'g> {
     journal: Option<super::journal::Journal>,
     keys: PerInst<String>,
     started_at: Instant,
-    /// Per queue (file order): the broker, once its stream group started.
-    queues: Vec<Option<broker::Queue>>,
-    /// Per queue: producer and consumer instances, in the broker's order.
-    queue_ends: Vec<(Vec<InstId>, Vec<InstId>)>,
+    /// Per queue: its broker and the instances at its ends, once its
+    /// stream group started.
+    queues: PerQueue<Option<queues::LiveQueue>>,
     /// Per process: its `ready.log` regex.
     log_probes: Vec<Option<regex::Regex>>,
     /// Running `cmd` probes: pid to instance and check.
@@ -407,10 +406,7 @@ impl Engine<'_> {
                     SIGNALS => self.on_signals(),
                     WAKE => {} // a writer drained: the output pipes are served below
                     Token(t) => match self.sources.get(t) {
-                        Some(sources::Source::Queue(q, producer, i)) => {
-                            let (q, producer, i) = (*q, *producer, *i);
-                            self.on_queue_ready(q, producer, i);
-                        }
+                        Some(&sources::Source::Queue(q, end)) => self.on_queue_ready(q, end),
                         Some(sources::Source::Tcp(_)) => self.on_tcp_probe(t),
                         Some(sources::Source::Log(_)) => self.queue_read(t),
                         None => {} // closed since: its token is never reused

@@ -45,8 +45,6 @@ const READ_SIZE: usize = 256 * 1024;
 /// How often the broker looks at a larger pipe it waits to see emptied (the
 /// kernel only wakes the writer of a pipe that was full).
 const TICK: Duration = Duration::from_millis(2);
-/// The index that [`Queue::consumer_ready`] takes for the queue's timer.
-pub const TIMER: usize = usize::MAX;
 
 /// What became of a piece offered to a consumer.
 enum Sent {
@@ -129,16 +127,19 @@ impl Queue {
 
     /// Readiness reported for consumer `i`.
     pub fn consumer_ready(&mut self, i: usize) {
-        if i == TIMER {
-            if let Some(mut t) = self.timer.as_ref() {
-                // Only clears the expiration count: the wake-up is what matters,
-                // and a failed read leaves the timer readable, so the loop
-                // comes back.
-                let mut expirations = [0u8; 8];
-                let _ = t.read(&mut expirations);
-            }
-        } else if let Some(c) = self.consumers.get_mut(i) {
+        if let Some(c) = self.consumers.get_mut(i) {
             c.ready();
+        }
+    }
+
+    /// The queue's timer ([`Queue::timer_fd`]) fired.
+    pub fn timer_ready(&mut self) {
+        if let Some(mut t) = self.timer.as_ref() {
+            // Only clears the expiration count: the wake-up is what matters,
+            // and a failed read leaves the timer readable, so the loop
+            // comes back.
+            let mut expirations = [0u8; 8];
+            let _ = t.read(&mut expirations);
         }
     }
 

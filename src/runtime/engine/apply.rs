@@ -80,11 +80,12 @@ impl Engine<'_> {
     fn instance_done(&mut self, k: InstId, outcome: Outcome) {
         self.journal_record(k, outcome);
         self.launches[k] = None; // no further attempt: free its argv and environment
-        for q in 0..self.queues.len() {
-            if let Some(i) = self.queue_ends[q].0.iter().position(|&p| p == k) {
-                if let Some(queue) = self.queues[q].as_mut() {
-                    queue.producer_done(i);
-                }
+        for q in self.queues.ids() {
+            let Some(live) = self.queues[q].as_mut() else {
+                continue;
+            };
+            if let Some(i) = live.producers.iter().position(|&p| p == k) {
+                live.broker.producer_done(i);
                 self.pump(q);
             }
         }

@@ -170,14 +170,14 @@ impl Engine<'_> {
     /// broker's, then those of queues that ran inside group units.
     fn queue_summaries(&mut self) -> Vec<QueueSummary> {
         let mut queues = Vec::new();
-        for q in 0..self.queues.len() {
-            let Some(queue) = &self.queues[q] else {
+        for q in self.queues.ids() {
+            let Some(live) = &self.queues[q] else {
                 continue;
             };
-            let c = queue.counts();
-            let name = self.g.file.queues[q].name.value.clone();
-            let per_consumer: Vec<(String, u64)> = self.queue_ends[q]
-                .1
+            let c = live.broker.counts();
+            let name = self.g.file.queues[q.index()].name.value.clone();
+            let per_consumer: Vec<(String, u64)> = live
+                .consumers
                 .iter()
                 .zip(&c.per_consumer)
                 .map(|(&k, n)| (self.core.insts[k].name.clone(), *n))

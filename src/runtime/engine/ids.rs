@@ -178,3 +178,52 @@ mod tests {
         assert!(PerInst::<u8>::default().get(ids[0]).is_none());
     }
 }
+
+/// A queue of the graph: its index in the file's `[[queue]]` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct QueueId(usize);
+
+impl QueueId {
+    /// Its index into the file's queues.
+    pub(super) fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// A value per queue of the graph, indexed by [`QueueId`] only.
+pub(super) struct PerQueue<T>(Vec<T>);
+
+impl<T> PerQueue<T> {
+    /// One value per queue, made from its id.
+    pub(super) fn new(queues: usize, f: impl FnMut(QueueId) -> T) -> PerQueue<T> {
+        PerQueue((0..queues).map(QueueId).map(f).collect())
+    }
+
+    /// Whether the graph has no queue.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every queue's id, in file order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = QueueId> + use<T> {
+        (0..self.0.len()).map(QueueId)
+    }
+
+    /// (id, value) for every queue, in file order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (QueueId, &T)> {
+        self.0.iter().enumerate().map(|(i, v)| (QueueId(i), v))
+    }
+}
+
+impl<T> Index<QueueId> for PerQueue<T> {
+    type Output = T;
+    fn index(&self, q: QueueId) -> &T {
+        &self.0[q.0]
+    }
+}
+
+impl<T> IndexMut<QueueId> for PerQueue<T> {
+    fn index_mut(&mut self, q: QueueId) -> &mut T {
+        &mut self.0[q.0]
+    }
+}

@@ -30,7 +30,7 @@ impl Engine<'_> {
     }
 
     pub(super) fn start(&mut self, k: InstId) {
-        self.start_with(k, &[]);
+        self.start_with(k, Ends::Own);
     }
 
     /// Starts every instance of a stream group at once: creates each pipe and
@@ -52,7 +52,7 @@ impl Engine<'_> {
             Err(why) => {
                 self.note(&why, true);
                 for &k in members {
-                    self.start_with(k, &[(-1, -1)]);
+                    self.start_with(k, Ends::Broken);
                 }
                 return;
             }
@@ -70,7 +70,7 @@ impl Engine<'_> {
                     ends.get(&key).map(|fd| (e.fd, fd.as_raw_fd()))
                 })
                 .collect();
-            self.start_with(k, &fds);
+            self.start_with(k, Ends::Group(&fds));
         }
         // A member that could not start fails the group: stop those that did.
         if members.iter().any(|&m| {
@@ -162,15 +162,14 @@ impl Engine<'_> {
                 .map(|e| (e.fd, null))
                 .collect();
             self.core.relay(k);
-            self.start_with(k, &fds);
+            self.start_with(k, Ends::Group(&fds));
         }
         self.exec.group_end();
         true
     }
 
     /// Starts one attempt of instance `k`, with stream endpoints `(fd, engine fd)`.
-    /// An endpoint `(-1, -1)` means the group could not be set up: the attempt fails.
-    pub(super) fn start_with(&mut self, k: InstId, endpoints: &[(i32, std::os::fd::RawFd)]) {
+    pub(super) fn start_with(&mut self, k: InstId, ends: Ends<'_>) {
         let proc = self.core.insts[k].proc;
         let replica = self.core.insts[k].replica;
         // Prepared once; a failed preparation (program not on PATH) is retried,
@@ -183,16 +182,22 @@ impl Engine<'_> {
         let first = self.core.insts[k].attempts == 0;
         let now = Instant::now();
         let was_restart = self.core.attempt_begins(k);
-        let spawned = if endpoints.first() == Some(&(-1, -1)) {
-            Err(std::io::Error::other(
+        let endpoints = match ends {
+            Ends::Own => &[][..],
+            Ends::Group(fds) => fds,
+            Ends::Broken => &[][..],
+        };
+        let spawned = match ends {
+            Ends::Broken => Err(std::io::Error::other(
                 "its stream group could not be set up",
-            ))
-        } else {
-            self.spawn_attempt(k, first, endpoints)
+            )),
+            _ => self.spawn_attempt(k, first, endpoints),
         };
         let (pid, log) = match spawned {
             Ok(spawned) => spawned,
-            Err(err) if endpoints.is_empty() && out_of_resources(&err) && self.core.running > 0 => {
+            Err(err)
+                if matches!(ends, Ends::Own) && out_of_resources(&err) && self.core.running > 0 =>
+            {
                 self.wait_for_resources(k, was_restart, &err);
                 return;
             }
@@ -365,6 +370,19 @@ impl Engine<'_> {
             );
         }
     }
+}
+
+/// The stream ends an attempt starts with.
+#[derive(Clone, Copy)]
+pub(super) enum Ends<'a> {
+    /// None: a process outside any stream group (a launch refused for lack
+    /// of descriptors is put back, not failed).
+    Own,
+    /// A stream group member's ends: (descriptor number in the child, the
+    /// engine's descriptor).
+    Group(&'a [(i32, std::os::fd::RawFd)]),
+    /// Its stream group could not be set up: the attempt fails.
+    Broken,
 }
 
 /// Who holds an end of a stream edge while a group starts: a pipe's ends

@@ -2,6 +2,26 @@
 //! reattachment of restarted members, and the counts per instance.
 
 use super::*;
+use std::os::fd::AsFd;
+
+/// A queue of a running stream group: its broker and the instances at its
+/// ends, in the broker's order (the broker numbers producers and consumers).
+pub(super) struct LiveQueue {
+    pub(super) broker: broker::Queue,
+    pub(super) producers: Vec<InstId>,
+    pub(super) consumers: Vec<InstId>,
+}
+
+/// Which of a queue's descriptors an event is about.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum QueueEnd {
+    /// The pipe from the broker's producer `i`.
+    Producer(usize),
+    /// The pipe to the broker's consumer `i`.
+    Consumer(usize),
+    /// The queue's timer.
+    Timer,
+}
 
 impl Engine<'_> {
     /// Creates the pipes of every queue in `group`: producers write into pipes
@@ -13,8 +33,8 @@ impl Engine<'_> {
         group: usize,
         ends: &mut FxHashMap<(launch::EndOwner, String), OwnedFd>,
     ) -> std::io::Result<()> {
-        for qi in 0..self.g.file.queues.len() {
-            let q = &self.g.file.queues[qi];
+        for qi in self.queues.ids() {
+            let q = &self.g.file.queues[qi.index()];
             let procs = |names: &[crate::spec::Sp<String>]| -> Vec<usize> {
                 names
                     .iter()
@@ -54,12 +74,12 @@ impl Engine<'_> {
                 consumer_files.push((std::fs::File::from(write), std::fs::File::from(keep)));
             }
             for (i, f) in producer_files.iter().enumerate() {
-                self.register_stream(f.as_raw_fd(), (qi, true, i), Interest::READABLE)?;
+                self.register_stream(f, qi, QueueEnd::Producer(i), Interest::READABLE)?;
             }
             for (i, (f, _)) in consumer_files.iter().enumerate() {
-                self.register_stream(f.as_raw_fd(), (qi, false, i), Interest::WRITABLE)?;
+                self.register_stream(f, qi, QueueEnd::Consumer(i), Interest::WRITABLE)?;
             }
-            let q = &self.g.file.queues[qi];
+            let q = &self.g.file.queues[qi.index()];
             let mode = match q.mode {
                 crate::spec::QueueMode::Balance => broker::Mode::Balance,
                 crate::spec::QueueMode::Broadcast => broker::Mode::Broadcast,
@@ -70,50 +90,56 @@ impl Engine<'_> {
             };
             let queue = broker::Queue::new(mode, delim, q.capacity, producer_files, consumer_files);
             if let Some(fd) = queue.timer_fd() {
-                self.register_stream(fd, (qi, false, broker::TIMER), Interest::READABLE)?;
+                // SAFETY: the broker owns the timer and keeps it open while the queue lives.
+                let timer = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                self.register_stream(&timer, qi, QueueEnd::Timer, Interest::READABLE)?;
             }
-            self.queues[qi] = Some(queue);
-            self.queue_ends[qi] = (producers, consumers);
+            self.queues[qi] = Some(LiveQueue {
+                broker: queue,
+                producers,
+                consumers,
+            });
         }
         Ok(())
     }
 
+    /// Registers one of the broker's descriptors (non-blocking from now on)
+    /// with the event loop, as `end` of queue `q`.
     pub(super) fn register_stream(
         &mut self,
-        fd: std::os::fd::RawFd,
-        what: (usize, bool, usize),
+        fd: &impl AsFd,
+        q: QueueId,
+        end: QueueEnd,
         interest: Interest,
     ) -> std::io::Result<()> {
-        // SAFETY: fcntl on a descriptor the broker owns.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         let token = self.sources.token();
+        let raw = fd.as_fd().as_raw_fd();
         self.poll
             .registry()
-            .register(&mut SourceFd(&fd), Token(token), interest)?;
-        self.sources
-            .insert(token, sources::Source::Queue(what.0, what.1, what.2));
+            .register(&mut SourceFd(&raw), Token(token), interest)?;
+        self.sources.insert(token, sources::Source::Queue(q, end));
         Ok(())
     }
 
-    pub(super) fn on_queue_ready(&mut self, q: usize, producer: bool, i: usize) {
-        if let Some(queue) = self.queues[q].as_mut() {
-            if producer {
-                queue.producer_ready(i);
-            } else {
-                queue.consumer_ready(i);
+    pub(super) fn on_queue_ready(&mut self, q: QueueId, end: QueueEnd) {
+        if let Some(live) = self.queues[q].as_mut() {
+            match end {
+                QueueEnd::Producer(i) => live.broker.producer_ready(i),
+                QueueEnd::Consumer(i) => live.broker.consumer_ready(i),
+                QueueEnd::Timer => live.broker.timer_ready(),
             }
         }
         self.pump(q);
     }
 
-    pub(super) fn pump(&mut self, q: usize) {
+    pub(super) fn pump(&mut self, q: QueueId) {
         // Closed descriptors leave epoll as they close; their tokens just go unused.
         let mut closed = Vec::new();
-        if let Some(queue) = self.queues[q].as_mut() {
-            queue.pump(&mut closed);
+        if let Some(live) = self.queues[q].as_mut() {
+            live.broker.pump(&mut closed);
         }
     }
 
@@ -121,17 +147,18 @@ impl Engine<'_> {
     /// `returning`: it will restart and reattach, so the queue keeps its
     /// messages for it (and its producers open) meanwhile.
     pub(super) fn queue_consumer_exited(&mut self, k: InstId, returning: bool) {
-        for q in 0..self.queues.len() {
-            let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
+        for q in self.queues.ids() {
+            let Some(live) = self.queues[q].as_mut() else {
+                continue;
+            };
+            let Some(i) = live.consumers.iter().position(|&c| c == k) else {
                 continue;
             };
             let mut closed = Vec::new();
-            if let Some(queue) = self.queues[q].as_mut() {
-                if returning {
-                    queue.consumer_gone(i, &mut closed);
-                } else {
-                    queue.consumer_done(i, &mut closed);
-                }
+            if returning {
+                live.broker.consumer_gone(i, &mut closed);
+            } else {
+                live.broker.consumer_done(i, &mut closed);
             }
             self.pump(q);
         }
@@ -145,11 +172,9 @@ impl Engine<'_> {
         let mut failed = false;
         for e in self.g.endpoints[proc].clone() {
             let Some(q) = self
-                .g
-                .file
                 .queues
-                .iter()
-                .position(|q| q.name.value == e.edge)
+                .ids()
+                .find(|q| self.g.file.queues[q.index()].name.value == e.edge)
             else {
                 continue;
             };
@@ -157,7 +182,10 @@ impl Engine<'_> {
                 failed = true;
                 break;
             };
-            let (producers, consumers) = self.queue_ends[q].clone();
+            let (producers, consumers) = match &self.queues[q] {
+                Some(live) => (live.producers.clone(), live.consumers.clone()),
+                None => continue,
+            };
             if let Some(i) = consumers.iter().position(|&c| c == k) {
                 let Ok(keep) = read.try_clone() else {
                     failed = true;
@@ -165,37 +193,38 @@ impl Engine<'_> {
                 };
                 let file = std::fs::File::from(write);
                 if self
-                    .register_stream(file.as_raw_fd(), (q, false, i), Interest::WRITABLE)
+                    .register_stream(&file, q, QueueEnd::Consumer(i), Interest::WRITABLE)
                     .is_err()
                 {
                     failed = true;
                 }
-                if let Some(queue) = self.queues[q].as_mut() {
-                    queue.reattach_consumer(i, file, std::fs::File::from(keep));
+                if let Some(live) = self.queues[q].as_mut() {
+                    live.broker
+                        .reattach_consumer(i, file, std::fs::File::from(keep));
                 }
                 ends.push((e.fd, read));
             } else if let Some(i) = producers.iter().position(|&c| c == k) {
                 let file = std::fs::File::from(read);
                 if self
-                    .register_stream(file.as_raw_fd(), (q, true, i), Interest::READABLE)
+                    .register_stream(&file, q, QueueEnd::Producer(i), Interest::READABLE)
                     .is_err()
                 {
                     failed = true;
                 }
-                if let Some(queue) = self.queues[q].as_mut() {
-                    queue.reattach_producer(i, file);
+                if let Some(live) = self.queues[q].as_mut() {
+                    live.broker.reattach_producer(i, file);
                 }
                 ends.push((e.fd, write));
             }
         }
         if failed {
-            self.start_with(k, &[(-1, -1)]);
+            self.start_with(k, launch::Ends::Broken);
             return;
         }
         let fds: Vec<(i32, std::os::fd::RawFd)> =
             ends.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
-        self.start_with(k, &fds);
-        for q in 0..self.queues.len() {
+        self.start_with(k, launch::Ends::Group(&fds));
+        for q in self.queues.ids() {
             self.pump(q);
         }
     }
@@ -204,12 +233,12 @@ impl Engine<'_> {
     /// queue, for one instance.
     pub(super) fn queue_counts_of(&self, k: InstId) -> (u64, u64, u64, u64) {
         let mut total = (0, 0, 0, 0);
-        for q in 0..self.queues.len() {
-            let Some(queue) = &self.queues[q] else {
+        for (_, live) in self.queues.iter() {
+            let Some(live) = live else {
                 continue;
             };
-            let c = queue.counts();
-            let (producers, consumers) = &self.queue_ends[q];
+            let c = live.broker.counts();
+            let (producers, consumers) = (&live.producers, &live.consumers);
             if let Some(i) = consumers.iter().position(|&j| j == k) {
                 total.0 += c.per_consumer[i];
                 total.2 += c.lost_per_consumer[i];
@@ -227,15 +256,15 @@ impl Engine<'_> {
     /// pool is not refilled once the work is done).
     pub(super) fn queue_inputs_exhausted(&self, k: InstId) -> bool {
         let mut any = false;
-        for q in 0..self.queues.len() {
-            let Some(i) = self.queue_ends[q].1.iter().position(|&c| c == k) else {
+        for (_, live) in self.queues.iter() {
+            let Some(live) = live else {
+                continue;
+            };
+            let Some(i) = live.consumers.iter().position(|&c| c == k) else {
                 continue;
             };
             any = true;
-            if !self.queues[q]
-                .as_ref()
-                .is_some_and(|queue| queue.exhausted_for(i))
-            {
+            if !live.broker.exhausted_for(i) {
                 return false;
             }
         }

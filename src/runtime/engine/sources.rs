@@ -2,8 +2,9 @@
 //! pipe, a queue end (or a queue's timer), a TCP probe in flight. One lookup
 //! tells what a readiness event is about; nothing falls through.
 
-use super::ids::InstId;
+use super::ids::{InstId, QueueId};
 use super::probes::Check;
+use super::queues::QueueEnd;
 use super::Pipe;
 use rustc_hash::FxHashMap;
 
@@ -11,8 +12,8 @@ use rustc_hash::FxHashMap;
 pub(super) enum Source {
     /// A process's output pipe.
     Log(Pipe),
-    /// A queue end: (queue, is a producer, index; or the queue's timer).
-    Queue(usize, bool, usize),
+    /// One of a queue's descriptors: a producer's or consumer's pipe, or its timer.
+    Queue(QueueId, QueueEnd),
     /// A TCP probe's connect in flight.
     Tcp(TcpProbe),
 }
