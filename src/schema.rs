@@ -119,6 +119,12 @@ fn signal_names() -> Vec<String> {
             out.push(name.to_string());
         }
     }
+    // Other names of the same signals, which `stop_signal` takes too.
+    for alias in ["SIGIOT", "SIGPOLL", "SIGCLD"] {
+        if crate::spec::parse_signal(alias).is_ok() {
+            out.push(alias.to_string());
+        }
+    }
     let short: Vec<String> = out
         .iter()
         .filter_map(|n| n.strip_prefix("SIG").map(str::to_string))

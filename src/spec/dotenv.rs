@@ -27,6 +27,8 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, BadLine> {
+    // Editors on Windows start a UTF-8 file with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<(String, String)> = Vec::new();
     let mut n = 0;
@@ -219,6 +221,7 @@ mod tests {
             ("A=cost$", "cost$"),
             ("A=${HOME}/x", "/home/u/x"),
             ("A=\\ lead", " lead"),
+            ("\u{feff}A=bom", "bom"),
         ] {
             assert_eq!(one(text), want, "{text:?}");
         }

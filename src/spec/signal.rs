@@ -10,6 +10,13 @@ pub fn parse_signal(text: &str) -> Result<Signal, Option<String>> {
     } else {
         format!("SIG{text}")
     };
+    // Other names of the same signals (kill -l knows them; nix does not).
+    let full = match full.as_str() {
+        "SIGIOT" => "SIGABRT".to_string(),
+        "SIGPOLL" => "SIGIO".to_string(),
+        "SIGCLD" => "SIGCHLD".to_string(),
+        _ => full,
+    };
     match nix::sys::signal::Signal::from_str(&full) {
         // These pause or resume rather than end a process: a stop would wait out the grace period.
         Ok(sig)
@@ -45,5 +52,7 @@ mod tests {
         assert_eq!(parse_signal("INT").unwrap().name, "SIGINT");
         assert_eq!(parse_signal("sigterm"), Err(Some("SIGTERM".into())));
         assert!(parse_signal("SIGFOO").is_err());
+        assert_eq!(parse_signal("SIGIOT").unwrap().name, "SIGABRT");
+        assert_eq!(parse_signal("POLL").unwrap().name, "SIGIO");
     }
 }
