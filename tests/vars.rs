@@ -231,6 +231,42 @@ cmd = ["echo", "converting {{ item }} by {{ name }}"]
 }
 
 #[test]
+fn an_escaped_item_and_a_vars_value_are_never_expanded_per_instance() {
+    let job = Job::new(
+        r#"
+[vars]
+v = "{{ item }}-{{{{"
+[process.a]
+for_each = ["x"]
+env = { E = "{{{{ item }} {{ v }}" }
+cmd = ["echo", "{{{{ item }} {{ v }} {{ item }} {{.Go}}"]
+[process.b]
+for_each = ["y"]
+after = ["a"]
+shell = 'echo "env=$E"'
+env = { E = "{{{{ item }} {{ item }}" }
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("| {{ item }} {{ item }}-{{{{ x {{.Go}}"),
+        "{out}"
+    );
+    assert!(out.contains("| env={{ item }} y"), "{out}");
+}
+
+#[test]
+fn item_inside_for_each_itself_says_so() {
+    let job = Job::new("[process.a]\nfor_each = [\"{{ item }}\"]\ncmd = [\"true\"]\n");
+    let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot be used inside `for_each`"), "{err}");
+    assert!(!err.contains("output file"), "{err}");
+}
+
+#[test]
 fn a_program_from_item_is_not_looked_up() {
     let job =
         Job::new("[process.run]\nfor_each = [\"./a.sh\", \"./b.sh\"]\ncmd = [\"{{ item }}\"]\n");

@@ -31,14 +31,34 @@ pub fn interpolate(text: &str, replica: u32) -> String {
     }
 }
 
-/// `{{ item }}` (or `{{item}}`) replaced by a `for_each` item.
+/// A `for_each` process's cmd, shell, env value or cwd, resolved for one
+/// instance: `{{ item }}` becomes its item (left as it is without one) and
+/// `{{{{` a literal `{{`, in one pass, so that neither an escape nor a var's
+/// value is expanded again (the file was read with every literal `{{` there
+/// written `{{{{`).
 pub fn interpolate_item(text: String, item: Option<&str>) -> String {
-    match item {
-        Some(item) if text.contains("{{") => {
-            text.replace("{{ item }}", item).replace("{{item}}", item)
-        }
-        _ => text,
+    const ITEM: &str = "{{ item }}";
+    if !text.contains("{{") {
+        return text;
     }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("{{{{") {
+            out.push_str("{{");
+            rest = after;
+        } else if let (Some(after), Some(item)) = (rest.strip_prefix(ITEM), item) {
+            out.push_str(item);
+            rest = after;
+        } else {
+            out.push_str("{{");
+            rest = &rest[2..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The chain of parents from the top down to `i` (inclusive).
@@ -77,13 +97,21 @@ pub fn launch(
 ) -> Launch {
     let p = &g.file.processes[i];
     let item = p.items.get(replica as usize).map(String::as_str);
-    let interpolate = |text: &str, replica: u32| interpolate_item(interpolate(text, replica), item);
+    // Only a `for_each` process's own strings were read for `{{ item }}`.
+    let for_each = |a: usize| g.file.processes[a].for_each.is_some();
+    let interpolate_own = |text: &str, replica: u32| match for_each(i) {
+        true => interpolate_item(interpolate(text, replica), item),
+        false => interpolate(text, replica),
+    };
     let argv = match &p.command {
-        Cmd::Argv(a) => a.iter().map(|s| interpolate(&s.value, replica)).collect(),
+        Cmd::Argv(a) => a
+            .iter()
+            .map(|s| interpolate_own(&s.value, replica))
+            .collect(),
         Cmd::Shell(s) => vec![
             "/bin/sh".into(),
             "-c".into(),
-            interpolate(&s.value, replica),
+            interpolate_own(&s.value, replica),
         ],
         Cmd::Missing => vec![],
     };
@@ -113,7 +141,14 @@ pub fn launch(
     };
     for &a in &env_sources {
         for (k, v) in &g.file.processes[a].env {
-            set(&k.value, interpolate(&v.value, replica));
+            let v = interpolate(&v.value, replica);
+            // A `for_each` ancestor's value has its item placeholder and
+            // escapes too; this instance's item (if any) fills it.
+            let v = match for_each(a) {
+                true => interpolate_item(v, item),
+                false => v,
+            };
+            set(&k.value, v);
         }
     }
     // The run's marker, whatever the start method: the watchdog finds processes by it.
@@ -139,7 +174,11 @@ pub fn launch(
     };
     for &a in &cwd_sources {
         if let Some(c) = &g.file.processes[a].cwd {
-            cwd = base.join(interpolate(&c.value, replica));
+            let c = interpolate(&c.value, replica);
+            cwd = base.join(match for_each(a) {
+                true => interpolate_item(c, item),
+                false => c,
+            });
         }
     }
     Launch { argv, env, cwd }

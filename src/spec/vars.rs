@@ -80,6 +80,8 @@ pub(super) struct Context<'a> {
     pub item: bool,
     /// Whether the process has `for_each`.
     pub for_each: bool,
+    /// Whether this is the `for_each` list itself.
+    pub in_items: bool,
 }
 
 impl Decoder {
@@ -289,6 +291,7 @@ impl Decoder {
             process: Some(name),
             item: for_each,
             for_each,
+            in_items: false,
         };
         let mut out: Option<DeTable<'i>> = None;
         for (k, v) in t.iter() {
@@ -304,6 +307,7 @@ impl Decoder {
             // The runtime replaces `{{ item }}` in cmd, shell, env and cwd only.
             let cx = Context {
                 item: cx.item && deep == 1,
+                in_items: key == "for_each",
                 ..cx
             };
             if let Some(new) = self.expand_value(text, v, cx, deep) {
@@ -322,6 +326,7 @@ impl Decoder {
             process: None,
             item: false,
             for_each: false,
+            in_items: false,
         };
         self.expand_value(text, v, cx, 1)
     }
@@ -370,18 +375,22 @@ impl Decoder {
             return None;
         }
         let mut out = String::with_capacity(s.len());
+        // Where the runtime replaces `{{ item }}`, it also reads `{{{{` as a
+        // literal `{{`: every literal `{{` here (an escape, a var's value, a
+        // Go template) is written `{{{{` so that it stays literal.
+        let literal = if cx.item { "{{{{" } else { "{{" };
         let mut i = 0;
         while let Some(off) = s[i..].find("{{") {
             let at = i + off;
             out.push_str(&s[i..at]);
             if s[at..].starts_with("{{{{") {
-                out.push_str("{{");
+                out.push_str(literal);
                 i = at + 4;
                 continue;
             }
             let Some((end, name)) = placeholder(s, at) else {
                 // Not a placeholder (a Go template, `{{.Field}}`...): literal.
-                out.push_str("{{");
+                out.push_str(literal);
                 i = at + 2;
                 continue;
             };
@@ -391,7 +400,7 @@ impl Decoder {
                 "item" if cx.item => out.push_str(ITEM),
                 "name" if cx.process.is_some() => out.push_str(cx.process.unwrap_or_default()),
                 "item" | "name" => {
-                    let (message, help) = built_in_out_of_place(name, cx.for_each);
+                    let (message, help) = built_in_out_of_place(name, cx);
                     let span = self.inner_span(text, span.clone(), s, at, end);
                     self.push(
                         Diagnostic::at(Code::UnknownVar, span, message)
@@ -401,7 +410,11 @@ impl Decoder {
                     out.push_str(&s[at..end]);
                 }
                 _ => match self.vars.iter().find(|v| v.name == name) {
-                    Some(v) => out.push_str(v.value.as_deref().unwrap_or(&s[at..end])),
+                    Some(v) => match v.value.as_deref() {
+                        Some(value) if cx.item => out.push_str(&value.replace("{{", literal)),
+                        Some(value) => out.push_str(value),
+                        None => out.push_str(&s[at..end]),
+                    },
                     None => {
                         let help = self.unknown_var_help(name);
                         let span = self.inner_span(text, span.clone(), s, at, end);
@@ -456,8 +469,15 @@ struct EnvVarKeys {
 }
 
 /// Message and help for `{{ item }}` or `{{ name }}` where it has no value.
-fn built_in_out_of_place(name: &str, for_each: bool) -> (String, String) {
-    if name == "item" && for_each {
+fn built_in_out_of_place(name: &str, cx: Context<'_>) -> (String, String) {
+    if name == "item" && cx.in_items {
+        (
+            "`{{ item }}` cannot be used inside `for_each`: it is what `for_each` defines"
+                .to_string(),
+            "write each item out, or build the list from a var: for_each = [\"{{ v }}-a\"]"
+                .to_string(),
+        )
+    } else if name == "item" && cx.for_each {
         (
             "`{{ item }}` is not replaced in output file paths and probes".to_string(),
             "use it in cmd, shell, env or cwd; output files and probes are shared by the instances"
