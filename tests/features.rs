@@ -219,6 +219,37 @@ max_restarts = 1
 }
 
 #[test]
+fn a_hung_health_command_fails_once_per_interval_not_every_other() {
+    // Each check records when it started, then hangs: it is killed at the
+    // next check time, and that check runs as soon as it is reaped.
+    let job = Job::new(
+        r#"
+[process.svc]
+shell = "sleep 60"
+health = { cmd = ["sh", "-c", "date +%s%N >> checks; sleep 100"], interval = "2s", failures = 3 }
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        evs.iter().any(|e| e["event"] == "health-failed"),
+        "{evs:#?}"
+    );
+    let starts: Vec<u128> = job
+        .read("checks")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    for pair in starts.windows(2) {
+        let gap_ms = (pair[1] - pair[0]) / 1_000_000;
+        // One interval (2 s) apart; two intervals (4 s) was the defect.
+        assert!(gap_ms < 3_000, "checks {gap_ms} ms apart: {starts:?}");
+    }
+    assert!(job.survivors().is_empty());
+}
+
+#[test]
 fn a_healthy_process_is_left_alone() {
     let job = Job::new(
         r#"

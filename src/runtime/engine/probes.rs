@@ -27,6 +27,9 @@ pub(super) struct CheckState {
     pub(super) inflight: bool,
     /// Consecutive failed health checks.
     pub(super) failures: u32,
+    /// The `cmd` probe running was killed for taking too long: the check
+    /// that killed it used its turn, so the next one runs when it is reaped.
+    pub(super) overdue: bool,
 }
 
 /// The answer of an http probe, sent from its thread.
@@ -220,6 +223,9 @@ impl Engine<'_> {
         if let Some(pid) = state.pid {
             if state.started.is_some_and(|t| now >= later(t, limit)) {
                 self.exec.signal_group(pid, libc::SIGKILL);
+                if let Some(state) = self.core.insts[k].check_mut(check) {
+                    state.overdue = true;
+                }
             }
             return;
         }
@@ -398,6 +404,11 @@ impl Engine<'_> {
             if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.pid = None;
                 state.started = None;
+                if std::mem::take(&mut state.overdue) && state.due.is_some() {
+                    // Killed at a check time: that check runs now, so that a
+                    // hung command fails once per interval, not every other.
+                    state.due = Some(Instant::now());
+                }
             }
             self.check_result(k, check, passed);
         }
