@@ -225,3 +225,19 @@ fn an_edge_name_clash_points_at_the_later_one_in_the_file() {
         .collect();
     assert!(lines.len() >= 2 && lines[0] > lines[1], "{lines:?} {text}");
 }
+
+#[test]
+fn the_human_header_and_json_name_the_same_column_after_non_ascii_text() {
+    let job = Job::new("[process.a]\ncmd = [\"échoé\", \"{{ nope }}\"]\n");
+    let human = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let human = String::from_utf8_lossy(&human.stderr);
+    let json = jobgraph()
+        .args(["validate", "--format", "json"])
+        .arg(job.path())
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&json.stdout);
+    // `{` of `{{ nope }}` is the 18th character of its line (the 20th byte).
+    assert!(json.contains("\"column\": 18"), "{json}");
+    assert!(human.contains(":5:18]"), "{human}");
+}

@@ -50,12 +50,22 @@ impl miette::SourceCode for Files<'_> {
         let inner = text.read_span(&local, before, after)?;
         let shifted =
             miette::SourceSpan::new((inner.span().offset() + start).into(), inner.span().len());
+        // miette counts the header's column in bytes; `--format json` and
+        // editors count characters, so a line with `é` before the span
+        // would name two different columns.
+        let column = match text.get(..local.offset()) {
+            Some(before) if inner.column() > 0 => {
+                let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+                before[line_start..].chars().count()
+            }
+            _ => inner.column(),
+        };
         Ok(Box::new(miette::MietteSpanContents::new_named(
             part.path.display().to_string(),
             inner.data(),
             shifted,
             inner.line(),
-            inner.column(),
+            column,
             inner.line_count(),
         )))
     }
