@@ -950,3 +950,81 @@ fn plan_puts_what_waits_for_a_parent_after_its_whole_subtree() {
     assert!(at("gc") < at("x"), "{text}");
     assert!(text.contains("in 4 stages"), "{text}");
 }
+
+#[test]
+fn a_long_line_is_cut_in_64_kib_pieces_however_the_reads_fall() {
+    // The short first line and the separate writers make the pipe's reads
+    // fall anywhere inside the long line.
+    let job = Job::new(
+        "[process.w]\nshell = \"printf 'a\\\\n'; head -c 100000 /dev/zero | tr '\\\\0' X; sleep 0.1; head -c 100000 /dev/zero | tr '\\\\0' X; echo\"\n",
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let lengths: Vec<usize> = out
+        .lines()
+        .filter_map(|l| l.split_once("| "))
+        .map(|(_, text)| text.len())
+        .collect();
+    assert_eq!(lengths, [1, 65536, 65536, 65536, 3392], "{err}");
+}
+
+#[test]
+fn a_script_whose_interpreter_is_missing_is_named_as_such() {
+    let job = Job::new("[process.b]\ncmd = [\"./bi.sh\"]\n");
+    let script = job.file("bi.sh");
+    std::fs::write(&script, "#!/nonexistent/interp -x\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("interpreter `/nonexistent/interp`"), "{err}");
+    assert!(!err.contains("PATH"), "{err}");
+}
+
+#[test]
+fn waiting_for_a_daemon_child_is_warned_about_only_inside_its_parent() {
+    let job = Job::new(
+        r#"
+[process.w]
+shell = "sleep 0.3"
+[process.d2]
+daemon = true
+parent = "w"
+shell = "sleep 30"
+[process.outside]
+after = { d2 = "success" }
+shell = "true"
+[process.kid]
+parent = "w"
+after = { d2 = "exit" }
+shell = "true"
+"#,
+    );
+    let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("after-daemon").count(), 1, "{err}");
+    assert!(err.contains("`kid` waits for daemon `d2`"), "{err}");
+    assert!(!err.contains("`outside` waits"), "{err}");
+}
+
+#[test]
+fn a_group_killed_a_moment_ago_is_not_reported_as_left_behind() {
+    // The shell traps SIGTERM, so the grace runs out and its group gets
+    // SIGKILL; its `sleep` may still be dying when the run ends.
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "200ms"
+[process.b]
+shell = "trap 'echo got TERM' TERM; while :; do sleep 0.05; done"
+timeout = "300ms"
+"#,
+    );
+    for _ in 0..5 {
+        let (code, _, err) = job.run(&[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(!err.contains("left processes behind"), "{err}");
+        assert!(!err.contains("remaining descendant"), "{err}");
+    }
+    assert!(job.survivors().is_empty());
+}

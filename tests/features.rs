@@ -320,6 +320,76 @@ fn resume_reruns_a_changed_process_and_what_needs_it() {
 }
 
 #[test]
+fn resume_reruns_an_instance_whose_item_or_replica_count_changed() {
+    let job = Job::new(
+        r#"
+[process.m]
+for_each = ["a", "b"]
+shell = 'echo "$JOBGRAPH_ITEM" >> ran'
+[process.w]
+replicas = 2
+shell = 'echo "w of $JOBGRAPH_REPLICAS" >> ran'
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let text = std::fs::read_to_string(job.path()).unwrap();
+    let text = text.replace(r#"["a", "b"]"#, r#"["c", "d"]"#);
+    std::fs::write(job.path(), text.replace("replicas = 2", "replicas = 3")).unwrap();
+    let (code, _, err) = job.run(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let mut ran: Vec<String> = job.read("ran").lines().map(String::from).collect();
+    ran.sort();
+    assert_eq!(ran, ["c", "d", "w of 3", "w of 3", "w of 3"], "{err}");
+}
+
+#[test]
+fn resume_counts_a_cached_process_as_ready_and_started_for_its_waiters() {
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "echo ready-line; sleep 0.2"
+ready = { log = "ready-line" }
+[process.b]
+after = { a = "ready" }
+shell = "echo b >> ran; test -f fixed"
+[process.c]
+after = { a = "start" }
+shell = "echo c >> ran; test -f fixed"
+"#,
+    );
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    std::fs::write(job.file("fixed"), "").unwrap();
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let (code, evs, err) = job.run_events(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(events_of(&evs, "a"), ["cached"]);
+    let mut ran: Vec<String> = job.read("ran").lines().map(String::from).collect();
+    ran.sort();
+    assert_eq!(ran, ["b", "c"], "{err}");
+}
+
+#[test]
+fn a_process_skipped_without_any_failure_fails_the_run() {
+    // `a` ends ok without ever being ready: `b` can never start.
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "true"
+ready = { log = "never printed" }
+[process.b]
+after = { a = "ready" }
+shell = "true"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(events_of(&evs, "b"), ["skipped"], "{evs:#?}");
+}
+
+#[test]
 fn a_journal_of_another_graph_or_a_corrupt_one_is_reported_and_ignored() {
     let job = Job::new(RESUMABLE);
     std::fs::write(job.file("fixed"), "").unwrap();

@@ -41,7 +41,14 @@ pub(super) fn resolve(
                 ));
                 continue;
             };
-            check_after(p, a, &file.processes[t], diags);
+            let target = &file.processes[t];
+            // A daemon child is stopped when its parent finishes, which does
+            // not wait for `p` unless `p` is inside that parent's subtree.
+            let stopped_with_parent = target
+                .parent
+                .as_ref()
+                .is_some_and(|parent| !within(file, index, i, &parent.value));
+            check_after(p, a, target, stopped_with_parent, diags);
             refs.deps[i].push(Dep {
                 target: t,
                 kind: DepKind::After(a.condition),
@@ -77,9 +84,32 @@ pub(super) fn resolve(
     refs
 }
 
+/// Whether process `i` is the process named `ancestor` or one of its
+/// descendants (a parent cycle, reported elsewhere, ends the walk).
+fn within(file: &JobFile, index: &HashMap<&str, usize>, i: usize, ancestor: &str) -> bool {
+    let mut cur = i;
+    for _ in 0..=file.processes.len() {
+        let p = &file.processes[cur];
+        if p.name.value == ancestor {
+            return true;
+        }
+        match p.parent.as_ref().and_then(|n| index.get(n.value.as_str())) {
+            Some(&next) => cur = next,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// `p` waits for `target` in a way it cannot: readiness it never reports,
 /// or the end of a daemon that ends only after `p` does.
-fn check_after(p: &Process, a: &After, target: &Process, diags: &mut Vec<Diagnostic>) {
+fn check_after(
+    p: &Process,
+    a: &After,
+    target: &Process,
+    stopped_with_parent: bool,
+    diags: &mut Vec<Diagnostic>,
+) {
     if a.condition == Condition::Ready && target.ready.is_none() {
         diags.push(
             Diagnostic::at(
@@ -97,6 +127,7 @@ fn check_after(p: &Process, a: &After, target: &Process, diags: &mut Vec<Diagnos
     }
     // An `always` step waits for every target to finish, whatever the condition.
     if target.daemon.value
+        && !stopped_with_parent
         && !p.daemon.value
         && (p.always.value || matches!(a.condition, Condition::Success | Condition::Exit))
     {
@@ -105,7 +136,7 @@ fn check_after(p: &Process, a: &After, target: &Process, diags: &mut Vec<Diagnos
                 Code::AfterDaemon,
                 a.process.span.clone(),
                 format!(
-                    "`{}` waits for daemon `{}` to {}, but daemons are stopped only once every non-daemon process finished",
+                    "`{}` waits for daemon `{}` to {}, but {}",
                     p.name.value,
                     target.name.value,
                     if p.always.value {
@@ -114,6 +145,14 @@ fn check_after(p: &Process, a: &After, target: &Process, diags: &mut Vec<Diagnos
                         "succeed"
                     } else {
                         "exit"
+                    },
+                    match &target.parent {
+                        Some(parent) => format!(
+                            "it is stopped only once its parent `{}` finished, which waits for `{}`",
+                            parent.value, p.name.value
+                        ),
+                        None => "daemons are stopped only once every non-daemon process finished"
+                            .to_string(),
                     }
                 ),
             )

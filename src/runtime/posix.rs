@@ -23,6 +23,13 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The program exec is given: as written when it has a `/` (relative to
+    /// the working directory), else where it was found on PATH.
+    pub fn program_path(&self) -> std::path::PathBuf {
+        let program = Path::new(OsStr::from_bytes(self.program.as_bytes()));
+        Path::new(OsStr::from_bytes(self.cwd.as_bytes())).join(program)
+    }
+
     /// The arguments, as text (for executors that do not exec locally, and tests).
     pub fn args(&self) -> Vec<String> {
         self.argv

@@ -16,7 +16,16 @@ impl Engine<'_> {
             .filter(|g| self.exec.group_alive(g.pgid))
             .map(|g| (g.pgid, g.inst))
             .collect();
-        let escaped = hygiene::descendants(me, spare);
+        // A group SIGKILLed a moment ago may still be dying (its processes
+        // not yet reaped or torn down): that is not a leftover to report.
+        let settle = later(Instant::now(), Duration::from_millis(100));
+        let mut escaped = hygiene::descendants(me, spare);
+        while !(left.is_empty() && escaped.is_empty()) && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(5));
+            self.reap_all();
+            left.retain(|&(pgid, _)| self.exec.group_alive(pgid));
+            escaped = hygiene::descendants(me, spare);
+        }
         if left.is_empty() && escaped.is_empty() {
             return;
         }
@@ -227,11 +236,14 @@ impl Engine<'_> {
         self.report_output_errors();
         self.close_watchdog();
         let rows = self.summary_rows();
-        let failed = self
-            .core
-            .insts
-            .iter()
-            .any(|i| i.outcome().is_some_and(Outcome::is_failure));
+        // A process that never ran is not a success, even when nothing failed
+        // (it waited for a readiness that never came); a daemon skipped because
+        // its work ended first is.
+        let failed = self.core.insts.iter().any(|i| {
+            i.outcome().is_some_and(Outcome::is_failure)
+                || (i.outcome() == Some(Outcome::Skipped)
+                    && !self.g.file.processes[i.proc].daemon.value)
+        });
         let interrupted = self.core.cancel.as_ref().and_then(Cancel::signal);
         let stalled = self.core.cancel == Some(Cancel::Stalled);
         let exit_code = match interrupted {

@@ -318,10 +318,11 @@ impl Engine<'_> {
             if !launch.cwd.is_dir() {
                 return no_cwd();
             }
-            Error::new(
-                e.kind(),
-                format!("cannot run `{program}`: {}", describe_spawn_error(&e)),
-            )
+            let why = match e.kind() {
+                ErrorKind::NotFound => not_found(&prepared.program_path()),
+                _ => describe_spawn_error(&e),
+            };
+            Error::new(e.kind(), format!("cannot run `{program}`: {why}"))
         })?;
         // Our copies of the child's write ends and files close here.
         drop(plan.keep);
@@ -391,6 +392,30 @@ pub(super) enum Ends<'a> {
 pub(super) enum EndOwner {
     Proc(ProcId),
     Inst(InstId),
+}
+
+/// Why exec found no file at `path`: none is there, or the file is a
+/// script whose `#!` interpreter is missing (exec says ENOENT for both).
+fn not_found(path: &Path) -> String {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    if n == 0 && !path.exists() {
+        return "no such file or directory".into();
+    }
+    match head[..n].strip_prefix(b"#!") {
+        Some(line) => {
+            let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+            let text = String::from_utf8_lossy(line);
+            let interpreter = text.split_whitespace().next().unwrap_or_default();
+            format!(
+                "its `#!` line names the interpreter `{interpreter}`, which does not exist; fix the script's first line or install it"
+            )
+        }
+        None => "the file exists, but the loader or a library it needs does not (built for another system?)".into(),
+    }
 }
 
 /// Errors that say "not now" rather than "never": the system's limits on

@@ -134,8 +134,15 @@ impl Engine<'_> {
                     for r in lines {
                         let line = &buf[r];
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        self.reporter
-                            .line(k.index(), &self.core.insts[k].name, line);
+                        // A line that grew past MAX_LINE since the last read is
+                        // cut as one that is already that long: the pieces do
+                        // not depend on how the pipe's reads fell.
+                        let mut pieces = line.chunks(MAX_LINE);
+                        let first = pieces.next().unwrap_or(b"");
+                        for piece in std::iter::once(first).chain(pieces) {
+                            self.reporter
+                                .line(k.index(), &self.core.insts[k].name, piece);
+                        }
                         if probing && !matched {
                             if let Some(re) = &self.log_probes[self.core.insts[k].proc] {
                                 matched = re.is_match(&String::from_utf8_lossy(line));

@@ -31,8 +31,9 @@ impl Engine<'_> {
     }
 
     /// The resolved definition that decides whether a cached result still
-    /// holds: argv (or shell), cwd, and the environment the job file gives
-    /// (not the engine's own environment, which changes between shells).
+    /// holds: argv (or shell), cwd, the environment the job file gives (not
+    /// the engine's own environment, which changes between shells), and the
+    /// instance's item and replica count.
     fn fingerprint(&self, k: InstId) -> String {
         let i = &self.core.insts[k];
         let launch = spawn::launch(self.g, i.proc.index(), i.replica, &self.base, &[]);
@@ -41,7 +42,17 @@ impl Engine<'_> {
         let mut env: Vec<String> = launch
             .env
             .iter()
-            .filter(|(key, _)| !key.to_string_lossy().starts_with("JOBGRAPH_"))
+            .filter(|(key, _)| {
+                // The run's own (JOBGRAPH_RUN, JOBGRAPH_ENGINE_PID) change every
+                // run; what says which instance this is does not, and a job
+                // reads it: a new item or replica count is a new definition.
+                let key = key.to_string_lossy();
+                !key.starts_with("JOBGRAPH_")
+                    || matches!(
+                        &*key,
+                        "JOBGRAPH_ITEM" | "JOBGRAPH_REPLICA" | "JOBGRAPH_REPLICAS"
+                    )
+            })
             .map(|(key, v)| format!("{}={}", key.to_string_lossy(), v.to_string_lossy()))
             .collect();
         env.sort();

@@ -138,9 +138,12 @@ impl Sched<'_> {
                 Dep::when(targets.iter().all(|&k| t(k).finished))
             }
             DepKind::After(Condition::Ready) => {
+                // A cached instance was ready (and started) in the run it is
+                // taken from: it counts as success for whatever waits for it.
+                let ready = |k: InstId| t(k).ready_once || t(k).outcome() == Some(Outcome::Cached);
                 if let Some(&k) = targets
                     .iter()
-                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !t(k).ready_once)
+                    .find(|&&k| matches!(t(k).phase, Phase::Done(_)) && !ready(k))
                 {
                     let why = if t(k).outcome() == Some(Outcome::Skipped) {
                         "was skipped"
@@ -149,7 +152,7 @@ impl Sched<'_> {
                     };
                     return Dep::Never(format!("`{tname}` {why}"));
                 }
-                Dep::when(targets.iter().all(|&k| t(k).ready_once))
+                Dep::when(targets.iter().all(|&k| ready(k)))
             }
             DepKind::After(Condition::Start) => {
                 if targets
@@ -158,13 +161,16 @@ impl Sched<'_> {
                 {
                     return Dep::Never(format!("`{tname}` was skipped"));
                 }
+                let started = |k: InstId| {
+                    t(k).first_start.is_some() || t(k).outcome() == Some(Outcome::Cached)
+                };
                 if targets
                     .iter()
-                    .any(|&k| matches!(t(k).phase, Phase::Done(_)) && t(k).first_start.is_none())
+                    .any(|&k| matches!(t(k).phase, Phase::Done(_)) && !started(k))
                 {
                     return Dep::Never(format!("`{tname}` never started"));
                 }
-                Dep::when(targets.iter().all(|&k| t(k).first_start.is_some()))
+                Dep::when(targets.iter().all(|&k| started(k)))
             }
             DepKind::Parent => {
                 let Some(&k) = targets.first() else {
