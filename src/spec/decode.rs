@@ -362,7 +362,14 @@ impl Decoder {
                         file.locks.push(lock);
                     }
                 }),
-                "process" => self.each_named("process", v, |d, name, t| {
+                "process" => {
+                    // Grown one by one, the table of (large) processes would be
+                    // copied at every doubling: a measurable share of a run's
+                    // start on a big file.
+                    if let DeValue::Table(t) = v.get_ref() {
+                        file.processes.reserve(t.len());
+                    }
+                    self.each_named("process", v, |d, name, t| {
                     let expanded = d.expand_process(text, &name.value, t);
                     let t = expanded.as_ref().unwrap_or(t);
                     let mut p = d.process(name, t);
@@ -371,7 +378,8 @@ impl Decoder {
                         p.env.splice(0..0, d.env_file(&what, ef));
                     }
                     file.processes.push(p)
-                }),
+                    })
+                }
                 "queue" => {
                     self.each_named("queue", v, |d, name, t| file.queues.push(d.queue(name, t)))
                 }
