@@ -22,6 +22,66 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const VERSION: u32 = 1;
+
+/// What can go wrong with a journal. None of it stops a run: it is reported,
+/// and the run goes on without `--resume` (reading) or without a journal
+/// (writing).
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// It exists but cannot be read.
+    #[error("cannot read the journal {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A run header that is not JSON.
+    #[error("the journal {} is corrupt at line {line}: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+    /// Lines that are not a run, and no run after them.
+    #[error("the journal {} is corrupt: line {line} is not a run, and no run follows", path.display())]
+    NoRun { path: PathBuf, line: usize },
+    /// Its last run is another graph's.
+    #[error("the journal {} belongs to graph `{found}`, not `{graph}`", path.display())]
+    OtherGraph {
+        path: PathBuf,
+        found: String,
+        graph: String,
+    },
+    /// Written by another version of jobgraph.
+    #[error("the journal {} is of version {found} (this jobgraph writes version {VERSION})", path.display())]
+    Version { path: PathBuf, found: u32 },
+    /// Its directory is a file.
+    #[error("cannot write the journal {}: {} is not a directory", path.display(), dir.display())]
+    NotADirectory { path: PathBuf, dir: PathBuf },
+    /// Its directory cannot be made.
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// It cannot be opened for writing.
+    #[error("cannot open the journal {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A write or an fsync failed (a full disk).
+    #[error("cannot write the journal {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the journal writer: {0}")]
+    Thread(std::io::Error),
+    /// The writer thread panicked.
+    #[error("the journal writer failed: the last records may be missing")]
+    WriterFailed,
+}
 /// How long a record may wait for others to share its write.
 const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// How often written records are forced to disk. A record is written (and
@@ -79,11 +139,16 @@ pub fn default_path(base: &Path, graph: &str) -> PathBuf {
 
 /// Reads the last run recorded in `path` for `graph`. A missing journal is
 /// an empty one; anything else wrong is `Err(reason)`, to be reported.
-pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
+pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, JournalError> {
     let text = match std::fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LastRun::default()),
-        Err(e) => return Err(format!("cannot read the journal {}: {e}", path.display())),
+        Err(source) => {
+            return Err(JournalError::Read {
+                path: path.into(),
+                source,
+            })
+        }
     };
     let mut last = None;
     let mut junk = None;
@@ -96,26 +161,24 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
             _ => None,
         };
         if let Some(header) = header {
-            let h: Header = serde_json::from_str(header).map_err(|e| {
-                format!(
-                    "the journal {} is corrupt at line {}: {e}",
-                    path.display(),
-                    n + 1
-                )
-            })?;
+            let h: Header =
+                serde_json::from_str(header).map_err(|source| JournalError::Corrupt {
+                    path: path.into(),
+                    line: n + 1,
+                    source,
+                })?;
             if h.graph != graph {
-                return Err(format!(
-                    "the journal {} belongs to graph `{}`, not `{graph}`",
-                    path.display(),
-                    h.graph
-                ));
+                return Err(JournalError::OtherGraph {
+                    path: path.into(),
+                    found: h.graph,
+                    graph: graph.into(),
+                });
             }
             if h.version != VERSION {
-                return Err(format!(
-                    "the journal {} is of version {} (this jobgraph writes version {VERSION})",
-                    path.display(),
-                    h.version
-                ));
+                return Err(JournalError::Version {
+                    path: path.into(),
+                    found: h.version,
+                });
             }
             last = Some(LastRun::default());
         } else if let Some(run) = last.as_mut() {
@@ -136,10 +199,10 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
     // (a journal damaged once recovers with the next run).
     match (last, junk) {
         (Some(run), _) => Ok(run),
-        (None, Some(line)) => Err(format!(
-            "the journal {} is corrupt: line {line} is not a run, and no run follows",
-            path.display()
-        )),
+        (None, Some(line)) => Err(JournalError::NoRun {
+            path: path.into(),
+            line,
+        }),
         (None, None) => Ok(LastRun::default()),
     }
 }
@@ -151,7 +214,7 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, String> {
 pub struct Journal {
     tx: Option<std::sync::mpsc::Sender<String>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    error: std::sync::Arc<std::sync::Mutex<Option<JournalError>>>,
     reported: bool,
     /// Set by `close`: the writer stops waiting for more records to batch.
     closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -159,15 +222,17 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (creating the directory if needed) and writes the run's header.
-    pub fn open(path: &Path, graph: &str, run: &str) -> Result<Journal, String> {
+    pub fn open(path: &Path, graph: &str, run: &str) -> Result<Journal, JournalError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| match dir.exists() && !dir.is_dir() {
-                true => format!(
-                    "cannot write the journal {}: {} is not a directory",
-                    path.display(),
-                    dir.display()
-                ),
-                false => format!("cannot create {}: {e}", dir.display()),
+            std::fs::create_dir_all(dir).map_err(|source| match dir.exists() && !dir.is_dir() {
+                true => JournalError::NotADirectory {
+                    path: path.into(),
+                    dir: dir.into(),
+                },
+                false => JournalError::CreateDir {
+                    dir: dir.into(),
+                    source,
+                },
             })?;
         }
         let mut file = std::fs::OpenOptions::new()
@@ -175,7 +240,10 @@ impl Journal {
             .append(true)
             .read(true)
             .open(path)
-            .map_err(|e| format!("cannot open the journal {}: {e}", path.display()))?;
+            .map_err(|source| JournalError::Open {
+                path: path.into(),
+                source,
+            })?;
         let header = Header {
             run: run.to_string(),
             graph: graph.to_string(),
@@ -190,21 +258,27 @@ impl Journal {
         }
         file.write_all(line.as_bytes())
             .and_then(|_| file.sync_data())
-            .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))?;
+            .map_err(|source| JournalError::Write {
+                path: path.into(),
+                source,
+            })?;
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let error = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (err, shown) = (std::sync::Arc::clone(&error), path.display().to_string());
+        let (err, shown) = (std::sync::Arc::clone(&error), path.to_path_buf());
         let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = std::sync::Arc::clone(&closing);
         let thread = std::thread::Builder::new()
             .name("jobgraph-journal".into())
             .spawn(move || {
-                if let Err(e) = write_records(&mut file, &rx, &stop) {
+                if let Err(source) = write_records(&mut file, &rx, &stop) {
                     let mut slot = err.lock().unwrap_or_else(|p| p.into_inner());
-                    *slot = Some(format!("cannot write the journal {shown}: {e}"));
+                    *slot = Some(JournalError::Write {
+                        path: shown,
+                        source,
+                    });
                 }
             })
-            .map_err(|e| format!("cannot start the journal writer: {e}"))?;
+            .map_err(JournalError::Thread)?;
         Ok(Journal {
             tx: Some(tx),
             thread: Some(thread),
@@ -216,7 +290,7 @@ impl Journal {
 
     /// Records a finished instance. A write error (from an earlier record)
     /// is returned once, to be reported; the journal then stops.
-    pub fn record(&mut self, instance: &str, status: &str, key: &str) -> Result<(), String> {
+    pub fn record(&mut self, instance: &str, status: &str, key: &str) -> Result<(), JournalError> {
         if let Some(e) = self.take_error() {
             self.tx = None;
             return Err(e);
@@ -236,7 +310,7 @@ impl Journal {
         Ok(())
     }
 
-    fn take_error(&mut self) -> Option<String> {
+    fn take_error(&mut self) -> Option<JournalError> {
         if self.reported {
             return None;
         }
@@ -246,7 +320,7 @@ impl Journal {
     }
 
     /// Writes everything recorded and waits for it to be on disk.
-    pub fn close(&mut self) -> Result<(), String> {
+    pub fn close(&mut self) -> Result<(), JournalError> {
         self.tx = None;
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
@@ -254,7 +328,7 @@ impl Journal {
             t.thread().unpark();
             if t.join().is_err() && !self.reported {
                 self.reported = true;
-                return Err("the journal writer failed: the last records may be missing".into());
+                return Err(JournalError::WriterFailed);
             }
         }
         self.take_error().map_or(Ok(()), Err)
@@ -407,15 +481,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.journal");
         Journal::open(&path, "other", "1").unwrap();
-        assert!(last_run(&path, "g")
-            .unwrap_err()
-            .contains("belongs to graph"));
+        let err = last_run(&path, "g").unwrap_err();
+        assert!(matches!(&err, JournalError::OtherGraph { found, .. } if found == "other"));
+        assert!(err
+            .to_string()
+            .contains("belongs to graph `other`, not `g`"));
         std::fs::write(&path, "{\"run\":\"x\",\"graph\":\"g\",\"version\":99}\n").unwrap();
-        assert!(last_run(&path, "g").unwrap_err().contains("version 99"));
+        let err = last_run(&path, "g").unwrap_err();
+        assert!(matches!(err, JournalError::Version { found: 99, .. }));
+        assert!(err.to_string().contains("version 99"));
         std::fs::write(&path, "garbage\n").unwrap();
-        assert!(last_run(&path, "g").unwrap_err().contains("corrupt"));
+        let err = last_run(&path, "g").unwrap_err();
+        assert!(matches!(err, JournalError::NoRun { line: 1, .. }), "{err}");
         std::fs::write(&path, "{\"run\": 12}\n").unwrap();
-        assert!(last_run(&path, "g").unwrap_err().contains("corrupt"));
+        let err = last_run(&path, "g").unwrap_err();
+        assert!(
+            matches!(err, JournalError::Corrupt { line: 1, .. }),
+            "{err}"
+        );
         assert!(last_run(&dir.path().join("none"), "g").is_ok());
     }
 

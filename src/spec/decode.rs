@@ -370,14 +370,14 @@ impl Decoder {
                         file.processes.reserve(t.len());
                     }
                     self.each_named("process", v, |d, name, t| {
-                    let expanded = d.expand_process(text, &name.value, t);
-                    let t = expanded.as_ref().unwrap_or(t);
-                    let mut p = d.process(name, t);
-                    if let Some(ef) = t.get("env_file") {
-                        let what = format!("process.{}.env_file", p.name.value);
-                        p.env.splice(0..0, d.env_file(&what, ef));
-                    }
-                    file.processes.push(p)
+                        let expanded = d.expand_process(text, &name.value, t);
+                        let t = expanded.as_ref().unwrap_or(t);
+                        let mut p = d.process(name, t);
+                        if let Some(ef) = t.get("env_file") {
+                            let what = format!("process.{}.env_file", p.name.value);
+                            p.env.splice(0..0, d.env_file(&what, ef));
+                        }
+                        file.processes.push(p)
                     })
                 }
                 "queue" => {
