@@ -258,11 +258,21 @@ env = { E = "{{{{ item }} {{ item }}" }
 
 #[test]
 fn item_inside_for_each_itself_says_so() {
-    let job = Job::new("[process.a]\nfor_each = [\"{{ item }}\"]\ncmd = [\"true\"]\n");
+    let job = Job::new(
+        "[process.a]\nfor_each = [\"{{ item }}\", \"{{ replica }}\", \"{{ name }}\"]\ncmd = [\"true\"]\n",
+    );
     let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot be used inside `for_each`"), "{err}");
+    assert!(
+        err.contains("`{{ item }}` cannot be used inside `for_each`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`{{ replica }}` cannot be used inside `for_each`"),
+        "{err}"
+    );
+    assert!(!err.contains("`{{ name }}` cannot"), "{err}");
     assert!(!err.contains("output file"), "{err}");
 }
 

@@ -396,10 +396,10 @@ impl Decoder {
             };
             i = end;
             match name {
-                "replica" => out.push_str("{replica}"),
+                "replica" if !cx.in_items => out.push_str("{replica}"),
                 "item" if cx.item => out.push_str(ITEM),
                 "name" if cx.process.is_some() => out.push_str(cx.process.unwrap_or_default()),
-                "item" | "name" => {
+                "item" | "name" | "replica" => {
                     let (message, help) = built_in_out_of_place(name, cx);
                     let span = self.inner_span(text, span.clone(), s, at, end);
                     self.push(
@@ -470,10 +470,9 @@ struct EnvVarKeys {
 
 /// Message and help for `{{ item }}` or `{{ name }}` where it has no value.
 fn built_in_out_of_place(name: &str, cx: Context<'_>) -> (String, String) {
-    if name == "item" && cx.in_items {
+    if cx.in_items {
         (
-            "`{{ item }}` cannot be used inside `for_each`: it is what `for_each` defines"
-                .to_string(),
+            format!("`{{{{ {name} }}}}` cannot be used inside `for_each`: each item is what defines an instance"),
             "write each item out, or build the list from a var: for_each = [\"{{ v }}-a\"]"
                 .to_string(),
         )
