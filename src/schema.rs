@@ -97,6 +97,9 @@ struct EnvFileTable {
 struct DurationText(#[schemars(regex(pattern = DURATION_PATTERN))] String);
 
 /// humantime's grammar: one or more `<number>[.<fraction>] <unit>`, spaces allowed.
+/// `host:port`, the port 1 to 65535 (leading zeros allowed) or a `{{ var }}`.
+const TCP_PATTERN: &str = r"^(\[[^\]]+\]|[^:\[\]]+):(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])|\{\{[^}]*\}\})$";
+
 const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
 
 /// A stop signal: a name such as "SIGTERM" or "TERM".
@@ -238,7 +241,7 @@ enum Output {
 #[schemars(deny_unknown_fields)]
 struct ReadyTable {
     /// "host:port" that accepts a TCP connection ("[::1]:8080" for IPv6).
-    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):([0-9]{1,5}|\{\{[^}]*\}\})$"))]
+    #[schemars(regex(pattern = TCP_PATTERN))]
     tcp: Option<String>,
     /// A command that exits 0 when ready.
     #[schemars(length(min = 1))]
@@ -272,7 +275,7 @@ enum HttpStatus {
 #[schemars(deny_unknown_fields)]
 struct HealthTable {
     /// "host:port" that accepts a TCP connection.
-    #[schemars(regex(pattern = r"^(\[[^\]]+\]|[^:\[\]]+):([0-9]{1,5}|\{\{[^}]*\}\})$"))]
+    #[schemars(regex(pattern = TCP_PATTERN))]
     tcp: Option<String>,
     /// A command that exits 0 when healthy.
     #[schemars(length(min = 1))]
@@ -534,6 +537,17 @@ pub fn schema() -> Value {
             p.insert(
                 "oneOf".into(),
                 json!([{ "required": ["cmd"] }, { "required": ["shell"] }]),
+            );
+            // bad-for-each and the daemon/always conflict, as validate has them.
+            p.insert(
+                "allOf".into(),
+                json!([
+                    { "not": { "required": ["for_each", "replicas"] } },
+                    { "not": {
+                        "required": ["daemon", "always"],
+                        "properties": { "daemon": { "const": true }, "always": { "const": true } }
+                    } }
+                ]),
             );
         }
         if let Some(p) = defs.get_mut("PipeTable").and_then(Value::as_object_mut) {

@@ -83,6 +83,13 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
         ("replicas = 0", &["minimum"]),
         ("after = [\"9lives\"]", &["does not match"]),
         ("ready = { tcp = \"localhost\" }", &["does not match"]),
+        ("ready = { tcp = \"127.0.0.1:0\" }", &["does not match"]),
+        (
+            "health = { tcp = \"127.0.0.1:65536\" }",
+            &["does not match"],
+        ),
+        ("for_each = [\"x\"]\nreplicas = 2", &["not"]),
+        ("daemon = true\nalways = true", &["not"]),
         ("timout = \"5s\"", &["timout"]),
     ];
     for (extra, words) in cases {
