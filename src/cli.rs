@@ -601,6 +601,7 @@ fn run_options(args: &RunArgs, g: &crate::graph::Graph, base: &Path) -> crate::r
                 .unwrap_or_else(|| crate::runtime::journal::default_path(base, &g.name)),
         ),
         resume: args.resume,
+        stdout_is_events: args.events.as_deref() == Some("-"),
     }
 }
 

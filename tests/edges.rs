@@ -516,6 +516,26 @@ shell = "sleep 0.5; echo other done"
 }
 
 #[test]
+fn ctrl_c_while_a_process_holds_the_terminal_interrupts_the_run() {
+    // `ask` reads the terminal, so it is the foreground job and gets the
+    // Ctrl-C: the run takes it as the user's, as a shell does.
+    let job = Job::new(
+        r#"
+[process.ask]
+stdin = "inherit"
+stdout = "inherit"
+shell = "printf 'name? '; cat"
+[process.other]
+shell = "sleep 30"
+"#,
+    );
+    let (code, screen) = run_on_a_terminal(&job, "name?", "\u{3}");
+    assert_eq!(code, 130, "{screen}");
+    assert!(screen.contains("SIGINT received"), "{screen}");
+    assert!(job.survivors().is_empty());
+}
+
+#[test]
 fn the_summary_says_why_and_closes_with_a_verdict() {
     let job = Job::new(
         r#"
@@ -851,11 +871,12 @@ shell = "trap '' TERM; touch b.up; while :; do sleep 1; done"
         assert!(wait_for_file(&job.file(f), Duration::from_secs(20)));
     }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(status.and_then(|s| s.code()), Some(130));
+    // The first signal decides the exit code, not the second.
+    assert_eq!(status.and_then(|s| s.code()), Some(143));
     let evs = read_events(&events);
     for p in ["a", "b"] {
         assert!(pos(&evs, p, "killed") < pos(&evs, p, "exited"), "{p}");
@@ -1027,4 +1048,18 @@ timeout = "300ms"
         assert!(!err.contains("remaining descendant"), "{err}");
     }
     assert!(job.survivors().is_empty());
+}
+
+#[test]
+fn with_events_on_stdout_an_inherited_stdout_goes_to_stderr() {
+    let job = Job::new("[process.b]\nstdout = \"inherit\"\nshell = \"echo INHERITED\"\n");
+    let (code, out, err) = job.run(&["--events", "-"]);
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{line:?} in\n{out}"
+        );
+    }
+    assert!(err.contains("INHERITED"), "{err}");
 }

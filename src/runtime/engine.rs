@@ -83,6 +83,9 @@ pub struct RunOptions {
     /// `only` names exactly the processes to run (`--members`): no closure,
     /// and dependencies outside them are taken as met.
     pub exact: bool,
+    /// The engine's stdout carries the events (`--events -`): a process's
+    /// `stdout = "inherit"` goes to the engine's stderr instead.
+    pub stdout_is_events: bool,
 }
 
 /// Why a run could not be started at all (its processes' failures are in
@@ -259,6 +262,8 @@ struct Engine<'g> {
     resource_wait: Option<Instant>,
     /// That was said once.
     resource_noted: bool,
+    /// `--events -`: `stdout = "inherit"` goes to the engine's stderr.
+    stdout_is_events: bool,
     /// The run's journal, and each instance's definition fingerprint.
     journal: Option<super::journal::Journal>,
     keys: PerInst<String>,

@@ -192,6 +192,9 @@ pub enum Sink {
     Null,
     /// The engine's own descriptor.
     Inherit,
+    /// The engine's stderr: `stdout = "inherit"` while the engine's stdout
+    /// carries only `--events -`.
+    EngineStderr,
     /// A file, opened for appending.
     File(std::fs::File),
 }
@@ -273,6 +276,7 @@ pub fn fd_plan(
             (None, None) => Source::Fd(null),
             (None, Some(Sink::Null)) => Source::Fd(null),
             (None, Some(Sink::Inherit)) => Source::Inherit,
+            (None, Some(Sink::EngineStderr)) => Source::Fd(2),
             (None, Some(Sink::File(f))) => {
                 let fd = OwnedFd::from(f);
                 let raw = fd.as_raw_fd();

@@ -155,6 +155,15 @@ impl Engine<'_> {
         if self.tty_holder == Some(k) {
             self.tty_holder = None;
             hygiene::take_terminal_back();
+            // It had the terminal, so Ctrl-C (Ctrl-\\) went to it, not to the
+            // engine: as a shell does for its foreground job, a death by that
+            // signal is taken as the user's, and the run is interrupted.
+            if let Exit::Signal(sig @ (libc::SIGINT | libc::SIGQUIT)) = r.exit {
+                match sig {
+                    libc::SIGQUIT => self.quit(sig),
+                    _ => self.interrupt(sig),
+                }
+            }
         }
         self.core
             .unit_reaped(k, pid, r.exit, r.relayed, r.peak_rss_kib);

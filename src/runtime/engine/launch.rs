@@ -294,7 +294,10 @@ impl Engine<'_> {
         // A stream edge on stdout replaces `stdout`: the file is then not even created.
         let out = match endpoints.iter().any(|(t, _)| *t == 1) {
             true => None,
-            false => Some(spawn::sink(&p.stdout, &self.base, i.replica, first)?),
+            false => match spawn::sink(&p.stdout, &self.base, i.replica, first)? {
+                Sink::Inherit if self.stdout_is_events => Some(Sink::EngineStderr),
+                sink => Some(sink),
+            },
         };
         // The same file for both streams is opened once and shared, like `> f 2>&1`.
         let err = match (&out, &p.stderr) {

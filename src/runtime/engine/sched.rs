@@ -237,6 +237,11 @@ impl Sched<'_> {
         if self.cancel.as_ref().is_some_and(|now| *now >= c) {
             return false;
         }
+        // A second signal kills at once, but the exit code stays the first's.
+        let c = match (&self.cancel, c) {
+            (Some(Cancel::Signal(first)), Cancel::Kill(_)) => Cancel::Kill(*first),
+            (_, c) => c,
+        };
         self.cancel = Some(c);
         true
     }

@@ -49,6 +49,7 @@ impl<'g> Engine<'g> {
             watchdog: None,
             resource_wait: None,
             resource_noted: false,
+            stdout_is_events: opts.stdout_is_events,
             journal: None,
             keys: PerInst::default(),
             started_at: Instant::now(),

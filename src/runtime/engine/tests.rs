@@ -204,6 +204,7 @@ pub(super) fn opts() -> RunOptions {
         journal: None,
         resume: false,
         exact: false,
+        stdout_is_events: false,
     }
 }
 
