@@ -241,3 +241,21 @@ fn the_human_header_and_json_name_the_same_column_after_non_ascii_text() {
     assert!(json.contains("\"column\": 18"), "{json}");
     assert!(human.contains(":5:18]"), "{human}");
 }
+
+#[test]
+fn a_glob_through_symlink_loops_is_refused_not_endless() {
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\nfor_each = { glob = \"d/**/*\" }\n");
+    let d = job.file("d");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::symlink(".", d.join("s1")).unwrap();
+    std::os::unix::fs::symlink(".", d.join("s2")).unwrap();
+    let out = jobgraph()
+        .arg("validate")
+        .arg(job.path())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("matches more than 65536 files"), "{err}");
+}

@@ -54,6 +54,9 @@ pub(super) fn resolve(file: &mut JobFile, source: &SourceFile, diags: &mut Vec<D
     }
 }
 
+/// At most this many instances from one glob, as `replicas` allows.
+const MAX_GLOB_ITEMS: usize = 65_536;
+
 /// The sorted matches of a glob, relative to `base`; none is an error.
 fn expand(base: &std::path::Path, pattern: &Sp<String>) -> Result<Vec<String>, Box<Diagnostic>> {
     let full = base.join(&pattern.value);
@@ -69,13 +72,30 @@ fn expand(base: &std::path::Path, pattern: &Sp<String>) -> Result<Vec<String>, B
             .help("use *, ? and [abc] as in a shell, e.g. \"data/*.csv\""),
         )
     })?;
+    // Bounded: `**` follows symbolic links, and two links to `.` make the
+    // matches grow without end.
     let mut items: Vec<String> = paths
         .flatten()
+        .take(MAX_GLOB_ITEMS + 1)
         .map(|p| {
             let rel = p.strip_prefix(base).unwrap_or(&p);
             rel.to_string_lossy().into_owned()
         })
         .collect();
+    if items.len() > MAX_GLOB_ITEMS {
+        return Err(Box::new(
+            Diagnostic::at(
+                Code::BadForEach,
+                pattern.span.clone(),
+                format!(
+                    "the glob `{}` matches more than {MAX_GLOB_ITEMS} files (a link back to a directory above makes `**` endless)",
+                    pattern.value
+                ),
+            )
+            .label("too many matches")
+            .help("narrow the pattern (e.g. \"data/*.csv\" rather than \"**/*\"), or list the items"),
+        ));
+    }
     items.sort();
     if items.is_empty() {
         return Err(Box::new(Diagnostic::at(
