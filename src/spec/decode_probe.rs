@@ -211,7 +211,10 @@ impl Decoder {
     fn http_probe(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Probe> {
         let s = self.string(what, v)?;
         let valid = s.value.strip_prefix("http://").is_some_and(|rest| {
-            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+            !rest.is_empty()
+                && !rest.starts_with('/')
+                && !rest.contains(char::is_whitespace)
+                && http_port_ok(rest)
         });
         if valid {
             return Some(Probe::Http {
@@ -271,7 +274,7 @@ impl Decoder {
                 return None;
             }
             let host = bracketed.unwrap_or(host);
-            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+            let port: u16 = port_number(port)?;
             (!host.is_empty()).then(|| (host.to_string(), port))
         });
         match parsed {
@@ -284,6 +287,48 @@ impl Decoder {
                 );
                 None
             }
+        }
+    }
+}
+
+/// A port written as digits only (no sign), from 1 to 65535.
+fn port_number(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// The port of an http URL's authority (after `http://`), if it has one, is
+/// a valid port; `{replica}` in it stands for a digit.
+fn http_port_ok(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let port = match authority.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => authority.split_once(':').map(|(_, p)| p),
+    };
+    match port {
+        None => true,
+        Some(port) => port_number(&port.replace("{replica}", "1")).is_some(),
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_digits_from_1_to_65535() {
+        assert_eq!(port_number("80"), Some(80));
+        assert_eq!(port_number("0080"), Some(80));
+        for bad in ["", "+80", "0", "65536", "80x", "-1"] {
+            assert_eq!(port_number(bad), None, "{bad}");
+        }
+        for ok in ["h/x", "h:8080/x", "[::1]:80/", "h", "h:80{replica}/"] {
+            assert!(http_port_ok(ok), "{ok}");
+        }
+        for bad in ["h:99999/", "h:0/", "h:80x/", "h:80:90/", "h:/", "[::1]:/"] {
+            assert!(!http_port_ok(bad), "{bad}");
         }
     }
 }
