@@ -517,15 +517,16 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
     if !cli_max_parallel_fits(file, &g, args) {
         return EXIT_USAGE;
     }
+    // Checked before --dry-run, so that a dry run refuses what a run would.
+    let Some(executor) = executor_kind(args, &g) else {
+        return EXIT_USAGE;
+    };
     if args.dry_run {
         return dry_run(&g, &included, args);
     }
     let style = console_style(args);
     let base = crate::source::SourceFile::new(file, String::new()).base_dir();
     let opts = run_options(args, &g, &base);
-    let Some(executor) = executor_kind(args, &g) else {
-        return EXIT_USAGE;
-    };
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
         crate::runtime::contain::Entered::Exited(code) => return code,

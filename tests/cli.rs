@@ -360,3 +360,16 @@ fn a_lost_stdout_is_an_error_not_a_silent_success() {
         );
     }
 }
+
+#[test]
+fn dry_run_refuses_a_bad_executor_variable_as_run_does() {
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\n");
+    let out = jobgraph()
+        .args(["run", "--dry-run"])
+        .arg(job.path())
+        .env("JOBGRAPH_EXECUTOR", "bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JOBGRAPH_EXECUTOR=bogus"));
+}
