@@ -1063,3 +1063,15 @@ fn with_events_on_stdout_an_inherited_stdout_goes_to_stderr() {
     }
     assert!(err.contains("INHERITED"), "{err}");
 }
+
+#[test]
+fn waiting_for_an_ancestor_to_finish_is_a_cycle_through_the_join() {
+    let job = Job::new(
+        "[process.p]\ncmd = [\"true\"]\n[process.m]\nparent = \"p\"\ncmd = [\"true\"]\n[process.c]\nparent = \"m\"\nafter = [\"p\"]\ncmd = [\"true\"]\n[process.ok]\nparent = \"p\"\nafter = { p = \"start\" }\ncmd = [\"true\"]\n",
+    );
+    let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("waits for its ancestor").count(), 1, "{err}");
+    assert!(err.contains("`c` waits for its ancestor `p`"), "{err}");
+}

@@ -49,6 +49,31 @@ pub(super) fn resolve(
                 .as_ref()
                 .is_some_and(|parent| !within(file, index, i, &parent.value));
             check_after(p, a, target, stopped_with_parent, diags);
+            // Waiting for an ancestor to finish waits for its join, which
+            // waits for this process: a loop through the join.
+            let waits_for_end =
+                p.always.value || matches!(a.condition, Condition::Success | Condition::Exit);
+            if t != i
+                && waits_for_end
+                && !p.daemon.value
+                && within(file, index, i, &target.name.value)
+            {
+                diags.push(
+                    Diagnostic::at(
+                        Code::Cycle,
+                        a.process.span.clone(),
+                        format!(
+                            "`{}` waits for its ancestor `{}` to finish, but `{}` finishes only once `{}` has (a process is finished when its non-daemon children are)",
+                            p.name.value, target.name.value, target.name.value, p.name.value
+                        ),
+                    )
+                    .label("waits for its own ancestor")
+                    .help(format!(
+                        "wait for \"start\" or \"ready\" of `{}` instead, or take `{}` out from under it",
+                        target.name.value, p.name.value
+                    )),
+                );
+            }
             refs.deps[i].push(Dep {
                 target: t,
                 kind: DepKind::After(a.condition),
