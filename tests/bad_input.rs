@@ -259,3 +259,19 @@ fn a_glob_through_symlink_loops_is_refused_not_endless() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("matches more than 65536 files"), "{err}");
 }
+
+#[test]
+fn a_lone_carriage_return_does_not_shift_the_human_position() {
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\n\rx = 1\n");
+    let human = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let human = String::from_utf8_lossy(&human.stderr);
+    let json = jobgraph()
+        .args(["validate", "--format", "json"])
+        .arg(job.path())
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let d = &json["diagnostics"][0];
+    let place = format!(":{}:{}]", d["line"], d["column"]);
+    assert!(human.contains(&place), "{place} not in {human}");
+}

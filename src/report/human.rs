@@ -31,7 +31,33 @@ struct Report<'a> {
 
 /// The source code of a check: the main file and the files it includes,
 /// each snippet named after the file it is in.
-struct Files<'a>(&'a SourceFile);
+struct Files<'a>(&'a SourceFile, std::borrow::Cow<'a, str>);
+
+impl<'a> Files<'a> {
+    /// miette ends a line at a lone `\r` too; TOML, the JSON output and
+    /// editors do not. A lone `\r` is shown as a blank (same byte length),
+    /// so that both name the same line and column.
+    fn new(file: &'a SourceFile) -> Files<'a> {
+        let text = file.text();
+        let lone = |at: usize| text.as_bytes().get(at + 1) != Some(&b'\n');
+        let has_lone = text.match_indices('\r').any(|(at, _)| lone(at));
+        let shown = match has_lone {
+            false => std::borrow::Cow::Borrowed(text),
+            true => {
+                let bytes = text.as_bytes();
+                let fixed: String = text
+                    .char_indices()
+                    .map(|(at, c)| match c {
+                        '\r' if bytes.get(at + 1) != Some(&b'\n') => ' ',
+                        c => c,
+                    })
+                    .collect();
+                std::borrow::Cow::Owned(fixed)
+            }
+        };
+        Files(file, shown)
+    }
+}
 
 impl miette::SourceCode for Files<'_> {
     fn read_span<'b>(
@@ -45,7 +71,7 @@ impl miette::SourceCode for Files<'_> {
         if span.offset() + span.len() > end {
             return Err(miette::MietteError::OutOfBounds);
         }
-        let text: &'b str = &self.0.text()[start..end];
+        let text: &'b str = &self.1[start..end];
         let local = miette::SourceSpan::new((span.offset() - start).into(), span.len());
         let inner = text.read_span(&local, before, after)?;
         let shifted =
@@ -150,7 +176,7 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
         .with_links(false)
         .with_context_lines(1);
     let name = c.source.path().display().to_string();
-    let source = Files(&c.source);
+    let source = Files::new(&c.source);
     let mut out = String::new();
     for d in c.diagnostics.iter().take(MAX_SHOWN) {
         if d.span.is_none() {
