@@ -25,11 +25,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "`{trimmed}` is longer than the maximum, 3650d (about 10 years)"
         )),
         Ok(d) => Ok(d),
+        // humantime says "overflow" for a fraction finer than a nanosecond too.
+        Err(humantime::DurationError::NumberOverflow) if finer_than_ns(trimmed) => Err(format!(
+            "`{trimmed}` is finer than a nanosecond; round it (e.g. \"2ns\" or \"1s\")"
+        )),
         Err(humantime::DurationError::NumberOverflow) => Err(format!(
             "`{trimmed}` is too large; the maximum is 3650d (about 10 years)"
         )),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A fraction with only short numbers: its overflow is one of precision.
+fn finer_than_ns(text: &str) -> bool {
+    text.contains('.')
+        && !text
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|digits| digits.len() > 15)
 }
 
 /// Formats a duration the way a user would write it (`1h30m`, `250ms`).
@@ -54,6 +66,13 @@ mod tests {
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        for fine in ["1.5ns", "0.5ns", "1.0000000001s"] {
+            let err = parse_duration(fine).unwrap_err();
+            assert!(err.contains("finer than a nanosecond"), "{fine}: {err}");
+        }
+        assert!(parse_duration("99999999999999999999d")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
