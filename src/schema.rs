@@ -150,9 +150,10 @@ enum EnvValue {
 #[schemars(deny_unknown_fields)]
 struct GraphTable {
     /// Graph name; default: the file stem.
+    #[schemars(length(min = 1))]
     name: Option<String>,
     /// Processes running at once; default unlimited.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4294967295u32))]
     max_parallel: Option<u32>,
     /// Time from the stop signal to SIGKILL; default "5s".
     shutdown_grace: Option<DurationText>,
@@ -194,7 +195,7 @@ enum Condition {
 #[derive(JsonSchema)]
 #[serde(untagged)]
 enum After {
-    List(Vec<ProcessName>),
+    List(#[schemars(extend("uniqueItems" = true))] Vec<ProcessName>),
     Conditions(BTreeMap<String, Condition>),
 }
 
@@ -225,6 +226,7 @@ enum OutputMode {
 #[schemars(deny_unknown_fields)]
 struct OutputFile {
     /// Path, relative to the job file's directory.
+    #[schemars(length(min = 1))]
     file: String,
 }
 
@@ -249,6 +251,7 @@ struct ReadyTable {
     /// A regex matched against the process's output lines.
     log: Option<String>,
     /// A path that exists when ready.
+    #[schemars(length(min = 1))]
     file: Option<String>,
     /// An http:// URL that answers with an accepted status (any 2xx by default).
     #[schemars(regex(pattern = r"^http://[^/\s]+"))]
@@ -267,8 +270,12 @@ struct ReadyTable {
 #[allow(dead_code)]
 enum HttpStatus {
     One(#[schemars(range(min = 100, max = 599))] u16),
-    Many(#[schemars(length(min = 1))] Vec<u16>),
+    Many(#[schemars(length(min = 1))] Vec<StatusCode>),
 }
+
+/// One HTTP status.
+#[derive(JsonSchema)]
+struct StatusCode(#[schemars(range(min = 100, max = 599))] u16);
 
 /// A liveness check, run once the process is ready: exactly one of tcp, http, cmd, file.
 #[derive(JsonSchema)]
@@ -281,6 +288,7 @@ struct HealthTable {
     #[schemars(length(min = 1))]
     cmd: Option<Vec<String>>,
     /// A path that exists while healthy.
+    #[schemars(length(min = 1))]
     file: Option<String>,
     /// An http:// URL that answers with an accepted status.
     #[schemars(regex(pattern = r"^http://[^/\s]+"))]
@@ -318,6 +326,7 @@ struct ProcessTable {
     #[schemars(length(min = 1))]
     cmd: Option<Vec<String>>,
     /// A command line run by /bin/sh -c. Exactly one of cmd / shell.
+    #[schemars(regex(pattern = r"\S"))]
     shell: Option<String>,
     /// Working directory; default the job file's directory.
     cwd: Option<String>,
@@ -531,6 +540,13 @@ pub fn schema() -> Value {
                 t.insert("propertyNames".into(), json!({ "pattern": NAME_PATTERN }));
             }
         }
+        // Var names: as process names, and not a built-in.
+        if let Some(t) = props.get_mut("vars").and_then(Value::as_object_mut) {
+            t.insert(
+                "propertyNames".into(),
+                json!({ "pattern": NAME_PATTERN, "not": { "enum": ["name", "replica", "item"] } }),
+            );
+        }
     }
     if let Some(defs) = v.get_mut("$defs").and_then(Value::as_object_mut) {
         if let Some(p) = defs.get_mut("ProcessTable").and_then(Value::as_object_mut) {
@@ -553,8 +569,29 @@ pub fn schema() -> Value {
         if let Some(p) = defs.get_mut("PipeTable").and_then(Value::as_object_mut) {
             p.insert(
                 "oneOf".into(),
-                json!([{ "required": ["from", "to"] }, { "required": ["between"] }]),
+                json!([
+                    { "required": ["from", "to"], "not": { "required": ["between"] } },
+                    { "required": ["between"], "not": { "anyOf": [
+                        { "required": ["from"] }, { "required": ["to"] }
+                    ] } }
+                ]),
             );
+        }
+        // A program name cannot be empty (later arguments can).
+        if let Some(cmd) = defs
+            .get_mut("ProcessTable")
+            .and_then(|p| p.pointer_mut("/properties/cmd"))
+            .and_then(Value::as_object_mut)
+        {
+            cmd.insert(
+                "prefixItems".into(),
+                json!([{ "type": "string", "minLength": 1 }]),
+            );
+        }
+        for probe in ["ReadyTable", "HealthTable"] {
+            if let Some(p) = defs.get_mut(probe).and_then(Value::as_object_mut) {
+                p.insert("dependentRequired".into(), json!({ "status": ["http"] }));
+            }
         }
         // A string or a table: if/then/else rather than anyOf, so that a bad
         // string is reported against the list of allowed values.

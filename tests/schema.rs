@@ -90,6 +90,13 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
         ),
         ("for_each = [\"x\"]\nreplicas = 2", &["not"]),
         ("daemon = true\nalways = true", &["not"]),
+        (
+            "ready = { http = \"http://h/\", status = [600] }",
+            &["anyOf"],
+        ),
+        ("ready = { tcp = \"h:80\", status = 200 }", &["http"]),
+        ("after = [\"b\", \"b\"]", &["unique"]),
+        ("stdout = { file = \"\" }", &["shorter"]),
         ("timout = \"5s\"", &["timout"]),
     ];
     for (extra, words) in cases {
@@ -105,6 +112,14 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
         ("[graph]\nname = \"x\"\n", "\"process\" is a required property"),
         ("[process.a]\nshell = \"x\"\ncmd = [\"y\"]\n", "oneOf"),
         ("[process.a]\ncwd = \".\"\n", "oneOf"),
+        ("[process.a]\nshell = \"  \"\n", "does not match"),
+        ("[process.a]\ncmd = [\"\"]\n", "shorter"),
+        ("[vars]\nitem = \"x\"\n[process.a]\ncmd = [\"x\"]\n", "not"),
+        ("[graph]\nname = \"\"\n[process.a]\ncmd = [\"x\"]\n", "shorter"),
+        (
+            "[process.a]\ncmd = [\"x\"]\n[process.b]\ncmd = [\"x\"]\n[pipe.p]\nbetween = [\"a\", \"b\"]\nfrom = \"a\"\n",
+            "oneOf",
+        ),
         (
             "[process.a]\ncmd = [\"x\"]\n[queue.q]\nfrom = [\"a\"]\nto = [\"a\"]\nmode = \"fanout\"\n",
             "\"broadcast\"",
