@@ -228,17 +228,9 @@ fn an_edge_name_clash_points_at_the_later_one_in_the_file() {
 
 #[test]
 fn the_human_header_and_json_name_the_same_column_after_non_ascii_text() {
-    let job = Job::new("[process.a]\ncmd = [\"échoé\", \"{{ nope }}\"]\n");
-    let human = jobgraph().arg("validate").arg(job.path()).output().unwrap();
-    let human = String::from_utf8_lossy(&human.stderr);
-    let json = jobgraph()
-        .args(["validate", "--format", "json"])
-        .arg(job.path())
-        .output()
-        .unwrap();
-    let json = String::from_utf8_lossy(&json.stdout);
+    let (human, json) = human_and_json("[process.a]\ncmd = [\"échoé\", \"{{ nope }}\"]\n");
     // `{` of `{{ nope }}` is the 18th character of its line (the 20th byte).
-    assert!(json.contains("\"column\": 18"), "{json}");
+    assert_eq!(json["diagnostics"][1]["column"], 18, "{json}");
     assert!(human.contains(":5:18]"), "{human}");
 }
 
@@ -262,16 +254,23 @@ fn a_glob_through_symlink_loops_is_refused_not_endless() {
 
 #[test]
 fn a_lone_carriage_return_does_not_shift_the_human_position() {
-    let job = Job::new("[process.a]\ncmd = [\"true\"]\n\rx = 1\n");
+    let (human, json) = human_and_json("[process.a]\ncmd = [\"true\"]\n\rx = 1\n");
+    let d = &json["diagnostics"][0];
+    let place = format!(":{}:{}]", d["line"], d["column"]);
+    assert!(human.contains(&place), "{place} not in {human}");
+}
+
+/// `validate` of `text` in the human format (stderr) and as JSON.
+fn human_and_json(text: &str) -> (String, serde_json::Value) {
+    let job = Job::new(text);
     let human = jobgraph().arg("validate").arg(job.path()).output().unwrap();
-    let human = String::from_utf8_lossy(&human.stderr);
     let json = jobgraph()
         .args(["validate", "--format", "json"])
         .arg(job.path())
         .output()
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    let d = &json["diagnostics"][0];
-    let place = format!(":{}:{}]", d["line"], d["column"]);
-    assert!(human.contains(&place), "{place} not in {human}");
+    (
+        String::from_utf8_lossy(&human.stderr).into_owned(),
+        serde_json::from_slice(&json.stdout).unwrap(),
+    )
 }
