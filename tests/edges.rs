@@ -1075,3 +1075,35 @@ fn waiting_for_an_ancestor_to_finish_is_a_cycle_through_the_join() {
     assert_eq!(err.matches("waits for its ancestor").count(), 1, "{err}");
     assert!(err.contains("`c` waits for its ancestor `p`"), "{err}");
 }
+
+#[test]
+fn a_stall_beside_a_running_daemon_ends_the_run() {
+    // `load` (a child of `setup`) waits for `report`, which waits for `setup`
+    // to be finished: a loop through the join. The daemon cannot help.
+    let job = Job::new(
+        r#"
+[process.svc]
+daemon = true
+cmd = ["sleep", "60"]
+[process.setup]
+shell = "true"
+[process.load]
+parent = "setup"
+after = ["report"]
+shell = "true"
+[process.report]
+after = ["setup"]
+shell = "true"
+"#,
+    );
+    let out = jobgraph()
+        .arg("run")
+        .arg(job.path())
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing can run any more"), "{err}");
+    assert!(job.survivors().is_empty());
+}

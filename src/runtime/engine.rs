@@ -367,7 +367,9 @@ impl Engine<'_> {
         let mut events = PollEvents::with_capacity(256);
         loop {
             self.step();
-            self.check_stall();
+            if self.check_stall() {
+                continue;
+            }
             self.apply();
             self.reporter.flush();
             // Groups launched in this slice reach the watchdog now, not after the burst.

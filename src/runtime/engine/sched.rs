@@ -409,16 +409,39 @@ impl Sched<'_> {
     /// a timer or is being stopped, yet instances are unfinished: then no
     /// event can ever change anything (the shell also checks its own work).
     pub(super) fn stuck(&self) -> Option<Vec<InstId>> {
-        if !self.active.is_empty() || self.unfinished == 0 || !self.stop_pending.is_empty() {
+        if self.unfinished == 0 || !self.stop_pending.is_empty() {
             return None;
         }
-        let pending = self
+        let pending: Vec<InstId> = self
             .order
             .iter()
             .copied()
             .filter(|&k| matches!(self.insts[k].phase, Phase::Pending))
             .collect();
+        if !self.active.is_empty() && (pending.is_empty() || !self.only_idle_daemons_run(&pending))
+        {
+            return None;
+        }
         Some(pending)
+    }
+
+    /// Whether everything active is a running top-level daemon that nothing
+    /// pending waits for (no `after` on a daemon, no lock a daemon may hold):
+    /// such daemons are stopped only once the non-daemon work is finished,
+    /// so they cannot unblock it, and the run would wait for ever.
+    fn only_idle_daemons_run(&self, pending: &[InstId]) -> bool {
+        let procs = &self.g.file.processes;
+        let top_daemon = |p: usize| procs[p].daemon.value && procs[p].parent.is_none();
+        let all_daemons = self.active.iter().all(|&k| {
+            let i = &self.insts[k];
+            top_daemon(i.proc.index()) && matches!(i.phase, Phase::Running(_))
+        });
+        all_daemons
+            && pending.iter().all(|&k| {
+                let p = self.insts[k].proc;
+                self.g.locks[p].is_empty()
+                    && self.g.deps[p].iter().all(|d| !procs[d.target].daemon.value)
+            })
     }
 
     /// Nothing can ever start or end any more, yet `stuck` instances wait

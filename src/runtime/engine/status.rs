@@ -188,12 +188,14 @@ impl Engine<'_> {
     /// Nothing runs, nothing waits for a timer, nothing can start, and yet
     /// instances are unfinished: no event can ever change that. The run ends
     /// at once, naming what each pending instance waits for.
-    pub(super) fn check_stall(&mut self) {
+    /// Says whether it stalled the run (the loop then settles again at once:
+    /// daemons still running are released).
+    pub(super) fn check_stall(&mut self) -> bool {
         if self.launch_more || !self.probe_pids.is_empty() {
-            return;
+            return false;
         }
         let Some(stuck) = self.core.stuck() else {
-            return;
+            return false;
         };
         // Every reason first: skipping one changes what the others wait for.
         let reasons: Vec<String> = stuck.iter().map(|&k| self.waits_for(k)).collect();
@@ -205,7 +207,9 @@ impl Engine<'_> {
             text.push_str(&format!("\n  … and {} more", stuck.len() - MAX_ROWS));
         }
         self.note(&text, true);
+        let stalled = !stuck.is_empty();
         self.core.stall(stuck.into_iter().zip(reasons));
+        stalled
     }
 }
 
