@@ -373,6 +373,31 @@ fn health_fails_the_attempt_only_after_failures_in_a_row() {
 }
 
 #[test]
+fn a_stall_is_found_beside_a_daemon_nothing_waits_for_but_not_one_waited_for() {
+    let text = "[process.d]\ndaemon = true\ncmd = [\"d\"]\n[process.a]\ncmd = [\"a\"]\n[process.w]\nafter = [\"a\"]\ncmd = [\"w\"]\n[process.r]\ncmd = [\"r\"]\n[pipe.p]\nfrom = \"w\"\nto = \"r\"\n";
+    let o = RunOptions {
+        max_parallel: Some(1),
+        ..opts()
+    };
+    let g = graph(text);
+    let mut d = Drive::new(&g, &o);
+    assert_eq!(d.step(), ["d", "a"]);
+    d.exit("a", 0);
+    assert!(d.step().is_empty(), "the group needs two slots");
+    assert!(d.s.stuck().is_some(), "`d` cannot unblock `w` and `r`");
+    // The same, but `w` waits for the daemon's start: not stuck on its account.
+    let g = graph(&text.replace(
+        "after = [\"a\"]",
+        "after = { a = \"success\", d = \"start\" }",
+    ));
+    let mut d = Drive::new(&g, &o);
+    assert_eq!(d.step(), ["d", "a"]);
+    d.exit("a", 0);
+    d.step();
+    assert_eq!(d.s.stuck(), None);
+}
+
+#[test]
 fn a_run_that_can_never_go_on_is_found_stuck_and_ends() {
     // Validation refuses this `--max-parallel`; the core must not hang on it either.
     let g = graph(
