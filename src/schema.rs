@@ -21,6 +21,7 @@ struct JobFile {
     /// Graph-wide settings.
     graph: Option<GraphTable>,
     /// Environment for every process.
+    #[schemars(extend("propertyNames" = { "pattern": "^[^=]+$" }))]
     env: Option<BTreeMap<String, EnvValue>>,
     /// Named locks, held by processes while they run.
     lock: Option<BTreeMap<String, LockTable>>,
@@ -95,6 +96,12 @@ struct EnvFileTable {
 #[derive(JsonSchema)]
 #[schemars(example = "10s")]
 struct DurationText(#[schemars(regex(pattern = DURATION_PATTERN))] String);
+
+/// A duration longer than zero: a number and a unit, e.g. "250ms", "10s"; at most "3650d".
+#[derive(JsonSchema)]
+#[schemars(example = "10s")]
+#[schemars(extend("not" = { "pattern": "^[^1-9]*$" }))]
+pub(crate) struct PositiveDuration(#[schemars(regex(pattern = DURATION_PATTERN))] String);
 
 /// humantime's grammar: one or more `<number>[.<fraction>] <unit>`, spaces allowed.
 /// `host:port`, the port 1 to 65535 (leading zeros allowed) or a `{{ var }}`.
@@ -259,9 +266,9 @@ struct ReadyTable {
     /// Accepted HTTP statuses, for an http probe.
     status: Option<HttpStatus>,
     /// Time between attempts; default "200ms".
-    interval: Option<DurationText>,
+    interval: Option<PositiveDuration>,
     /// Give up after; default "30s".
-    timeout: Option<DurationText>,
+    timeout: Option<PositiveDuration>,
 }
 
 /// An HTTP status, or several.
@@ -296,7 +303,7 @@ struct HealthTable {
     /// Accepted HTTP statuses, for an http probe.
     status: Option<HttpStatus>,
     /// Time between checks; default "5s".
-    interval: Option<DurationText>,
+    interval: Option<PositiveDuration>,
     /// Failed checks in a row that fail the process; default 3.
     #[schemars(range(min = 1, max = 1000000))]
     failures: Option<u32>,
@@ -331,6 +338,7 @@ struct ProcessTable {
     /// Working directory; default the job file's directory.
     cwd: Option<String>,
     /// Environment added for this process.
+    #[schemars(extend("propertyNames" = { "pattern": "^[^=]+$" }))]
     env: Option<BTreeMap<String, EnvValue>>,
     /// How the environment is built; default "fork".
     start: Option<StartMethod>,
@@ -346,7 +354,7 @@ struct ProcessTable {
     /// Readiness probe.
     ready: Option<ReadyTable>,
     /// Run-time limit.
-    timeout: Option<DurationText>,
+    timeout: Option<PositiveDuration>,
     /// Re-runs after failure.
     #[schemars(range(min = 0, max = 1000000))]
     retries: Option<u32>,

@@ -97,6 +97,9 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
         ("ready = { tcp = \"h:80\", status = 200 }", &["http"]),
         ("after = [\"b\", \"b\"]", &["unique"]),
         ("stdout = { file = \"\" }", &["shorter"]),
+        ("timeout = \"0s\"", &["not"]),
+        ("health = { file = \"x\", interval = \"0ms\" }", &["not"]),
+        ("env = { \"A=B\" = \"1\" }", &["does not match"]),
         ("timout = \"5s\"", &["timout"]),
     ];
     for (extra, words) in cases {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // fields are read by schemars, not by code
 
-use super::DurationText;
+use super::{DurationText, PositiveDuration};
 use schemars::JsonSchema;
 
 #[derive(JsonSchema)]
@@ -55,7 +55,7 @@ pub(super) struct SlurmTable {
     /// Memory per unit (--mem).
     mem: Option<SlurmMem>,
     /// Slurm's time limit per unit (--time), a backstop behind `timeout`.
-    time: Option<DurationText>,
+    time: Option<PositiveDuration>,
     /// --partition.
     partition: Option<SlurmWord>,
     /// --account.
@@ -73,7 +73,7 @@ pub(super) struct ProcessSlurmTable {
     /// Memory per unit (--mem).
     mem: Option<SlurmMem>,
     /// Slurm's time limit (--time), a backstop behind `timeout`.
-    time: Option<DurationText>,
+    time: Option<PositiveDuration>,
     /// --partition.
     partition: Option<SlurmWord>,
     /// --account.
