@@ -88,17 +88,16 @@ impl Writer {
             changed: Condvar::new(),
         });
         let inner = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(match &target {
-                Target::Stdout => "jobgraph-stdout".into(),
-                Target::Stderr => "jobgraph-stderr".into(),
-                Target::File(..) | Target::Fifo(_) => "jobgraph-file".into(),
-            })
-            .spawn({
-                let target = target.clone();
-                move || write_loop(&inner, &target, bar.as_ref(), wake.as_deref())
-            })
-            .ok();
+        let name = match &target {
+            Target::Stdout => "jobgraph-stdout",
+            Target::Stderr => "jobgraph-stderr",
+            Target::File(..) | Target::Fifo(_) => "jobgraph-file",
+        };
+        let thread = crate::runtime::hygiene::spawn_thread(name, {
+            let target = target.clone();
+            move || write_loop(&inner, &target, bar.as_ref(), wake.as_deref())
+        })
+        .ok();
         Writer {
             shared,
             thread,

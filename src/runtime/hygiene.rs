@@ -190,3 +190,29 @@ pub fn ignore_ttou() {
         );
     }
 }
+
+/// Starts a named helper thread with every signal blocked, so that the
+/// engine's signals (SIGCHLD above all) go to the engine's loop thread: a
+/// signal taken by a helper wakes a second thread, often on the other core,
+/// just to pass the news on.
+pub fn spawn_thread<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    // The thread inherits the mask in force when it is created: block
+    // everything around the spawn, so no signal can reach it before it runs.
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    );
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    if blocked.is_ok() {
+        // Restoring the mask this thread had cannot fail with a valid set.
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    spawned
+}

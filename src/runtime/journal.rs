@@ -267,18 +267,16 @@ impl Journal {
         let (err, shown) = (std::sync::Arc::clone(&error), path.to_path_buf());
         let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = std::sync::Arc::clone(&closing);
-        let thread = std::thread::Builder::new()
-            .name("jobgraph-journal".into())
-            .spawn(move || {
-                if let Err(source) = write_records(&mut file, &rx, &stop) {
-                    let mut slot = err.lock().unwrap_or_else(|p| p.into_inner());
-                    *slot = Some(JournalError::Write {
-                        path: shown,
-                        source,
-                    });
-                }
-            })
-            .map_err(JournalError::Thread)?;
+        let thread = super::hygiene::spawn_thread("jobgraph-journal", move || {
+            if let Err(source) = write_records(&mut file, &rx, &stop) {
+                let mut slot = err.lock().unwrap_or_else(|p| p.into_inner());
+                *slot = Some(JournalError::Write {
+                    path: shown,
+                    source,
+                });
+            }
+        })
+        .map_err(JournalError::Thread)?;
         Ok(Journal {
             tx: Some(tx),
             thread: Some(thread),
@@ -342,39 +340,43 @@ fn write_records(
     rx: &std::sync::mpsc::Receiver<String>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
-    use std::sync::mpsc::RecvTimeoutError;
+    use std::sync::mpsc::TryRecvError;
     let mut synced = std::time::Instant::now();
     let mut dirty = false;
-    loop {
-        // Written records wait on the channel only until their fsync is due.
-        let first = match dirty {
-            true => {
-                let left =
-                    (synced + SYNC_EVERY).saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(line) => Some(line),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
+    let mut open = true;
+    while open {
+        // Idle, it waits on the channel. Once records flow it only polls:
+        // records that arrive within a few milliseconds share one write, and
+        // no record wakes it (a waiting receiver is woken by every send: a
+        // futex call and a context switch on another core, per record).
+        let mut batch = String::new();
+        if !dirty {
+            match rx.recv() {
+                Ok(line) => batch = line,
+                Err(_) => break,
+            }
+        }
+        let window = match dirty {
+            true => GROUP_COMMIT
+                .min((synced + SYNC_EVERY).saturating_duration_since(std::time::Instant::now())),
+            false => GROUP_COMMIT,
+        };
+        sleep_out(stop, window);
+        loop {
+            match rx.try_recv() {
+                Ok(more) => batch.push_str(&more),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
                 }
             }
-            false => match rx.recv() {
-                Ok(line) => Some(line),
-                Err(_) => break,
-            },
-        };
-        if let Some(mut batch) = first {
-            // Records that arrive within a few milliseconds share one write.
-            // It sleeps out the window rather than waiting on the channel: a
-            // waiting receiver is woken (a futex call and a context switch on
-            // the engine's core) by every record.
-            sleep_out(stop, GROUP_COMMIT);
-            while let Ok(more) = rx.try_recv() {
-                batch.push_str(&more);
-            }
+        }
+        if !batch.is_empty() {
             file.write_all(batch.as_bytes())?;
             dirty = true;
         }
-        if dirty && synced.elapsed() >= SYNC_EVERY {
+        if dirty && (synced.elapsed() >= SYNC_EVERY || !open) {
             file.sync_data()?;
             (synced, dirty) = (std::time::Instant::now(), false);
         }

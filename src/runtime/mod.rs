@@ -17,7 +17,7 @@
 pub mod contain;
 mod engine;
 pub mod executor;
-mod hygiene;
+pub(crate) mod hygiene;
 pub mod journal;
 pub mod posix;
 pub mod report;

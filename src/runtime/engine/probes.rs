@@ -274,24 +274,22 @@ impl Engine<'_> {
             Arc::clone(&self.waker),
         );
         let attempt = self.core.insts[k].attempts;
-        let spawned = std::thread::Builder::new()
-            .name("jobgraph-http-probe".into())
-            .spawn(move || {
-                let passed = http_check(&url, &accept, limit);
-                // The engine gone (the receiver dropped): nobody to tell.
-                if tx
-                    .send(HttpAnswer {
-                        inst: k,
-                        check,
-                        attempt,
-                        passed,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-                let _ = waker.wake();
-            });
+        let spawned = hygiene::spawn_thread("jobgraph-http-probe", move || {
+            let passed = http_check(&url, &accept, limit);
+            // The engine gone (the receiver dropped): nobody to tell.
+            if tx
+                .send(HttpAnswer {
+                    inst: k,
+                    check,
+                    attempt,
+                    passed,
+                })
+                .is_err()
+            {
+                return;
+            }
+            let _ = waker.wake();
+        });
         if spawned.is_ok() {
             if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.inflight = true;
