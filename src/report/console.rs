@@ -129,7 +129,8 @@ impl Console {
         names: &[String],
         log_dir: Option<&Path>,
         wake: Option<Arc<Wake>>,
-    ) -> Result<Console, String> {
+    ) -> Result<Console, crate::runtime::report::StartError> {
+        use crate::runtime::report::StartError;
         let width = names
             .iter()
             .map(|n| n.chars().count())
@@ -159,17 +160,23 @@ impl Console {
         };
         let mut log_files = Vec::new();
         if let Some(dir) = log_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| StartError::LogDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             // Each is created (emptied) now, so a bad path stops the run
             // before it starts, then closed until its process writes.
             for n in names {
                 let path = dir.join(format!("{}.log", log_file_stem(n)));
-                let stream = log_stream(&path, wake.clone())
-                    .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+                let stream =
+                    log_stream(&path, wake.clone()).map_err(|source| StartError::OpenLog {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if stream.is_none() {
-                    std::fs::File::create(&path).map_err(|e| {
-                        format!("cannot create the log file {}: {e}", path.display())
+                    std::fs::File::create(&path).map_err(|source| StartError::CreateLog {
+                        path: path.clone(),
+                        source,
                     })?;
                 }
                 log_files.push(Some(LogFile {

@@ -9,7 +9,7 @@ use super::events::ndjson;
 pub use super::events::{Event, Events};
 pub use super::summary::{render_outcome, render_summary, render_verdict};
 pub use crate::runtime::report::{fmt_duration, SummaryRow};
-use crate::runtime::report::{Progress, Reporter, RunEvent, RunStart};
+use crate::runtime::report::{Progress, Reporter, RunEvent, RunStart, StartError};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -37,7 +37,7 @@ impl LiveReporter {
 }
 
 impl Reporter for LiveReporter {
-    fn start(&mut self, start: RunStart<'_>) -> Result<(), String> {
+    fn start(&mut self, start: RunStart<'_>) -> Result<(), StartError> {
         let mut style = self.style;
         if start.terminal_taken {
             style.progress = false;
@@ -51,8 +51,12 @@ impl Reporter for LiveReporter {
         )?;
         if let Some(target) = &self.events_target {
             self.events = Some(
-                Events::open(target, console.stdout_handle(), Some(wake))
-                    .map_err(|e| format!("cannot open --events {target}: {e}"))?,
+                Events::open(target, console.stdout_handle(), Some(wake)).map_err(|source| {
+                    StartError::Events {
+                        target: target.clone(),
+                        source,
+                    }
+                })?,
             );
         }
         self.console = Some(console);

@@ -106,7 +106,7 @@ pub enum RunError {
     DevNull(#[source] std::io::Error),
     /// The reporter could not start (a log directory or events file).
     #[error("{0}")]
-    Reporter(String),
+    Reporter(#[source] super::report::StartError),
     /// More instances than the engine can number.
     #[error("a run can have at most {} instances", u32::MAX)]
     TooManyInstances,
@@ -247,7 +247,7 @@ struct Engine<'g> {
     by_pid: FxHashMap<UnitId, InstId>,
     groups: Vec<Group>,
     /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
-    launches: PerInst<Option<(Launch, Result<Prepared, String>)>>,
+    launches: PerInst<Option<(Launch, std::io::Result<Prepared>)>>,
     /// Working directories found to exist (each is looked at once).
     cwd_seen: rustc_hash::FxHashSet<PathBuf>,
     /// /dev/null, for `null` streams.

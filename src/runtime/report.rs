@@ -181,10 +181,47 @@ pub struct RunStart<'a> {
     pub wake: Arc<Wake>,
 }
 
+/// Why a reporter could not start; the run ends before anything runs.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--log-dir` could not be created.
+    #[error("cannot create the log directory {}: {source}", path.display())]
+    LogDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// A log file could not be opened (a FIFO or device there).
+    #[error("cannot open the log file {}: {source}", path.display())]
+    OpenLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// A log file could not be created.
+    #[error("cannot create the log file {}: {source}", path.display())]
+    CreateLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The `--events` target could not be opened.
+    #[error("cannot open --events {target}: {source}")]
+    Events {
+        /// The target as given.
+        target: String,
+        /// Why not.
+        source: std::io::Error,
+    },
+}
+
 /// Receives what a run tells (see the module doc).
 pub trait Reporter {
     /// The run starts; an error (a log directory that cannot be made) ends it.
-    fn start(&mut self, start: RunStart<'_>) -> Result<(), String>;
+    fn start(&mut self, start: RunStart<'_>) -> Result<(), StartError>;
     /// One event.
     fn event(&mut self, e: &RunEvent<'_>);
     /// One line of output of instance number `inst`, named `name`.

@@ -63,6 +63,7 @@ mod batch;
 mod cancel;
 mod commands;
 mod config;
+mod error;
 mod group;
 mod step;
 use batch::BatchUnit;
@@ -70,6 +71,7 @@ use commands::{
     already_over, command, find_tool, job_part, run_id, start_guardian, steps_of, Tools,
 };
 pub use config::{Config, Mode};
+pub use error::SlurmError;
 
 #[derive(Debug)]
 enum Kind {
@@ -162,7 +164,7 @@ pub struct Slurm {
 }
 
 /// Checks that Slurm answers, and in step mode that the allocation runs.
-fn check_slurm(tools: &Tools, mode: &Mode, uid: u32) -> Result<(), String> {
+fn check_slurm(tools: &Tools, mode: &Mode, uid: u32) -> Result<(), SlurmError> {
     match mode {
         Mode::Step { job } => {
             let state = command(
@@ -175,12 +177,15 @@ fn check_slurm(tools: &Tools, mode: &Mode, uid: u32) -> Result<(), String> {
                     "%T".into(),
                 ],
             )
-            .map_err(|e| format!("--executor slurm: cannot check the allocation {job}: {e}"))?;
+            .map_err(|e| SlurmError::CheckAllocation {
+                job: job.clone(),
+                source: Box::new(e),
+            })?;
             if state.trim() != "RUNNING" {
-                return Err(format!(
-                        "--executor slurm: the allocation SLURM_JOB_ID={job} is not running (squeue says `{}`)",
-                        state.trim()
-                    ));
+                return Err(SlurmError::NotRunning {
+                    job: job.clone(),
+                    state: state.trim().to_string(),
+                });
             }
         }
         Mode::Batch => {
@@ -194,16 +199,24 @@ fn check_slurm(tools: &Tools, mode: &Mode, uid: u32) -> Result<(), String> {
                     "%i".into(),
                 ],
             )
-            .map_err(|e| format!("--executor slurm: Slurm does not answer: {e}"))?;
+            .map_err(|e| SlurmError::NoAnswer(Box::new(e)))?;
         }
     }
     Ok(())
 }
 
+/// Writes a file of the run directory.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SlurmError> {
+    std::fs::write(path, bytes).map_err(|source| SlurmError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 impl Slurm {
     /// Checks that Slurm answers (and, in step mode, that the allocation
     /// runs), creates the run directory and writes the wrapper.
-    pub fn new(config: Config) -> Result<Slurm, String> {
+    pub fn new(config: Config) -> Result<Slurm, SlurmError> {
         let tools = Tools {
             srun: find_tool("srun")?,
             sbatch: find_tool("sbatch")?,
@@ -218,27 +231,22 @@ impl Slurm {
             config.dir.clone()
         } else {
             std::env::current_dir()
-                .map_err(|e| format!("--executor slurm: no current directory: {e}"))?
+                .map_err(SlurmError::NoCwd)?
                 .join(&config.dir)
         };
         let run_dir = base.join(&run);
-        std::fs::create_dir_all(&run_dir)
-            .map_err(|e| format!("--executor slurm: cannot create {}: {e}", run_dir.display()))?;
-        let wrapper = run_dir.join("unit.sh");
-        std::fs::write(&wrapper, UNIT_SH)
-            .map_err(|e| format!("--executor slurm: cannot write {}: {e}", wrapper.display()))?;
-        let heartbeat = run_dir.join("heartbeat");
-        std::fs::write(&heartbeat, b"").map_err(|e| {
-            format!(
-                "--executor slurm: cannot write {}: {e}",
-                heartbeat.display()
-            )
+        std::fs::create_dir_all(&run_dir).map_err(|source| SlurmError::Create {
+            path: run_dir.clone(),
+            source,
         })?;
+        let wrapper = run_dir.join("unit.sh");
+        write_file(&wrapper, UNIT_SH.as_bytes())?;
+        let heartbeat = run_dir.join("heartbeat");
+        write_file(&heartbeat, b"")?;
         let prefix = format!("jobgraph-{run}-");
         if let Mode::Step { job } = &config.mode {
             let guard = run_dir.join("guard.sh");
-            std::fs::write(&guard, GUARD_SH)
-                .map_err(|e| format!("--executor slurm: cannot write {}: {e}", guard.display()))?;
+            write_file(&guard, GUARD_SH.as_bytes())?;
             if let Err(e) = start_guardian(
                 &tools.srun,
                 job,
@@ -248,7 +256,7 @@ impl Slurm {
                 config.stale_secs,
             ) {
                 let _ = std::fs::remove_dir_all(&run_dir);
-                return Err(format!("--executor slurm: {e}"));
+                return Err(e);
             }
         }
         Ok(Slurm {

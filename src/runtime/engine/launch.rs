@@ -4,6 +4,22 @@
 use super::super::executor::Endpoint;
 use super::*;
 
+/// Why a stream group's pipes or queues could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum GroupSetupError {
+    /// A pipe or socketpair could not be created.
+    #[error("cannot create pipe `{pipe}`: {source}")]
+    Pipe {
+        /// The edge's name.
+        pipe: String,
+        /// Why not (out of descriptors, mostly).
+        source: nix::Error,
+    },
+    /// A queue's broker could not be set up.
+    #[error("cannot set up the queues of the stream group: {0}")]
+    Queues(std::io::Error),
+}
+
 impl Engine<'_> {
     /// Launches what the core says may start, in launch order, until the
     /// launch slice ends (then the loop serves timers, exits and signals
@@ -40,17 +56,15 @@ impl Engine<'_> {
         if self.start_group_unit(members) {
             return;
         }
-        let ends = match self.make_pipes(group) {
-            Ok(mut ends) => match self.open_queues(group, &mut ends) {
-                Ok(()) => Ok(ends),
-                Err(e) => Err(format!("cannot set up the queues of the stream group: {e}")),
-            },
-            Err(why) => Err(why),
-        };
+        let ends = self.make_pipes(group).and_then(|mut ends| {
+            self.open_queues(group, &mut ends)
+                .map_err(GroupSetupError::Queues)?;
+            Ok(ends)
+        });
         let ends = match ends {
             Ok(ends) => ends,
             Err(why) => {
-                self.note(&why, true);
+                self.note(&why.to_string(), true);
                 for &k in members {
                     self.start_with(k, Ends::Broken);
                 }
@@ -88,7 +102,10 @@ impl Engine<'_> {
 
     /// The group's pipes and socketpairs, both ends keyed by their process
     /// and edge; the first that cannot be made fails them all.
-    fn make_pipes(&self, group: usize) -> Result<FxHashMap<(EndOwner, String), OwnedFd>, String> {
+    fn make_pipes(
+        &self,
+        group: usize,
+    ) -> Result<FxHashMap<(EndOwner, String), OwnedFd>, GroupSetupError> {
         let mut ends: FxHashMap<(EndOwner, String), OwnedFd> = FxHashMap::default();
         for pipe in &self.g.file.pipes {
             let idx = |n: &str| self.g.process_index(n);
@@ -126,7 +143,12 @@ impl Engine<'_> {
                         );
                     }
                 }
-                Err(e) => return Err(format!("cannot create pipe `{}`: {e}", pipe.name.value)),
+                Err(source) => {
+                    return Err(GroupSetupError::Pipe {
+                        pipe: pipe.name.value.clone(),
+                        source,
+                    })
+                }
             }
         }
         Ok(ends)
@@ -176,7 +198,7 @@ impl Engine<'_> {
         // since a retry delay may be exactly what it takes for the program to appear.
         if !matches!(self.launches[k], Some((_, Ok(_)))) {
             let launch = spawn::launch(self.g, proc.index(), replica, &self.base, &self.engine_env);
-            let prepared = Prepared::new(&launch).map_err(|e| e.to_string());
+            let prepared = Prepared::new(&launch);
             self.launches[k] = Some((launch, prepared));
         }
         let first = self.core.insts[k].attempts == 0;

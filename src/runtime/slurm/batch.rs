@@ -168,13 +168,17 @@ impl Slurm {
             .current_dir(cwd)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| io::Error::other(format!("`sbatch` could not be started: {e}")))?;
+            .map_err(|source| SlurmError::Spawn {
+                command: "sbatch".into(),
+                source,
+            })?;
         if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "`sbatch --job-name={job_name} …` failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(SlurmError::Failed {
+                command: format!("sbatch --job-name={job_name} …"),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }
+            .into());
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let job = text
@@ -182,12 +186,7 @@ impl Slurm {
             .split(';')
             .next()
             .filter(|j| !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| {
-                io::Error::other(format!(
-                    "`sbatch --parsable` printed `{}`, not a job id",
-                    text.trim()
-                ))
-            })?;
+            .ok_or_else(|| SlurmError::NoJobId(text.trim().to_string()))?;
         Ok(job.to_string())
     }
 

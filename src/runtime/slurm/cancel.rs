@@ -37,8 +37,7 @@ impl Slurm {
 
     pub(super) fn scancel(&self, args: &[String]) {
         if let Err(e) = command(&self.tools.scancel, args) {
-            let stderr = e.split_once("): ").map_or("", |(_, s)| s);
-            if !already_over(stderr) {
+            if !e.stderr().is_some_and(already_over) {
                 eprintln!("jobgraph: slurm: {e}");
             }
         }

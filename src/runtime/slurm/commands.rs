@@ -11,19 +11,17 @@ pub(super) struct Tools {
     pub(super) scancel: PathBuf,
 }
 
-pub(super) fn find_tool(name: &str) -> Result<PathBuf, String> {
+pub(super) fn find_tool(name: &str) -> Result<PathBuf, SlurmError> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!("--executor slurm: `{name}` is not on PATH (is this a Slurm login or compute node?)")
-        })
+        .ok_or_else(|| SlurmError::ToolMissing(name.to_string()))
 }
 
 /// Runs a Slurm command and returns its stdout, or an error naming the
 /// command and quoting its stderr.
-pub(super) fn command(prog: &Path, args: &[String]) -> Result<String, String> {
+pub(super) fn command(prog: &Path, args: &[String]) -> Result<String, SlurmError> {
     let shown = || {
         let name = prog.file_name().map_or_else(
             || prog.display().to_string(),
@@ -43,16 +41,18 @@ pub(super) fn command(prog: &Path, args: &[String]) -> Result<String, String> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run `{}`: {e}", shown()))?;
+        .map_err(|source| SlurmError::Spawn {
+            command: shown(),
+            source,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "`{}` failed ({}): {}",
-            shown(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(SlurmError::Failed {
+            command: shown(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -92,7 +92,7 @@ pub(super) fn start_guardian(
     guard: &Path,
     heartbeat: &Path,
     stale_secs: u64,
-) -> Result<(), String> {
+) -> Result<(), SlurmError> {
     let ready = guard.with_file_name("guard.ready");
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(srun)
@@ -114,7 +114,7 @@ pub(super) fn start_guardian(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run `srun` for the guardian step: {e}"))?;
+        .map_err(SlurmError::GuardianSpawn)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if ready.exists() {
@@ -129,17 +129,18 @@ pub(super) fn start_guardian(
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            return Err(format!(
-                "`srun --jobid={job} … guard.sh` (the run's guardian step) ended ({status}): {}",
-                err.trim()
-            ));
+            return Err(SlurmError::GuardianEnded {
+                job: job.to_string(),
+                status,
+                stderr: err.trim().to_string(),
+            });
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "`srun --jobid={job} … guard.sh` (the run's guardian step) did not start within 30 s"
-            ));
+            return Err(SlurmError::GuardianTimeout {
+                job: job.to_string(),
+            });
         }
         std::thread::sleep(Duration::from_millis(5));
     }

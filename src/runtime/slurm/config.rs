@@ -2,6 +2,7 @@
 //! per-process `slurm` tables, under the `JOBGRAPH_SLURM_*` environment
 //! variables (the environment wins, as a command line would).
 
+use super::error::SlurmError;
 use crate::spec::slurm::{backstop, slurm_time};
 use crate::spec::{JobFile, SlurmMode, SlurmResources};
 use rustc_hash::FxHashMap;
@@ -51,7 +52,7 @@ pub struct Config {
 
 impl Config {
     /// Settings for `file` (whose directory is `base`), under the environment.
-    pub fn new(file: &JobFile, base: &Path) -> Result<Config, String> {
+    pub fn new(file: &JobFile, base: &Path) -> Result<Config, SlurmError> {
         Config::with_env(file, base, |k| {
             std::env::var(k).ok().filter(|v| !v.is_empty())
         })
@@ -61,7 +62,7 @@ impl Config {
         file: &JobFile,
         base: &Path,
         var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, String> {
+    ) -> Result<Config, SlurmError> {
         let s = &file.slurm;
         let job = var("SLURM_JOB_ID");
         let from_file = match s.mode.as_ref().map(|m| m.value) {
@@ -76,11 +77,12 @@ impl Config {
         let mode = match (wanted.as_deref(), job) {
             (Some("batch"), _) | (None | Some("auto"), None) => Mode::Batch,
             (Some("step" | "auto") | None, Some(job)) => Mode::Step { job },
-            (Some("step"), None) => {
-                return Err(format!("{whence} is step, which needs an allocation (SLURM_JOB_ID is not set: run under salloc or sbatch)"))
-            }
+            (Some("step"), None) => return Err(SlurmError::StepWithoutAllocation { whence }),
             (Some(other), _) => {
-                return Err(format!("{whence}={other}: expected `auto`, `step` or `batch`"))
+                return Err(SlurmError::BadMode {
+                    whence,
+                    value: other.to_string(),
+                })
             }
         };
         let stale_secs = match var("JOBGRAPH_SLURM_STALE") {
@@ -88,7 +90,7 @@ impl Config {
                 .parse()
                 .ok()
                 .filter(|&n| n > 1)
-                .ok_or_else(|| format!("JOBGRAPH_SLURM_STALE={v}: expected seconds (> 1)"))?,
+                .ok_or_else(|| SlurmError::BadStale(v.clone()))?,
             None => s
                 .orphan_timeout
                 .as_ref()
@@ -215,7 +217,7 @@ mod tests {
     use super::*;
     use crate::source::SourceFile;
 
-    fn config(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    fn config(text: &str, env: &[(&str, &str)]) -> Result<Config, SlurmError> {
         let src = SourceFile::new("t.toml", text.to_string());
         let (file, diags) = crate::spec::decode(&src);
         assert!(diags.is_empty(), "{diags:?}");
@@ -309,7 +311,26 @@ cmd = ["true"]
     fn step_mode_outside_an_allocation_is_an_error_naming_its_source() {
         let text = "[slurm]\nmode = \"step\"\n[process.a]\ncmd = [\"true\"]\n";
         let e = config(text, &[]).expect_err("no allocation");
-        assert!(e.contains("[slurm] mode is step"), "{e}");
+        assert!(
+            matches!(
+                e,
+                SlurmError::StepWithoutAllocation {
+                    whence: "[slurm] mode"
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("[slurm] mode is step"), "{e}");
+        let bad = config(text, &[("JOBGRAPH_SLURM_MODE", "bogus")]).expect_err("no such mode");
+        assert!(matches!(bad, SlurmError::BadMode { .. }), "{bad}");
+        let stale = config(
+            text,
+            &[
+                ("JOBGRAPH_SLURM_MODE", "batch"),
+                ("JOBGRAPH_SLURM_STALE", "1"),
+            ],
+        );
+        assert!(matches!(stale, Err(SlurmError::BadStale(_))));
         let batch = config(text, &[("JOBGRAPH_SLURM_MODE", "batch")]).expect("env wins");
         assert_eq!(batch.mode, Mode::Batch);
     }
