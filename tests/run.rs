@@ -437,6 +437,27 @@ fn summary_has_every_column() {
 }
 
 #[test]
+fn peak_rss_is_the_process_own_when_large_and_a_bound_when_below_the_engines() {
+    // The kernel counts the engine's memory in a child's peak until its exec:
+    // a small figure says only "at most", a large one is the process's own.
+    let job = Job::new(
+        "[process.small]\ncmd = [\"true\"]\n\
+         [process.big]\ncmd = [\"python3\", \"-c\", \"x = bytearray(120 << 20)\"]\n",
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let rows = summary(&err);
+    let small = &rows["small"][4];
+    assert!(small.starts_with("≤ ") && small.ends_with("MiB"), "{err}");
+    let big = &rows["big"][4];
+    let mib: f64 = big
+        .trim_end_matches(" MiB")
+        .parse()
+        .expect("a measured figure");
+    assert!(mib >= 120.0, "{err}");
+}
+
+#[test]
 fn children_see_only_their_standard_descriptors() {
     let job = Job::new("[process.fds]\nshell = \"ls /proc/self/fd > fds.txt\"\nstdin = \"null\"\n");
     let (code, _, err) = job.run(&[]);

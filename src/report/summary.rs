@@ -1,8 +1,8 @@
 //! The closing summary of `jobgraph run`: the table (consecutive replicas
 //! that ended alike folded into one row), the queue lines, the verdict.
 
-use crate::runtime::report::QueueSummary;
 pub use crate::runtime::report::{fmt_duration, SummaryRow};
+use crate::runtime::report::{PeakRss, QueueSummary};
 use std::time::Duration;
 
 /// The closing summary of a run: the table, the queue lines, the verdict.
@@ -54,7 +54,10 @@ fn fold(rows: &[SummaryRow]) -> Vec<(SummaryRow, u32)> {
             if alike {
                 *n += 1;
                 last.duration = last.duration.max(r.duration);
-                last.peak_rss_kib = last.peak_rss_kib.max(r.peak_rss_kib);
+                last.peak_rss = match (last.peak_rss, r.peak_rss) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
                 if let (Some(a), Some(b)) = (&mut last.queue, r.queue) {
                     *a = (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3);
                 }
@@ -143,7 +146,11 @@ impl Columns {
             r.exit.clone(),
             r.attempts.to_string(),
             r.duration.map(fmt_duration).unwrap_or_else(|| "-".into()),
-            r.peak_rss_kib.map(fmt_kib).unwrap_or_else(|| "-".into()),
+            match r.peak_rss {
+                Some(PeakRss::Measured(k)) => fmt_kib(k),
+                Some(PeakRss::AtMost(k)) => format!("≤ {}", fmt_kib(k)),
+                None => "-".into(),
+            },
         ];
         if self.restarts {
             row.insert(4, r.restarts.unwrap_or(0).to_string());
@@ -247,7 +254,7 @@ mod tests {
             exit: "0".into(),
             attempts: 1,
             duration: Some(Duration::from_millis(1500)),
-            peak_rss_kib: Some(2048),
+            peak_rss: Some(PeakRss::Measured(2048)),
             queue: None,
             restarts: None,
             reason: None,

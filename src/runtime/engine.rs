@@ -23,7 +23,7 @@ mod timers;
 use super::executor::{Executor, Exit, Local, UnitId, Verdict};
 use super::hygiene;
 use super::posix::{self, Prepared};
-use super::report::{Progress, QueueSummary, Reporter, RunEvent, RunStart, SummaryRow};
+use super::report::{PeakRss, Progress, QueueSummary, Reporter, RunEvent, RunStart, SummaryRow};
 use super::spawn::{self, Launch, Sink};
 use super::watchdog::Watchdog;
 use crate::graph::{DepKind, Graph};

@@ -181,6 +181,48 @@ pub struct RunStart<'a> {
     pub wake: Arc<Wake>,
 }
 
+/// A process's peak resident set size, as the kernel reports it at the reap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeakRss {
+    /// The process's own peak, in KiB.
+    Measured(u64),
+    /// At most this many KiB: the kernel also counts, for a child, the memory
+    /// it ran in before its `exec`, which is the engine's. A figure no larger
+    /// than the engine's own peak at the spawn says only that the process
+    /// used no more than that.
+    AtMost(u64),
+}
+
+impl PeakRss {
+    /// The figure, in KiB.
+    pub fn kib(self) -> u64 {
+        match self {
+            PeakRss::Measured(k) | PeakRss::AtMost(k) => k,
+        }
+    }
+
+    /// The larger of two peaks; at equal figures, the measured one.
+    pub fn max(self, other: PeakRss) -> PeakRss {
+        match (self.kib().cmp(&other.kib()), other) {
+            (std::cmp::Ordering::Less, _) | (std::cmp::Ordering::Equal, PeakRss::Measured(_)) => {
+                other
+            }
+            _ => self,
+        }
+    }
+
+    /// What the kernel reported (`reaped` KiB) for a child spawned while the
+    /// engine's own peak was `engine` KiB; `None` when it reported nothing.
+    pub fn of(reaped: u64, engine: u64) -> Option<PeakRss> {
+        match reaped {
+            0 => None,
+            k if k <= engine => Some(PeakRss::AtMost(k)),
+            k => Some(PeakRss::Measured(k)),
+        }
+    }
+}
+
 /// Why a reporter could not start; the run ends before anything runs.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -288,8 +330,8 @@ pub struct SummaryRow {
     pub attempts: u32,
     /// From first start to final exit.
     pub duration: Option<Duration>,
-    /// Peak resident set size in KiB, from rusage.
-    pub peak_rss_kib: Option<u64>,
+    /// Peak resident set size, from rusage; `None` when not known (a cluster unit).
+    pub peak_rss: Option<PeakRss>,
     /// Queue messages received / sent / lost in flight to it / requeued from
     /// it; `None` when the graph has no queue.
     pub queue: Option<(u64, u64, u64, u64)>,
@@ -316,4 +358,29 @@ pub struct QueueSummary {
     pub requeued: u64,
     /// Per consumer instance: its name and messages delivered to it.
     pub per_consumer: Vec<(String, u64)>,
+}
+
+#[cfg(test)]
+mod peak_rss_tests {
+    use super::PeakRss;
+
+    #[test]
+    fn a_peak_no_larger_than_the_engines_is_a_bound() {
+        assert_eq!(PeakRss::of(0, 9000), None);
+        assert_eq!(PeakRss::of(9000, 9000), Some(PeakRss::AtMost(9000)));
+        assert_eq!(PeakRss::of(8000, 9000), Some(PeakRss::AtMost(8000)));
+        assert_eq!(PeakRss::of(9001, 9000), Some(PeakRss::Measured(9001)));
+    }
+
+    #[test]
+    fn the_larger_peak_wins_and_a_measured_one_at_a_tie() {
+        let (m, b) = (PeakRss::Measured(10), PeakRss::AtMost(10));
+        assert_eq!(m.max(b), m);
+        assert_eq!(b.max(m), m);
+        assert_eq!(b.max(PeakRss::Measured(5)), b);
+        assert_eq!(
+            PeakRss::Measured(5).max(PeakRss::AtMost(6)),
+            PeakRss::AtMost(6)
+        );
+    }
 }

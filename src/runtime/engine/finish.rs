@@ -165,7 +165,7 @@ impl Engine<'_> {
                     },
                     attempts: i.attempts,
                     duration: i.first_start.zip(i.end).map(|(s, e)| e - s),
-                    peak_rss_kib: (i.peak_rss_kib > 0).then_some(i.peak_rss_kib),
+                    peak_rss: i.peak_rss,
                     queue: (!self.queues.is_empty()).then(|| self.queue_counts_of(k)),
                     restarts: restarts.then_some(i.restarts),
                     reason: i.why.clone().or_else(|| i.subtree_failure.clone()),

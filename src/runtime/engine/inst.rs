@@ -7,7 +7,7 @@
 //! a unit or a start time where no attempt runs.
 
 use super::probes::{Check, CheckState};
-use super::{Exit, Outcome, ProcId, Stop, StopReason, UnitId, Verdict};
+use super::{Exit, Outcome, PeakRss, ProcId, Stop, StopReason, UnitId, Verdict};
 use std::time::Instant;
 
 /// Where an instance is in its life.
@@ -89,7 +89,9 @@ pub(super) struct Inst {
     /// the start of each new one.
     pub(super) last: Option<End>,
     /// The peak over all its attempts.
-    pub(super) peak_rss_kib: u64,
+    pub(super) peak_rss: Option<PeakRss>,
+    /// The engine's own peak RSS (KiB) when its latest attempt was spawned.
+    pub(super) spawn_rss_kib: u64,
     pub(super) finished: bool,
     /// Restarts made under `restart`.
     pub(super) restarts: u32,
@@ -123,7 +125,8 @@ impl Inst {
             first_start: None,
             end: None,
             last: None,
-            peak_rss_kib: 0,
+            peak_rss: None,
+            spawn_rss_kib: 0,
             finished: false,
             restarts: 0,
             stopped_at_end: false,

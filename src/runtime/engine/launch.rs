@@ -251,6 +251,9 @@ impl Engine<'_> {
     /// slot, its log pipe is watched, and its probes start afresh.
     fn running_now(&mut self, k: InstId, pid: UnitId, log: Option<OwnedFd>, now: Instant) {
         let proc = self.core.insts[k].proc;
+        // Read after the spawn: the child ran in the engine's memory until
+        // its exec, and the kernel counts that in the child's peak.
+        self.core.insts[k].spawn_rss_kib = engine_peak_rss_kib();
         self.by_pid.insert(pid, k);
         // A process reading the terminal gets its foreground, one at a time, as a
         // shell does for a job; it goes back to the engine when the process exits.
@@ -450,4 +453,10 @@ fn out_of_resources(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
     )
+}
+
+/// The engine's own peak resident set size, in KiB (0 if unknown).
+fn engine_peak_rss_kib() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0))
 }

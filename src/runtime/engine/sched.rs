@@ -372,7 +372,9 @@ impl Sched<'_> {
             i.attempts = i.attempts.max(x.attempts);
             i.restarts = x.restarts;
         }
-        i.peak_rss_kib = i.peak_rss_kib.max(peak_rss_kib);
+        if let Some(peak) = PeakRss::of(peak_rss_kib, i.spawn_rss_kib) {
+            i.peak_rss = Some(i.peak_rss.map_or(peak, |p| p.max(peak)));
+        }
     }
 
     /// A cluster says whether `k`'s unit runs yet, at `now`: its time limits
