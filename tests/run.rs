@@ -908,6 +908,21 @@ fn a_writer_ended_by_sigpipe_does_not_fail_its_group() {
 }
 
 #[test]
+fn a_shell_writer_ended_by_sigpipe_does_not_fail_its_group_either() {
+    // dash does not exec `yes`: it reports its death by SIGPIPE as exit 141.
+    for edge in [
+        "[pipe.p]\nfrom = \"gen\"\nto = \"first\"\n",
+        "[queue.p]\nfrom = [\"gen\"]\nto = [\"first\"]\n",
+    ] {
+        let job = Job::new(&format!("{edge}[process.gen]\nshell = \"yes; exit $?\"\n[process.first]\nshell = \"head -n 1 > got\"\n"));
+        let (code, _, err) = job.run(&[]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(summary(&err)["gen"][..2], ["ok", "141"], "{err}");
+        assert_eq!(job.read("got"), "y\n");
+    }
+}
+
+#[test]
 fn only_brings_the_whole_stream_group() {
     let job = Job::new("[pipe.p]\nfrom = \"gen\"\nto = \"sum\"\n[process.gen]\ncmd = [\"seq\", \"10\"]\n[process.sum]\nshell = \"wc -l > count\"\n[process.other]\nshell = \"touch other\"\n");
     let (code, _, err) = job.run(&["--only", "sum"]);

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How a shell reports a command of its that SIGPIPE killed: 128 + 13.
+const SHELL_SIGPIPE: i32 = 128 + libc::SIGPIPE;
+
 impl Sched<'_> {
     /// What the attempt's end means for the instance.
     pub(super) fn attempt_result(&self, k: InstId) -> Outcome {
@@ -28,6 +31,9 @@ impl Sched<'_> {
             // A writer in a stream group killed by SIGPIPE: its reader stopped reading,
             // which is how `yes | head` ends; not a failure of the group.
             (_, _, Some(Exit::Signal(libc::SIGPIPE))) if self.in_stream_group(proc) => Outcome::Ok,
+            // The same through a shell, which reports a command it ran that
+            // died of SIGPIPE as exit code 128 + 13 (`shell = "yes"`).
+            (_, _, Some(Exit::Code(SHELL_SIGPIPE))) if self.in_stream_group(proc) => Outcome::Ok,
             _ => Outcome::Failed,
         }
     }
