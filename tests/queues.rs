@@ -585,3 +585,46 @@ mode = "broadcast"
         "{q}"
     );
 }
+
+#[test]
+fn a_producer_that_closes_its_end_ends_the_stream_before_it_exits() {
+    // Send requests, close the request stream, read the replies to the end:
+    // the consumer must see end-of-file when the producer closes, not when it exits.
+    let job = Job::new(
+        r#"
+[process.client]
+shell = 'for i in 1 2 3; do echo "req $i"; done; exec >&-; n=0; while read -r l; do n=$((n+1)); done; echo "$n" > replies'
+[process.server]
+shell = 'while read -r l; do echo "re: $l"; done'
+[queue.requests]
+from = ["client"]
+to = ["server"]
+[queue.replies]
+from = ["server"]
+to = ["client"]
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("replies").trim(), "3", "{err}");
+}
+
+#[test]
+fn a_producer_that_may_retry_still_ends_the_stream_only_when_it_is_done() {
+    // Its next attempt would write again: end-of-file waits for its last exit.
+    let job = Job::new(
+        r#"
+[process.gen]
+retries = 1
+shell = 'echo "attempt"; exec >&-; if [ -e again ]; then exit 0; fi; touch again; exit 1'
+[process.count]
+shell = 'wc -l > count'
+[queue.q]
+from = ["gen"]
+to = ["count"]
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("count").trim(), "2", "{err}");
+}

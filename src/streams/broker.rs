@@ -230,6 +230,12 @@ impl Queue {
         }
     }
 
+    /// Producer `i` can have no other attempt: end-of-file on its pipe
+    /// means it is done, without waiting for its process to exit.
+    pub fn producer_single(&mut self, i: usize) {
+        self.book.producer_single(i);
+    }
+
     /// The producer process will not write again (its instance is done).
     pub fn producer_done(&mut self, i: usize) {
         self.book.producer_done(i);

@@ -104,6 +104,8 @@ struct ProducerBook {
     open: bool,
     /// The producer process is done for good (no restart will reattach it).
     done: bool,
+    /// It can have no other attempt: end-of-file on its pipe is its end.
+    single: bool,
 }
 
 #[derive(Default)]
@@ -334,6 +336,20 @@ impl Ledger {
             self.accept(i, buf);
         }
         self.producers[i].partial.clear();
+        // It closed its end and no later attempt will reattach it: the
+        // consumers need not wait for its process to exit (a producer that
+        // closes its stdout, then reads replies on another queue).
+        if self.producers[i].single {
+            self.producers[i].done = true;
+        }
+    }
+
+    /// Producer `i` can have no other attempt (no retries, no restart):
+    /// end-of-file on its pipe makes it done.
+    pub fn producer_single(&mut self, i: usize) {
+        if let Some(p) = self.producers.get_mut(i) {
+            p.single = true;
+        }
     }
 
     /// The broker closed producer `i`'s read end.

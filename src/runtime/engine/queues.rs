@@ -88,7 +88,14 @@ impl Engine<'_> {
                 crate::spec::Framing::Line => b'\n',
                 crate::spec::Framing::Nul => 0,
             };
-            let queue = broker::Queue::new(mode, delim, q.capacity, producer_files, consumer_files);
+            let mut queue =
+                broker::Queue::new(mode, delim, q.capacity, producer_files, consumer_files);
+            for (i, &k) in producers.iter().enumerate() {
+                let p = &self.g.file.processes[self.core.insts[k].proc];
+                if p.retries == 0 && p.restart == crate::spec::Restart::Never {
+                    queue.producer_single(i);
+                }
+            }
             if let Some(fd) = queue.timer_fd() {
                 // SAFETY: the broker owns the timer and keeps it open while the queue lives.
                 let timer = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
