@@ -628,3 +628,42 @@ to = ["count"]
     assert_eq!(code, 0, "{err}");
     assert_eq!(job.read("count").trim(), "2", "{err}");
 }
+
+#[test]
+fn what_a_consumer_in_its_restart_back_off_was_kept_is_lost_and_counted_when_the_run_ends() {
+    // The run ends while the only consumer waits out its back-off: it will
+    // not come back, so what the queue held for it is lost, and counted.
+    for (extra, consumer) in [
+        ("", "daemon = true\nrestart = \"always\""),
+        (
+            "[process.fail]\nshell = \"sleep 0.1; exit 3\"\n",
+            "restart = \"always\"",
+        ),
+        (
+            "[process.fail]\nshell = \"sleep 0.1; exit 3\"\n",
+            "retries = 3\nretry_delay = \"1s\"\nshell = \"head -n 10; exit 1\"",
+        ),
+    ] {
+        let cmd = if consumer.contains("shell") {
+            ""
+        } else {
+            "cmd = [\"head\", \"-n\", \"10\"]\n"
+        };
+        let job = Job::new(&format!(
+            "[process.gen]\ncmd = [\"seq\", \"100000\"]\n[process.c]\n{consumer}\n{cmd}\
+             [queue.q]\nfrom = [\"gen\"]\nto = [\"c\"]\n[process.work]\nshell = \"sleep 0.1\"\n{extra}"
+        ));
+        let (_, evs, err) = job.run_events(&[]);
+        let q = evs
+            .iter()
+            .find(|e| e["event"] == "queue")
+            .expect("a queue event");
+        let (inn, out, lost) = (
+            q["messages_in"].as_u64().unwrap(),
+            q["messages_out"].as_u64().unwrap(),
+            q["lost"].as_u64().unwrap(),
+        );
+        assert_eq!(inn, out + lost, "{consumer}: {q}\n{err}");
+        assert!(lost > 0, "{consumer}: {q}\n{err}");
+    }
+}

@@ -220,6 +220,11 @@ impl Queue {
         }
     }
 
+    /// Whether consumer `k` was given up on ([`Queue::consumer_done`]).
+    pub fn consumer_given_up(&self, k: usize) -> bool {
+        self.book.consumer_given_up(k)
+    }
+
     /// A restarted consumer's new pipe: the write end, and the broker's own
     /// read end of it.
     pub fn reattach_consumer(&mut self, k: usize, file: File, reader: File) {

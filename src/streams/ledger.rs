@@ -512,6 +512,11 @@ impl Ledger {
         }
     }
 
+    /// Whether consumer `k` is done for good (an unknown one is).
+    pub fn consumer_given_up(&self, k: usize) -> bool {
+        self.consumers.get(k).is_none_or(|c| c.done)
+    }
+
     /// No consumer remains: everything in the backlog is lost.
     pub fn lose_backlog(&mut self) {
         self.lost_unassigned += self.backlog_msgs;

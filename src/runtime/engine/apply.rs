@@ -88,6 +88,19 @@ impl Engine<'_> {
                 live.broker.producer_done(i);
                 self.pump(q);
             }
+            // A consumer that ends in its restart back-off or retry delay (the
+            // run stopped meanwhile) will not come back: what the queue kept
+            // for it goes to the others, or is lost and counted.
+            let Some(live) = self.queues[q].as_mut() else {
+                continue;
+            };
+            if let Some(i) = live.consumers.iter().position(|&c| c == k) {
+                if !live.broker.consumer_given_up(i) {
+                    let mut closed = Vec::new();
+                    live.broker.consumer_done(i, &mut closed);
+                    self.pump(q);
+                }
+            }
         }
     }
 
