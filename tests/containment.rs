@@ -165,6 +165,37 @@ fn a_nested_run_dies_with_the_outer_engine() {
 }
 
 #[test]
+fn a_nested_run_dies_with_the_outer_engine_under_the_marker_watchdog() {
+    // The nested run's watchdog must not carry the outer marker, or the outer
+    // watchdog kills it before it kills its own run's (setsid) processes.
+    let arg = unique();
+    let job = Job::new(&format!(
+        "[process.nest]\nshell = \"exec '{}' run inner.toml\"\n",
+        assert_cmd::cargo::cargo_bin("jobgraph").display()
+    ));
+    std::fs::write(
+        job.file("inner.toml"),
+        format!(
+            "[process.deep]\nshell = \"setsid sleep {arg} < /dev/null > /dev/null 2>&1 & touch started; exec sleep {arg}\"\n"
+        ),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(job.file("started"));
+        let mut e = engine(&job, Some("marker"));
+        assert!(wait_for_file(&job.file("started"), Duration::from_secs(20)));
+        std::thread::sleep(Duration::from_millis(200));
+        kill9(&mut e);
+        let left = wait_until_gone(&arg, Duration::from_secs(5));
+        reap_by_arg(&arg);
+        assert!(
+            left.is_empty(),
+            "the inner jobs outlived the outer engine: {left:?}"
+        );
+    }
+}
+
+#[test]
 fn a_nested_run_stops_cleanly_on_sigint() {
     let job = Job::new(&format!(
         "[process.nest]\nshell = \"exec '{}' run inner.toml\"\n",

@@ -34,6 +34,10 @@ impl Watchdog {
         let child = Command::new(exe)
             .arg("__watchdog")
             .arg(marker)
+            // In a nested run this is the outer run's marker: carrying it, the
+            // watchdog would be killed by the outer one before it cleaned up
+            // its own run (whose processes carry only the inner marker).
+            .env_remove("JOBGRAPH_RUN")
             .stdin(Stdio::from(read))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
