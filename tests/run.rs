@@ -989,3 +989,32 @@ fn exited_says_then_when_another_attempt_follows() {
     assert_eq!(exits[0]["then"], "retry");
     assert!(exits[1].get("then").is_none(), "{:?}", exits[1]);
 }
+
+#[test]
+fn a_signal_in_the_first_milliseconds_is_not_lost() {
+    // Before the engine (pid 1 of its namespace) has its handlers, the kernel
+    // would drop a forwarded signal: the run then went on to the end.
+    use std::os::unix::process::ExitStatusExt;
+    let job = Job::new("[process.w]\ncmd = [\"sleep\", \"30\"]\n");
+    for i in 0..80u64 {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+            .args(["run", "--no-progress"])
+            .arg(job.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(i % 8 * 1000));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = wait_exit(&mut child, Duration::from_secs(10)).expect("the run ends");
+        // 143, or killed by it before jobgraph had any handler at all.
+        assert!(
+            status.code() == Some(143) || status.signal() == Some(libc::SIGTERM),
+            "attempt {i}: {status:?}"
+        );
+    }
+}

@@ -70,11 +70,23 @@ pub fn enter() -> Entered {
         return Entered::Engine(Containment::Marker);
     };
     let terminal = super::hygiene::foreground_terminal().is_some();
+    // Until each side has its handlers, the signals it forwards or acts on
+    // wait, blocked: the engine is pid 1 of the namespace, and the kernel
+    // drops a signal that pid 1 has no handler for (a SIGTERM sent a few
+    // milliseconds after the start was lost, and the run went on).
+    let held = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&forwarded()),
+        None,
+    )
+    .is_ok();
+    HELD.store(held, std::sync::atomic::Ordering::SeqCst);
     // SAFETY: single-threaded here (the caller's contract); the child only
     // makes async-signal-safe calls before it continues as the engine.
     match unsafe { fork() } {
         Err(e) => {
             eprintln!("jobgraph: cannot fork into a PID namespace ({e}); using a watchdog");
+            release_signals();
             Entered::Engine(Containment::Marker)
         }
         Ok(ForkResult::Child) => {
@@ -139,6 +151,30 @@ fn mount_private_proc() -> bool {
         .is_ok()
 }
 
+/// The signals the outer process forwards to the engine.
+fn forwarded() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal::*;
+    [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
+        .into_iter()
+        .collect()
+}
+
+/// Whether [`enter`] blocked the forwarded signals.
+static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Unblocks the signals [`enter`] blocked, once this process has its
+/// handlers for them; those that arrived meanwhile are delivered now.
+pub fn release_signals() {
+    if HELD.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        // Unblocking a valid set cannot fail.
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&forwarded()),
+            None,
+        );
+    }
+}
+
 /// The engine's pid, for the outer process's signal handlers.
 static ENGINE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
@@ -167,6 +203,8 @@ fn outer_main(child: Pid, terminal: bool) -> u8 {
             })
         };
     }
+    // The handlers are in: what arrived meanwhile is forwarded now.
+    release_signals();
     let code = wait_for(child);
     if terminal {
         super::hygiene::take_terminal_back();

@@ -329,6 +329,9 @@ fn prepare_engine_process(poll: &Poll) -> Result<(Signals, std::fs::File, bool),
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(RunError::Signals)?;
+    // Signals sent before the handlers were in were held (the engine as pid 1
+    // of its namespace would have dropped them): they are taken now.
+    super::contain::release_signals();
     hygiene::ensure_std_fds();
     let null = std::fs::OpenOptions::new()
         .read(true)
