@@ -316,7 +316,7 @@ fn stdout_result(result: std::io::Result<()>) {
 /// Diagnostics and notes. If stderr itself cannot be written there is
 /// nowhere left to say so; the exit code still tells what happened.
 fn eprint(s: &str) {
-    if std::io::stderr().write_all(s.as_bytes()).is_err() {
+    if !crate::report::writer::write_stderr(s) {
         // Nothing to do: this is the channel errors would be reported on.
     }
 }
@@ -676,10 +676,7 @@ fn finish_run(
             );
             // A summary that cannot be written is output lost: the run does
             // not exit 0 (a signal's code stands, whatever else happened).
-            let written = std::io::stderr()
-                .write_all(format!("\n{summary}").as_bytes())
-                .and_then(|()| std::io::stderr().flush())
-                .is_ok();
+            let written = crate::report::writer::write_stderr(&format!("\n{summary}"));
             match outcome.exit_code {
                 0 if !written => 1,
                 code => code,

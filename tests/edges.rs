@@ -304,6 +304,33 @@ shell = "trap '' TERM; touch started; sleep 30"
 }
 
 #[test]
+fn a_second_sigint_ends_a_finished_run_despite_a_stalled_stderr() {
+    // The run ends on its own while its log lines (on stderr, with `--events -`)
+    // wait for a reader that does not read; the summary must not wait for ever.
+    let job = Job::new("[process.noisy]\nshell = \"seq 1 300000\"\n");
+    let fifo = job.file("err.fifo");
+    mkfifo(&fifo);
+    let mut reader = stalled_reader(&fifo, 30, &job.file("got.txt"));
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--events", "-"])
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    let _ = reader.kill();
+    let _ = reader.wait();
+    assert_eq!(status.and_then(|s| s.code()), Some(130));
+}
+
+#[test]
 fn an_instance_waiting_to_retry_or_restart_ends_with_a_terminal_event() {
     let job = Job::new(
         r#"

@@ -84,7 +84,9 @@ impl Reporter for LiveReporter {
     fn note(&mut self, text: &str, error: bool) {
         match &mut self.console {
             Some(c) => c.note(text, error),
-            None => eprintln!("jobgraph: {text}"),
+            None => {
+                super::writer::write_stderr(&format!("jobgraph: {text}\n"));
+            }
         }
     }
 

@@ -74,6 +74,23 @@ pub struct Writer {
     target: Target,
 }
 
+/// Set once the stderr writer was given up on: its thread is blocked in
+/// write(2), holding the lock on stderr, for a reader that does not read.
+static STDERR_GIVEN_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `text` to stderr, unless its reader was given up on: a write then
+/// would wait for ever (on the lock the blocked writer holds, or on the
+/// full pipe), and the run could not exit. Returns whether it was written.
+pub fn write_stderr(text: &str) -> bool {
+    if STDERR_GIVEN_UP.load(std::sync::atomic::Ordering::SeqCst) {
+        return false;
+    }
+    let mut err = std::io::stderr().lock();
+    err.write_all(text.as_bytes())
+        .and_then(|()| err.flush())
+        .is_ok()
+}
+
 /// Above this many queued bytes the engine stops reading its children.
 pub const HIGH_WATER: usize = 1 << 20;
 /// The engine is woken to read again once the backlog is below this.
@@ -215,6 +232,9 @@ impl Writer {
             if stalled || deadline.is_some_and(|d| Instant::now() >= d) || abandon() {
                 // The thread stays blocked in write(2); the process exits around it.
                 self.thread = None;
+                if matches!(self.target, Target::Stderr) {
+                    STDERR_GIVEN_UP.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 return false;
             }
         }

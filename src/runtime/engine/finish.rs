@@ -264,7 +264,7 @@ impl Engine<'_> {
         let mut exit_code = exit_code;
         let (late, late_signal) = self.drain_output(interrupted.is_some());
         for e in &late {
-            eprintln!("jobgraph: {e}");
+            crate::report::writer::write_stderr(&format!("jobgraph: {e}\n"));
         }
         let interrupted = interrupted.or(late_signal);
         if let (None, Some(sig)) = (
