@@ -657,6 +657,34 @@ fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
 }
 
 #[test]
+fn running_out_of_descriptors_delays_stream_groups_instead_of_failing_them() {
+    let mut body = String::new();
+    for i in 0..20 {
+        body.push_str(&format!(
+            "[pipe.p{i}]\nfrom = \"g{i}\"\nto = \"c{i}\"\n[process.g{i}]\nshell = \"sleep 0.2; echo hi\"\n[process.c{i}]\nshell = \"cat\"\n"
+        ));
+    }
+    let job = Job::new(&body);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && exec '{}' run '{}'",
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+            job.path().display()
+        ))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("40 ok"), "{err}");
+    assert!(
+        err.contains("waiting for running processes to exit"),
+        "{err}"
+    );
+}
+
+#[test]
 fn log_files_do_not_hold_a_descriptor_per_process() {
     // 200 processes with --log-dir under `ulimit -n 32`: log files are opened
     // when written and only a few at a time, so every launch and every line

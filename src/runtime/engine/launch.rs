@@ -56,6 +56,24 @@ impl Engine<'_> {
         if self.start_group_unit(members) {
             return;
         }
+        // A group launches whole: out of descriptors half-way, it would fail
+        // (and fail-fast the run). Like a single launch refused for lack of
+        // them, it waits for running processes to exit instead.
+        if self.core.running > 0 {
+            if let Err(err) = self.descriptors_for(members) {
+                if out_of_resources(&err) {
+                    self.core.group_deferred(members);
+                    self.resource_wait = Some(later(Instant::now(), Duration::from_millis(200)));
+                    if !std::mem::replace(&mut self.resource_noted, true) {
+                        self.note(
+                            &format!("{err}: waiting for running processes to exit before launching more"),
+                            true,
+                        );
+                    }
+                    return;
+                }
+            }
+        }
         let ends = self.make_pipes(group).and_then(|mut ends| {
             self.open_queues(group, &mut ends)
                 .map_err(GroupSetupError::Queues)?;
@@ -152,6 +170,22 @@ impl Engine<'_> {
             }
         }
         Ok(ends)
+    }
+
+    /// Checks that the descriptors a group's launch takes can be had now, by
+    /// taking that many (and giving them back): two per stream end and per
+    /// log pipe, and a few for the queues' timers and read-backs.
+    fn descriptors_for(&self, members: &[InstId]) -> std::io::Result<()> {
+        let ends: usize = members
+            .iter()
+            .map(|&k| self.g.endpoints[self.core.insts[k].proc].len())
+            .sum();
+        let needed = 2 * (members.len() + ends) + ends + 8;
+        let mut held = Vec::with_capacity(needed);
+        for _ in 0..needed {
+            held.push(self.null.try_clone()?);
+        }
+        Ok(())
     }
 
     /// Offers the stream group to the executor as one unit; true if it took

@@ -289,6 +289,14 @@ impl Sched<'_> {
 
     /// The attempt [`Sched::attempt_begins`] began did not happen (the
     /// machine is out of descriptors or processes): `k` is ready again.
+    /// A stream group taken to start could not be (out of descriptors): its
+    /// members wait in `ready` again.
+    pub(super) fn group_deferred(&mut self, members: &[InstId]) {
+        for &k in members {
+            self.ready.insert(self.pos_of[k]);
+        }
+    }
+
     pub(super) fn attempt_deferred(&mut self, k: InstId, was_restart: bool) {
         let i = &mut self.insts[k];
         i.attempts -= 1;
