@@ -10,6 +10,9 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod run_setup;
+use run_setup::{cli_max_parallel_fits, console_style, dry_run, run_options};
+
 /// Exit code: everything valid / succeeded.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: invalid file (validate, plan, graph) or a failed process (run).
@@ -521,12 +524,25 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
     let Some(executor) = executor_kind(args, &g) else {
         return EXIT_USAGE;
     };
+    if let Err(message) = crate::runtime::contain::check_env() {
+        eprint(&format!("error: {message}\n"));
+        return EXIT_USAGE;
+    }
+    let base = crate::source::SourceFile::new(file, String::new()).base_dir();
+    let opts = run_options(args, &g, &base);
+    let outputs = crate::output_paths::Outputs {
+        events: args.events.as_deref().filter(|e| *e != "-").map(Path::new),
+        state: opts.journal.as_deref().unwrap_or(Path::new("")),
+        log_dir: args.log_dir.as_deref(),
+    };
+    if let Err(message) = crate::output_paths::check(file, &outputs) {
+        eprint(&format!("error: {message}\n"));
+        return EXIT_USAGE;
+    }
     if args.dry_run {
         return dry_run(&g, &included, args);
     }
     let style = console_style(args);
-    let base = crate::source::SourceFile::new(file, String::new()).base_dir();
-    let opts = run_options(args, &g, &base);
     // Still single-threaded: the only safe moment to fork into a namespace.
     let opts = match crate::runtime::contain::enter() {
         crate::runtime::contain::Entered::Exited(code) => return code,
@@ -542,68 +558,6 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         crate::report::live::LiveReporter::new(style, args.log_dir.clone(), args.events.clone());
     let result = crate::runtime::run_with(&g, &base, &opts, exec, Box::new(reporter));
     finish_run(result, style.color_stderr)
-}
-
-/// Command-line overrides go through the same checks as the file.
-fn cli_max_parallel_fits(file: &Path, g: &crate::graph::Graph, args: &RunArgs) -> bool {
-    if let Some(max) = args.max_parallel {
-        let problems = g.check_max_parallel(max);
-        if !problems.is_empty() {
-            for d in &problems {
-                eprint(&crate::report::render_spanless(file, d));
-            }
-            return false;
-        }
-    }
-    true
-}
-
-fn dry_run(g: &crate::graph::Graph, included: &[bool], args: &RunArgs) -> u8 {
-    let mut plan = Plan::of(g, included);
-    if let Some(max) = args.max_parallel {
-        plan.max_parallel = Some(max);
-        plan.max_parallel_from_cli = true;
-    }
-    print(&plan.render());
-    EXIT_OK
-}
-
-fn console_style(args: &RunArgs) -> crate::report::live::ConsoleStyle {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let logs_to_stderr = args.events.as_deref() == Some("-");
-    let logs_tty = if logs_to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
-    crate::report::live::ConsoleStyle {
-        color: logs_tty && !no_color,
-        color_stderr: std::io::stderr().is_terminal() && !no_color,
-        progress: std::io::stderr().is_terminal() && !args.no_progress && !args.quiet,
-        quiet: args.quiet,
-        logs_to_stderr,
-    }
-}
-
-fn run_options(args: &RunArgs, g: &crate::graph::Graph, base: &Path) -> crate::runtime::RunOptions {
-    let exact = !args.members.is_empty();
-    crate::runtime::RunOptions {
-        only: match exact {
-            true => args.members.clone(),
-            false => args.only.clone(),
-        },
-        exact,
-        keep_going: args.keep_going,
-        max_parallel: args.max_parallel,
-        containment: crate::runtime::contain::Containment::Marker,
-        journal: Some(
-            args.state
-                .clone()
-                .unwrap_or_else(|| crate::runtime::journal::default_path(base, &g.name)),
-        ),
-        resume: args.resume,
-        stdout_is_events: args.events.as_deref() == Some("-"),
-    }
 }
 
 /// `--executor`, else `JOBGRAPH_EXECUTOR`, else the file's `executor`;

@@ -22,4 +22,5 @@ pub use code::Code;
 pub use diagnostic::{Diagnostic, Severity};
 pub use source::SourceFile;
 pub mod cli;
+pub mod output_paths;
 pub mod report;

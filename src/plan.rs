@@ -23,6 +23,9 @@ pub struct Plan {
     pub shutdown_grace: String,
     /// `fail_fast`.
     pub fail_fast: bool,
+    /// `fail_fast` is off by `--keep-going`, not the file.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_going_from_cli: bool,
     /// Stages in launch order.
     pub stages: Vec<Stage>,
 }
@@ -111,6 +114,7 @@ impl Plan {
             max_parallel_from_cli: false,
             shutdown_grace: format_duration(f.graph.shutdown_grace),
             fail_fast: f.graph.fail_fast,
+            keep_going_from_cli: false,
             stages,
         }
     }
@@ -147,7 +151,11 @@ impl Plan {
                 Some(m) => m.to_string(),
             },
             self.shutdown_grace,
-            if self.fail_fast { "on" } else { "off" }
+            match (self.fail_fast, self.keep_going_from_cli) {
+                (true, _) => "on",
+                (false, true) => "off (--keep-going)",
+                (false, false) => "off",
+            }
         ));
     }
 }

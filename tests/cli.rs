@@ -373,3 +373,43 @@ fn dry_run_refuses_a_bad_executor_variable_as_run_does() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("JOBGRAPH_EXECUTOR=bogus"));
 }
+
+#[test]
+fn an_output_path_that_is_the_job_file_or_another_output_is_refused() {
+    let job = Job::new("[process.a]\nshell = \"echo hi\"\n");
+    let text = std::fs::read_to_string(job.path()).unwrap();
+    let path = job.path().display().to_string();
+    for args in [
+        vec!["--events", path.as_str()],
+        vec!["--state", path.as_str()],
+        vec!["--events", "x.journal", "--state", "x.journal"],
+        vec!["--dry-run", "--events", path.as_str()],
+    ] {
+        let (code, _, err) = job.run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("error: --"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(job.path()).unwrap(), text);
+}
+
+#[test]
+fn a_bad_containment_variable_is_refused_not_ignored() {
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    let out = jobgraph()
+        .args(["run"])
+        .arg(job.path())
+        .env("JOBGRAPH_CONTAINMENT", "MARKER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("JOBGRAPH_CONTAINMENT=MARKER"), "{err}");
+}
+
+#[test]
+fn a_dry_run_shows_keep_going() {
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    let (code, out, err) = job.run(&["--dry-run", "--keep-going"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fail_fast off (--keep-going)"), "{out}");
+}

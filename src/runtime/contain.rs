@@ -53,6 +53,21 @@ pub enum Entered {
 /// fallback (for tests and for hosts where namespaces misbehave).
 pub const ENV: &str = "JOBGRAPH_CONTAINMENT";
 
+/// `JOBGRAPH_CONTAINMENT` is unset, `auto` (the default: a namespace where
+/// the kernel allows one), or `marker`; anything else is an error in words.
+pub fn check_env() -> Result<(), String> {
+    match std::env::var(ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(()),
+        Ok(v) if v.is_empty() || v == "auto" || v == "marker" => Ok(()),
+        Ok(v) => Err(format!(
+            "{ENV}={v}: expected `auto` or `marker` (lower case); unset it for the default"
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{ENV} is not UTF-8: expected `auto` or `marker`"))
+        }
+    }
+}
+
 /// Puts the run in a PID namespace if it can. Must be called while the
 /// process has a single thread (before any thread is started).
 pub fn enter() -> Entered {
