@@ -1132,16 +1132,18 @@ fn waiting_for_an_ancestor_to_finish_is_a_cycle_through_the_join() {
 }
 
 #[test]
-fn a_stall_beside_a_running_daemon_ends_the_run() {
+fn a_loop_through_a_join_is_refused_before_anything_starts() {
     // `load` (a child of `setup`) waits for `report`, which waits for `setup`
-    // to be finished: a loop through the join. The daemon cannot help.
+    // to be finished: a loop through the join. It used to pass validate and
+    // stall at run time (beside the daemon, which cannot help); the core's
+    // stall check stays as a net (src/runtime/engine/sched_tests.rs).
     let job = Job::new(
         r#"
 [process.svc]
 daemon = true
 cmd = ["sleep", "60"]
 [process.setup]
-shell = "true"
+shell = "touch setup-ran"
 [process.load]
 parent = "setup"
 after = ["report"]
@@ -1158,7 +1160,34 @@ shell = "true"
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("nothing can run any more"), "{err}");
-    assert!(job.survivors().is_empty());
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // The message may wrap: compare its words.
+    let flat: Vec<&str> = err.split_whitespace().filter(|w| *w != "│").collect();
+    assert!(
+        flat.join(" ").contains("`load` waits for `report`; `report` waits for `setup` to finish, which waits for its child `load`"),
+        "{err}"
+    );
+    assert!(!job.file("setup-ran").exists());
+    let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn loops_through_a_join_are_found_through_grandchildren_and_stream_groups() {
+    for text in [
+        // A grandchild waits for a process that waits for the grandparent to end.
+        "[process.p]\nshell = \"true\"\n[process.c]\nparent = \"p\"\nshell = \"true\"\n[process.gc]\nparent = \"c\"\nafter = { w = \"exit\" }\nshell = \"true\"\n[process.w]\nafter = { p = \"exit\" }\nshell = \"true\"\n",
+        // The child's stream partner waits for a process that waits for the parent.
+        "[process.p]\nshell = \"true\"\n[process.c]\nparent = \"p\"\nshell = \"echo x\"\n[process.k]\nafter = [\"w\"]\nshell = \"cat\"\n[queue.q]\nfrom = [\"c\"]\nto = [\"k\"]\n[process.w]\nafter = [\"p\"]\nshell = \"true\"\n",
+    ] {
+        let job = Job::new(text);
+        let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("cycle through a join"), "{err}");
+    }
+    // Waiting for the parent's start, not its end, is no loop.
+    let job = Job::new("[process.p]\nshell = \"true\"\n[process.c]\nparent = \"p\"\nafter = [\"w\"]\nshell = \"true\"\n[process.w]\nafter = { p = \"start\" }\nshell = \"true\"\n");
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
 }

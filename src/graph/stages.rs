@@ -27,11 +27,106 @@ pub(super) fn launch_stages(
     // `after` a process ("success" or "exit") waits for its join: its
     // non-daemon descendants too, so a stage is after theirs, as in a run.
     let joined = with_joins(file, deps, children, streams, &waits.waits);
-    let stages = layers(&joined);
-    if stages.iter().map(Vec::len).sum::<usize>() == joined.len() {
-        return Some(stages);
+    if strongly_connected(&joined.waits).is_empty() {
+        return Some(layers(&joined.waits));
     }
-    Some(layers(&waits.waits))
+    // A loop that passes through a join: what waits for a parent to finish
+    // waits for its children, and one of them waits (in turn) for it.
+    if diags.iter().any(Diagnostic::is_error) {
+        // Already reported (a process waiting for its own ancestor).
+        return None;
+    }
+    report_join_loops(file, deps, &waits, &joined, diags);
+    None
+}
+
+/// Reports each loop of the group graph with joins; the plain loops were
+/// reported before, so each of these passes through at least one join.
+fn report_join_loops(
+    file: &JobFile,
+    deps: &[Vec<Dep>],
+    waits: &GroupWaits,
+    joined: &Joined,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let name = |i: usize| format!("`{}`", file.processes[i].name.value);
+    for component in strongly_connected(&joined.waits) {
+        let Some(path) = find_cycle(&joined.waits, &component, component[0]) else {
+            continue;
+        };
+        let mut hops: Vec<(usize, usize, String)> = Vec::new();
+        let mut span = None;
+        for k in 0..path.len() {
+            let edge = (path[k], path[(k + 1) % path.len()]);
+            let (waiting, target, reached, text) =
+                match (waits.witness.get(&edge), joined.via.get(&edge)) {
+                    (Some(&(p, t)), _) => (p, t, t, format!("{} waits for {}", name(p), name(t))),
+                    (None, Some(&(x, parent, c))) => (
+                        x,
+                        parent,
+                        c,
+                        format!(
+                            "{} waits for {} to finish, which waits for its child {}",
+                            name(x),
+                            name(parent),
+                            name(c)
+                        ),
+                    ),
+                    (None, None) => continue,
+                };
+            if span.is_none() {
+                span = deps[waiting]
+                    .iter()
+                    .find(|d| d.target == target)
+                    .map(|d| d.span.clone());
+            }
+            // What the loop went through last is in one stream group with
+            // the process waiting now: they launch together.
+            let linked = match hops.last() {
+                Some(&(_, last, _)) => last,
+                None => path_last_target(&path, waits, joined).unwrap_or(waiting),
+            };
+            if linked != waiting {
+                hops.push((
+                    linked,
+                    waiting,
+                    format!(
+                        "{} launches with {} (one stream group)",
+                        name(linked),
+                        name(waiting)
+                    ),
+                ));
+            }
+            hops.push((waiting, reached, text));
+        }
+        let hops: Vec<String> = hops.into_iter().map(|(_, _, t)| t).collect();
+        diags.push(
+            Diagnostic::new(
+                Code::Cycle,
+                span,
+                format!("dependency cycle through a join: {}", hops.join("; ")),
+            )
+            .label("part of the loop")
+            .help("a process is finished only once its non-daemon children are: wait for \"start\" or \"ready\" of the parent instead, or break another link"),
+        );
+    }
+}
+
+/// The process the last hop of a group loop reaches (the loop closes on it).
+fn path_last_target(path: &[usize], waits: &GroupWaits, joined: &Joined) -> Option<usize> {
+    let edge = (*path.last()?, *path.first()?);
+    match (waits.witness.get(&edge), joined.via.get(&edge)) {
+        (Some(&(_, t)), _) => Some(t),
+        (None, Some(&(_, _, c))) => Some(c),
+        (None, None) => None,
+    }
+}
+
+/// The group graph with joins, and for each edge a join added: (the process
+/// waiting, the parent it waits for, the descendant that parent waits for).
+struct Joined {
+    waits: Vec<Vec<usize>>,
+    via: FxHashMap<(usize, usize), (usize, usize, usize)>,
 }
 
 /// `waits`, plus what each `after` on a parent waits for through its join:
@@ -42,9 +137,10 @@ fn with_joins(
     children: &[Vec<usize>],
     streams: &Streams,
     waits: &[Vec<usize>],
-) -> Vec<Vec<usize>> {
+) -> Joined {
     use crate::spec::Condition;
     let mut out = waits.to_vec();
+    let mut via = FxHashMap::default();
     let daemon = |i: usize| file.processes[i].daemon.value;
     for (p, ds) in deps.iter().enumerate() {
         let gp = streams.group_of[p];
@@ -64,12 +160,13 @@ fn with_joins(
                 let gc = streams.group_of[c];
                 if gc != gp && !out[gp].contains(&gc) {
                     out[gp].push(gc);
+                    via.insert((gp, gc), (p, d.target, c));
                 }
                 todo.extend(children.get(c).into_iter().flatten().copied());
             }
         }
     }
-    out
+    Joined { waits: out, via }
 }
 
 /// Which groups wait for which, from the dependencies between their members.
