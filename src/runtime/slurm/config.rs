@@ -101,16 +101,36 @@ impl Config {
             (None, Some(d)) => base.join(&d.value),
             (None, None) => PathBuf::from(".jobgraph-slurm"),
         };
-        let keep = match var("JOBGRAPH_SLURM_KEEP") {
-            Some(v) => v != "0",
+        let keep = match var("JOBGRAPH_SLURM_KEEP").as_deref() {
+            Some("1" | "true" | "yes") => true,
+            Some("0" | "false" | "no" | "") => false,
+            Some(other) => return Err(SlurmError::BadKeep(other.to_string())),
             None => s.keep,
         };
+        // The same rules as `[slurm]` in the file (`bad-slurm-option`).
         let mut env_args = Vec::new();
         if let Some(p) = var("JOBGRAPH_SLURM_PARTITION") {
+            if p.is_empty() || p.contains(char::is_whitespace) {
+                return Err(SlurmError::BadPartition(p));
+            }
             env_args.push(format!("--partition={p}"));
         }
         if let Some(extra) = var("JOBGRAPH_SLURM_ARGS") {
-            env_args.extend(extra.split_whitespace().map(str::to_string));
+            for arg in extra.split_whitespace() {
+                if !arg.starts_with('-') || arg.len() < 2 {
+                    return Err(SlurmError::BadArg {
+                        arg: arg.to_string(),
+                        why: "is not an option: write each option whole, with its value after `=` (--gres=gpu:1)".into(),
+                    });
+                }
+                if let Some(owned) = crate::spec::slurm::owned_option(arg) {
+                    return Err(SlurmError::BadArg {
+                        arg: arg.to_string(),
+                        why: format!("sets `{owned}`, which jobgraph sets itself on every unit: remove it (see docs/slurm.md)"),
+                    });
+                }
+                env_args.push(arg.to_string());
+            }
         }
         let grace = file.graph.shutdown_grace;
         let args = file
@@ -305,6 +325,31 @@ cmd = ["true"]
             c.unit_args("b").last().map(String::as_str),
             Some("--partition=long")
         );
+    }
+
+    #[test]
+    fn the_environment_gets_the_checks_the_file_gets() {
+        let text = "[process.a]\ncmd = [\"true\"]\n";
+        for (k, v) in [
+            ("JOBGRAPH_SLURM_ARGS", "--output=x"),
+            ("JOBGRAPH_SLURM_ARGS", "--gres=gpu:1 --job-name=x"),
+            ("JOBGRAPH_SLURM_ARGS", "gpu:1"),
+            ("JOBGRAPH_SLURM_PARTITION", "a b"),
+            ("JOBGRAPH_SLURM_KEEP", "maybe"),
+        ] {
+            let e = config(text, &[(k, v)]).expect_err(v);
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
+        let ok = config(
+            text,
+            &[
+                ("JOBGRAPH_SLURM_ARGS", "--gres=gpu:1"),
+                ("JOBGRAPH_SLURM_KEEP", "false"),
+            ],
+        )
+        .expect("fine");
+        assert!(!ok.keep);
+        assert!(ok.unit_args("a").any(|a| a == "--gres=gpu:1"));
     }
 
     #[test]

@@ -26,6 +26,20 @@ pub enum SlurmError {
     /// `JOBGRAPH_SLURM_STALE` is not a number of seconds above one.
     #[error("JOBGRAPH_SLURM_STALE={0}: expected seconds (> 1)")]
     BadStale(String),
+    /// `JOBGRAPH_SLURM_KEEP` is not a yes or a no.
+    #[error("JOBGRAPH_SLURM_KEEP={0}: expected 1 or 0 (true/false, yes/no)")]
+    BadKeep(String),
+    /// `JOBGRAPH_SLURM_PARTITION` is not one name.
+    #[error("JOBGRAPH_SLURM_PARTITION={0:?}: a partition is one name, without spaces (`sinfo -s` lists them)")]
+    BadPartition(String),
+    /// A `JOBGRAPH_SLURM_ARGS` word the file's `extra` would refuse.
+    #[error("JOBGRAPH_SLURM_ARGS: `{arg}` {why}")]
+    BadArg {
+        /// The word.
+        arg: String,
+        /// Why it is refused, and what to do.
+        why: String,
+    },
     /// One of Slurm's commands is not on PATH.
     #[error("--executor slurm: `{0}` is not on PATH (is this a Slurm login or compute node?)")]
     ToolMissing(String),
