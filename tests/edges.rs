@@ -1191,3 +1191,43 @@ fn loops_through_a_join_are_found_through_grandchildren_and_stream_groups() {
     let (code, _, err) = job.run(&[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_join_names_the_failure_that_caused_it_not_what_followed() {
+    let job = Job::new(
+        r#"
+[graph]
+fail_fast = false
+[process.p]
+shell = "true"
+[process.c]
+parent = "p"
+shell = "sleep 0.1; exit 3"
+[process.x]
+shell = "sleep 0.3"
+[process.gc]
+parent = "c"
+after = ["x"]
+shell = "true"
+[process.w]
+after = ["p"]
+shell = "true"
+"#,
+    );
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        summary(&err)["w"].last().unwrap(),
+        "`p` did not succeed (child `c` failed)",
+        "{err}"
+    );
+    let joined = |name: &str| {
+        evs.iter()
+            .find(|e| e["event"] == "joined" && e["process"] == name)
+            .cloned()
+            .unwrap()
+    };
+    // `c` failed by itself: its own end is the reason, not its skipped child.
+    assert!(joined("c").get("reason").is_none(), "{}", joined("c"));
+    assert_eq!(joined("p")["reason"], "child `c` failed");
+}

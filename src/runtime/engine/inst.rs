@@ -101,6 +101,8 @@ pub(super) struct Inst {
     pub(super) restart_pending: bool,
     /// Once finished (joined): why its subtree did not succeed, if it did not.
     pub(super) subtree_failure: Option<String>,
+    /// That failure is a consequence (a descendant skipped or stopped), not a cause.
+    pub(super) subtree_consequence: bool,
     /// Why it did not end `ok` (skipped, stopped, failed), for the summary.
     pub(super) why: Option<String>,
     /// Run inside a group unit: its nested run applies its timeouts, probes
@@ -132,6 +134,7 @@ impl Inst {
             stopped_at_end: false,
             restart_pending: false,
             subtree_failure: None,
+            subtree_consequence: false,
             why: None,
             relayed: false,
             ready_once: false,

@@ -302,22 +302,31 @@ impl Sched<'_> {
             return;
         }
         // "success" is the whole subtree's: a non-daemon descendant that did not succeed fails it.
+        // Named is the cause: a child's own failure before what it failed in its
+        // subtree, and a failure before a consequence of one (skipped, stopped).
         let failure = children
             .iter()
             .filter(|c| non_daemon(c))
             .flat_map(|&c| self.of_proc[ProcId::of(c)].iter().copied())
-            .find_map(|ck| {
+            .filter_map(|ck| {
                 let c = &self.insts[ck];
-                match (&c.subtree_failure, c.outcome()) {
-                    (Some(why), _) => Some(why.clone()),
-                    (None, Some(o)) if !o.is_ok() && !self.clean_daemon_stop(ck, o) => {
-                        Some(format!("child `{}` {}", c.name, o.as_str()))
+                match (c.outcome(), &c.subtree_failure) {
+                    (Some(o), _) if !o.is_ok() && !self.clean_daemon_stop(ck, o) => {
+                        let consequence = matches!(o, Outcome::Skipped | Outcome::Stopped);
+                        Some((consequence, format!("child `{}` {}", c.name, o.as_str())))
                     }
+                    (_, Some(why)) => Some((c.subtree_consequence, why.clone())),
                     _ => None,
                 }
-            });
+            })
+            .min_by_key(|(consequence, _)| *consequence);
+        let (consequence, failure) = match failure {
+            Some((c, why)) => (c, Some(why)),
+            None => (false, None),
+        };
         let has_children = !children.is_empty();
         self.insts[k].subtree_failure = failure;
+        self.insts[k].subtree_consequence = consequence;
         self.set_finished(k);
         if has_children {
             let i = &self.insts[k];
@@ -326,7 +335,11 @@ impl Sched<'_> {
                 (None, Some(o)) => o.as_str(),
                 (None, None) => "ok",
             };
-            let reason = i.subtree_failure.clone();
+            // Its own failure is its reason: its subtree's is only what followed.
+            let reason = match i.outcome() {
+                Some(o) if !o.is_ok() => None,
+                _ => i.subtree_failure.clone(),
+            };
             self.fx.push(Effect::Joined { k, status, reason });
         }
         for ci in 0..self.g.children[proc].len() {
