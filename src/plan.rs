@@ -137,10 +137,13 @@ impl Plan {
 
     fn render_header(&self, o: &mut String) {
         o.push_str(&format!(
-            "graph {}: {} ({} instances) in {}\n",
+            "graph {}: {} ({}) in {}\n",
             self.graph,
             plural(self.processes, "process", "processes"),
-            self.instances,
+            match self.instances {
+                1 => "1 instance".to_string(),
+                n => format!("{n} instances"),
+            },
             plural(self.stages.len(), "stage", "stages")
         ));
         o.push_str(&format!(

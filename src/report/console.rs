@@ -160,6 +160,12 @@ impl Console {
         };
         let mut log_files = Vec::new();
         if let Some(dir) = log_dir {
+            if dir.exists() && !dir.is_dir() {
+                return Err(StartError::LogDir {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::other("it exists and is not a directory"),
+                });
+            }
             std::fs::create_dir_all(dir).map_err(|source| StartError::LogDir {
                 path: dir.to_path_buf(),
                 source,
