@@ -15,11 +15,48 @@ pub fn listener_in_group(addr: SocketAddr, pgid: i32) -> Option<bool> {
     if inodes.is_empty() {
         return Some(false);
     }
+    // The leader and its descendants first: a server is most often one of
+    // them, and finding them reads a few `children` files, where a walk of
+    // every process reads one `stat` per process on the machine.
+    if descendants(pgid)
+        .into_iter()
+        .any(|pid| holds_any(pid, &inodes))
+    {
+        return Some(true);
+    }
+    // One that a double fork re-parented is still in the group.
     Some(
         group_members(pgid)
             .into_iter()
             .any(|pid| holds_any(pid, &inodes)),
     )
+}
+
+/// `root` and its descendants, from `/proc/PID/task/TID/children`.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut at = 0;
+    while at < out.len() {
+        let pid = out[at];
+        at += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+        // A fork bomb in the group must not make this unbounded.
+        if out.len() > 4096 {
+            break;
+        }
+    }
+    out
 }
 
 /// Inodes of the sockets in LISTEN state on `addr`'s port whose local address

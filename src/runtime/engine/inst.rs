@@ -114,6 +114,9 @@ pub(super) struct Inst {
     /// A probe found another program on its port: said once per instance,
     /// not once per attempt.
     pub(super) foreign_listener_noted: bool,
+    /// The attempt whose listener was found to be its own: later probes of
+    /// that attempt trust the connect (the check walks `/proc`).
+    pub(super) listener_owned_in: Option<u32>,
 }
 
 impl Inst {
@@ -139,6 +142,7 @@ impl Inst {
             relayed: false,
             ready_once: false,
             foreign_listener_noted: false,
+            listener_owned_in: None,
         }
     }
 

@@ -306,12 +306,20 @@ impl Engine<'_> {
                 state.started = None;
             }
             // An answer for an attempt that is over says nothing about this one.
-            if self.core.insts[a.inst].attempts != a.attempt {
+            if self.core.insts[a.inst].attempts != a.attempt || self.probe_moot(a.inst) {
                 continue;
             }
             let passed = a.passed && self.owns_http_listener(a.inst, a.check);
             self.check_result(a.inst, a.check, passed);
         }
+    }
+
+    /// A probe's answer about an instance being stopped (or no longer running)
+    /// says nothing: its server may be gone, or the port taken by another.
+    fn probe_moot(&self, k: InstId) -> bool {
+        self.core.insts[k]
+            .running()
+            .is_none_or(|a| a.stop.is_some())
     }
 
     /// An http answer counts only if the server is the instance's own (as for tcp).
@@ -327,13 +335,20 @@ impl Engine<'_> {
         let Some(addr) = self.probe_addr(k, &host, port) else {
             return true;
         };
-        if !self.exec.owns_local_groups()
-            || self.core.insts[k]
-                .unit()
-                .and_then(|u| crate::runtime::sockets::listener_in_group(addr, u.get()))
-                != Some(false)
-        {
+        let attempt = self.core.insts[k].attempts;
+        if !self.exec.owns_local_groups() || self.core.insts[k].listener_owned_in == Some(attempt) {
             return true;
+        }
+        match self.core.insts[k]
+            .unit()
+            .and_then(|u| crate::runtime::sockets::listener_in_group(addr, u.get()))
+        {
+            Some(false) => {}
+            Some(true) => {
+                self.core.insts[k].listener_owned_in = Some(attempt);
+                return true;
+            }
+            None => return true,
         }
         if !std::mem::replace(&mut self.core.insts[k].foreign_listener_noted, true) {
             let name = self.core.insts[k].name.clone();
@@ -361,21 +376,32 @@ impl Engine<'_> {
         if let Some(state) = self.core.insts[k].check_mut(check) {
             state.inflight = false;
         }
+        if self.probe_moot(k) {
+            return;
+        }
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
         if !connected {
             self.check_result(k, check, false);
             return;
         }
         // The listener must be the instance's own, not another program's on the
-        // same port; where /proc cannot tell, the connect is enough.
-        let owned = self
-            .exec
-            .owns_local_groups()
-            .then(|| {
-                let u = self.core.insts[k].unit()?;
-                crate::runtime::sockets::listener_in_group(addr, u.get())
-            })
-            .flatten();
+        // same port; where /proc cannot tell, the connect is enough. Found once
+        // in an attempt, it is trusted for the rest of it.
+        let attempt = self.core.insts[k].attempts;
+        let owned = match self.core.insts[k].listener_owned_in == Some(attempt) {
+            true => Some(true),
+            false => self
+                .exec
+                .owns_local_groups()
+                .then(|| {
+                    let u = self.core.insts[k].unit()?;
+                    crate::runtime::sockets::listener_in_group(addr, u.get())
+                })
+                .flatten(),
+        };
+        if owned == Some(true) {
+            self.core.insts[k].listener_owned_in = Some(attempt);
+        }
         if owned == Some(false) {
             if !std::mem::replace(&mut self.core.insts[k].foreign_listener_noted, true) {
                 let name = self.core.insts[k].name.clone();
