@@ -194,6 +194,55 @@ timeout = "1s"
 }
 
 #[test]
+fn a_backlogged_console_neither_hides_a_log_readiness_line_nor_delays_exits() {
+    // The console backlog stops the reading of output pipes, but not of one
+    // whose `log` readiness is awaited, nor of one whose process exited.
+    let job = Job::new(
+        r#"
+[process.spew]
+shell = "yes 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' | head -c 40000000"
+[process.db]
+daemon = true
+shell = "sleep 1; echo accepting connections; exec sleep 30"
+ready = { log = "accepting connections", timeout = "3s" }
+[process.user]
+after = { db = "ready" }
+shell = "echo using db"
+[process.s1]
+shell = "sleep 0.2"
+[process.s2]
+after = ["s1"]
+shell = "sleep 0.2"
+[process.s3]
+after = ["s2"]
+shell = "sleep 0.2"
+"#,
+    );
+    let fifo = job.file("out.fifo");
+    mkfifo(&fifo);
+    let mut reader = stalled_reader(&fifo, 5, &job.file("got.txt"));
+    let events = job.file("events.ndjson");
+    let status = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--no-progress", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    reader.wait().unwrap();
+    let evs = read_events(&events);
+    assert_eq!(status.code(), Some(0), "{evs:?}");
+    assert!(pos(&evs, "db", "ready") < pos(&evs, "user", "started"));
+    for s in ["s1", "s2", "s3"] {
+        let exited = &evs[pos(&evs, s, "exited")];
+        // Seen at its exit, not at the 500 ms drain limit.
+        assert!(exited["duration_ms"].as_u64().unwrap() < 650, "{exited}");
+    }
+}
+
+#[test]
 fn a_stalled_events_reader_neither_freezes_supervision_nor_loses_events() {
     let job = Job::new(
         "[process.many]\nreplicas = 2000\ncmd = [\"true\"]\nstdout = \"null\"\n[process.limited]\nshell = \"sleep 30\"\ntimeout = \"1s\"\n",

@@ -391,14 +391,16 @@ impl Engine<'_> {
                 break;
             }
             let now = Instant::now();
-            let timeout =
-                if self.launch_more || (!self.readable.is_empty() && !self.reporter.backlogged()) {
-                    // More to launch: only look at what happened meanwhile, then go on.
-                    Some(Duration::ZERO)
-                } else {
-                    self.next_deadline()
-                        .map(|d| d.saturating_duration_since(now))
-                };
+            let timeout = if self.launch_more
+                || (!self.readable.is_empty()
+                    && (!self.reporter.backlogged() || self.served_pipe_waits()))
+            {
+                // More to launch: only look at what happened meanwhile, then go on.
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != std::io::ErrorKind::Interrupted {
                     self.note(

@@ -59,21 +59,42 @@ impl Engine<'_> {
         }
         let backlogged = self.reporter.backlogged();
         for t in std::mem::take(&mut self.readable) {
-            let Some(pipe) = self.sources.pipe_mut(t) else {
+            let Some(k) = self.sources.pipe(t).map(|p| p.inst) else {
                 continue;
             };
             // A process that exited has at most a pipe's worth left: read it, so
-            // its end is seen at once and not after the drain timeout.
-            if backlogged && !matches!(self.core.insts[pipe.inst].phase, Phase::Draining { .. }) {
+            // its end is seen at once and not after the drain timeout. One whose
+            // `log` readiness is still awaited is read too, or a line printed on
+            // time would be seen only once the console caught up (or never).
+            if backlogged && !self.served_while_backlogged(k) {
                 self.readable.push(t);
                 continue;
             }
-            pipe.queued = false;
+            if let Some(pipe) = self.sources.pipe_mut(t) {
+                pipe.queued = false;
+            }
             if self.read_pipe(t, READ_TURN) {
                 self.queue_read(t);
             }
         }
         self.reporter.flush();
+    }
+
+    /// Whether instance `k`'s output is read while the console is backlogged:
+    /// it exited (its end is waited for), or its `log` readiness is awaited.
+    fn served_while_backlogged(&self, k: InstId) -> bool {
+        let i = &self.core.insts[k];
+        matches!(i.phase, Phase::Draining { .. })
+            || (self.log_probes[i.proc].is_some() && i.attempt().is_some_and(|a| !a.probing.ready))
+    }
+
+    /// Whether a pipe waiting in `readable` is served while backlogged.
+    pub(super) fn served_pipe_waits(&self) -> bool {
+        self.readable.iter().any(|&t| {
+            self.sources
+                .pipe(t)
+                .is_some_and(|p| self.served_while_backlogged(p.inst))
+        })
     }
 
     /// Reports each new write error of the console, logs or events once; the

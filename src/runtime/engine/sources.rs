@@ -57,6 +57,13 @@ impl Sources {
         self.map.get(&token)
     }
 
+    pub(super) fn pipe(&self, token: usize) -> Option<&Pipe> {
+        match self.map.get(&token) {
+            Some(Source::Log(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     pub(super) fn pipe_mut(&mut self, token: usize) -> Option<&mut Pipe> {
         match self.map.get_mut(&token) {
             Some(Source::Log(p)) => Some(p),
