@@ -411,3 +411,59 @@ fn a_journal_of_another_graph_or_a_corrupt_one_is_reported_and_ignored() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("corrupt"), "{err}");
 }
+
+#[test]
+fn a_hung_http_server_fails_its_health_check_once_per_interval() {
+    // The server accepts and never answers; each connection is noted. A
+    // request that hangs until its limit used to push the next one an
+    // interval further: checks were two intervals apart.
+    let port = free_port();
+    let job = Job::new(&format!(
+        r#"
+[process.svc]
+cmd = ["python3", "-c", "import socket, time\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(64)\nkeep = []\nwhile True:\n    c, _ = s.accept(); keep.append(c)\n    open('checks', 'a').write(str(time.time_ns()) + '\\n')"]
+ready = {{ tcp = "127.0.0.1:{port}", interval = "100ms" }}
+health = {{ http = "http://127.0.0.1:{port}/", interval = "2s", failures = 3 }}
+"#
+    ));
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        evs.iter().any(|e| e["event"] == "health-failed"),
+        "{evs:#?}"
+    );
+    let starts: Vec<u128> = job
+        .read("checks")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    // The readiness connect, then the three health requests.
+    assert!(starts.len() >= 4, "{starts:?}");
+    for pair in starts[1..].windows(2) {
+        let gap_ms = (pair[1] - pair[0]) / 1_000_000;
+        assert!(gap_ms < 3_000, "requests {gap_ms} ms apart: {starts:?}");
+    }
+    assert!(job.survivors().is_empty());
+}
+
+#[test]
+fn a_server_whose_accept_queue_is_full_fails_a_tcp_health_check() {
+    // It listens and never accepts; its own connects fill the queue, so a
+    // probe's connect hangs (the kernel retries the SYN for minutes). The
+    // connect gets the check's limit, then fails.
+    let port = free_port();
+    let job = Job::new(&format!(
+        r#"
+[process.svc]
+timeout = "60s"
+cmd = ["python3", "-c", "import socket, time\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(0)\nkeep = []\nfor _ in range(4):\n    c = socket.socket(); c.setblocking(False)\n    try: c.connect(('127.0.0.1', {port}))\n    except OSError: pass\n    keep.append(c)\nopen('full', 'w').close()\ntime.sleep(100)"]
+ready = {{ file = "full", interval = "100ms" }}
+health = {{ tcp = "127.0.0.1:{port}", interval = "500ms", failures = 2 }}
+"#
+    ));
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(evs.iter().any(|e| e["event"] == "health-failed"), "{err}");
+    let exited = evs.iter().find(|e| e["event"] == "exited").unwrap();
+    assert_ne!(exited["status"], "timed out", "{exited}");
+}

@@ -398,8 +398,10 @@ impl Engine<'_> {
                 // More to launch: only look at what happened meanwhile, then go on.
                 Some(Duration::ZERO)
             } else {
+                // At most a second: the kernel lets a wait of T run late by
+                // T/1000 (up to 100 ms), so a 120 s timeout fired 90 ms late.
                 self.next_deadline()
-                    .map(|d| d.saturating_duration_since(now))
+                    .map(|d| d.saturating_duration_since(now).min(Duration::from_secs(1)))
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != std::io::ErrorKind::Interrupted {

@@ -131,7 +131,9 @@ impl Engine<'_> {
                 let path = cwd.join(spawn::interpolate(path, self.core.insts[k].replica));
                 self.check_result(k, check, path.exists());
             }
-            crate::spec::Probe::Tcp { host, port } => self.probe_tcp(k, check, host, *port),
+            crate::spec::Probe::Tcp { host, port } => {
+                self.probe_tcp(k, check, host, *port, limit, now)
+            }
             crate::spec::Probe::Cmd(argv) => self.probe_cmd(k, check, argv, limit, now),
             crate::spec::Probe::Http { url, status } => {
                 self.probe_http(k, check, url, status, limit, now)
@@ -173,9 +175,39 @@ impl Engine<'_> {
 
     /// Starts a non-blocking connect, one at a time; its result comes back as
     /// an event ([`Engine::on_tcp_probe`]).
-    fn probe_tcp(&mut self, k: InstId, check: Check, host: &str, port: u16) {
-        if self.core.insts[k].check(check).is_some_and(|s| s.inflight) {
-            return;
+    fn probe_tcp(
+        &mut self,
+        k: InstId,
+        check: Check,
+        host: &str,
+        port: u16,
+        limit: Duration,
+        now: Instant,
+    ) {
+        if let Some(state) = self.core.insts[k].check(check).filter(|s| s.inflight) {
+            // A connect that hangs (a full accept queue, dropped packets) gets
+            // `limit`, as a command or a request does: then it fails, and
+            // this check makes a new one.
+            if !state.started.is_some_and(|t| now >= later(t, limit)) {
+                return;
+            }
+            for t in self.sources.tcp_of(k, check) {
+                if let Some(mut p) = self.sources.remove_tcp(t) {
+                    let _ = self.poll.registry().deregister(&mut p.stream);
+                }
+            }
+            if let Some(state) = self.core.insts[k].check_mut(check) {
+                state.inflight = false;
+                state.started = None;
+            }
+            self.check_result(k, check, false);
+            if self.probe_moot(k)
+                || self.core.insts[k]
+                    .check(check)
+                    .is_none_or(|s| s.due.is_none())
+            {
+                return;
+            }
         }
         let host = self.probe_host(k, host).to_string();
         let Some(addr) = self.probe_addr(k, &host, port) else {
@@ -195,6 +227,7 @@ impl Engine<'_> {
         {
             if let Some(state) = self.core.insts[k].check_mut(check) {
                 state.inflight = true;
+                state.started = Some(now);
             }
             self.sources.insert(
                 token,
@@ -265,6 +298,12 @@ impl Engine<'_> {
         now: Instant,
     ) {
         if self.core.insts[k].check(check).is_some_and(|s| s.inflight) {
+            // Due while the last request is still out: it runs as soon as
+            // that one is answered (a request that hangs until its limit
+            // fails once per interval, not every other).
+            if let Some(state) = self.core.insts[k].check_mut(check) {
+                state.overdue = true;
+            }
             return;
         }
         let url = self.probe_url(k, &spawn::interpolate(url, self.core.insts[k].replica));
@@ -304,6 +343,9 @@ impl Engine<'_> {
             if let Some(state) = self.core.insts[a.inst].check_mut(a.check) {
                 state.inflight = false;
                 state.started = None;
+                if std::mem::take(&mut state.overdue) && state.due.is_some() {
+                    state.due = Some(Instant::now());
+                }
             }
             // An answer for an attempt that is over says nothing about this one.
             if self.core.insts[a.inst].attempts != a.attempt || self.probe_moot(a.inst) {
@@ -594,7 +636,10 @@ fn http_host_port(url: &str) -> Option<(String, u16)> {
 /// A GET of `url` within `limit`: passes on an accepted status (any 2xx when
 /// `accept` is empty).
 fn http_check(url: &str, accept: &[u16], limit: Duration) -> bool {
+    // The connect gets the limit too: with only the overall one, a server
+    // whose accept queue is full kept it for the kernel's SYN retries (31 s).
     let agent = ureq::AgentBuilder::new()
+        .timeout_connect(limit)
         .timeout(limit)
         .redirects(0)
         .build();
