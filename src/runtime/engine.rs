@@ -223,6 +223,8 @@ struct Engine<'g> {
     base: PathBuf,
     /// Launching stopped at the end of a slice with instances still ready to go.
     launch_more: bool,
+    /// Probes were due but the slice ran out: the loop comes back at once.
+    probes_pending: bool,
     /// When the current launch slice ends.
     slice_end: Instant,
     /// When the progress bar may be updated next.
@@ -392,6 +394,7 @@ impl Engine<'_> {
             }
             let now = Instant::now();
             let timeout = if self.launch_more
+                || self.probes_pending
                 || (!self.readable.is_empty()
                     && (!self.reporter.backlogged() || self.served_pipe_waits()))
             {

@@ -56,7 +56,34 @@ impl Engine<'_> {
         self.health_if_due(k, now);
     }
 
+    /// Fails the attempt whose readiness did not pass within its timeout;
+    /// true if it did so. A timer of its own, not a probe: served each turn.
+    pub(super) fn readiness_timed_out(&mut self, k: InstId, now: Instant) -> bool {
+        let i = &self.core.insts[k];
+        let Some(a) = i.running() else {
+            return false;
+        };
+        if a.probing.checks[Check::Ready as usize].due.is_none()
+            || a.probing.ready
+            || a.stop.is_some()
+        {
+            return false;
+        }
+        let Some(ready) = self.g.file.processes[i.proc].ready.as_ref() else {
+            return false;
+        };
+        if a.start.is_none_or(|s| now < later(s, ready.timeout)) {
+            return false;
+        }
+        self.core.not_ready_in_time(k);
+        self.stop_probing(k);
+        true
+    }
+
     fn readiness_if_due(&mut self, k: InstId, now: Instant) {
+        if self.readiness_timed_out(k, now) {
+            return;
+        }
         let i = &self.core.insts[k];
         let Some(a) = i.running() else {
             return;
@@ -67,15 +94,7 @@ impl Engine<'_> {
         let Some(ready) = self.g.file.processes[i.proc].ready.as_ref() else {
             return;
         };
-        if a.probing.ready || a.stop.is_some() {
-            return;
-        }
-        if a.start.is_some_and(|s| now >= later(s, ready.timeout)) {
-            self.core.not_ready_in_time(k);
-            self.stop_probing(k);
-            return;
-        }
-        if now < due {
+        if a.probing.ready || a.stop.is_some() || now < due {
             return;
         }
         let (interval, probe) = (ready.interval, ready.probe.value.clone());
@@ -188,7 +207,7 @@ impl Engine<'_> {
             // A connect that hangs (a full accept queue, dropped packets) gets
             // `limit`, as a command or a request does: then it fails, and
             // this check makes a new one.
-            if !state.started.is_some_and(|t| now >= later(t, limit)) {
+            if state.started.is_none_or(|t| now < later(t, limit)) {
                 return;
             }
             for t in self.sources.tcp_of(k, check) {

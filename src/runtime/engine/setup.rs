@@ -27,6 +27,7 @@ impl<'g> Engine<'g> {
             g,
             base: base.to_path_buf(),
             launch_more: false,
+            probes_pending: false,
             slice_end: Instant::now(),
             progress_due: Instant::now(),
             poll,

@@ -25,12 +25,12 @@ impl Engine<'_> {
 
     pub(super) fn on_deadlines(&mut self, now: Instant) {
         let active: Vec<InstId> = self.core.active.iter().copied().collect();
-        for k in active {
+        for &k in &active {
             match self.core.insts[k].phase {
                 Phase::RetryWait { .. } => self.core.retry_timer(k, now),
                 Phase::Running(_) => {
-                    self.probe_if_due(k, now);
                     self.core.running_timers(k, now);
+                    self.readiness_timed_out(k, now);
                 }
                 Phase::Draining { since, .. } if now >= self.core.drain_until(since) => {
                     // A leftover process still holds the output open: stop waiting for EOF.
@@ -41,6 +41,20 @@ impl Engine<'_> {
                 }
                 _ => {}
             }
+        }
+        // Probes go last, within a slice: starting a few hundred `cmd` probes
+        // takes long enough to make the timers behind them late. Those not
+        // started are still due, and the loop comes back at once.
+        self.probes_pending = false;
+        for k in active {
+            if !matches!(self.core.insts[k].phase, Phase::Running(_)) {
+                continue;
+            }
+            if Instant::now() >= later(now, LAUNCH_SLICE) {
+                self.probes_pending = true;
+                break;
+            }
+            self.probe_if_due(k, now);
         }
     }
 }
