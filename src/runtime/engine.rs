@@ -5,6 +5,7 @@ mod attempts;
 mod cancel;
 mod exits;
 mod finish;
+mod http_url;
 mod ids;
 mod inst;
 mod launch;
