@@ -679,17 +679,14 @@ shell = "touch checked"
     drop(taken);
 }
 
-#[test]
-fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
-    let mut body = String::new();
-    for i in 0..100 {
-        body.push_str(&format!("[process.s{i}]\nshell = \"sleep 0.2\"\n"));
-    }
-    let job = Job::new(&body);
+/// Runs `body` under `ulimit -n LIMIT`: it must end with `expect` ("100 ok"),
+/// after waiting for descriptors rather than failing launches.
+fn delayed_not_failed_under_ulimit(body: &str, limit: u32, expect: &str) {
+    let job = Job::new(body);
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -n 48 && exec '{}' run '{}'",
+            "ulimit -n {limit} && exec '{}' run '{}'",
             assert_cmd::cargo::cargo_bin("jobgraph").display(),
             job.path().display()
         ))
@@ -698,7 +695,7 @@ fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("100 ok"), "{err}");
+    assert!(err.contains(expect), "{err}");
     assert!(
         err.contains("waiting for running processes to exit"),
         "{err}"
@@ -706,31 +703,23 @@ fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
 }
 
 #[test]
+fn running_out_of_descriptors_delays_launches_instead_of_failing_them() {
+    let body: String = (0..100)
+        .map(|i| format!("[process.s{i}]\nshell = \"sleep 0.2\"\n"))
+        .collect();
+    delayed_not_failed_under_ulimit(&body, 48, "100 ok");
+}
+
+#[test]
 fn running_out_of_descriptors_delays_stream_groups_instead_of_failing_them() {
-    let mut body = String::new();
-    for i in 0..20 {
-        body.push_str(&format!(
-            "[pipe.p{i}]\nfrom = \"g{i}\"\nto = \"c{i}\"\n[process.g{i}]\nshell = \"sleep 0.2; echo hi\"\n[process.c{i}]\nshell = \"cat\"\n"
-        ));
-    }
-    let job = Job::new(&body);
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 40 && exec '{}' run '{}'",
-            assert_cmd::cargo::cargo_bin("jobgraph").display(),
-            job.path().display()
-        ))
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("40 ok"), "{err}");
-    assert!(
-        err.contains("waiting for running processes to exit"),
-        "{err}"
-    );
+    let body: String = (0..20)
+        .map(|i| {
+            format!(
+                "[pipe.p{i}]\nfrom = \"g{i}\"\nto = \"c{i}\"\n[process.g{i}]\nshell = \"sleep 0.2; echo hi\"\n[process.c{i}]\nshell = \"cat\"\n"
+            )
+        })
+        .collect();
+    delayed_not_failed_under_ulimit(&body, 40, "40 ok");
 }
 
 #[test]

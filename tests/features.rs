@@ -235,17 +235,10 @@ health = { cmd = ["sh", "-c", "date +%s%N >> checks; sleep 100"], interval = "2s
         evs.iter().any(|e| e["event"] == "health-failed"),
         "{evs:#?}"
     );
-    let starts: Vec<u128> = job
-        .read("checks")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let starts = check_times(&job);
     assert_eq!(starts.len(), 3, "{starts:?}");
-    for pair in starts.windows(2) {
-        let gap_ms = (pair[1] - pair[0]) / 1_000_000;
-        // One interval (2 s) apart; two intervals (4 s) was the defect.
-        assert!(gap_ms < 3_000, "checks {gap_ms} ms apart: {starts:?}");
-    }
+    // One interval (2 s) apart; two intervals (4 s) was the defect.
+    gaps_under(&starts, 3_000);
     assert!(job.survivors().is_empty());
 }
 
@@ -432,17 +425,10 @@ health = {{ http = "http://127.0.0.1:{port}/", interval = "2s", failures = 3 }}
         evs.iter().any(|e| e["event"] == "health-failed"),
         "{evs:#?}"
     );
-    let starts: Vec<u128> = job
-        .read("checks")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let starts = check_times(&job);
     // The readiness connect, then the three health requests.
     assert!(starts.len() >= 4, "{starts:?}");
-    for pair in starts[1..].windows(2) {
-        let gap_ms = (pair[1] - pair[0]) / 1_000_000;
-        assert!(gap_ms < 3_000, "requests {gap_ms} ms apart: {starts:?}");
-    }
+    gaps_under(&starts[1..], 3_000);
     assert!(job.survivors().is_empty());
 }
 
@@ -466,4 +452,20 @@ health = {{ tcp = "127.0.0.1:{port}", interval = "500ms", failures = 2 }}
     assert!(evs.iter().any(|e| e["event"] == "health-failed"), "{err}");
     let exited = evs.iter().find(|e| e["event"] == "exited").unwrap();
     assert_ne!(exited["status"], "timed out", "{exited}");
+}
+
+/// The times (ns) a job's checks noted in its `checks` file.
+fn check_times(job: &Job) -> Vec<u128> {
+    job.read("checks")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Each of `times` (ns) follows the one before within `max_ms`.
+fn gaps_under(times: &[u128], max_ms: u128) {
+    for pair in times.windows(2) {
+        let gap_ms = (pair[1] - pair[0]) / 1_000_000;
+        assert!(gap_ms < max_ms, "{gap_ms} ms apart: {times:?}");
+    }
 }
