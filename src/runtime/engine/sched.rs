@@ -422,6 +422,11 @@ impl Sched<'_> {
         if self.unfinished == 0 || !self.stop_pending.is_empty() {
             return None;
         }
+        // Asked at every loop turn: anything but idle daemons running answers
+        // at once, without a pass over every instance.
+        if !self.active.is_empty() && !self.only_top_daemons_run() {
+            return None;
+        }
         let pending: Vec<InstId> = self
             .order
             .iter()
@@ -441,17 +446,22 @@ impl Sched<'_> {
     /// so they cannot unblock it, and the run would wait for ever.
     fn only_idle_daemons_run(&self, pending: &[InstId]) -> bool {
         let procs = &self.g.file.processes;
-        let top_daemon = |p: usize| procs[p].daemon.value && procs[p].parent.is_none();
-        let all_daemons = self.active.iter().all(|&k| {
-            let i = &self.insts[k];
-            top_daemon(i.proc.index()) && matches!(i.phase, Phase::Running(_))
-        });
-        all_daemons
+        self.only_top_daemons_run()
             && pending.iter().all(|&k| {
                 let p = self.insts[k].proc;
                 self.g.locks[p].is_empty()
                     && self.g.deps[p].iter().all(|d| !procs[d.target].daemon.value)
             })
+    }
+
+    /// Whether every active instance is a running top-level daemon.
+    fn only_top_daemons_run(&self) -> bool {
+        let procs = &self.g.file.processes;
+        self.active.iter().all(|&k| {
+            let i = &self.insts[k];
+            let p = &procs[i.proc.index()];
+            p.daemon.value && p.parent.is_none() && matches!(i.phase, Phase::Running(_))
+        })
     }
 
     /// Nothing can ever start or end any more, yet `stuck` instances wait
