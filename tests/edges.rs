@@ -608,6 +608,9 @@ shell = "sleep 30"
     let (code, screen) = run_on_a_terminal(&job, "name?", "\u{3}");
     assert_eq!(code, 130, "{screen}");
     assert!(screen.contains("SIGINT received"), "{screen}");
+    // Interrupted, not failed: the user's Ctrl-C is no failure of `ask`.
+    assert!(screen.contains("2 stopped"), "{screen}");
+    assert!(!screen.contains("failed"), "{screen}");
     assert!(job.survivors().is_empty());
 }
 

@@ -71,6 +71,7 @@ pub fn check_env() -> Result<(), String> {
 /// Puts the run in a PID namespace if it can. Must be called while the
 /// process has a single thread (before any thread is started).
 pub fn enter() -> Entered {
+    super::hygiene::reset_inherited_signals();
     if std::env::var(ENV).is_ok_and(|v| v == "marker") {
         return Entered::Engine(Containment::Marker);
     }

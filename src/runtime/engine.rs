@@ -365,7 +365,7 @@ impl Engine<'_> {
     /// already is not signalled: its id may be another's by now).
     fn signal_unit(&mut self, k: InstId, sig: i32) {
         if let Some(u) = self.core.insts[k].running().map(|a| a.unit) {
-            self.exec.signal_group(u, sig);
+            self.exec.signal_unit(u, sig);
         }
     }
 

@@ -114,6 +114,12 @@ pub trait Executor {
     fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId>;
     /// Sends `sig` to every process of the unit's group; false if none is left.
     fn signal_group(&mut self, id: UnitId, sig: i32) -> bool;
+    /// Sends `sig` to a unit not yet reaped: its group, and its own process
+    /// too if that left the group (`setpgid` to another group), which a
+    /// signal to the group alone would never reach.
+    fn signal_unit(&mut self, id: UnitId, sig: i32) -> bool {
+        self.signal_group(id, sig)
+    }
     /// Whether any process of the unit's group is alive.
     fn group_alive(&mut self, id: UnitId) -> bool;
     /// One unit (or stray process) that ended since the last call, if any.
@@ -172,6 +178,16 @@ impl Executor for Local {
 
     fn signal_group(&mut self, id: UnitId, sig: i32) -> bool {
         hygiene::signal_group(id.0, sig)
+    }
+
+    fn signal_unit(&mut self, id: UnitId, sig: i32) -> bool {
+        let group = hygiene::signal_group(id.0, sig);
+        // Unreaped, the pid is still this unit's, so signalling it is safe.
+        let pid = nix::unistd::Pid::from_raw(id.0);
+        if nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g != pid) {
+            return hygiene::signal_pid_raw(id.0, sig) || group;
+        }
+        group
     }
 
     fn group_alive(&mut self, id: UnitId) -> bool {

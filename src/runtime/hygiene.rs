@@ -80,6 +80,11 @@ pub fn signal_pid(pid: i32, sig: Signal) -> bool {
     kill(Pid::from_raw(pid), sig).is_ok()
 }
 
+/// Sends signal number `sig` to one process.
+pub fn signal_pid_raw(pid: i32, sig: i32) -> bool {
+    Signal::try_from(sig).is_ok_and(|sig| signal_pid(pid, sig))
+}
+
 /// (pid, parent pid, state) of every process, from /proc.
 fn processes() -> Vec<(i32, i32, char)> {
     let mut out = Vec::new();
@@ -189,6 +194,21 @@ pub fn ignore_ttou() {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
+}
+
+/// Undoes what the engine's starter left in its signal state: signals it
+/// blocked (a blocked SIGCHLD hid every exit, and the run hung) and an
+/// ignored SIGCHLD (the kernel then reaps children itself, so no exit status
+/// is ever seen). Call before anything is forked.
+pub fn reset_inherited_signals() {
+    use nix::sys::signal::{
+        pthread_sigmask, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal,
+    };
+    // An empty mask is always a valid argument.
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no handler code; SIGCHLD is a valid signal.
+    let _ = unsafe { sigaction(Signal::SIGCHLD, &default) };
 }
 
 /// Starts a named helper thread with every signal blocked, so that the

@@ -204,8 +204,15 @@ pub fn spawn(prep: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
             ))?;
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
+            // Every bit set by hand: glibc's sigfillset leaves out its two
+            // internal signals (32, 33), and posix_spawn then starts the
+            // child with them ignored, which survives exec.
             let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
+            std::ptr::write_bytes(
+                std::ptr::addr_of_mut!(all).cast::<u8>(),
+                0xff,
+                std::mem::size_of::<libc::sigset_t>(),
+            );
             check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
             check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
             check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;

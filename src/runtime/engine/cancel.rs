@@ -43,6 +43,18 @@ impl Cancel {
     pub(super) fn kills(&self) -> bool {
         matches!(self, Cancel::LoopFailed | Cancel::Kill(_))
     }
+
+    /// Severity alone: which signal or which process does not make a
+    /// reason more severe (a SIGTERM after a SIGINT's kill changes nothing).
+    pub(super) fn rank(&self) -> u8 {
+        match self {
+            Cancel::Stalled => 0,
+            Cancel::FailFast(_) => 1,
+            Cancel::LoopFailed => 2,
+            Cancel::Signal(_) => 3,
+            Cancel::Kill(_) => 4,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -56,5 +68,6 @@ mod tests {
         assert!(fail < Cancel::Signal(libc::SIGINT));
         assert!(Cancel::Signal(libc::SIGTERM) < Cancel::Kill(libc::SIGINT));
         assert!(Cancel::Kill(2).kills() && !Cancel::Signal(2).kills());
+        assert_eq!(Cancel::Kill(2).rank(), Cancel::Kill(15).rank());
     }
 }

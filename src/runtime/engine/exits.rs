@@ -163,6 +163,7 @@ impl Engine<'_> {
                     libc::SIGQUIT => self.quit(sig),
                     _ => self.interrupt(sig),
                 }
+                self.core.stopped_by_user(k, Instant::now());
             }
         }
         self.core

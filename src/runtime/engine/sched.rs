@@ -234,7 +234,11 @@ pub(super) struct Cursor {
 impl Sched<'_> {
     /// Raises the cancel reason to `c` if it is more severe; says whether it did.
     pub(super) fn escalate(&mut self, c: Cancel) -> bool {
-        if self.cancel.as_ref().is_some_and(|now| *now >= c) {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|now| now.rank() >= c.rank())
+        {
             return false;
         }
         // A second signal kills at once, but the exit code stays the first's.

@@ -441,3 +441,20 @@ fn killing_everything_tells_each_sigkill_and_drains_no_more() {
     d.exit("a", 0);
     assert!(d.said("done a stopped"), "{:?}", d.log);
 }
+
+#[test]
+fn the_first_signal_decides_the_exit_code_whatever_follows() {
+    let g = graph("[process.a]\ncmd = [\"a\"]\n");
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    assert!(d.s.escalate(Cancel::Signal(libc::SIGINT)));
+    assert!(
+        d.s.escalate(Cancel::Kill(libc::SIGHUP)),
+        "a second signal kills"
+    );
+    assert!(
+        !d.s.escalate(Cancel::Kill(libc::SIGTERM)),
+        "a third changes nothing"
+    );
+    assert_eq!(d.s.cancel, Some(Cancel::Kill(libc::SIGINT)));
+}

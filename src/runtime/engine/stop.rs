@@ -260,6 +260,27 @@ impl Sched<'_> {
         Some(took)
     }
 
+    /// The user's Ctrl-C (Ctrl-\\) reached instance `k`, which held the
+    /// terminal, and it died of it: the run's interruption stopped it, as if
+    /// the engine had sent the signal, so it is `stopped`, not `failed`.
+    pub(super) fn stopped_by_user(&mut self, k: InstId, now: Instant) {
+        let why = format!("shutdown: {}", self.cause());
+        let grace = self.grace;
+        let i = &mut self.insts[k];
+        let Some(a) = i.running_mut() else {
+            return;
+        };
+        a.stop = Some(Stop {
+            reason: StopReason::Shutdown,
+            signalled: Some(Signalled {
+                at: now,
+                next_kill: later(now, grace),
+            }),
+        });
+        i.why.get_or_insert(why);
+        self.stop_pending.retain(|&p| p != k);
+    }
+
     /// Everything is killed at once (a second signal, a loop failure): each
     /// live unit is sent SIGKILL, and sent it again while it outlives it.
     pub(super) fn kill_running(&mut self, now: Instant) {

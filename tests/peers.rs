@@ -1,0 +1,151 @@
+//! Cases from peers' test suites (tini, dumb-init, GNU parallel, DAGMan),
+//! as job files through the binary: what an init or a job runner is
+//! expected to get right at the edges.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONTAINMENTS: [&str; 2] = ["pid-namespace", "marker"];
+
+/// Runs the job under a containment (60 s at most): (exit code, stderr).
+fn run_in(job: &Job, containment: &str) -> (i32, String) {
+    let mut cmd = jobgraph();
+    if containment == "marker" {
+        cmd.env("JOBGRAPH_CONTAINMENT", "marker");
+    }
+    let out = cmd
+        .args(["run", "--no-progress"])
+        .arg(job.path())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// tini's pgroup tests: a job that moves itself into another process group
+/// is out of reach of a signal to its own group; it must still be stopped.
+#[test]
+fn a_process_that_leaves_its_group_is_still_stopped() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "500ms"
+[process.mover]
+timeout = "500ms"
+cmd = ["python3", "-c", """
+import os, signal, time
+r, w = os.pipe()
+kid = os.fork()
+if kid == 0:
+    os.setpgid(0, 0)
+    os.write(w, b"x")
+    time.sleep(60)
+    os._exit(0)
+os.read(r, 1)
+os.setpgid(0, kid)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(60)
+"""]
+"#,
+    );
+    for containment in CONTAINMENTS {
+        let start = Instant::now();
+        let (code, err) = run_in(&job, containment);
+        assert_eq!(code, 1, "{containment}: {err}");
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+        assert_eq!(summary(&err)["mover"][0], "timed out", "{err}");
+        assert!(job.survivors().is_empty(), "{containment}");
+    }
+}
+
+/// tini's sigconf test: the engine is started with SIGCHLD blocked, or
+/// ignored; it must still see every exit and exit with the run's code.
+#[test]
+fn an_engine_started_with_sigchld_blocked_or_ignored_sees_every_exit() {
+    let job = Job::new("[process.nap]\nshell = \"sleep 0.2\"\n");
+    let bin = assert_cmd::cargo::cargo_bin("jobgraph");
+    for how in [
+        "pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})",
+        "signal(signal.SIGCHLD, signal.SIG_IGN)",
+    ] {
+        for containment in CONTAINMENTS {
+            let script = format!(
+                "import os, signal, sys\nsignal.{how}\nos.execv(sys.argv[1], sys.argv[1:])"
+            );
+            let mut cmd = Command::new("python3");
+            cmd.args(["-c", &script])
+                .arg(&bin)
+                .args(["run", "--no-progress"])
+                .arg(job.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if containment == "marker" {
+                cmd.env("JOBGRAPH_CONTAINMENT", "marker");
+            }
+            let mut child = cmd.spawn().unwrap();
+            let status = wait_exit(&mut child, Duration::from_secs(20));
+            assert_eq!(
+                status.and_then(|s| s.code()),
+                Some(0),
+                "{how} under {containment}"
+            );
+        }
+    }
+}
+
+/// dumb-init's and tini's promise: a job starts with every signal at its
+/// default action, glibc's internal real-time signals (32, 33) included.
+#[test]
+fn a_job_starts_with_no_signal_ignored_or_blocked() {
+    let job = Job::new(
+        "[process.mask]\nshell = \"grep -E '^Sig(Ign|Blk)' /proc/self/status > mask.txt\"\n",
+    );
+    let (code, err) = run_in(&job, "pid-namespace");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        job.read("mask.txt"),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
+/// A third signal neither changes the exit code nor the verdict: the first
+/// signal decides them (tini and dumb-init exit with the first signal's code).
+#[test]
+fn the_first_signal_decides_the_exit_code_whatever_follows() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "3s"
+[process.slow]
+shell = "trap 'sleep 0.6; exit 0' TERM; touch up; while :; do sleep 0.05; done"
+"#,
+    );
+    let mut engine = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--no-progress"])
+        .arg(job.path())
+        .env("JOBGRAPH_CONTAINMENT", "marker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("up"), Duration::from_secs(20)));
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    use nix::sys::signal::{kill, Signal};
+    kill(pid, Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    kill(pid, Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(20));
+    let mut err = String::new();
+    if let Some(mut e) = engine.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert!(!err.contains("interrupted by SIGTERM"), "{err}");
+}
