@@ -442,6 +442,16 @@ fn validate(files: &[PathBuf], format: ValidateFormat, opts: &LoadOptions) -> u8
 /// any. The error is the exit code for an invalid file (`invalid`), or
 /// [`EXIT_USAGE`] for a `--set` of an unknown var.
 fn checked_graph(path: &Path, opts: &LoadOptions, invalid: u8) -> Result<crate::graph::Graph, u8> {
+    checked_graph_and_files(path, opts, invalid).map(|(g, _)| g)
+}
+
+/// The graph, and the job files it was read from (the main file, then the
+/// included ones).
+fn checked_graph_and_files(
+    path: &Path,
+    opts: &LoadOptions,
+    invalid: u8,
+) -> Result<(crate::graph::Graph, Vec<std::path::PathBuf>), u8> {
     let o = outcome(path, opts);
     let quiet_ok = matches!(&o, Outcome::Checked(c) if c.diagnostics.is_empty());
     if !quiet_ok {
@@ -453,7 +463,10 @@ fn checked_graph(path: &Path, opts: &LoadOptions, invalid: u8) -> Result<crate::
         invalid
     };
     match o {
-        Outcome::Checked(c) => c.graph.ok_or(code),
+        Outcome::Checked(c) => {
+            let files = c.source.parts().iter().map(|p| p.path.clone()).collect();
+            c.graph.map(|g| (g, files)).ok_or(code)
+        }
         Outcome::Unreadable(..) => Err(code),
     }
 }
@@ -503,7 +516,7 @@ fn graph(path: &Path, format: GraphFormat, opts: &LoadOptions) -> u8 {
 
 fn run(file: &Path, args: &RunArgs) -> u8 {
     let opts = load_options(args.set.clone());
-    let Ok(g) = checked_graph(file, &opts, EXIT_USAGE) else {
+    let Ok((g, files)) = checked_graph_and_files(file, &opts, EXIT_USAGE) else {
         return EXIT_USAGE;
     };
     let included = match args.members.is_empty() {
@@ -535,7 +548,7 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         state: opts.journal.as_deref().unwrap_or(Path::new("")),
         log_dir: args.log_dir.as_deref(),
     };
-    if let Err(message) = crate::output_paths::check(file, &outputs) {
+    if let Err(message) = crate::output_paths::check(&files, &outputs) {
         eprint(&format!("error: {message}\n"));
         return EXIT_USAGE;
     }

@@ -1,5 +1,6 @@
 //! `run`'s output paths (`--events`, `--state`, `--log-dir`) checked before
-//! anything is written: none may be the job file, or another output's file.
+//! anything is written: none may be a job file (the main one or an included
+//! one), or another output's file, under any spelling or hard link.
 //! `jobgraph run --events job.toml job.toml` replaced the job file with
 //! events, and `--events x --state x` wiped the journal, both with exit 0.
 
@@ -15,25 +16,56 @@ pub struct Outputs<'a> {
     pub log_dir: Option<&'a Path>,
 }
 
-/// An error naming the clash and what to do, or `Ok`.
-pub fn check(job_file: &Path, out: &Outputs<'_>) -> Result<(), String> {
-    let job = (job_file != Path::new("-")).then(|| identity(job_file));
+/// A file as the filesystem knows it: its device and inode when it exists
+/// (so that a hard link is the same file), and its resolved path.
+#[derive(Debug, Clone)]
+struct Identity {
+    path: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Identity) -> bool {
+        match (self.inode, other.inode) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.path == other.path,
+        }
+    }
+}
+
+/// An error naming the clash and what to do, or `Ok`. `job_files` are the
+/// files the graph was read from, the main one first.
+pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
+    let jobs: Vec<(usize, Identity)> = job_files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.as_path() != Path::new("-"))
+        .map(|(i, f)| (i, identity(f)))
+        .collect();
     let events = out.events.map(identity);
     let state = identity(out.state);
     let named = |flag: &str, p: &Path| format!("{flag} {}", p.display());
-    if let (Some(j), Some(e), Some(p)) = (&job, &events, out.events) {
-        if j == e {
+    let which = |i: usize| match i {
+        0 => "the job file itself".to_string(),
+        _ => format!("the included job file {}", job_files[i].display()),
+    };
+    for (i, j) in &jobs {
+        if let (Some(e), Some(p)) = (&events, out.events) {
+            if j == e {
+                return Err(format!(
+                    "{} is {}: the run would overwrite it (give --events another path)",
+                    named("--events", p),
+                    which(*i)
+                ));
+            }
+        }
+        if *j == state {
             return Err(format!(
-                "{} is the job file itself: the run would overwrite it (give --events another path)",
-                named("--events", p)
+                "{} is {}: the journal would be appended to it (give --state another path)",
+                named("--state", out.state),
+                which(*i)
             ));
         }
-    }
-    if job.as_ref() == Some(&state) {
-        return Err(format!(
-            "{} is the job file itself: the journal would be appended to it (give --state another path)",
-            named("--state", out.state)
-        ));
     }
     if let (Some(e), Some(p)) = (&events, out.events) {
         if *e == state {
@@ -44,9 +76,9 @@ pub fn check(job_file: &Path, out: &Outputs<'_>) -> Result<(), String> {
         }
     }
     if let Some(dir) = out.log_dir {
-        let dir = identity(dir);
-        let in_logs = |p: &PathBuf| {
-            p.parent() == Some(dir.as_path()) && p.extension().is_some_and(|x| x == "log")
+        let dir = identity(dir).path;
+        let in_logs = |p: &Identity| {
+            p.path.parent() == Some(dir.as_path()) && p.path.extension().is_some_and(|x| x == "log")
         };
         for (flag, given, id) in [
             ("--events", out.events, events.as_ref()),
@@ -66,18 +98,23 @@ pub fn check(job_file: &Path, out: &Outputs<'_>) -> Result<(), String> {
 }
 
 /// `p` as an absolute path with its directory's links resolved, so that two
-/// spellings of one file compare equal (the file itself need not exist).
-fn identity(p: &Path) -> PathBuf {
+/// spellings of one file compare equal (the file itself need not exist),
+/// and its inode when it exists, so that two hard links do too.
+fn identity(p: &Path) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if let Ok(real) = abs.canonicalize() {
-        return real;
-    }
-    match (abs.parent(), abs.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map_or_else(|_| abs.clone(), |d| d.join(name)),
-        _ => abs,
-    }
+    let path = if let Ok(real) = abs.canonicalize() {
+        real
+    } else {
+        match (abs.parent(), abs.file_name()) {
+            (Some(dir), Some(name)) => dir
+                .canonicalize()
+                .map_or_else(|_| abs.clone(), |d| d.join(name)),
+            _ => abs,
+        }
+    };
+    Identity { path, inode }
 }
 
 #[cfg(test)]
@@ -101,23 +138,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let job = dir.path().join("job.toml");
         std::fs::write(&job, "").unwrap();
+        let jobs = [job.clone()];
         let other = dir.path().join("./job.toml");
         let state = dir.path().join("j.journal");
-        let err = check(&job, &outs(Some(&other), &state, None)).unwrap_err();
+        let err = check(&jobs, &outs(Some(&other), &state, None)).unwrap_err();
         assert!(
             err.contains("--events") && err.contains("job file"),
             "{err}"
         );
-        let err = check(&job, &outs(None, &job, None)).unwrap_err();
+        let err = check(&jobs, &outs(None, &job, None)).unwrap_err();
         assert!(err.contains("--state"), "{err}");
-        let err = check(&job, &outs(Some(&state), &state, None)).unwrap_err();
+        let err = check(&jobs, &outs(Some(&state), &state, None)).unwrap_err();
         assert!(err.contains("also the journal"), "{err}");
         let logs = dir.path().join("logs");
         let inside = logs.join("a.log");
-        let err = check(&job, &outs(Some(&inside), &state, Some(&logs))).unwrap_err();
+        let err = check(&jobs, &outs(Some(&inside), &state, Some(&logs))).unwrap_err();
         assert!(err.contains("--log-dir"), "{err}");
         let fine = dir.path().join("events.ndjson");
-        assert!(check(&job, &outs(Some(&fine), &state, Some(&logs))).is_ok());
-        assert!(check(Path::new("-"), &outs(Some(&fine), &state, None)).is_ok());
+        assert!(check(&jobs, &outs(Some(&fine), &state, Some(&logs))).is_ok());
+        assert!(check(&[PathBuf::from("-")], &outs(Some(&fine), &state, None)).is_ok());
+    }
+
+    #[test]
+    fn a_hard_link_or_an_included_file_is_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.toml");
+        let common = dir.path().join("common.toml");
+        std::fs::write(&job, "").unwrap();
+        std::fs::write(&common, "").unwrap();
+        let link = dir.path().join("link.toml");
+        std::fs::hard_link(&job, &link).unwrap();
+        let state = dir.path().join("j.journal");
+        let jobs = [job.clone(), common.clone()];
+        let err = check(&jobs, &outs(Some(&link), &state, None)).unwrap_err();
+        assert!(err.contains("the job file itself"), "{err}");
+        let err = check(&jobs, &outs(None, &common, None)).unwrap_err();
+        assert!(err.contains("included job file"), "{err}");
+        let other = dir.path().join("other.journal");
+        std::fs::write(&state, "").unwrap();
+        std::fs::hard_link(&state, &other).unwrap();
+        let err = check(&jobs, &outs(Some(&other), &state, None)).unwrap_err();
+        assert!(err.contains("also the journal"), "{err}");
     }
 }

@@ -149,3 +149,42 @@ shell = "trap 'sleep 0.6; exit 0' TERM; touch up; while :; do sleep 0.05; done"
     assert!(err.contains("interrupted by SIGINT"), "{err}");
     assert!(!err.contains("interrupted by SIGTERM"), "{err}");
 }
+
+/// GNU parallel's --joblog and DAGMan's node logs never clobber the DAG:
+/// `--events` through a hard link to the job file is refused like the file itself.
+#[test]
+fn events_through_a_hard_link_to_the_job_file_are_refused() {
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    let link = job.file("link.toml");
+    std::fs::hard_link(job.path(), &link).unwrap();
+    let before = std::fs::read_to_string(job.path()).unwrap();
+    let (code, _, err) = job.run(&["--events", link.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the job file itself"), "{err}");
+    assert_eq!(std::fs::read_to_string(job.path()).unwrap(), before);
+}
+
+/// `> f 2>&1` under two spellings, and replicas sharing one output file
+/// (GNU parallel's `::: a b c > out`): every line is kept.
+#[test]
+fn writers_sharing_an_output_file_never_wipe_each_other() {
+    let job = Job::new(
+        r#"
+[process.a]
+shell = "echo out1; echo err1 >&2; echo out2"
+stdout = { file = "both.txt" }
+stderr = { file = "./both.txt" }
+[process.r]
+replicas = 3
+shell = "echo rep $JOBGRAPH_REPLICA"
+stdout = { file = "reps.txt" }
+"#,
+    );
+    std::fs::write(job.file("both.txt"), "from before\n").unwrap();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("both.txt"), "out1\nerr1\nout2\n");
+    let mut reps: Vec<String> = job.read("reps.txt").lines().map(String::from).collect();
+    reps.sort();
+    assert_eq!(reps, ["rep 0", "rep 1", "rep 2"]);
+}

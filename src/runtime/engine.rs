@@ -253,6 +253,10 @@ struct Engine<'g> {
     launches: PerInst<Option<(Launch, std::io::Result<Prepared>)>>,
     /// Working directories found to exist (each is looked at once).
     cwd_seen: rustc_hash::FxHashSet<PathBuf>,
+    /// Output files (device, inode) emptied by this run: each is emptied
+    /// once, at its first opening, whatever its spelling or however many
+    /// instances share it; every later opening appends.
+    truncated: rustc_hash::FxHashSet<(u64, u64)>,
     /// /dev/null, for `null` streams.
     null: std::fs::File,
     engine_env: Vec<(OsString, OsString)>,

@@ -199,14 +199,10 @@ pub enum Sink {
     File(std::fs::File),
 }
 
-/// The sink for stdout or stderr. Files are created at the first attempt and
-/// appended to by retries, so every attempt's output is kept.
-pub fn sink(
-    output: &Output,
-    base: &Path,
-    replica: u32,
-    first_attempt: bool,
-) -> std::io::Result<Sink> {
+/// The sink for stdout or stderr. Files are opened for appending (writers
+/// sharing one never overwrite each other); emptying a file at its first
+/// use in a run is the caller's ([`empty_once`]), so every attempt's output is kept.
+pub fn sink(output: &Output, base: &Path, replica: u32) -> std::io::Result<Sink> {
     Ok(match output {
         Output::Log => Sink::Log,
         Output::Null => Sink::Null,
@@ -215,9 +211,7 @@ pub fn sink(
             let path = base.join(interpolate(path, replica));
             let file = std::fs::OpenOptions::new()
                 .create(true)
-                .write(true)
-                .append(!first_attempt)
-                .truncate(first_attempt)
+                .append(true)
                 .open(&path)
                 .map_err(|e| {
                     std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
@@ -225,6 +219,23 @@ pub fn sink(
             Sink::File(file)
         }
     })
+}
+
+/// Empties an output file opened by [`sink`] unless this run has emptied it
+/// before (`done` holds each file's device and inode): two spellings of one
+/// path, or replicas sharing one, must not wipe each other's output.
+pub fn empty_once(
+    sink: &Sink,
+    done: &mut rustc_hash::FxHashSet<(u64, u64)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let Sink::File(f) = sink {
+        let meta = f.metadata()?;
+        if meta.is_file() && done.insert((meta.dev(), meta.ino())) {
+            f.set_len(0)?;
+        }
+    }
+    Ok(())
 }
 
 /// The descriptors of one attempt: what goes on 0, 1, 2, the read end of the

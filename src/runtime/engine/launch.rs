@@ -353,7 +353,7 @@ impl Engine<'_> {
         // A stream edge on stdout replaces `stdout`: the file is then not even created.
         let out = match endpoints.iter().any(|(t, _)| *t == 1) {
             true => None,
-            false => match spawn::sink(&p.stdout, &self.base, i.replica, first)? {
+            false => match spawn::sink(&p.stdout, &self.base, i.replica)? {
                 Sink::Inherit if self.stdout_is_events => Some(Sink::EngineStderr),
                 sink => Some(sink),
             },
@@ -363,8 +363,13 @@ impl Engine<'_> {
             (Some(Sink::File(f)), crate::spec::Output::File(_)) if p.stdout == p.stderr => {
                 Sink::File(f.try_clone()?)
             }
-            _ => spawn::sink(&p.stderr, &self.base, i.replica, first)?,
+            _ => spawn::sink(&p.stderr, &self.base, i.replica)?,
         };
+        if first {
+            for sink in out.iter().chain([&err]) {
+                spawn::empty_once(sink, &mut self.truncated)?;
+            }
+        }
         let plan = spawn::fd_plan(
             p.stdin,
             out,

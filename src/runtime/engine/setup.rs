@@ -43,6 +43,7 @@ impl<'g> Engine<'g> {
             groups: Vec::new(),
             launches,
             cwd_seen: Default::default(),
+            truncated: Default::default(),
             null,
             engine_env: engine_env(&marker),
             marker,
