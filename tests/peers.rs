@@ -188,3 +188,23 @@ stdout = { file = "reps.txt" }
     reps.sort();
     assert_eq!(reps, ["rep 0", "rep 1", "rep 2"]);
 }
+
+/// DAGMan's rescue DAG keeps the output of DONE nodes: a `--resume` run
+/// keeps the log of what it takes from the cache, and empties the others.
+#[test]
+fn a_resumed_run_keeps_the_logs_of_cached_instances() {
+    let job = Job::new(
+        "[process.a]\nshell = \"echo output-of-a\"\n[process.b]\nafter = [\"a\"]\nshell = \"echo b-ran; exit 1\"\n[process.c]\nafter = [\"b\"]\nshell = \"echo c\"\n",
+    );
+    let logs = job.file("logs");
+    let logs = logs.to_str().unwrap();
+    let (code, _, err) = job.run(&["--log-dir", logs]);
+    assert_eq!(code, 1, "{err}");
+    std::fs::write(job.file("logs/c.log"), "stale\n").unwrap();
+    let (code, _, err) = job.run(&["--resume", "--log-dir", logs]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(summary(&err)["a"][0], "cached", "{err}");
+    assert_eq!(job.read("logs/a.log"), "output-of-a\n");
+    assert_eq!(job.read("logs/b.log"), "b-ran\n");
+    assert_eq!(job.read("logs/c.log"), "");
+}

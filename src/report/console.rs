@@ -36,6 +36,8 @@ pub struct Console {
     pending: Vec<u8>,
     log_dir: Option<PathBuf>,
     log_files: Vec<Option<LogFile>>,
+    /// Instance name to its index in `log_files`.
+    log_index: std::collections::HashMap<String, usize>,
     /// The log files open now, oldest first: at most `open_logs_cap`, so
     /// that a graph of 10,000 processes does not hold 10,000 descriptors
     /// (nor fail to start under `ulimit -n 1024`).
@@ -59,6 +61,10 @@ struct LogFile {
     /// A FIFO or device put in the log directory in place of a file: its
     /// reader may stall, so it is written by a thread of its own.
     stream: Option<Writer>,
+    /// Emptied by this run already, or kept: a `--resume` run keeps the log
+    /// of an instance it takes from the cache, and empties the others when
+    /// they start (or at the end, for those that never do).
+    settled: bool,
 }
 
 /// How long the end of a run waits for a reader of a log FIFO that reads
@@ -170,8 +176,10 @@ impl Console {
                 path: dir.to_path_buf(),
                 source,
             })?;
-            // Each is created (emptied) now, so a bad path stops the run
-            // before it starts, then closed until its process writes.
+            // Each is created now, so a bad path stops the run before it
+            // starts, then closed until its process writes. It is emptied
+            // when its process starts: one taken from a resumed run's
+            // cache keeps what that run wrote.
             for n in names {
                 let path = dir.join(format!("{}.log", log_file_stem(n)));
                 let stream =
@@ -180,14 +188,19 @@ impl Console {
                         source,
                     })?;
                 if stream.is_none() {
-                    std::fs::File::create(&path).map_err(|source| StartError::CreateLog {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|source| StartError::CreateLog {
+                            path: path.clone(),
+                            source,
+                        })?;
                 }
                 log_files.push(Some(LogFile {
                     path,
                     file: None,
+                    settled: stream.is_some(),
                     stream,
                 }));
             }
@@ -200,6 +213,14 @@ impl Console {
             bar,
             pending: Vec::with_capacity(64 * 1024),
             log_dir: log_dir.map(Path::to_path_buf),
+            log_index: match log_dir {
+                Some(_) => names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), i))
+                    .collect(),
+                None => Default::default(),
+            },
             log_files,
             open_logs: std::collections::VecDeque::new(),
             open_logs_cap: open_log_files_cap(),
@@ -404,6 +425,10 @@ impl Console {
             };
             let file = std::fs::OpenOptions::new().append(true).open(&path)?;
             if let Some(f) = &mut self.log_files[inst] {
+                if !f.settled {
+                    file.set_len(0)?;
+                    f.settled = true;
+                }
                 f.file = Some(file);
             }
             self.open_logs.push_back(inst);
@@ -416,6 +441,37 @@ impl Console {
         }
     }
 
+    /// Instance `name` starts (`keep` false) or is taken from the cache of a
+    /// resumed run (`keep` true): its log file is emptied, or kept as it is.
+    pub fn settle_log_of(&mut self, name: &str, keep: bool) {
+        if let Some(&inst) = self.log_index.get(name) {
+            self.settle_log(inst, keep);
+        }
+    }
+
+    fn settle_log(&mut self, inst: usize, keep: bool) {
+        let Some(Some(f)) = self.log_files.get_mut(inst) else {
+            return;
+        };
+        if f.settled {
+            return;
+        }
+        f.settled = true;
+        if keep {
+            return;
+        }
+        let emptied = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f.path)
+            .and_then(|file| file.set_len(0));
+        if let Err(e) = emptied {
+            self.errors.push(format!(
+                "cannot empty the log file {}: {e}",
+                f.path.display()
+            ));
+        }
+    }
+
     /// Writes what is queued and removes the bar before the summary. Gives up
     /// on a reader that does not read once `abandon` says so. Returns the
     /// write errors not reported yet.
@@ -425,6 +481,10 @@ impl Console {
         mut abandon: impl FnMut() -> bool,
     ) -> Vec<String> {
         self.flush();
+        // Instances that never started: no stale log of an earlier run is left.
+        for inst in 0..self.log_files.len() {
+            self.settle_log(inst, false);
+        }
         for f in self.log_files.iter_mut().flatten() {
             let Some(file) = &mut f.file else {
                 continue;

@@ -67,6 +67,13 @@ impl Reporter for LiveReporter {
         if let Some(ev) = &mut self.events {
             ev.emit(ndjson(e));
         }
+        if let Some(c) = &mut self.console {
+            match e {
+                RunEvent::Started { process, .. } => c.settle_log_of(process, false),
+                RunEvent::Cached { process } => c.settle_log_of(process, true),
+                _ => {}
+            }
+        }
     }
 
     fn line(&mut self, inst: usize, name: &str, line: &[u8]) {
