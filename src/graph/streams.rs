@@ -467,6 +467,20 @@ fn check_group_retries(
                 .help("a pipe's other end is gone once it fails; only members whose edges are all queues rerun (they reattach)"),
             );
         }
+        if p.restart != crate::spec::Restart::Never && pipe_edge {
+            diags.push(
+                Diagnostic::at(
+                    Code::StreamGroupRetries,
+                    p.name.span.clone(),
+                    format!(
+                        "`{}` has a restart policy, but it has a pipe edge, so it is never restarted",
+                        p.name.value
+                    ),
+                )
+                .label("restart does not apply")
+                .help("a pipe's other end is gone once it exits; only members whose edges are all queues restart (they reattach)"),
+            );
+        }
     }
 }
 

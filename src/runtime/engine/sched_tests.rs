@@ -458,3 +458,26 @@ fn the_first_signal_decides_the_exit_code_whatever_follows() {
     );
     assert_eq!(d.s.cancel, Some(Cancel::Kill(libc::SIGINT)));
 }
+
+#[test]
+fn a_skipped_group_names_the_member_that_could_not_start() {
+    let g = graph(
+        "[process.gate]\ncmd = [\"g\"]\n[process.a]\nafter = [\"gate\"]\ncmd = [\"a\"]\n[process.b]\ncmd = [\"b\"]\n[process.c]\nreplicas = 2\ncmd = [\"c\"]\n[pipe.p]\nfrom = \"a\"\nto = \"b\"\n[queue.q]\nfrom = [\"b\"]\nto = [\"c\"]\n",
+    );
+    let o = RunOptions {
+        keep_going: true,
+        ..opts()
+    };
+    let mut d = Drive::new(&g, &o);
+    assert_eq!(d.step(), ["gate"]);
+    d.exit("gate", 1);
+    d.step();
+    for name in ["b", "c[0]", "c[1]"] {
+        let k = d.k(name);
+        assert_eq!(
+            d.s.insts[k].why.as_deref(),
+            Some("`a` in its stream group was skipped"),
+            "{name}"
+        );
+    }
+}

@@ -201,25 +201,34 @@ impl Sched<'_> {
     }
 
     pub(super) fn skip(&mut self, k: InstId, reason: &str) {
-        if !matches!(self.insts[k].phase, Phase::Pending) {
+        if !self.skip_one(k, reason) {
             return;
         }
-        self.insts[k].why = Some(reason.to_string());
-        self.set_done(k, Outcome::Skipped);
-        self.set_finished(k);
-        // A stream group launches whole or not at all.
+        // A stream group launches whole or not at all; every other member
+        // names `k`, the one that could not start.
         let peers = self.group_peers(k);
         if !peers.is_empty() {
             let why = format!("`{}` in its stream group was skipped", self.insts[k].name);
             for j in peers {
                 self.ready.remove(&self.pos_of[j]);
-                self.skip(j, &why);
+                self.skip_one(j, &why);
             }
         }
+    }
+
+    /// Skips `k` alone; false if it was no longer pending.
+    fn skip_one(&mut self, k: InstId, reason: &str) -> bool {
+        if !matches!(self.insts[k].phase, Phase::Pending) {
+            return false;
+        }
+        self.insts[k].why = Some(reason.to_string());
+        self.set_done(k, Outcome::Skipped);
+        self.set_finished(k);
         self.fx.push(Effect::Skipped {
             k,
             reason: reason.to_string(),
         });
+        true
     }
 
     /// Skips every pending instance: the run is stopping. `always` steps
