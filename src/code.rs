@@ -142,6 +142,8 @@ codes! {
     SlurmTimeBeforeTimeout = "slurm-time-before-timeout", Warning;
     /// Every process is a daemon, so nothing keeps the graph running.
     DaemonsOnly = "daemons-only", Warning;
+    /// A reader of daemons only (no end-of-file while it runs), or a daemon reading what others write (stopped with it unread).
+    DaemonStream = "daemon-stream", Warning;
 }
 
 impl std::fmt::Display for Code {

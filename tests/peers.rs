@@ -208,3 +208,17 @@ fn a_resumed_run_keeps_the_logs_of_cached_instances() {
     assert_eq!(job.read("logs/b.log"), "b-ran\n");
     assert_eq!(job.read("logs/c.log"), "");
 }
+
+/// multiprocessing's daemon producer feeding a reader that reads to the end:
+/// the daemon is stopped only after the reader finishes, so `validate` warns.
+#[test]
+fn a_reader_of_daemons_only_is_warned_about() {
+    let job = Job::new(
+        "[process.d]\ndaemon = true\nshell = \"yes\"\n[pipe.p]\nfrom = \"d\"\nto = \"c\"\n[process.c]\nshell = \"wc -l\"\n",
+    );
+    let out = jobgraph().arg("validate").arg(job.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("daemon-stream"), "{err}");
+    assert!(err.contains("no end-of-file"), "{err}");
+}

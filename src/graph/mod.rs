@@ -3,6 +3,7 @@
 //! share — stream groups, descriptor numbers, launch stages.
 
 mod cycles;
+mod daemon_streams;
 mod features;
 mod references;
 mod stages;
@@ -186,6 +187,7 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
         }
     }
     streams::check_group_limits(&file, &refs.locks, &streams, &mut diags);
+    daemon_streams::check(&file, &mut diags);
     features::check_tty(&file, &streams.endpoints, &mut diags);
     warnings::check(&file, source, &refs.locks, &mut diags);
     let name = file
