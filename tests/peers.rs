@@ -222,3 +222,40 @@ fn a_reader_of_daemons_only_is_warned_about() {
     assert!(err.contains("daemon-stream"), "{err}");
     assert!(err.contains("no end-of-file"), "{err}");
 }
+
+/// process-compose's custom stop signal: a leftover still in the job's
+/// group gets the job's `stop_signal` from the end-of-run sweep, and no
+/// SIGTERM on top of it.
+#[test]
+fn the_sweep_sends_a_leftover_in_its_group_only_the_stop_signal() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "2s"
+[process.forker]
+stop_signal = "SIGINT"
+cmd = ["python3", "-c", '''
+import os, signal, time
+if os.fork() == 0:
+    got = []
+    def h(s, f):
+        open("got.txt", "a").write(signal.Signals(s).name + "\n")
+        got.append(s)
+    signal.signal(signal.SIGINT, h)
+    signal.signal(signal.SIGTERM, h)
+    os.close(1)
+    os.close(2)
+    end = time.time() + 5
+    while not got and time.time() < end:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os._exit(0)
+''']
+cwd = "."
+"#,
+    );
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("left processes behind"), "{err}");
+    assert_eq!(job.read("got.txt"), "SIGINT\n", "{err}");
+}

@@ -42,6 +42,16 @@ impl Engine<'_> {
             self.exec.signal_group(pgid, sig.number);
             self.exec.signal_group(pgid, libc::SIGCONT);
         }
+        // Those still in a job's group got its stop_signal above: a SIGTERM
+        // on top would defeat a stop_signal chosen to be the graceful one.
+        let grouped: Vec<i32> = left.iter().map(|&(pgid, _)| pgid.get()).collect();
+        let escaped: Vec<i32> = escaped
+            .into_iter()
+            .filter(|&pid| {
+                nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+                    .map_or(true, |g| !grouped.contains(&g.as_raw()))
+            })
+            .collect();
         for &pid in &escaped {
             hygiene::signal_pid(pid, Signal::SIGTERM);
         }
