@@ -259,3 +259,43 @@ cwd = "."
     assert!(err.contains("left processes behind"), "{err}");
     assert_eq!(job.read("got.txt"), "SIGINT\n", "{err}");
 }
+
+/// multiprocessing's daemon sink on a Queue, as a log shipper: stopped at
+/// the end of the work, it still gets every message first, even when it
+/// reads for longer than `shutdown_grace`.
+#[test]
+fn a_daemon_reader_of_a_queue_drains_it_before_its_stop() {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "1s"
+[process.gen]
+shell = "seq 1 3000"
+[queue.q]
+from = ["gen"]
+to = ["shipper"]
+[process.shipper]
+daemon = true
+shell = "i=0; while read -r l; do echo $l >> got.txt; i=$((i+1)); if [ $((i % 500)) = 0 ]; then sleep 0.3; fi; done"
+cwd = "."
+"#,
+    );
+    let (code, _, err) = job.run(&["--no-progress"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("3000 in, 3000 out"), "{err}");
+    assert_eq!(job.read("got.txt").lines().count(), 3000, "{err}");
+}
+
+/// A daemon reader that never reads is stopped after `shutdown_grace`,
+/// and what it left is counted lost: the drain never hangs the run.
+#[test]
+fn a_daemon_reader_that_does_not_read_is_stopped_after_the_grace() {
+    let job = Job::new(
+        "[graph]\nshutdown_grace = \"500ms\"\n[process.gen]\nshell = \"seq 1 100\"\n[queue.q]\nfrom = [\"gen\"]\nto = [\"sink\"]\n[process.sink]\ndaemon = true\nshell = \"exec sleep 30\"\n",
+    );
+    let start = Instant::now();
+    let (code, _, err) = job.run(&["--no-progress"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(15), "{err}");
+    assert!(err.contains("100 lost"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! Stream edges between daemons and the processes they outlive: a daemon is
 //! stopped only once the non-daemon processes finish (or its parent does),
 //! so a reader of a daemon gets no end-of-file while it runs, and a daemon
-//! reader is stopped with whatever it has not read yet.
+//! reader of a pipe is stopped with whatever it has not read yet (a daemon
+//! reader of a queue is given time to drain it, at run time).
 
 use crate::code::Code;
 use crate::diagnostic::Diagnostic;
@@ -9,7 +10,7 @@ use crate::spec::{JobFile, PipeEnds, Sp};
 use std::collections::HashMap;
 
 /// Warns about each reader whose every writer is a top-level daemon, and
-/// each daemon that reads what non-daemon processes write.
+/// each daemon that reads a pipe non-daemon processes write.
 pub(super) fn check(file: &JobFile, diags: &mut Vec<Diagnostic>) {
     let index: HashMap<&str, usize> = file
         .processes
@@ -66,18 +67,18 @@ fn edge(
                 .label("may wait forever for end-of-file")
                 .help("if it reads to the end, the run never ends: make a writer a non-daemon, or let the reader stop on its own (a count, a last message)"),
             );
-        } else if p.daemon.value && some_non_daemon {
+        } else if p.daemon.value && some_non_daemon && kind == "pipe" {
             diags.push(
                 Diagnostic::at(
                     Code::DaemonStream,
                     r.span.clone(),
                     format!(
-                        "daemon `{}` reads {kind} `{name}`: it is stopped once the work it serves finished, and what it has not read by then is lost",
+                        "daemon `{}` reads pipe `{name}`: it is stopped once the work it serves finished, and what it has not read by then is lost",
                         p.name.value
                     ),
                 )
                 .label("a daemon reader")
-                .help("make it a non-daemon: it then ends at end-of-file, after the last message"),
+                .help("make it a non-daemon (it then ends at end-of-file), or use a queue: a daemon reader of a queue is given the time to read what it holds"),
             );
         }
     }

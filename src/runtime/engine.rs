@@ -467,6 +467,7 @@ impl Engine<'_> {
         if !self.core.stop_pending.is_empty() {
             // A process that already exited must be reported with its own status, not "stopped".
             self.reap();
+            self.note_drained_readers();
             self.core.send_stops();
         }
         self.apply();

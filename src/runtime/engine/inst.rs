@@ -97,6 +97,16 @@ pub(super) struct Inst {
     pub(super) restarts: u32,
     /// A daemon stopped because its parent or the graph finished: a normal end.
     pub(super) stopped_at_end: bool,
+    /// A daemon that reads a queue, asked to stop at its normal end: it
+    /// gets until then to read what its queues still hold (then the stop
+    /// signal goes, drained or not); each message it takes moves the
+    /// moment `shutdown_grace` on.
+    pub(super) drain_until: Option<Instant>,
+    /// Messages it had read from its queues when last looked at.
+    pub(super) drain_seen: u64,
+    /// Every queue it reads has given it all and end-of-file (the shell's
+    /// news, for the stop above).
+    pub(super) inputs_drained: bool,
     /// The scheduled next attempt is a restart (counted when it really starts).
     pub(super) restart_pending: bool,
     /// Once finished (joined): why its subtree did not succeed, if it did not.
@@ -135,6 +145,9 @@ impl Inst {
             finished: false,
             restarts: 0,
             stopped_at_end: false,
+            drain_until: None,
+            drain_seen: 0,
+            inputs_drained: false,
             restart_pending: false,
             subtree_failure: None,
             subtree_consequence: false,

@@ -261,6 +261,56 @@ impl Engine<'_> {
     /// Instance `k` consumes queues, and every one of them has given it
     /// end-of-file: a restart would only read end-of-file again (a worker
     /// pool is not refilled once the work is done).
+    /// How long a daemon reader that got end-of-file from every queue it
+    /// reads has to end by itself before its stop signal.
+    const EOF_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+    /// Tells the core which daemon readers waiting to stop have read
+    /// everything their queues held, and gives those still reading more time.
+    pub(super) fn note_drained_readers(&mut self) {
+        for j in 0..self.core.stop_pending.len() {
+            let k = self.core.stop_pending[j];
+            if self.core.insts[k].drain_until.is_none() {
+                continue;
+            }
+            let drained = self.queue_inputs_exhausted(k);
+            let read = self.messages_read_by(k);
+            let grace = self.core.grace;
+            let now = Instant::now();
+            let i = &mut self.core.insts[k];
+            if read > i.drain_seen {
+                i.drain_seen = read;
+                i.drain_until = Some(super::later(now, grace));
+            }
+            if drained && !i.inputs_drained {
+                // At end-of-file, as a log pipe's drain: a moment to end on its own.
+                let eof = super::later(now, Self::EOF_GRACE);
+                i.drain_until = i.drain_until.map(|t| t.min(eof));
+            }
+            i.inputs_drained = drained;
+        }
+    }
+
+    /// Messages consumer `k` has read from its queues.
+    fn messages_read_by(&self, k: InstId) -> u64 {
+        let mut n = 0;
+        for (_, live) in self.queues.iter() {
+            let Some(live) = live else {
+                continue;
+            };
+            if let Some(i) = live.consumers.iter().position(|&c| c == k) {
+                n += live
+                    .broker
+                    .counts()
+                    .per_consumer
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+        n
+    }
+
     pub(super) fn queue_inputs_exhausted(&self, k: InstId) -> bool {
         let mut any = false;
         for (_, live) in self.queues.iter() {

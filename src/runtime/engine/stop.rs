@@ -43,11 +43,16 @@ impl Sched<'_> {
 
     /// Asks a running (or waiting) instance to stop; `why` is what the summary says.
     pub(super) fn request_stop(&mut self, k: InstId, reason: StopReason, why: String) {
+        // A daemon reader of queues first reads what they hold: a stop at
+        // its normal end must not drop messages the work wrote.
+        let drain = (reason == StopReason::DaemonEnd && self.reads_queue(k))
+            .then(|| later(Instant::now(), self.grace));
         let i = &mut self.insts[k];
         match &mut i.phase {
             Phase::Running(a) if a.stop.is_none() => {
                 a.stop = Some(Stop::new(reason));
                 i.why = Some(why);
+                i.drain_until = drain;
                 self.stop_pending.push(k);
             }
             Phase::RetryWait { .. } | Phase::Retrying => {
@@ -57,6 +62,13 @@ impl Sched<'_> {
             }
             _ => {}
         }
+    }
+
+    /// Whether instance `k` reads a queue.
+    fn reads_queue(&self, k: InstId) -> bool {
+        self.g.endpoints[self.insts[k].proc].iter().any(|e| {
+            e.kind == crate::graph::EdgeKind::Queue && e.direction == crate::graph::Direction::In
+        })
     }
 
     /// Sends stop signals in reverse dependency order (the shell reaps first:
@@ -79,6 +91,11 @@ impl Sched<'_> {
                 StopReason::Timeout | StopReason::NotReady | StopReason::Unhealthy
             ) && self.has_running_dependent(k)
             {
+                self.stop_pending.push(k);
+                continue;
+            }
+            let i = &self.insts[k];
+            if i.drain_until.is_some_and(|t| now < t) && !self.kill_now() {
                 self.stop_pending.push(k);
                 continue;
             }
@@ -180,6 +197,11 @@ impl Sched<'_> {
                     }
                     if let Some(s) = a.stop.and_then(|s| s.signalled) {
                         consider(s.next_kill);
+                    }
+                    if let (Some(s), Some(t)) = (a.stop, i.drain_until) {
+                        if s.signalled.is_none() && t > Instant::now() {
+                            consider(t);
+                        }
                     }
                     for c in &a.probing.checks {
                         if let Some(t) = c.due {
