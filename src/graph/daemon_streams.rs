@@ -7,17 +7,11 @@
 use crate::code::Code;
 use crate::diagnostic::Diagnostic;
 use crate::spec::{JobFile, PipeEnds, Sp};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Warns about each reader whose every writer is a top-level daemon, and
 /// each daemon that reads a pipe non-daemon processes write.
-pub(super) fn check(file: &JobFile, diags: &mut Vec<Diagnostic>) {
-    let index: HashMap<&str, usize> = file
-        .processes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.value.as_str(), i))
-        .collect();
+pub(super) fn check(file: &JobFile, index: &HashMap<&str, usize>, diags: &mut Vec<Diagnostic>) {
     let edges = file
         .queues
         .iter()
@@ -34,7 +28,7 @@ pub(super) fn check(file: &JobFile, diags: &mut Vec<Diagnostic>) {
             PipeEnds::Duplex { .. } | PipeEnds::Invalid => None,
         }));
     for (kind, name, writers, readers) in edges {
-        edge(file, &index, (kind, name), &writers, &readers, diags);
+        edge(file, index, (kind, name), &writers, &readers, diags);
     }
 }
 

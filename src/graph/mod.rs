@@ -187,7 +187,7 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
         }
     }
     streams::check_group_limits(&file, &refs.locks, &streams, &mut diags);
-    daemon_streams::check(&file, &mut diags);
+    daemon_streams::check(&file, &index, &mut diags);
     features::check_tty(&file, &streams.endpoints, &mut diags);
     warnings::check(&file, source, &refs.locks, &mut diags);
     let name = file
