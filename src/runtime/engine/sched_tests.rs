@@ -481,3 +481,28 @@ fn a_skipped_group_names_the_member_that_could_not_start() {
         );
     }
 }
+
+#[test]
+fn a_daemon_reader_of_a_queue_is_signalled_only_once_its_drain_is_over() {
+    let g = graph(
+        "[process.gen]\ncmd = [\"g\"]\n[queue.q]\nfrom = [\"gen\"]\nto = [\"sink\"]\n[process.sink]\ndaemon = true\ncmd = [\"s\"]\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    d.step();
+    d.exit("gen", 0);
+    d.step();
+    let k = d.k("sink");
+    assert!(d.s.insts[k].drain_until.is_some(), "{:?}", d.log);
+    assert!(
+        !d.said("signal sink SIGTERM"),
+        "still draining: {:?}",
+        d.log
+    );
+    assert!(
+        d.s.next_deadline().is_some(),
+        "the drain's end is a deadline"
+    );
+    d.s.insts[k].drain_until = Some(Instant::now());
+    d.step();
+    assert!(d.said("signal sink SIGTERM"), "{:?}", d.log);
+}
