@@ -506,3 +506,14 @@ fn a_daemon_reader_of_a_queue_is_signalled_only_once_its_drain_is_over() {
     d.step();
     assert!(d.said("signal sink SIGTERM"), "{:?}", d.log);
 }
+
+#[test]
+fn a_freed_slot_goes_to_the_first_in_file_order_even_if_it_became_ready_last() {
+    let g = graph(
+        "[graph]\nmax_parallel = 1\n[process.a]\ncmd = [\"a\"]\n[process.b]\nafter = [\"a\"]\ncmd = [\"b\"]\n[process.c]\nafter = { a = \"start\" }\ncmd = [\"c\"]\n",
+    );
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(d.step(), ["a"]);
+    d.exit("a", 0);
+    assert_eq!(d.step(), ["b"], "`b` joins the ready list before a launch");
+}

@@ -33,12 +33,18 @@ impl Sched<'_> {
         if self.cancel.is_some() {
             changed |= self.skip_all_pending();
         }
-        while let Some(proc) = self.dirty.pop() {
-            self.is_dirty[proc] = false;
-            self.examine(proc);
-            changed = true;
-        }
-        while let Some(k) = self.join_check.pop() {
+        // Until both are empty: a join makes its dependents dirty, and they
+        // must be ready before the next launch picks among the ready ones
+        // (launch order is file order, not the order of readiness).
+        loop {
+            while let Some(proc) = self.dirty.pop() {
+                self.is_dirty[proc] = false;
+                self.examine(proc);
+                changed = true;
+            }
+            let Some(k) = self.join_check.pop() else {
+                break;
+            };
             self.try_join(k);
             changed = true;
         }
