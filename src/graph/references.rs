@@ -68,10 +68,18 @@ pub(super) fn resolve(
                         ),
                     )
                     .label("waits for its own ancestor")
-                    .help(format!(
-                        "wait for \"start\" or \"ready\" of `{}` instead, or take `{}` out from under it",
-                        target.name.value, p.name.value
-                    )),
+                    .help(if p.always.value {
+                        // An `always` step reads every condition as "finished".
+                        format!(
+                            "an `always` step waits for its `after` targets to finish, whatever the condition: take `{}` out from under `{}`, or drop `always`",
+                            p.name.value, target.name.value
+                        )
+                    } else {
+                        format!(
+                            "wait for \"start\" or \"ready\" of `{}` instead, or take `{}` out from under it",
+                            target.name.value, p.name.value
+                        )
+                    }),
                 );
             }
             refs.deps[i].push(Dep {
