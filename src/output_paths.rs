@@ -67,6 +67,16 @@ pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
             ));
         }
     }
+    // The journal is read whole and appended to: a FIFO would block the
+    // run for ever, a device (/dev/full, /dev/zero) would be read without end.
+    if let Ok(meta) = std::fs::metadata(out.state) {
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(format!(
+                "{} is not a regular file (a FIFO, a socket or a device): the journal must be a file (give --state another path)",
+                named("--state", out.state)
+            ));
+        }
+    }
     if let (Some(e), Some(p)) = (&events, out.events) {
         if *e == state {
             return Err(format!(
@@ -103,7 +113,18 @@ pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
 fn identity(p: &Path) -> Identity {
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    // A symbolic link to a file not made yet is that file (canonicalize
+    // below resolves only what exists).
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&abs) else {
+            break;
+        };
+        abs = match abs.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+    }
     let path = if let Ok(real) = abs.canonicalize() {
         real
     } else {
@@ -157,6 +178,21 @@ mod tests {
         let fine = dir.path().join("events.ndjson");
         assert!(check(&jobs, &outs(Some(&fine), &state, Some(&logs))).is_ok());
         assert!(check(&[PathBuf::from("-")], &outs(Some(&fine), &state, None)).is_ok());
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_no_journal_and_a_dangling_link_is_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, "").unwrap();
+        let jobs = [job.clone()];
+        let err = check(&jobs, &outs(None, Path::new("/dev/full"), None)).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let state = dir.path().join("state");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        let err = check(&jobs, &outs(Some(&state), &link, None)).unwrap_err();
+        assert!(err.contains("also the journal"), "{err}");
     }
 
     #[test]

@@ -299,3 +299,15 @@ fn a_daemon_reader_that_does_not_read_is_stopped_after_the_grace() {
     assert!(start.elapsed() < Duration::from_secs(15), "{err}");
     assert!(err.contains("100 lost"), "{err}");
 }
+
+/// A rescue run must never hang on its journal: a FIFO (or a device) as
+/// `--state` is refused before anything runs.
+#[test]
+fn a_fifo_as_the_journal_is_refused_not_waited_on() {
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    let fifo = job.file("state.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, _, err) = job.run(&["--resume", "--state", fifo.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+}

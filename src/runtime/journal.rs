@@ -75,6 +75,9 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another run holds it (the same graph and state, running now).
+    #[error("the journal {} is in use by another run of this graph", path.display())]
+    Busy { path: PathBuf },
     /// The writer thread could not be started.
     #[error("cannot start the journal writer: {0}")]
     Thread(std::io::Error),
@@ -152,6 +155,9 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, JournalError> {
     };
     let mut last = None;
     let mut junk = None;
+    // A run this graph cannot use (cut short, another graph's, another
+    // version's): its records are skipped, and a later run of ours recovers.
+    let mut unusable = None;
     for (n, line) in text.lines().enumerate() {
         // A header glued to a record cut short by a crash (a journal written
         // before runs began on a fresh line) still starts a run.
@@ -161,26 +167,16 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, JournalError> {
             _ => None,
         };
         if let Some(header) = header {
-            let h: Header =
-                serde_json::from_str(header).map_err(|source| JournalError::Corrupt {
-                    path: path.into(),
-                    line: n + 1,
-                    source,
-                })?;
-            if h.graph != graph {
-                return Err(JournalError::OtherGraph {
-                    path: path.into(),
-                    found: h.graph,
-                    graph: graph.into(),
-                });
+            match usable(header, path, n + 1, graph) {
+                Ok(()) => {
+                    last = Some(LastRun::default());
+                    unusable = None;
+                }
+                Err(e) => {
+                    last = None;
+                    unusable = Some(e);
+                }
             }
-            if h.version != VERSION {
-                return Err(JournalError::Version {
-                    path: path.into(),
-                    found: h.version,
-                });
-            }
-            last = Some(LastRun::default());
         } else if let Some(run) = last.as_mut() {
             // A line cut short by a crash ends the journal; it is not an error.
             let Ok(r) = serde_json::from_str::<Record>(line) else {
@@ -191,12 +187,15 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, JournalError> {
             } else {
                 run.ok.remove(&r.i);
             }
-        } else if !line.trim().is_empty() {
+        } else if unusable.is_none() && !line.trim().is_empty() {
             junk.get_or_insert(n + 1);
         }
     }
     // Anything before the first run is not a run: the runs after it count
     // (a journal damaged once recovers with the next run).
+    if let Some(e) = unusable {
+        return Err(e);
+    }
     match (last, junk) {
         (Some(run), _) => Ok(run),
         (None, Some(line)) => Err(JournalError::NoRun {
@@ -205,6 +204,29 @@ pub fn last_run(path: &Path, graph: &str) -> Result<LastRun, JournalError> {
         }),
         (None, None) => Ok(LastRun::default()),
     }
+}
+
+/// Whether a run header (line `line`) starts a run of `graph` this version reads.
+fn usable(header: &str, path: &Path, line: usize, graph: &str) -> Result<(), JournalError> {
+    let h: Header = serde_json::from_str(header).map_err(|source| JournalError::Corrupt {
+        path: path.into(),
+        line,
+        source,
+    })?;
+    if h.graph != graph {
+        return Err(JournalError::OtherGraph {
+            path: path.into(),
+            found: h.graph,
+            graph: graph.into(),
+        });
+    }
+    if h.version != VERSION {
+        return Err(JournalError::Version {
+            path: path.into(),
+            found: h.version,
+        });
+    }
+    Ok(())
 }
 
 /// The journal being written by this run. Records go to a thread that
@@ -221,8 +243,16 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating the directory if needed) and writes the run's header.
-    pub fn open(path: &Path, graph: &str, run: &str) -> Result<Journal, JournalError> {
+    /// Opens (creating the directory if needed) and writes the run's header,
+    /// with the records of the instances taken from the cache (`cached`:
+    /// instance and fingerprint) in the same write, so that a run killed at
+    /// once does not leave a last run that forgot them.
+    pub fn open(
+        path: &Path,
+        graph: &str,
+        run: &str,
+        cached: &[(&str, &str)],
+    ) -> Result<Journal, JournalError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| match dir.exists() && !dir.is_dir() {
                 true => JournalError::NotADirectory {
@@ -244,6 +274,19 @@ impl Journal {
                 path: path.into(),
                 source,
             })?;
+        // One run at a time per journal: two would mix their records under
+        // one header. The lock lasts as long as the file is open.
+        // SAFETY: flock on a descriptor this function owns; no memory is touched.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        // A filesystem without locks (some network ones) goes unguarded.
+        if locked != 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+            return Err(JournalError::Busy { path: path.into() });
+        }
         let header = Header {
             run: run.to_string(),
             graph: graph.to_string(),
@@ -251,6 +294,15 @@ impl Journal {
         };
         let mut line = serde_json::to_string(&header).unwrap_or_default();
         line.push('\n');
+        for &(instance, key) in cached {
+            let r = Record {
+                i: instance.to_string(),
+                s: "cached".to_string(),
+                k: key.to_string(),
+            };
+            line.push_str(&serde_json::to_string(&r).unwrap_or_default());
+            line.push('\n');
+        }
         // A run killed mid-write left a line cut short: this run starts on a
         // line of its own, so that its header is read.
         if !ends_with_newline(&mut file) {
@@ -436,7 +488,7 @@ mod tests {
     fn a_record_is_in_the_file_within_milliseconds_without_waiting_for_its_fsync() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.journal");
-        let mut j = Journal::open(&path, "g", "1").unwrap();
+        let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
         j.record("a", "ok", "k1").unwrap();
         // Well before SYNC_EVERY: the record was written, so a killed engine keeps it.
         let mut seen = false;
@@ -459,11 +511,11 @@ mod tests {
     fn the_last_run_wins_and_a_cut_line_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.journal");
-        let mut j = Journal::open(&path, "g", "1").unwrap();
+        let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
         j.record("a", "ok", "k1").unwrap();
         j.record("b", "failed", "k2").unwrap();
         j.close().unwrap();
-        let mut j = Journal::open(&path, "g", "2").unwrap();
+        let mut j = Journal::open(&path, "g", "2", &[]).unwrap();
         j.record("a", "cached", "k1").unwrap();
         j.record("b", "ok", "k2").unwrap();
         j.close().unwrap();
@@ -482,7 +534,7 @@ mod tests {
     fn another_graphs_or_a_corrupt_journal_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.journal");
-        Journal::open(&path, "other", "1").unwrap();
+        Journal::open(&path, "other", "1", &[]).unwrap();
         let err = last_run(&path, "g").unwrap_err();
         assert!(matches!(&err, JournalError::OtherGraph { found, .. } if found == "other"));
         assert!(err
@@ -505,6 +557,50 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_run_is_skipped_and_a_later_run_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.journal");
+        std::fs::write(
+            &path,
+            "{\"run\":\"1\",\"graph\":\"other\",\"version\":1}\n{\"i\":\"z\",\"s\":\"ok\",\"k\":\"kz\"}\n{\"run\":\"2\",\"gra\n",
+        )
+        .unwrap();
+        assert!(last_run(&path, "g").is_err(), "the last run is unusable");
+        let mut j = Journal::open(&path, "g", "3", &[("a", "k1")]).unwrap();
+        j.record("b", "ok", "k2").unwrap();
+        j.close().unwrap();
+        let last = last_run(&path, "g").unwrap();
+        assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
+        assert!(
+            !last.ok_with("z", "kz"),
+            "another graph's records never count"
+        );
+    }
+
+    #[test]
+    fn cached_records_are_written_with_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.journal");
+        let j = Journal::open(&path, "g", "1", &[("a", "k1"), ("b", "k2")]).unwrap();
+        // Before any record or close: a kill now still leaves them.
+        let last = last_run(&path, "g").unwrap();
+        assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
+        drop(j);
+    }
+
+    #[test]
+    fn a_second_run_on_one_journal_is_refused_while_the_first_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.journal");
+        let mut first = Journal::open(&path, "g", "1", &[]).unwrap();
+        let err = Journal::open(&path, "g", "2", &[]).err().expect("busy");
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        first.close().unwrap();
+        drop(first);
+        assert!(Journal::open(&path, "g", "3", &[]).is_ok());
+    }
+
+    #[test]
     fn fingerprints_are_stable_and_separate_parts() {
         assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
         assert_ne!(fingerprint(&["ab", ""]), fingerprint(&["a", "b"]));
@@ -515,7 +611,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.journal");
         std::fs::write(&path, "garbage\n").unwrap();
-        let mut j = Journal::open(&path, "g", "1").unwrap();
+        let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
         j.record("a", "ok", "k1").unwrap();
         j.record("c", "ok", "k3").unwrap();
         j.close().unwrap();
@@ -523,7 +619,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() - 8]).unwrap();
         // ...and the next run records `a` only.
-        let mut j = Journal::open(&path, "g", "2").unwrap();
+        let mut j = Journal::open(&path, "g", "2", &[]).unwrap();
         j.record("a", "ok", "k1").unwrap();
         j.close().unwrap();
         let last = last_run(&path, "g").unwrap();

@@ -14,19 +14,29 @@ impl Engine<'_> {
             match journal::last_run(path, &self.g.name) {
                 Ok(last) => Some(last),
                 Err(why) => {
-                    self.note(&format!("{why}; ignoring it, so everything runs"), true);
+                    self.note(
+                        &format!("{why}; ignoring it, so everything runs (this run's records start it afresh)"),
+                        true,
+                    );
                     None
                 }
             }
         } else {
             None
         };
-        match Journal::open(path, &self.g.name, run_id) {
+        let cached = last.map(|last| self.cached_set(&last)).unwrap_or_default();
+        let records: Vec<(&str, &str)> = cached
+            .iter()
+            .map(|&k| (self.core.insts[k].name.as_str(), self.keys[k].as_str()))
+            .collect();
+        match Journal::open(path, &self.g.name, run_id, &records) {
             Ok(j) => self.journal = Some(j),
             Err(why) => self.note(&format!("{why}; this run will not be resumable"), true),
         }
-        if let Some(last) = last {
-            self.mark_cached(&last);
+        for k in cached {
+            self.core.cached(k);
+            let name = self.core.insts[k].name.clone();
+            self.emit(RunEvent::Cached { process: &name });
         }
     }
 
@@ -61,11 +71,11 @@ impl Engine<'_> {
         journal::fingerprint(&refs)
     }
 
-    /// An instance is cached when it ended ok last time with the same
+    /// The instances to take from the cache: each ended ok last time with the same
     /// definition, is not a daemon, an `always` step or a stream-group
     /// member, and nothing it needs (after targets, parent) nor any
     /// non-daemon child of it will run again. Computed to a fixed point.
-    fn mark_cached(&mut self, last: &LastRun) {
+    fn cached_set(&self, last: &LastRun) -> Vec<InstId> {
         let mut cached: PerInst<bool> = self.core.insts.map(|k, i| {
             let p = &self.g.file.processes[i.proc];
             last.ok_with(&i.name, &self.keys[k])
@@ -100,16 +110,13 @@ impl Engine<'_> {
                 break;
             }
         }
-        for k in self.core.insts.ids().filter(|&k| cached[k]) {
-            self.core.cached(k);
-            let name = self.core.insts[k].name.clone();
-            self.emit(RunEvent::Cached { process: &name });
-        }
+        self.core.insts.ids().filter(|&k| cached[k]).collect()
     }
 
     /// Records an instance's final status in the journal (fsync'd).
     pub(super) fn journal_record(&mut self, k: InstId, outcome: Outcome) {
-        let Some(j) = self.journal.as_mut() else {
+        // Cached ones went in with the run's header.
+        let Some(j) = self.journal.as_mut().filter(|_| outcome != Outcome::Cached) else {
             return;
         };
         let key = self.keys.get(k).map_or("", String::as_str);
