@@ -400,6 +400,7 @@ impl Engine<'_> {
             let now = Instant::now();
             let timeout = if self.launch_more
                 || self.probes_pending
+                || self.core.unsettled()
                 || (!self.readable.is_empty()
                     && (!self.reporter.backlogged() || self.served_pipe_waits()))
             {
@@ -458,17 +459,25 @@ impl Engine<'_> {
         self.slice_end = Instant::now() + LAUNCH_SLICE;
         self.launch_more = false;
         loop {
-            let mut changed = self.core.settle();
-            changed |= self.start_ready();
-            if !changed {
+            loop {
+                let mut changed = self.core.settle();
+                changed |= self.start_ready();
+                if !changed {
+                    break;
+                }
+            }
+            if self.core.stop_pending.is_empty() {
                 break;
             }
-        }
-        if !self.core.stop_pending.is_empty() {
             // A process that already exited must be reported with its own status, not "stopped".
-            self.reap();
+            let reaped = self.reap();
             self.note_drained_readers();
             self.core.send_stops();
+            // What that reap ended is settled now: the stall check must
+            // never see an instance ended but not yet joined.
+            if !reaped {
+                break;
+            }
         }
         self.apply();
     }

@@ -423,7 +423,7 @@ impl Sched<'_> {
     /// a timer or is being stopped, yet instances are unfinished: then no
     /// event can ever change anything (the shell also checks its own work).
     pub(super) fn stuck(&self) -> Option<Vec<InstId>> {
-        if self.unfinished == 0 || !self.stop_pending.is_empty() {
+        if self.unfinished == 0 || !self.stop_pending.is_empty() || self.unsettled() {
             return None;
         }
         // Asked at every loop turn: anything but idle daemons running answers
@@ -456,6 +456,12 @@ impl Sched<'_> {
                 self.g.locks[p].is_empty()
                     && self.g.deps[p].iter().all(|d| !procs[d.target].daemon.value)
             })
+    }
+
+    /// Whether changes wait for `settle` (an end not yet joined, a process
+    /// whose dependents were not looked at again).
+    pub(super) fn unsettled(&self) -> bool {
+        !self.join_check.is_empty() || !self.dirty.is_empty()
     }
 
     /// Whether every active instance is a running top-level daemon.

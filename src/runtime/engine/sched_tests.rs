@@ -517,3 +517,20 @@ fn a_freed_slot_goes_to_the_first_in_file_order_even_if_it_became_ready_last() {
     d.exit("a", 0);
     assert_eq!(d.step(), ["b"], "`b` joins the ready list before a launch");
 }
+
+#[test]
+fn an_end_not_yet_joined_is_never_taken_for_a_stall() {
+    // A daemon that ends by itself while being released: between its reap
+    // and the next settle, nothing runs and nothing is pending, yet it is
+    // not joined. That is not a stall (it once ended such a run with exit 1).
+    let g = graph("[process.w]\ncmd = [\"w\"]\n[process.d]\ndaemon = true\ncmd = [\"d\"]\n");
+    let mut d = Drive::new(&g, &opts());
+    assert_eq!(d.step(), ["w", "d"]);
+    d.exit("w", 0);
+    d.step();
+    d.exit("d", 0);
+    assert_eq!(d.s.stuck(), None);
+    d.step();
+    assert!(d.s.all_done(), "{:?}", d.log);
+    assert_eq!(d.s.stuck(), None);
+}
