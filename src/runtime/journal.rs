@@ -1,8 +1,9 @@
 //! The run journal, for `--resume` (DAGMan's rescue DAG, GNU parallel's
 //! `--resume-failed`).
 //!
-//! Every run appends to `.jobgraph/<graph>.journal` beside the job file (or
-//! `--state PATH`): a header line when it starts, then one line per instance
+//! Each run starts `.jobgraph/<graph>.journal` beside the job file (or
+//! `--state PATH`) afresh, as only the last run is read: a header line when
+//! it starts, then one line per instance
 //! that finished, written within milliseconds and fsync'd at most every
 //! 100 ms and at the end, so a run killed half-way leaves a journal of what
 //! it finished. A line is JSON:
@@ -265,55 +266,24 @@ impl Journal {
                 },
             })?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|source| JournalError::Open {
-                path: path.into(),
-                source,
-            })?;
-        // One run at a time per journal: two would mix their records under
-        // one header. The lock lasts as long as the file is open.
-        // SAFETY: flock on a descriptor this function owns; no memory is touched.
-        let locked = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        };
-        // A filesystem without locks (some network ones) goes unguarded.
-        if locked != 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-            return Err(JournalError::Busy { path: path.into() });
-        }
+        let file = lock(path)?;
         let header = Header {
             run: run.to_string(),
             graph: graph.to_string(),
             version: VERSION,
         };
-        let mut line = serde_json::to_string(&header).unwrap_or_default();
-        line.push('\n');
+        let mut start = serde_json::to_string(&header).unwrap_or_default();
+        start.push('\n');
         for &(instance, key) in cached {
             let r = Record {
                 i: instance.to_string(),
                 s: "cached".to_string(),
                 k: key.to_string(),
             };
-            line.push_str(&serde_json::to_string(&r).unwrap_or_default());
-            line.push('\n');
+            start.push_str(&serde_json::to_string(&r).unwrap_or_default());
+            start.push('\n');
         }
-        // A run killed mid-write left a line cut short: this run starts on a
-        // line of its own, so that its header is read.
-        if !ends_with_newline(&mut file) {
-            line.insert(0, '\n');
-        }
-        file.write_all(line.as_bytes())
-            .and_then(|_| file.sync_data())
-            .map_err(|source| JournalError::Write {
-                path: path.into(),
-                source,
-            })?;
+        let mut file = start_afresh(file, path, &start, !cached.is_empty())?;
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let (err, shown) = (std::sync::Arc::clone(&error), path.to_path_buf());
@@ -457,6 +427,157 @@ impl Drop for Journal {
     }
 }
 
+/// Opens `path` for appending (creating it) and takes its lock: one run at
+/// a time per journal, as two would mix their records under one header.
+/// The lock lasts as long as the file is open.
+fn lock(path: &Path) -> Result<std::fs::File, JournalError> {
+    let open_err = |source| JournalError::Open {
+        path: path.into(),
+        source,
+    };
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(open_err)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is touched.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        // A filesystem without locks (some network ones) goes unguarded.
+        if locked != 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+            return Err(JournalError::Busy { path: path.into() });
+        }
+        // A run that started afresh replaced the file under its name: a lock
+        // taken on the file it replaced guards nothing; the new one is tried.
+        use std::os::unix::fs::MetadataExt;
+        let held = file.metadata().map_err(open_err)?;
+        match std::fs::metadata(path) {
+            Ok(named) if (named.dev(), named.ino()) != (held.dev(), held.ino()) => continue,
+            _ => return Ok(file),
+        }
+    }
+}
+
+/// Starts the journal afresh with this run's `start` (its header and cached
+/// records): only the last run is ever read, so earlier ones are dropped,
+/// and the journal stays the size of one run however many runs there were.
+///
+/// A run that takes nothing from the cache (`!keeps`) empties the file in
+/// place: killed before its header is written, it leaves an empty journal,
+/// which runs everything again, as its own records would. A resumed run
+/// needs the last run's records until its own start is on disk: that is
+/// written to a new file that replaces the journal by `rename`, so the
+/// journal is at every moment either the old runs or the new start. Where
+/// neither can be done, the start is appended, as a journal always reads.
+fn start_afresh(
+    mut file: std::fs::File,
+    path: &Path,
+    start: &str,
+    keeps: bool,
+) -> Result<std::fs::File, JournalError> {
+    let write_err = |source| JournalError::Write {
+        path: path.into(),
+        source,
+    };
+    let emptied = match keeps {
+        // Dropping the old file releases its lock: the new one's holds.
+        true => match replace(path, start) {
+            Some(new) => return Ok(new),
+            None => false,
+        },
+        false => file.set_len(0).is_ok(),
+    };
+    let mut text = String::with_capacity(start.len() + 1);
+    // A run killed mid-write left a line cut short: this run starts on a
+    // line of its own, so that its header is read.
+    if !emptied && !ends_with_newline(&mut file) {
+        text.push('\n');
+    }
+    text.push_str(start);
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_data())
+        .map_err(write_err)?;
+    Ok(file)
+}
+
+/// Writes `start` to a new file beside the journal (under the journal's
+/// lock, so no other run writes it), locks it, and renames it over the
+/// journal. None if any step fails: the journal is then as it was.
+fn replace(path: &Path, start: &str) -> Option<std::fs::File> {
+    // Through a symlink, the file it names is replaced, not the link.
+    let real = std::fs::canonicalize(path).ok()?;
+    let mut name = real.file_name()?.to_os_string();
+    name.push(".new");
+    let new_path = real.with_file_name(name);
+    let made = (|| {
+        // A journal start left by a run killed here is stale (the lock is
+        // ours); anything else of that name is the user's, and kept.
+        if stale_start(&new_path) {
+            std::fs::remove_file(&new_path)?;
+        }
+        let mut new = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&new_path)?;
+        new.write_all(start.as_bytes())?;
+        new.sync_data()?;
+        // Locked before it has the journal's name, so no other run ever
+        // holds it; where locks are not supported it goes unguarded, as `lock`.
+        // SAFETY: flock on a descriptor this closure owns; no memory is touched.
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&new),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        std::fs::rename(&new_path, &real)?;
+        // The rename survives a power loss once its directory is synced. If
+        // that fails, the rename is done all the same: a power loss may then
+        // bring the old runs back, which `--resume` reads as before.
+        if let Some(dir) = real.parent() {
+            let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            drop(synced);
+        }
+        Ok::<_, std::io::Error>(new)
+    })();
+    match made {
+        Ok(new) => Some(new),
+        Err(e) => {
+            // Whatever failed (a full disk, a directory not writable, a file
+            // of that name), the journal is untouched. A new file begun by
+            // this run is not left behind (or, if even that fails, the next
+            // resumed run removes it).
+            if e.kind() != std::io::ErrorKind::AlreadyExists && stale_start(&new_path) {
+                let removed = std::fs::remove_file(&new_path);
+                drop(removed);
+            }
+            None
+        }
+    }
+}
+
+/// Whether `path` is a regular file that holds only the start of a journal
+/// (or nothing): what `replace` writes, left by a run killed before its rename.
+fn stale_start(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let mut head = Vec::new();
+    meta.is_file()
+        && std::fs::File::open(path)
+            .and_then(|f| f.take(8).read_to_end(&mut head))
+            .is_ok()
+        && (head.is_empty() || head.starts_with(b"{\"run\""))
+}
+
 /// Whether `file` is empty or ends with a newline.
 fn ends_with_newline(file: &mut std::fs::File) -> bool {
     use std::io::{Read, Seek, SeekFrom};
@@ -481,171 +602,4 @@ pub fn fingerprint(parts: &[&str]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_record_is_in_the_file_within_milliseconds_without_waiting_for_its_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-        j.record("a", "ok", "k1").unwrap();
-        // Well before SYNC_EVERY: the record was written, so a killed engine keeps it.
-        let mut seen = false;
-        for _ in 0..200 {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            if std::fs::read_to_string(&path)
-                .unwrap()
-                .contains("\"i\":\"a\"")
-            {
-                seen = true;
-                break;
-            }
-        }
-        assert!(seen, "the record was not written before close");
-        j.close().unwrap();
-        assert!(last_run(&path, "g").unwrap().ok_with("a", "k1"));
-    }
-
-    #[test]
-    fn the_last_run_wins_and_a_cut_line_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-        j.record("a", "ok", "k1").unwrap();
-        j.record("b", "failed", "k2").unwrap();
-        j.close().unwrap();
-        let mut j = Journal::open(&path, "g", "2", &[]).unwrap();
-        j.record("a", "cached", "k1").unwrap();
-        j.record("b", "ok", "k2").unwrap();
-        j.close().unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"i\":\"c\",\"s\":\"o")
-            .unwrap();
-        let last = last_run(&path, "g").unwrap();
-        assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
-        assert!(!last.ok_with("a", "other") && !last.ok_with("c", "k"));
-    }
-
-    #[test]
-    fn another_graphs_or_a_corrupt_journal_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        Journal::open(&path, "other", "1", &[]).unwrap();
-        let err = last_run(&path, "g").unwrap_err();
-        assert!(matches!(&err, JournalError::OtherGraph { found, .. } if found == "other"));
-        assert!(err
-            .to_string()
-            .contains("belongs to graph `other`, not `g`"));
-        std::fs::write(&path, "{\"run\":\"x\",\"graph\":\"g\",\"version\":99}\n").unwrap();
-        let err = last_run(&path, "g").unwrap_err();
-        assert!(matches!(err, JournalError::Version { found: 99, .. }));
-        assert!(err.to_string().contains("version 99"));
-        std::fs::write(&path, "garbage\n").unwrap();
-        let err = last_run(&path, "g").unwrap_err();
-        assert!(matches!(err, JournalError::NoRun { line: 1, .. }), "{err}");
-        std::fs::write(&path, "{\"run\": 12}\n").unwrap();
-        let err = last_run(&path, "g").unwrap_err();
-        assert!(
-            matches!(err, JournalError::Corrupt { line: 1, .. }),
-            "{err}"
-        );
-        assert!(last_run(&dir.path().join("none"), "g").is_ok());
-    }
-
-    #[test]
-    fn a_bad_run_is_skipped_and_a_later_run_recovers() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        std::fs::write(
-            &path,
-            "{\"run\":\"1\",\"graph\":\"other\",\"version\":1}\n{\"i\":\"z\",\"s\":\"ok\",\"k\":\"kz\"}\n{\"run\":\"2\",\"gra\n",
-        )
-        .unwrap();
-        assert!(last_run(&path, "g").is_err(), "the last run is unusable");
-        let mut j = Journal::open(&path, "g", "3", &[("a", "k1")]).unwrap();
-        j.record("b", "ok", "k2").unwrap();
-        j.close().unwrap();
-        let last = last_run(&path, "g").unwrap();
-        assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
-        assert!(
-            !last.ok_with("z", "kz"),
-            "another graph's records never count"
-        );
-    }
-
-    #[test]
-    fn cached_records_are_written_with_the_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        let j = Journal::open(&path, "g", "1", &[("a", "k1"), ("b", "k2")]).unwrap();
-        // Before any record or close: a kill now still leaves them.
-        let last = last_run(&path, "g").unwrap();
-        assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
-        drop(j);
-    }
-
-    #[test]
-    fn a_second_run_on_one_journal_is_refused_while_the_first_holds_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        let mut first = Journal::open(&path, "g", "1", &[]).unwrap();
-        let err = Journal::open(&path, "g", "2", &[]).err().expect("busy");
-        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
-        first.close().unwrap();
-        drop(first);
-        assert!(Journal::open(&path, "g", "3", &[]).is_ok());
-    }
-
-    #[test]
-    fn fingerprints_are_stable_and_separate_parts() {
-        assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
-        assert_ne!(fingerprint(&["ab", ""]), fingerprint(&["a", "b"]));
-    }
-
-    #[test]
-    fn a_run_after_a_cut_line_starts_on_a_line_of_its_own_and_junk_before_runs_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.journal");
-        std::fs::write(&path, "garbage\n").unwrap();
-        let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-        j.record("a", "ok", "k1").unwrap();
-        j.record("c", "ok", "k3").unwrap();
-        j.close().unwrap();
-        // Killed in the middle of its last record...
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, &text[..text.len() - 8]).unwrap();
-        // ...and the next run records `a` only.
-        let mut j = Journal::open(&path, "g", "2", &[]).unwrap();
-        j.record("a", "ok", "k1").unwrap();
-        j.close().unwrap();
-        let last = last_run(&path, "g").unwrap();
-        assert!(last.ok_with("a", "k1"));
-        assert!(!last.ok_with("c", "k3"), "`c` was not in the last run");
-        // A journal written before that fix has the header glued on.
-        std::fs::write(
-            &path,
-            "{\"run\":\"1\",\"graph\":\"g\",\"version\":1}\n{\"i\":\"c\",\"s\":\"ok\",\"k\":\"k3\"}\n{\"i\":\"b\",\"s\":\"ok\",\"k{\"run\":\"2\",\"graph\":\"g\",\"version\":1}\n{\"i\":\"a\",\"s\":\"ok\",\"k\":\"k1\"}\n",
-        )
-        .unwrap();
-        let last = last_run(&path, "g").unwrap();
-        assert!(last.ok_with("a", "k1") && !last.ok_with("c", "k3"));
-    }
-
-    #[test]
-    fn a_graph_name_never_puts_the_journal_outside_its_directory() {
-        let base = Path::new("/w");
-        for (name, file) in [
-            ("nightly", "nightly.journal"),
-            ("../../escaped", "_.._.._escaped.journal"),
-            ("a/b", "a_b.journal"),
-            (".", "_..journal"),
-            ("", "_.journal"),
-        ] {
-            assert_eq!(default_path(base, name), base.join(".jobgraph").join(file));
-        }
-    }
-}
+mod tests;
