@@ -2,7 +2,8 @@
 # Launch benchmark (issue: runtime core). In one run, side by side:
 #   1,000 independent /bin/true with at most 16 at once, and a chain of 1,000 sequential ones,
 #   through jobgraph, a plain Rust fork+exec loop (the floor), the same loop with a pipe per
-#   child read to end-of-file (what keeping outputs apart costs), make -j16 and xargs -P16.
+#   child read to end-of-file (what keeping outputs apart costs), the loop in two threads (what
+#   spawning from more than one thread gains), make -j16 and xargs -P16.
 # Usage: benches/launch.sh [N] [RUNS]     (defaults 1000 processes, 5 runs; medians reported)
 # Also: the engine's CPU use and RSS while N processes sleep.
 set -euo pipefail
@@ -45,6 +46,7 @@ bench() { # label, command...
 echo "== $n independent /bin/true, 16 at once (median of $runs)"
 bench "floor: Rust fork+exec loop -P16" "$floor" "$n" 16
 bench "floor + a pipe per child -P16" "$floor" "$n" 16 /bin/true --capture
+bench "floor, two spawning threads -P16" "$floor" "$n" 16 --threads=2
 bench "jobgraph run (max_parallel 16)" "$jg" run --no-progress --quiet "$tmp/independent.toml"
 bench "make -j16" make -s -j16 -f "$tmp/independent.mk"
 bench "xargs -P16" sh -c "seq $n | xargs -P16 -n1 /bin/true"
