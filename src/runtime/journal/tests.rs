@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// One whole run: opened with `cached`, then `records` (instance, status,
+/// key), then closed.
+fn write_run(path: &Path, run: &str, cached: &[(&str, &str)], records: &[(&str, &str, &str)]) {
+    let mut j = Journal::open(path, "g", run, cached).unwrap();
+    for &(i, s, k) in records {
+        j.record(i, s, k).unwrap();
+    }
+    j.close().unwrap();
+}
+
 #[test]
 fn a_record_is_in_the_file_within_milliseconds_without_waiting_for_its_fsync() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,14 +39,8 @@ fn a_record_is_in_the_file_within_milliseconds_without_waiting_for_its_fsync() {
 fn the_last_run_wins_and_a_cut_line_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.journal");
-    let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-    j.record("a", "ok", "k1").unwrap();
-    j.record("b", "failed", "k2").unwrap();
-    j.close().unwrap();
-    let mut j = Journal::open(&path, "g", "2", &[]).unwrap();
-    j.record("a", "cached", "k1").unwrap();
-    j.record("b", "ok", "k2").unwrap();
-    j.close().unwrap();
+    write_run(&path, "1", &[], &[("a", "ok", "k1"), ("b", "failed", "k2")]);
+    write_run(&path, "2", &[], &[("a", "cached", "k1"), ("b", "ok", "k2")]);
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -84,9 +88,7 @@ fn a_bad_run_is_skipped_and_a_later_run_recovers() {
     )
     .unwrap();
     assert!(last_run(&path, "g").is_err(), "the last run is unusable");
-    let mut j = Journal::open(&path, "g", "3", &[("a", "k1")]).unwrap();
-    j.record("b", "ok", "k2").unwrap();
-    j.close().unwrap();
+    write_run(&path, "3", &[("a", "k1")], &[("b", "ok", "k2")]);
     let last = last_run(&path, "g").unwrap();
     assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
     assert!(
@@ -129,17 +131,12 @@ fn a_run_after_a_cut_line_starts_on_a_line_of_its_own_and_junk_before_runs_is_sk
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.journal");
     std::fs::write(&path, "garbage\n").unwrap();
-    let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-    j.record("a", "ok", "k1").unwrap();
-    j.record("c", "ok", "k3").unwrap();
-    j.close().unwrap();
+    write_run(&path, "1", &[], &[("a", "ok", "k1"), ("c", "ok", "k3")]);
     // Killed in the middle of its last record...
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() - 8]).unwrap();
     // ...and the next run records `a` only.
-    let mut j = Journal::open(&path, "g", "2", &[]).unwrap();
-    j.record("a", "ok", "k1").unwrap();
-    j.close().unwrap();
+    write_run(&path, "2", &[], &[("a", "ok", "k1")]);
     let last = last_run(&path, "g").unwrap();
     assert!(last.ok_with("a", "k1"));
     assert!(!last.ok_with("c", "k3"), "`c` was not in the last run");
@@ -198,10 +195,7 @@ fn a_journal_keeps_only_the_last_run_however_many_there_were() {
 fn a_resumed_run_replaces_the_journal_and_holds_the_new_file_s_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.journal");
-    let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-    j.record("a", "ok", "k1").unwrap();
-    j.close().unwrap();
-    drop(j);
+    write_run(&path, "1", &[], &[("a", "ok", "k1")]);
     let resumed = Journal::open(&path, "g", "2", &[("a", "k1")]).unwrap();
     assert!(last_run(&path, "g").unwrap().ok_with("a", "k1"));
     assert_eq!(runs_in(&path), 1);
@@ -217,14 +211,8 @@ fn a_journal_behind_a_symlink_stays_behind_it() {
     let target = dir.path().join("real.journal");
     let link = dir.path().join("g.journal");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    Journal::open(&link, "g", "1", &[])
-        .unwrap()
-        .close()
-        .unwrap();
-    Journal::open(&link, "g", "2", &[("a", "k1")])
-        .unwrap()
-        .close()
-        .unwrap();
+    write_run(&link, "1", &[], &[]);
+    write_run(&link, "2", &[("a", "k1")], &[]);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(last_run(&target, "g").unwrap().ok_with("a", "k1"));
 }
@@ -233,15 +221,10 @@ fn a_journal_behind_a_symlink_stays_behind_it() {
 fn a_resumed_run_that_cannot_replace_the_journal_appends_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.journal");
-    let mut j = Journal::open(&path, "g", "1", &[]).unwrap();
-    j.record("a", "ok", "k1").unwrap();
-    j.close().unwrap();
-    drop(j);
+    write_run(&path, "1", &[], &[("a", "ok", "k1")]);
     // Where the new file would go, a directory: the journal is kept and appended to.
     std::fs::create_dir(dir.path().join("g.journal.new")).unwrap();
-    let mut j = Journal::open(&path, "g", "2", &[("a", "k1")]).unwrap();
-    j.record("b", "ok", "k2").unwrap();
-    j.close().unwrap();
+    write_run(&path, "2", &[("a", "k1")], &[("b", "ok", "k2")]);
     assert_eq!(runs_in(&path), 2);
     let last = last_run(&path, "g").unwrap();
     assert!(last.ok_with("a", "k1") && last.ok_with("b", "k2"));
@@ -252,15 +235,9 @@ fn a_file_of_the_user_s_beside_the_journal_is_kept_and_a_stale_start_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.journal");
     let beside = dir.path().join("g.journal.new");
-    Journal::open(&path, "g", "1", &[])
-        .unwrap()
-        .close()
-        .unwrap();
+    write_run(&path, "1", &[], &[]);
     std::fs::write(&beside, "the user's notes\n").unwrap();
-    Journal::open(&path, "g", "2", &[("a", "k1")])
-        .unwrap()
-        .close()
-        .unwrap();
+    write_run(&path, "2", &[("a", "k1")], &[]);
     assert_eq!(
         std::fs::read_to_string(&beside).unwrap(),
         "the user's notes\n"
@@ -268,10 +245,7 @@ fn a_file_of_the_user_s_beside_the_journal_is_kept_and_a_stale_start_is_not() {
     assert!(last_run(&path, "g").unwrap().ok_with("a", "k1"));
     // What a run killed before its rename leaves is removed by the next one.
     std::fs::write(&beside, "{\"run\":\"9\",\"graph\":\"g\",\"version\":1}\n").unwrap();
-    Journal::open(&path, "g", "3", &[("a", "k1")])
-        .unwrap()
-        .close()
-        .unwrap();
+    write_run(&path, "3", &[("a", "k1")], &[]);
     assert!(!beside.exists());
     assert_eq!(runs_in(&path), 1);
 }
