@@ -547,6 +547,7 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         events: args.events.as_deref().filter(|e| *e != "-").map(Path::new),
         state: opts.journal.as_deref().unwrap_or(Path::new("")),
         log_dir: args.log_dir.as_deref(),
+        process_files: crate::output_paths::ProcessFile::of(&g, &base),
     };
     if let Err(message) = crate::output_paths::check(&files, &outputs) {
         eprint(&format!("error: {message}\n"));

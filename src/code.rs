@@ -124,6 +124,8 @@ codes! {
     BadSlurmOption = "bad-slurm-option", Error;
     /// A process, lock, queue, pipe, var or `[env]` variable defined in two files.
     DuplicateName = "duplicate-name", Error;
+    /// A `stdout` or `stderr` file that is the job file or a file it includes: the run would overwrite it.
+    OutputClash = "output-clash", Error;
     /// A program that is not on PATH or not executable.
     CommandNotFound = "command-not-found", Warning;
     /// A lock that no process takes.

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod code;
 pub mod diagnostic;
+pub mod file_identity;
 pub mod graph;
 pub mod plan;
 pub mod render;

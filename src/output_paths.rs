@@ -3,7 +3,10 @@
 //! one), or another output's file, under any spelling or hard link.
 //! `jobgraph run --events job.toml job.toml` replaced the job file with
 //! events, and `--events x --state x` wiped the journal, both with exit 0.
+//! A process's own `stdout`/`stderr` file may not be one of them either
+//! (that it is no job file, `validate` checks: `output-clash`).
 
+use crate::file_identity::{identity, template_hits, Identity};
 use std::path::{Path, PathBuf};
 
 /// What a run writes, as given on the command line.
@@ -14,22 +17,43 @@ pub struct Outputs<'a> {
     pub state: &'a Path,
     /// `--log-dir`.
     pub log_dir: Option<&'a Path>,
+    /// The processes' `stdout`/`stderr` files.
+    pub process_files: Vec<ProcessFile<'a>>,
 }
 
-/// A file as the filesystem knows it: its device and inode when it exists
-/// (so that a hard link is the same file), and its resolved path.
-#[derive(Debug, Clone)]
-struct Identity {
-    path: PathBuf,
-    inode: Option<(u64, u64)>,
+/// A process's `stdout` or `stderr` file.
+pub struct ProcessFile<'a> {
+    /// The process.
+    pub process: &'a str,
+    /// `stdout` or `stderr`.
+    pub which: &'static str,
+    /// The path, resolved against the job file's directory, `{replica}` in it.
+    pub template: PathBuf,
+    /// How many replicas write it.
+    pub replicas: u32,
 }
 
-impl PartialEq for Identity {
-    fn eq(&self, other: &Identity) -> bool {
-        match (self.inode, other.inode) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.path == other.path,
-        }
+impl<'a> ProcessFile<'a> {
+    /// The output files of a graph's processes; `base` is the job file's directory.
+    pub fn of(g: &'a crate::graph::Graph, base: &Path) -> Vec<ProcessFile<'a>> {
+        use crate::spec::Output;
+        g.file
+            .processes
+            .iter()
+            .flat_map(|p| {
+                [(&p.stdout, "stdout"), (&p.stderr, "stderr")]
+                    .into_iter()
+                    .filter_map(move |(o, which)| match o {
+                        Output::File(path) => Some(ProcessFile {
+                            process: &p.name.value,
+                            which,
+                            template: base.join(path),
+                            replicas: p.replicas.value,
+                        }),
+                        _ => None,
+                    })
+            })
+            .collect()
     }
 }
 
@@ -104,38 +128,52 @@ pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    check_process_files(out, events.as_ref(), &state)
 }
 
-/// `p` as an absolute path with its directory's links resolved, so that two
-/// spellings of one file compare equal (the file itself need not exist),
-/// and its inode when it exists, so that two hard links do too.
-fn identity(p: &Path) -> Identity {
-    use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let mut abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    // A symbolic link to a file not made yet is that file (canonicalize
-    // below resolves only what exists).
-    for _ in 0..40 {
-        let Ok(target) = std::fs::read_link(&abs) else {
-            break;
-        };
-        abs = match abs.parent() {
-            Some(dir) => dir.join(target),
-            None => target,
-        };
-    }
-    let path = if let Ok(real) = abs.canonicalize() {
-        real
-    } else {
-        match (abs.parent(), abs.file_name()) {
-            (Some(dir), Some(name)) => dir
-                .canonicalize()
-                .map_or_else(|_| abs.clone(), |d| d.join(name)),
-            _ => abs,
+/// A process's own output file may not be the events, the journal, or a
+/// `*.log` in `--log-dir` (two writers on one file, one of them wiping it).
+fn check_process_files(
+    out: &Outputs<'_>,
+    events: Option<&Identity>,
+    state: &Identity,
+) -> Result<(), String> {
+    let log_dir = out.log_dir.map(|d| identity(d).path);
+    for f in &out.process_files {
+        let owner = format!(
+            "`{}`'s {} file {}",
+            f.process,
+            f.which,
+            f.template.display()
+        );
+        let hits = |id: &Identity| template_hits(&f.template, f.replicas, id);
+        if let (Some(e), Some(given)) = (events, out.events) {
+            if hits(e) {
+                return Err(format!(
+                    "--events {} is also {owner}: the process would write into the events (give --events another path)",
+                    given.display()
+                ));
+            }
         }
-    };
-    Identity { path, inode }
+        if hits(state) {
+            return Err(format!(
+                "--state {} is also {owner}: the process would write into the journal (give --state another path)",
+                out.state.display()
+            ));
+        }
+        if let Some(dir) = &log_dir {
+            let name = f.template.file_name().map(Path::new);
+            let parent = f.template.parent().map(|p| identity(p).path);
+            if parent.as_ref() == Some(dir)
+                && name.and_then(Path::extension).is_some_and(|x| x == "log")
+            {
+                return Err(format!(
+                    "{owner} is in --log-dir, where each process writes NAME.log: the two would write one file (put it outside the log directory, or not named *.log)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,6 +189,7 @@ mod tests {
             events,
             state,
             log_dir,
+            process_files: Vec::new(),
         }
     }
 

@@ -164,6 +164,33 @@ fn events_through_a_hard_link_to_the_job_file_are_refused() {
     assert_eq!(std::fs::read_to_string(job.path()).unwrap(), before);
 }
 
+/// A process's own output file over the job file, the events, the journal
+/// or a `--log-dir` log: refused before anything runs, nothing overwritten.
+#[test]
+fn a_process_output_file_never_overwrites_what_the_run_reads_or_writes() {
+    let job =
+        Job::new("[process.a]\nshell = \"echo clobbered\"\nstdout = { file = \"job.toml\" }\n");
+    let before = std::fs::read_to_string(job.path()).unwrap();
+    let (code, _, err) = job.run(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("output-clash"), "{err}");
+    assert_eq!(std::fs::read_to_string(job.path()).unwrap(), before);
+    let job = Job::new("[process.a]\nshell = \"echo x\"\nreplicas = 2\nstdout = { file = \"out-{replica}.log\" }\n");
+    for (args, clash) in [
+        (vec!["--events", "out-1.log"], "into the events"),
+        (vec!["--state", "./out-0.log"], "into the journal"),
+        (vec!["--log-dir", "."], "is in --log-dir"),
+    ] {
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args[1] = job.file(&args[1]).display().to_string();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = job.run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(clash), "{args:?}: {err}");
+    }
+    assert!(!job.file("out-0.log").exists() && !job.file("out-1.log").exists());
+}
+
 /// `> f 2>&1` under two spellings, and replicas sharing one output file
 /// (GNU parallel's `::: a b c > out`): every line is kept.
 #[test]

@@ -5,6 +5,7 @@
 mod cycles;
 mod daemon_streams;
 mod features;
+mod output_files;
 mod references;
 mod stages;
 mod streams;
@@ -190,6 +191,7 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
     daemon_streams::check(&file, &index, &mut diags);
     features::check_tty(&file, &streams.endpoints, &mut diags);
     warnings::check(&file, source, &refs.locks, &mut diags);
+    output_files::check(&file, source, &mut diags);
     let name = file
         .graph
         .name

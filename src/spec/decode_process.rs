@@ -206,12 +206,14 @@ impl Decoder {
                 }
             }
             "stdout" => {
-                if let Some(o) = self.output(&q("stdout"), v) {
+                if let Some((o, span)) = self.output(&q("stdout"), v) {
+                    p.output_spans[0] = span;
                     p.stdout = o;
                 }
             }
             "stderr" => {
-                if let Some(o) = self.output(&q("stderr"), v) {
+                if let Some((o, span)) = self.output(&q("stderr"), v) {
+                    p.output_spans[1] = span;
                     p.stderr = o;
                 }
             }
@@ -390,7 +392,12 @@ impl Decoder {
         Some(out)
     }
 
-    fn output(&mut self, what: &dyn std::fmt::Display, v: &Value<'_>) -> Option<Output> {
+    /// `stdout` / `stderr`, with the span of a file's path (for `output-clash`).
+    fn output(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        v: &Value<'_>,
+    ) -> Option<(Output, Option<Span>)> {
         match v.get_ref() {
             DeValue::Table(t) => {
                 let mut path = None;
@@ -405,7 +412,7 @@ impl Decoder {
                     }
                 }
                 match path {
-                    Some(p) if !p.value.is_empty() => Some(Output::File(p.value)),
+                    Some(p) if !p.value.is_empty() => Some((Output::File(p.value), Some(p.span))),
                     None if reported => None,
                     _ => {
                         self.push(
@@ -452,7 +459,10 @@ impl Decoder {
             }
             _ => {
                 let i = self.choice(what, v, &["log", "null", "inherit"])?;
-                Some([Output::Log, Output::Null, Output::Inherit][i].clone())
+                Some((
+                    [Output::Log, Output::Null, Output::Inherit][i].clone(),
+                    None,
+                ))
             }
         }
     }

@@ -335,6 +335,8 @@ pub struct Process {
     pub stdout: Output,
     /// `stderr`.
     pub stderr: Output,
+    /// Where `stdout` and `stderr` name a file, the span of that value.
+    pub output_spans: [Option<Span>; 2],
     /// `always`: runs once its `after` targets are finished, whatever their
     /// outcome, even while the run stops (DAGMan's FINAL node).
     pub always: Sp<bool>,
@@ -376,6 +378,7 @@ impl Process {
             stdin: Stdin::Null,
             stdout: Output::Log,
             stderr: Output::Log,
+            output_spans: [None, None],
             always: Sp::new(false, span.clone()),
             for_each: None,
             items: Vec::new(),
