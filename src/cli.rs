@@ -553,6 +553,15 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         eprint(&format!("error: {message}\n"));
         return EXIT_USAGE;
     }
+    // Slurm's settings from the environment are checked without asking Slurm.
+    if executor == ExecutorKind::Slurm {
+        if let Err(message) = crate::runtime::slurm::Config::new(&g.file, &base) {
+            eprint(&format!(
+                "error: {message}\n  help: to run this graph on this machine instead, pass --executor local\n"
+            ));
+            return EXIT_USAGE;
+        }
+    }
     if args.dry_run {
         return dry_run(&g, &included, args);
     }

@@ -60,10 +60,11 @@ impl<'a> ProcessFile<'a> {
 /// An error naming the clash and what to do, or `Ok`. `job_files` are the
 /// files the graph was read from, the main one first.
 pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
+    check_kinds(out)?;
     let jobs: Vec<(usize, Identity)> = job_files
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.as_path() != Path::new("-"))
+        .filter(|(_, f)| f.as_path() != Path::new("-") && f.as_os_str() != crate::cli::STDIN_NAME)
         .map(|(i, f)| (i, identity(f)))
         .collect();
     let events = out.events.map(identity);
@@ -94,9 +95,9 @@ pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
     // The journal is read whole and appended to: a FIFO would block the
     // run for ever, a device (/dev/full, /dev/zero) would be read without end.
     if let Ok(meta) = std::fs::metadata(out.state) {
-        if !meta.is_file() && !meta.is_dir() {
+        if !meta.is_file() {
             return Err(format!(
-                "{} is not a regular file (a FIFO, a socket or a device): the journal must be a file (give --state another path)",
+                "{} is not a regular file (a directory, a FIFO, a socket or a device): the journal must be a file (give --state another path)",
                 named("--state", out.state)
             ));
         }
@@ -129,6 +130,35 @@ pub fn check(job_files: &[PathBuf], out: &Outputs<'_>) -> Result<(), String> {
         }
     }
     check_process_files(out, events.as_ref(), &state)
+}
+
+/// What a run would find out only when it opens them, found before a dry
+/// run too: an empty or directory `--events`, a `--log-dir` that is a file.
+fn check_kinds(out: &Outputs<'_>) -> Result<(), String> {
+    if let Some(events) = out.events {
+        if events.as_os_str().is_empty() {
+            return Err("--events needs a path (or - for stdout)".into());
+        }
+        if events.is_dir() {
+            return Err(format!(
+                "--events {} is a directory: events go to a file (give a file's path, or - for stdout)",
+                events.display()
+            ));
+        }
+    }
+    if let Some(dir) = out.log_dir {
+        // The nearest part of the path that exists must be a directory.
+        if let Some(there) = dir.ancestors().find(|a| a.exists()) {
+            if !there.is_dir() {
+                return Err(format!(
+                    "--log-dir {}: {} exists and is not a directory (give a directory's path)",
+                    dir.display(),
+                    there.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A process's own output file may not be the events, the journal, or a

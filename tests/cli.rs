@@ -51,6 +51,56 @@ fn run_dry_run_prints_the_plan() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("stage 1"));
 }
 
+/// A dry run refuses what a run would: output paths of the wrong kind and
+/// bad Slurm settings from the environment, without asking Slurm.
+#[test]
+fn a_dry_run_refuses_what_a_run_would() {
+    let job = Job::new("[process.a]\nshell = \"true\"\n");
+    std::fs::create_dir(job.file("adir")).unwrap();
+    std::fs::write(job.file("afile"), "").unwrap();
+    let (adir, afile) = (job.file("adir"), job.file("afile"));
+    let (adir, afile) = (adir.to_str().unwrap(), afile.to_str().unwrap());
+    let cases: [(&[&str], &str, &str); 6] = [
+        (&["--events", adir], "", "is a directory"),
+        (&["--events="], "", "--events needs a path"),
+        (&["--log-dir", afile], "", "is not a directory"),
+        (&["--state", adir], "", "not a regular file"),
+        (
+            &["--executor", "slurm"],
+            "JOBGRAPH_SLURM_KEEP=maybe",
+            "expected 1 or 0",
+        ),
+        (
+            &["--executor", "slurm"],
+            "JOBGRAPH_SLURM_MODE=bogus",
+            "expected `auto`",
+        ),
+    ];
+    for (args, env, says) in cases {
+        for dry in [true, false] {
+            let mut cmd = jobgraph();
+            cmd.arg("run").args(args).arg(job.path());
+            if dry {
+                cmd.arg("--dry-run");
+            }
+            if let Some((k, v)) = env.split_once('=') {
+                cmd.env(k, v);
+            }
+            let out = cmd
+                .timeout(std::time::Duration::from_secs(30))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} {env} dry={dry}: {err}"
+            );
+            assert!(err.contains(says), "{args:?} {env} dry={dry}: {err}");
+        }
+    }
+}
+
 #[test]
 fn run_only_rejects_unknown_names() {
     let out = jobgraph()
