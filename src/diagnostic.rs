@@ -16,6 +16,29 @@ pub enum Severity {
     Error,
 }
 
+/// Whether `c` would act on a terminal instead of showing: C0 and C1
+/// controls and DEL, but not a newline or a tab.
+fn is_control(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
+}
+
+/// `text` with its control characters escaped (`\u{1b}`), as they are
+/// shown to a person: a name from the file holding ESC must not clear the
+/// screen or recolour the terminal.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match is_control(c) {
+            true => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// One finding of the static checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -36,6 +59,30 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// This diagnostic with the control characters of its texts escaped
+    /// ([`visible`]), for the human and GitHub formats.
+    pub fn shown(&self) -> std::borrow::Cow<'_, Diagnostic> {
+        let texts = std::iter::once(self.message.as_str())
+            .chain(self.label.as_deref())
+            .chain(self.help.as_deref())
+            .chain(self.related.iter().map(|(_, l)| l.as_str()));
+        if !texts.flat_map(str::chars).any(is_control) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let v = |t: &str| visible(t).into_owned();
+        std::borrow::Cow::Owned(Diagnostic {
+            message: v(&self.message),
+            label: self.label.as_deref().map(v),
+            help: self.help.as_deref().map(v),
+            related: self
+                .related
+                .iter()
+                .map(|(s, l)| (s.clone(), v(l)))
+                .collect(),
+            ..self.clone()
+        })
+    }
+
     /// A diagnostic for `code` at `span`; severity follows the code.
     pub fn new(code: Code, span: Option<Span>, message: impl Into<String>) -> Diagnostic {
         Diagnostic {

@@ -274,3 +274,37 @@ fn human_and_json(text: &str) -> (String, serde_json::Value) {
         serde_json::from_slice(&json.stdout).unwrap(),
     )
 }
+
+/// A name holding ESC or NUL is shown escaped: a diagnostic never clears or
+/// recolours the terminal it is read on (JSON escapes them by itself).
+#[test]
+fn control_characters_from_the_file_are_shown_escaped() {
+    let text = "[process.\"x\\u001b[2Jy\"]\ncmd = [\"true\"]\n[process.b]\ncmd = [\"true\"]\nafter = [\"\\u001b[31mred\"]\n";
+    let (human, _) = human_and_json(text);
+    let job = Job::new(text);
+    let github = jobgraph()
+        .args(["validate", "--format", "github"])
+        .arg(job.path())
+        .output()
+        .unwrap();
+    let github = String::from_utf8_lossy(&github.stdout).into_owned();
+    for out in [&human, &github] {
+        assert!(!out.contains('\u{1b}'), "{out}");
+        assert!(
+            out.contains("x\\u{1b}[2Jy") && out.contains("\\u{1b}[31mred"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("[process.\\u{1b}"),
+            "no invalid name to declare: {out}"
+        );
+    }
+    // Raw controls in the snippet keep their byte length, so the marks stay put.
+    let (human, json) = human_and_json("[process.a]\ncmd = [\"true\"]\nx\u{7} = 1\n");
+    assert!(!human.contains('\u{7}'), "{human}");
+    let d = &json["diagnostics"][0];
+    assert!(
+        human.contains(&format!(":{}:{}]", d["line"], d["column"])),
+        "{human}"
+    );
+}

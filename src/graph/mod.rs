@@ -231,11 +231,23 @@ pub(crate) fn suggest_process(file: &JobFile, name: &str) -> Option<String> {
 }
 
 pub(crate) fn unknown_process(file: &JobFile, name: &str, span: Span, what: &str) -> Diagnostic {
+    let valid = file
+        .processes
+        .iter()
+        .map(|p| p.name.value.as_str())
+        .filter(|n| crate::spec::is_valid_name(n));
     let help = suggest_process(file, name).or_else(|| {
-        Some(format!(
-            "declare it with [process.{name}], or use one of: {}",
-            list_some(file.processes.iter().map(|p| p.name.value.as_str()))
-        ))
+        Some(match crate::spec::is_valid_name(name) {
+            true => format!(
+                "declare it with [process.{name}], or use one of: {}",
+                list_some(valid)
+            ),
+            // `[process.a b]` is no TOML, and `a b` could not be declared anyway.
+            false => format!(
+                "`{name}` is not a valid name (a letter or `_`, then letters, digits, `_` or `-`); use one of: {}",
+                list_some(valid)
+            ),
+        })
     });
     Diagnostic::at(
         Code::UnknownProcess,

@@ -237,7 +237,13 @@ fn unknown_lock(file: &JobFile, l: &Sp<String>) -> Diagnostic {
     let names = file.locks.iter().map(|l| l.name.value.as_str());
     let help = match crate::spec::did_you_mean(&l.value, names) {
         Some(s) => format!("did you mean `{s}`?"),
-        None => format!("declare it with [lock.{}]", l.value),
+        None if crate::spec::is_valid_name(&l.value) => {
+            format!("declare it with [lock.{}]", l.value)
+        }
+        None => format!(
+            "`{}` is not a valid name (a letter or `_`, then letters, digits, `_` or `-`)",
+            l.value
+        ),
     };
     Diagnostic::at(
         Code::UnknownLock,

@@ -24,10 +24,10 @@ pub fn render_github(outcomes: &[Outcome]) -> String {
                 ",title={}",
                 escape_property(&format!("jobgraph {}", d.code))
             ));
-            let mut message = d.message.clone();
+            let mut message = crate::diagnostic::visible(&d.message).into_owned();
             if let Some(help) = &d.help {
                 message.push_str("\nhelp: ");
-                message.push_str(help);
+                message.push_str(&crate::diagnostic::visible(help));
             }
             out.push_str(&format!("::{level} {props}::{}\n", escape_data(&message)));
         }

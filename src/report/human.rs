@@ -37,18 +37,27 @@ impl<'a> Files<'a> {
     /// miette ends a line at a lone `\r` too; TOML, the JSON output and
     /// editors do not. A lone `\r` is shown as a blank (same byte length),
     /// so that both name the same line and column.
+    ///
+    /// Other control characters (ESC, NUL) would act on the terminal: each
+    /// is shown as `?` (or `¿` for a two-byte one), the same byte length.
     fn new(file: &'a SourceFile) -> Files<'a> {
         let text = file.text();
-        let lone = |at: usize| text.as_bytes().get(at + 1) != Some(&b'\n');
-        let has_lone = text.match_indices('\r').any(|(at, _)| lone(at));
-        let shown = match has_lone {
+        let bytes = text.as_bytes();
+        let lone = |at: usize| bytes.get(at + 1) != Some(&b'\n');
+        let odd = |at: usize, c: char| match c {
+            '\r' => lone(at),
+            '\n' | '\t' => false,
+            c => c.is_control(),
+        };
+        let shown = match text.char_indices().any(|(at, c)| odd(at, c)) {
             false => std::borrow::Cow::Borrowed(text),
             true => {
-                let bytes = text.as_bytes();
                 let fixed: String = text
                     .char_indices()
                     .map(|(at, c)| match c {
-                        '\r' if bytes.get(at + 1) != Some(&b'\n') => ' ',
+                        '\r' if lone(at) => ' ',
+                        c if odd(at, c) && c.len_utf8() == 1 => '?',
+                        c if odd(at, c) => '¿',
                         c => c,
                     })
                     .collect();
@@ -179,6 +188,7 @@ fn render_checked(c: &Checked, style: HumanStyle) -> String {
     let source = Files::new(&c.source);
     let mut out = String::new();
     for d in c.diagnostics.iter().take(MAX_SHOWN) {
+        let d = &*d.shown();
         if d.span.is_none() {
             out.push_str(&render_spanless(c.source.path(), d));
             continue;
