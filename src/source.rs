@@ -75,6 +75,9 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// The byte order mark some editors put first in a UTF-8 file.
+const BOM: &str = "\u{feff}";
+
 impl SourceFile {
     /// Reads a job file, refusing anything that is not a regular UTF-8 file of
     /// reasonable size. Never blocks on a FIFO: the type is checked before opening.
@@ -99,7 +102,11 @@ impl SourceFile {
         if meta.len() > MAX_FILE_BYTES {
             return Err(LoadError::TooLarge(path.to_path_buf(), meta.len()));
         }
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Io(path.to_path_buf(), e))?;
+        let mut bytes = std::fs::read(path).map_err(|e| LoadError::Io(path.to_path_buf(), e))?;
+        // A byte order mark is no part of the text: columns on line 1 count without it.
+        if bytes.starts_with(BOM.as_bytes()) {
+            bytes.drain(..BOM.len());
+        }
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return Err(LoadError::TooLarge(path.to_path_buf(), bytes.len() as u64));
         }
@@ -118,7 +125,10 @@ impl SourceFile {
     }
 
     /// Wraps text already in memory (tests, stdin, generated files).
-    pub fn new(path: impl Into<PathBuf>, text: String) -> SourceFile {
+    pub fn new(path: impl Into<PathBuf>, mut text: String) -> SourceFile {
+        if text.starts_with(BOM) {
+            text.drain(..BOM.len());
+        }
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         let path = path.into();
@@ -136,6 +146,7 @@ impl SourceFile {
 
     /// Appends an included file; returns its index in [`SourceFile::parts`].
     pub fn append(&mut self, path: PathBuf, text: &str) -> usize {
+        let text = text.strip_prefix(BOM).unwrap_or(text);
         if !self.text.is_empty() && !self.text.ends_with('\n') {
             self.text.push('\n');
             self.line_starts.push(self.text.len());

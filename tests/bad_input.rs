@@ -308,3 +308,29 @@ fn control_characters_from_the_file_are_shown_escaped() {
         "{human}"
     );
 }
+
+/// A byte order mark is not a column: line 1 is marked as without it, in
+/// an included file too (where it once sat mid-text).
+#[test]
+fn a_byte_order_mark_does_not_shift_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let columns = |text: &str| {
+        let path = dir.path().join("bom.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(
+            dir.path().join("inc.toml"),
+            "\u{feff}[process.c]\ncmd = [\"true\"]\n",
+        )
+        .unwrap();
+        let out = jobgraph()
+            .args(["validate", "--format", "github"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let body = "version = 2\ninclude = [\"inc.toml\"]\n[process.a]\ncmd = [\"true\"]\n";
+    let with = columns(&format!("\u{feff}{body}"));
+    assert!(with.contains("line=1,col=11,"), "{with}");
+    assert_eq!(with, columns(body));
+}
