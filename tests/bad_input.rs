@@ -334,3 +334,22 @@ fn a_byte_order_mark_does_not_shift_columns() {
     assert!(with.contains("line=1,col=11,"), "{with}");
     assert_eq!(with, columns(body));
 }
+
+/// More instances than a run can number (2^32) is a static error, at the
+/// replicas that pass the limit, not an out-of-memory death in `run`.
+#[test]
+fn more_instances_than_a_run_can_number_is_refused_by_validate() {
+    let mut text = String::new();
+    for i in 0..65537 {
+        text.push_str(&format!(
+            "[process.p{i}]\ncmd = [\"true\"]\nreplicas = 65536\n"
+        ));
+    }
+    let (_, json) = human_and_json(&text);
+    let d = &json["diagnostics"][0];
+    assert_eq!(d["code"], "bad-replicas", "{json}");
+    assert!(
+        d["message"].as_str().unwrap().contains("`p65535`"),
+        "{json}"
+    );
+}

@@ -1272,3 +1272,28 @@ shell = "true"
     assert!(joined("c").get("reason").is_none(), "{}", joined("c"));
     assert_eq!(joined("p")["reason"], "child `c` failed");
 }
+
+/// A million instances under a 700 MB address-space limit: refused with an
+/// error that says why (exit 2), not an out-of-memory abort.
+#[test]
+fn instances_that_cannot_fit_in_memory_are_refused_not_aborted() {
+    let mut body = String::from("[process.first]\ncmd = [\"false\"]\n");
+    for i in 0..16 {
+        body.push_str(&format!(
+            "[process.p{i}]\ncmd = [\"true\"]\nreplicas = 65536\nafter = [\"first\"]\n"
+        ));
+    }
+    let job = Job::new(&body);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 700000 && exec '{}' run --no-progress '{}'",
+            assert_cmd::cargo::cargo_bin("jobgraph").display(),
+            job.path().display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("1048577 instances need about"), "{err}");
+}

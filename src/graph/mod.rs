@@ -191,6 +191,7 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
     daemon_streams::check(&file, &index, &mut diags);
     features::check_tty(&file, &streams.endpoints, &mut diags);
     warnings::check(&file, source, &refs.locks, &mut diags);
+    check_instance_total(&file, &mut diags);
     output_files::check(&file, source, &mut diags);
     let name = file
         .graph
@@ -222,6 +223,32 @@ pub fn analyze(mut file: JobFile, source: &SourceFile) -> (Option<Graph>, Vec<Di
         file,
     };
     (Some(graph), diags)
+}
+
+/// A run numbers its instances with 32 bits: a graph with more (65,537
+/// processes of 65,536 replicas) passed `validate` and then died of
+/// out-of-memory in `run`. The process whose replicas pass the limit is named.
+fn check_instance_total(file: &JobFile, diags: &mut Vec<Diagnostic>) {
+    let mut total = 0u64;
+    for p in &file.processes {
+        total += u64::from(p.replicas.value);
+        if total > u64::from(u32::MAX) {
+            diags.push(
+                Diagnostic::at(
+                    Code::BadReplicas,
+                    p.replicas.span.clone(),
+                    format!(
+                        "with `{}`, the graph has more than {} instances in all",
+                        p.name.value,
+                        u32::MAX
+                    ),
+                )
+                .label("one too many")
+                .help("split the work over several graphs, or use fewer replicas"),
+            );
+            return;
+        }
+    }
 }
 
 /// "did you mean" help over process names.

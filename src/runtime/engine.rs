@@ -111,6 +111,16 @@ pub enum RunError {
     /// More instances than the engine can number.
     #[error("a run can have at most {} instances", u32::MAX)]
     TooManyInstances,
+    /// More instances than this machine's memory can hold.
+    #[error("{instances} instances need about {} MiB of the engine's memory; {} MiB are available (run fewer replicas, or part of the graph with --only)", need >> 20, have >> 20)]
+    TooLarge {
+        /// Instances in the run.
+        instances: u64,
+        /// Bytes they would take, at the least.
+        need: u64,
+        /// Bytes available (memory, or the address-space limit).
+        have: u64,
+    },
 }
 
 /// How a run ended.

@@ -143,6 +143,18 @@ fn build_instances(
     g: &Graph,
     included: &[bool],
 ) -> Result<(Insts, PerProc<Vec<InstId>>), RunError> {
+    // Counted before anything is allocated: too many is an error, not an abort.
+    let total: u64 = g
+        .file
+        .processes
+        .iter()
+        .zip(included)
+        .filter(|(_, &inc)| inc)
+        .map(|(p, _)| u64::from(p.replicas.value))
+        .sum();
+    if total > u64::from(u32::MAX) {
+        return Err(RunError::TooManyInstances);
+    }
     let mut insts = Insts::default();
     let mut of_proc = PerProc::new(g.file.processes.len(), |_| Vec::new());
     for (i, p) in g.file.processes.iter().enumerate() {

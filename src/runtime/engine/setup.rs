@@ -12,6 +12,7 @@ impl<'g> Engine<'g> {
         exec: Box<dyn Executor>,
         reporter: Box<dyn Reporter>,
     ) -> Result<Engine<'g>, RunError> {
+        fits_in_memory(g, opts)?;
         let core = Sched::new(g, opts)?;
         let poll = Poll::new().map_err(RunError::EventLoop)?;
         let waker = std::sync::Arc::new(
@@ -135,4 +136,56 @@ fn log_probes(g: &Graph) -> Vec<Option<regex::Regex>> {
             _ => None,
         })
         .collect()
+}
+
+/// The least an instance takes in the engine (measured: about 1.2 KiB each
+/// over a million); below it, the estimate never refuses a run that fits.
+const INSTANCE_BYTES: u64 = 1024;
+
+/// Refuses a run whose instances cannot fit in the memory there is (the
+/// available memory, or the address-space limit if lower): building them
+/// would end in an out-of-memory abort, not an error. 65 million instances
+/// passed every check and then died.
+fn fits_in_memory(g: &Graph, opts: &RunOptions) -> Result<(), RunError> {
+    let included = match opts.exact {
+        true => g.exactly(&opts.only),
+        false => g.only(&opts.only),
+    }
+    .map_err(RunError::Only)?;
+    let instances: u64 = g
+        .file
+        .processes
+        .iter()
+        .zip(&included)
+        .filter(|(_, &inc)| inc)
+        .map(|(p, _)| u64::from(p.replicas.value))
+        .sum();
+    let need = instances.saturating_mul(INSTANCE_BYTES);
+    // Small runs never ask: reading /proc costs more than they could save.
+    if need < 256 << 20 {
+        return Ok(());
+    }
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb << 10)
+    });
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+        .ok()
+        .map(|(soft, _)| soft)
+        .filter(|&soft| soft != nix::sys::resource::RLIM_INFINITY);
+    let have = match (available, limit) {
+        (Some(a), Some(l)) => a.min(l),
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => return Ok(()),
+    };
+    match need > have {
+        true => Err(RunError::TooLarge {
+            instances,
+            need,
+            have,
+        }),
+        false => Ok(()),
+    }
 }
