@@ -215,6 +215,7 @@ impl Decoder {
                 && !rest.starts_with('/')
                 && !rest.contains(char::is_whitespace)
                 && http_port_ok(rest)
+                && http_host_ok(rest)
         });
         if valid {
             return Some(Probe::Http {
@@ -273,9 +274,8 @@ impl Decoder {
             if bracketed.is_none() && host.contains(':') {
                 return None;
             }
-            let host = bracketed.unwrap_or(host);
             let port: u16 = port_number(port)?;
-            (!host.is_empty()).then(|| (host.to_string(), port))
+            host_ok(host).then(|| (bracketed.unwrap_or(host).to_string(), port))
         });
         match parsed {
             Some((host, port)) => Some(Probe::Tcp { host, port }),
@@ -297,6 +297,33 @@ fn port_number(text: &str) -> Option<u16> {
         return None;
     }
     text.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// A probe's host: a name (letters, digits, `-`, `.`, `_`), an IPv4
+/// address, or an IPv6 address in brackets. `{replica}` stands for a digit.
+fn host_ok(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    let host = host.replace("{replica}", "1");
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+/// The host of an http URL's authority (after `http://`) is one [`host_ok`]
+/// takes (no user info, no empty host).
+fn http_host_ok(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.find(']') {
+        Some(end) if authority.starts_with('[') => &authority[..=end],
+        _ => authority.split(':').next().unwrap_or_default(),
+    };
+    host_ok(host)
 }
 
 /// The port of an http URL's authority (after `http://`), if it has one, is
@@ -329,6 +356,34 @@ mod port_tests {
         }
         for bad in ["h:99999/", "h:0/", "h:80x/", "h:80:90/", "h:/", "[::1]:/"] {
             assert!(!http_port_ok(bad), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_names_ipv4_or_bracketed_ipv6() {
+        for ok in [
+            "localhost",
+            "127.0.0.1",
+            "[::1]",
+            "db-1.local",
+            "w{replica}",
+            "_svc",
+        ] {
+            assert!(host_ok(ok), "{ok}");
+        }
+        for bad in ["", "a]", "[a]", "a b", "[::1", "u@h", "h%x"] {
+            assert!(!host_ok(bad), "{bad}");
+        }
+        for ok in ["h/x", "h:8080/x", "[::1]:80/", "127.0.0.1"] {
+            assert!(http_host_ok(ok), "{ok}");
+        }
+        for bad in [":80/", "u:p@x/", "x y/", "[::1/"] {
+            assert!(!http_host_ok(bad), "{bad}");
         }
     }
 }
