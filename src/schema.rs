@@ -6,6 +6,7 @@
 
 use schemars::JsonSchema;
 
+mod rules;
 mod slurm;
 use serde_json::{json, Value};
 use slurm::{ExecutorKind, ProcessSlurmTable, SlurmTable};
@@ -104,8 +105,18 @@ struct DurationText(#[schemars(regex(pattern = DURATION_PATTERN))] String);
 pub(crate) struct PositiveDuration(#[schemars(regex(pattern = DURATION_PATTERN))] String);
 
 /// humantime's grammar: one or more `<number>[.<fraction>] <unit>`, spaces allowed.
-/// `host:port`, the port 1 to 65535 (leading zeros allowed) or a `{{ var }}`.
-const TCP_PATTERN: &str = r"^(\[[^\]]+\]|[^:\[\]]+):(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])|\{\{[^}]*\}\})$";
+/// `host:port`: a name, an IPv4 address or an IPv6 one in brackets (or a
+/// `{{ var }}`), and a port 1 to 65535 (leading zeros allowed) or a `{{ var }}`.
+const TCP_PATTERN: &str = concat!(
+    r"^(\[[0-9A-Fa-f:.]+\]|([A-Za-z0-9._-]|\{replica\}|\{\{[^}]*\}\})+):",
+    r"(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])|\{\{[^}]*\}\})$"
+);
+
+/// A port 1 to 65535, or one made with `{replica}` or a `{{ var }}`.
+pub(crate) const PORT_PATTERN: &str = concat!(
+    r"(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])",
+    r"|[0-9]*(\{replica\}|\{\{[^}]*\}\})([0-9]|\{replica\}|\{\{[^}]*\}\})*)"
+);
 
 const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
 
@@ -261,7 +272,6 @@ struct ReadyTable {
     #[schemars(length(min = 1))]
     file: Option<String>,
     /// An http:// URL that answers with an accepted status (any 2xx by default).
-    #[schemars(regex(pattern = r"^http://[^/\s]+"))]
     http: Option<String>,
     /// Accepted HTTP statuses, for an http probe.
     status: Option<HttpStatus>,
@@ -298,7 +308,6 @@ struct HealthTable {
     #[schemars(length(min = 1))]
     file: Option<String>,
     /// An http:// URL that answers with an accepted status.
-    #[schemars(regex(pattern = r"^http://[^/\s]+"))]
     http: Option<String>,
     /// Accepted HTTP statuses, for an http probe.
     status: Option<HttpStatus>,
@@ -541,105 +550,7 @@ pub fn schema() -> Value {
     let mut v = schemars::schema_for!(JobFile).as_value().clone();
     strip_null(&mut v);
     plain_enums(&mut v);
-    // Rules schemars cannot derive: names of tables, and exactly-one-of keys.
-    if let Some(props) = v.get_mut("properties").and_then(Value::as_object_mut) {
-        for table in ["lock", "process", "queue", "pipe"] {
-            if let Some(t) = props.get_mut(table).and_then(Value::as_object_mut) {
-                t.insert("propertyNames".into(), json!({ "pattern": NAME_PATTERN }));
-            }
-        }
-        // Var names: as process names, and not a built-in.
-        if let Some(t) = props.get_mut("vars").and_then(Value::as_object_mut) {
-            t.insert(
-                "propertyNames".into(),
-                json!({ "pattern": NAME_PATTERN, "not": { "enum": ["name", "replica", "item"] } }),
-            );
-        }
-    }
-    if let Some(defs) = v.get_mut("$defs").and_then(Value::as_object_mut) {
-        if let Some(p) = defs.get_mut("ProcessTable").and_then(Value::as_object_mut) {
-            p.insert(
-                "oneOf".into(),
-                json!([{ "required": ["cmd"] }, { "required": ["shell"] }]),
-            );
-            // bad-for-each and the daemon/always conflict, as validate has them.
-            p.insert(
-                "allOf".into(),
-                json!([
-                    { "not": { "required": ["for_each", "replicas"] } },
-                    { "not": {
-                        "required": ["daemon", "always"],
-                        "properties": { "daemon": { "const": true }, "always": { "const": true } }
-                    } }
-                ]),
-            );
-        }
-        if let Some(p) = defs.get_mut("PipeTable").and_then(Value::as_object_mut) {
-            p.insert(
-                "oneOf".into(),
-                json!([
-                    { "required": ["from", "to"], "not": { "required": ["between"] } },
-                    { "required": ["between"], "not": { "anyOf": [
-                        { "required": ["from"] }, { "required": ["to"] }
-                    ] } }
-                ]),
-            );
-        }
-        // A program name cannot be empty (later arguments can).
-        if let Some(cmd) = defs
-            .get_mut("ProcessTable")
-            .and_then(|p| p.pointer_mut("/properties/cmd"))
-            .and_then(Value::as_object_mut)
-        {
-            cmd.insert(
-                "prefixItems".into(),
-                json!([{ "type": "string", "minLength": 1 }]),
-            );
-        }
-        for probe in ["ReadyTable", "HealthTable"] {
-            if let Some(p) = defs.get_mut(probe).and_then(Value::as_object_mut) {
-                p.insert("dependentRequired".into(), json!({ "status": ["http"] }));
-            }
-        }
-        // A string or a table: if/then/else rather than anyOf, so that a bad
-        // string is reported against the list of allowed values.
-        if let Some(o) = defs.get_mut("Output").and_then(Value::as_object_mut) {
-            o.remove("anyOf");
-            o.insert("if".into(), json!({ "type": "string" }));
-            o.insert("then".into(), json!({ "$ref": "#/$defs/OutputMode" }));
-            o.insert("else".into(), json!({ "$ref": "#/$defs/OutputFile" }));
-        }
-        if let Some(o) = defs.get_mut("After").and_then(Value::as_object_mut) {
-            if let Some(Value::Array(mut both)) = o.remove("anyOf") {
-                if both.len() == 2 {
-                    let table = both.pop().unwrap_or_default();
-                    let list = both.pop().unwrap_or_default();
-                    o.insert("if".into(), json!({ "type": "array" }));
-                    o.insert("then".into(), list);
-                    o.insert("else".into(), table);
-                }
-            }
-        }
-        if let Some(p) = defs.get_mut("ReadyTable").and_then(Value::as_object_mut) {
-            p.insert(
-                "oneOf".into(),
-                json!([
-                    { "required": ["tcp"] }, { "required": ["cmd"] },
-                    { "required": ["log"] }, { "required": ["file"] },
-                    { "required": ["http"] }
-                ]),
-            );
-        }
-        if let Some(p) = defs.get_mut("HealthTable").and_then(Value::as_object_mut) {
-            p.insert(
-                "oneOf".into(),
-                json!([
-                    { "required": ["tcp"] }, { "required": ["cmd"] },
-                    { "required": ["file"] }, { "required": ["http"] }
-                ]),
-            );
-        }
-    }
+    rules::add(&mut v);
     v
 }
 

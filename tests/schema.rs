@@ -51,7 +51,11 @@ fn the_schema_has_no_null_types() {
         assert!(!nullable, "TOML has no null, but the schema has type {t}");
     }
     assert!(!text.contains("\"default\": null"));
-    assert_eq!(schema["required"], serde_json::json!(["process"]));
+    // Processes, or an include that may bring them.
+    assert_eq!(
+        schema["anyOf"],
+        serde_json::json!([{ "required": ["process"] }, { "required": ["include"] }])
+    );
 }
 
 #[test]
@@ -101,6 +105,19 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
         ("health = { file = \"x\", interval = \"0ms\" }", &["not"]),
         ("env = { \"A=B\" = \"1\" }", &["does not match"]),
         ("timout = \"5s\"", &["timout"]),
+        ("ready = { cmd = [\"\"] }", &["shorter"]),
+        ("health = { cmd = [\"\", \"x\"] }", &["shorter"]),
+        ("ready = { http = \"http://:80/\" }", &["does not match"]),
+        ("ready = { http = \"http://x:0/\" }", &["does not match"]),
+        (
+            "ready = { http = \"http://x:65536/\" }",
+            &["does not match"],
+        ),
+        ("ready = { http = \"http://u:p@x/\" }", &["does not match"]),
+        ("health = { http = \"http://x y/\" }", &["does not match"]),
+        ("ready = { tcp = \"a]:80\" }", &["does not match"]),
+        ("ready = { tcp = \"a b:80\" }", &["does not match"]),
+        ("after = { \"a b\" = \"success\" }", &["does not match"]),
     ];
     for (extra, words) in cases {
         let errs = errors(&v, &format!("{base}{extra}\n"));
@@ -112,7 +129,9 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
     }
     // File-level rules.
     let file_cases: &[(&str, &str)] = &[
-        ("[graph]\nname = \"x\"\n", "\"process\" is a required property"),
+        ("[graph]\nname = \"x\"\n", "anyOf"),
+        ("[graph]\nname = \" \"\n[process.a]\ncmd = [\"x\"]\n", "does not match"),
+        ("[vars]\nv = { env = \"A=B\" }\n[process.a]\ncmd = [\"x\"]\n", "anyOf"),
         ("[process.a]\nshell = \"x\"\ncmd = [\"y\"]\n", "oneOf"),
         ("[process.a]\ncwd = \".\"\n", "oneOf"),
         ("[process.a]\nshell = \"  \"\n", "does not match"),
@@ -129,6 +148,17 @@ fn mistakes_are_rejected_naming_the_allowed_values() {
         ),
         ("[process.a]\ncmd = [\"x\"]\n[graph]\nshutdown_grace = \"5\"\n", "does not match"),
     ];
+    // Accepted as validate accepts them.
+    for text in [
+        "include = [\"parts.toml\"]\n",
+        "[process.a]\ncmd = [\"x\"]\nready = { http = \"http://[::1]:8080/health?x=1\" }\n",
+        "[process.a]\ncmd = [\"x\"]\nreplicas = 2\nready = { http = \"http://h:80{replica}/\" }\n",
+        "[process.a]\ncmd = [\"x\"]\nready = { tcp = \"{{ host }}:{{ port }}\" }\n",
+        "[process.a]\ncmd = [\"x\"]\nhealth = { http = \"http://127.0.0.1\" }\n",
+    ] {
+        let errs = errors(&v, text);
+        assert!(errs.is_empty(), "{text}: {errs:#?}");
+    }
     for (text, word) in file_cases {
         let errs = errors(&v, text);
         let all = errs.join("\n");
