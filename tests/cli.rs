@@ -276,8 +276,9 @@ fn only_suggests_a_close_name() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr
-            .contains("error: jobs/five.toml: --only lnik: no such process; did you mean `link`?"),
+        stderr.contains(
+            "error: jobs/five.toml: --only `lnik`: no such process; did you mean `link`?"
+        ),
         "{stderr}"
     );
     let out = jobgraph()

@@ -94,9 +94,9 @@ impl Graph {
             stack.push(self.process_index(name).ok_or_else(|| {
                 let names = self.file.processes.iter().map(|p| p.name.value.as_str());
                 match crate::spec::did_you_mean(name, names) {
-                    Some(s) => format!("--only {name}: no such process; did you mean `{s}`?"),
+                    Some(s) => format!("--only `{name}`: no such process; did you mean `{s}`?"),
                     None => format!(
-                        "--only {name}: no such process (the processes are: {})",
+                        "--only `{name}`: no such process (the processes are: {})",
                         list_some(self.file.processes.iter().map(|p| p.name.value.as_str()))
                     ),
                 }
@@ -128,7 +128,7 @@ impl Graph {
         for name in names {
             let i = self
                 .process_index(name)
-                .ok_or_else(|| format!("--members {name}: no such process"))?;
+                .ok_or_else(|| format!("--members `{name}`: no such process"))?;
             inc[i] = true;
         }
         for (i, &on) in inc.iter().enumerate() {

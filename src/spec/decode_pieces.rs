@@ -22,8 +22,16 @@ pub(super) fn syntax_error(text: &str, span: Span, message: &str) -> Diagnostic 
         _ => None,
     };
     twice.unwrap_or_else(|| {
-        Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
-            .label(message.to_string())
+        let d = Diagnostic::at(Code::TomlSyntax, span, format!("invalid TOML: {message}"))
+            .label(message.to_string());
+        match message {
+            // Neither a header nor a key seen twice: a dotted key (`process.a.cmd`)
+            // made the table before its header, or an inline table did.
+            "duplicate key" => d.help(
+                "this table or key is defined twice: a dotted key such as `process.a.cmd = …` or an inline table already defines the table; write all its keys in one place",
+            ),
+            _ => d,
+        }
     })
 }
 

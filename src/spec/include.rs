@@ -143,7 +143,10 @@ fn expand(
                     span,
                     format!("more than {MAX_FILES} files are included"),
                 )
-                .label("one too many"),
+                .label("one too many")
+                .help(format!(
+                    "a graph reads at most {MAX_FILES} files: merge some of them into one"
+                )),
             );
             return;
         }
