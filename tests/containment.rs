@@ -249,3 +249,58 @@ fn pids_inside_the_namespace_are_sane() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("reachable"), "{out}");
 }
+
+/// Marker containment shares the host's pids: once a job's group is empty,
+/// its id may be any new process's. In a PID namespace of its own (where
+/// `ns_last_pid` picks the next pid), an unrelated `setsid` process is given
+/// the id of a finished job's group; the end-of-run sweep, SIGQUIT and the
+/// watchdog after `kill -9` must all leave it alone (each killed it before).
+#[test]
+fn a_reused_group_id_is_never_signalled_requires_root() {
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\n[process.hold]\nafter = [\"a\"]\ncmd = [\"sleep\", \"2\"]\n");
+    let script = job.file("reuse.sh");
+    std::fs::write(
+        &script,
+        r#"
+cd "$(dirname "$0")"
+rm -f ev.ndjson
+JOBGRAPH_CONTAINMENT=marker "$1" run --no-progress --events ev.ndjson job.toml 2>/dev/null &
+eng=$!
+for i in $(seq 200); do grep -q '"hold"' ev.ndjson 2>/dev/null && break; sleep 0.02; done
+apid=$(grep '"process":"a"' ev.ndjson | grep -o '"pid":[0-9]*' | head -1 | cut -d: -f2)
+# Another thread or process may take the pid first: tried until the victim has it.
+for i in 1 2 3 4 5 6 7 8; do
+  echo $((apid - 1)) > /proc/sys/kernel/ns_last_pid
+  setsid sleep 30 &
+  [ $! = "$apid" ] && break
+  kill $!
+done
+sleep 0.2
+case $2 in quit) kill -QUIT $eng;; kill9) kill -9 $eng; sleep 1;; esac
+wait $eng
+victim=$(pgrep -x -f "sleep 30")
+echo "a=$apid victim=$victim"
+if [ "$victim" = "$apid" ] && kill -0 "$victim"; then echo ALIVE; kill "$victim"; fi
+"#,
+    )
+    .unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("jobgraph");
+    for mode in ["end", "quit", "kill9"] {
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "sh"])
+            .arg(&script)
+            .arg(&bin)
+            .arg(mode)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() && text.is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return skip(
+                "a_reused_group_id_is_never_signalled",
+                &format!("unshare: {err}"),
+            );
+        }
+        assert!(text.contains("ALIVE"), "{mode}: {text}");
+    }
+}

@@ -225,6 +225,9 @@ struct Pipe {
 struct Group {
     pgid: UnitId,
     inst: InstId,
+    /// Its leader was reaped: the group lives on only while leftovers do,
+    /// and once empty its id may be any new process's (pids wrap).
+    leader_gone: bool,
 }
 
 struct Engine<'g> {
@@ -259,6 +262,13 @@ struct Engine<'g> {
     exec: Box<dyn Executor>,
     by_pid: FxHashMap<UnitId, InstId>,
     groups: Vec<Group>,
+    /// When the groups whose leader is gone were last checked for members.
+    groups_checked: Instant,
+    /// How many groups' leader is gone (their leftovers still run).
+    leaderless: usize,
+    /// Process ids are the host's (no PID namespace): a group id may name
+    /// an unrelated process's group once the run's group is empty.
+    shared_pids: bool,
     /// Per instance: its launch, and the same prepared for posix_spawn (or why it cannot be).
     launches: PerInst<Option<(Launch, std::io::Result<Prepared>)>>,
     /// Working directories found to exist (each is looked at once).
@@ -387,6 +397,9 @@ impl Engine<'_> {
         let mut events = PollEvents::with_capacity(256);
         loop {
             self.step();
+            if self.leaderless > 0 {
+                self.prune_groups(Instant::now());
+            }
             if self.check_stall() {
                 continue;
             }
@@ -419,7 +432,11 @@ impl Engine<'_> {
             } else {
                 // At most a second: the kernel lets a wait of T run late by
                 // T/1000 (up to 100 ms), so a 120 s timeout fired 90 ms late.
+                let leftovers = (self.leaderless > 0).then_some(now + Duration::from_secs(1));
                 self.next_deadline()
+                    .into_iter()
+                    .chain(leftovers)
+                    .min()
                     .map(|d| d.saturating_duration_since(now).min(Duration::from_secs(1)))
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {

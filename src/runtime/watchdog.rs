@@ -3,7 +3,8 @@
 //! The engine starts it first, in its own process group (so a terminal's
 //! Ctrl-C does not reach it), with the read end of a pipe as its stdin. The
 //! engine holds the write end (close-on-exec, so no job inherits it) and
-//! reports each process group it creates. If the pipe reaches EOF without the
+//! reports each process group it creates (and forgets each once empty: its
+//! id may then be reused by an unrelated process). If the pipe reaches EOF without the
 //! engine's final `done`, the engine died — SIGKILL included — and the
 //! watchdog kills every group it was told about and every process whose
 //! environment carries this run's marker, until none is left.
@@ -62,6 +63,12 @@ impl Watchdog {
         self.pending.push_str(&format!("g {pgid}\n"));
     }
 
+    /// Notes that a group the engine created is empty (its id may be reused:
+    /// the watchdog must no longer kill it); sent with the next flush.
+    pub fn forget(&mut self, pgid: i32) {
+        self.pending.push_str(&format!("f {pgid}\n"));
+    }
+
     /// Sends the groups noted since the last flush in one write. Batching keeps
     /// the watchdog asleep during bursts of launches; a group not yet sent when
     /// the engine dies is still found through the run's environment marker.
@@ -110,15 +117,17 @@ pub fn main(marker: &str) -> i32 {
             let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn);
         }
     }
-    let mut groups: Vec<i32> = Vec::new();
+    let mut groups = std::collections::HashSet::new();
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         if line == "done" {
             return 0;
         }
-        if let Some(g) = line.strip_prefix("g ").and_then(|g| g.parse().ok()) {
-            groups.push(g);
+        if let Some(g) = line.strip_prefix("g ").and_then(|g| g.parse::<i32>().ok()) {
+            groups.insert(g);
+        } else if let Some(g) = line.strip_prefix("f ").and_then(|g| g.parse::<i32>().ok()) {
+            groups.remove(&g);
         }
     }
     // EOF without "done": the engine is gone. Kill everything of this run.

@@ -70,8 +70,8 @@ impl Engine<'_> {
         // Each live unit's SIGKILL is told (`killed`), then everything goes.
         self.core.kill_running(Instant::now());
         self.apply();
-        for g in &self.groups {
-            self.exec.signal_group(g.pgid, libc::SIGKILL);
+        for pgid in self.groups_of_the_run() {
+            self.exec.signal_group(pgid, libc::SIGKILL);
         }
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
         for pid in hygiene::descendants(std::process::id() as i32, spare) {
@@ -131,6 +131,7 @@ impl Engine<'_> {
 
     fn on_reaped(&mut self, r: super::super::executor::Reaped) {
         let pid = r.id;
+        self.leader_reaped(pid);
         if self
             .watchdog
             .as_ref()
@@ -212,5 +213,69 @@ impl Engine<'_> {
         });
         self.queue_consumer_exited(k, again.is_some());
         self.core.after_attempt(k, result, again);
+    }
+
+    /// The leader of group `pgid` (a unit or a probe) was reaped. An empty
+    /// group is forgotten at once (by the watchdog too): its id may be
+    /// reused by any process once pids wrap, and signalling it later killed
+    /// unrelated processes. One with leftovers is checked again each second.
+    fn leader_reaped(&mut self, pgid: UnitId) {
+        let Some(at) = self.groups.iter().position(|g| g.pgid == pgid) else {
+            return;
+        };
+        if self.exec.owns_local_groups() && !self.exec.group_alive(pgid) {
+            self.groups.swap_remove(at);
+            if let Some(w) = &mut self.watchdog {
+                w.forget(pgid.get());
+            }
+        } else if !std::mem::replace(&mut self.groups[at].leader_gone, true) {
+            self.leaderless += 1;
+        }
+    }
+
+    /// Forgets the groups whose leader is gone and whose last member has
+    /// now exited too; at most once a second.
+    pub(super) fn prune_groups(&mut self, now: Instant) {
+        if now < self.groups_checked + Duration::from_secs(1) || !self.exec.owns_local_groups() {
+            return;
+        }
+        self.groups_checked = now;
+        let mut i = 0;
+        while i < self.groups.len() {
+            let g = &self.groups[i];
+            if g.leader_gone && !self.exec.group_alive(g.pgid) {
+                let pgid = g.pgid;
+                self.groups.swap_remove(i);
+                self.leaderless -= 1;
+                if let Some(w) = &mut self.watchdog {
+                    w.forget(pgid.get());
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The groups to signal when the run ends or is killed. Without a PID
+    /// namespace, a group counts only while one of its members descends
+    /// from the engine (the engine is a subreaper, so everything a job left
+    /// does): a group of the run that emptied and whose id an unrelated
+    /// process took since is left alone.
+    pub(super) fn groups_of_the_run(&self) -> Vec<UnitId> {
+        if !self.shared_pids || !self.exec.owns_local_groups() {
+            return self.groups.iter().map(|g| g.pgid).collect();
+        }
+        let spare = self.watchdog.as_ref().map(Watchdog::pid);
+        let ours: rustc_hash::FxHashSet<i32> =
+            hygiene::descendants(std::process::id() as i32, spare)
+                .into_iter()
+                .filter_map(|pid| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).ok())
+                .map(|g| g.as_raw())
+                .collect();
+        self.groups
+            .iter()
+            .map(|g| g.pgid)
+            .filter(|g| ours.contains(&g.get()))
+            .collect()
     }
 }

@@ -10,10 +10,11 @@ impl Engine<'_> {
         let me = std::process::id() as i32;
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
         self.reap_all();
+        let ours = self.groups_of_the_run();
         let mut left: Vec<(UnitId, InstId)> = self
             .groups
             .iter()
-            .filter(|g| self.exec.group_alive(g.pgid))
+            .filter(|g| ours.contains(&g.pgid) && self.exec.group_alive(g.pgid))
             .map(|g| (g.pgid, g.inst))
             .collect();
         // A group SIGKILLed a moment ago may still be dying (its processes

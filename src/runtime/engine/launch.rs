@@ -299,7 +299,11 @@ impl Engine<'_> {
         {
             self.tty_holder = Some(k);
         }
-        self.groups.push(Group { pgid: pid, inst: k });
+        self.groups.push(Group {
+            pgid: pid,
+            inst: k,
+            leader_gone: false,
+        });
         if let Some(w) = &mut self.watchdog {
             w.watch(pid.get());
         }

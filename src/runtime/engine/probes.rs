@@ -302,7 +302,11 @@ impl Engine<'_> {
                 state.started = Some(now);
             }
             self.probe_pids.insert(pid, (k, check));
-            self.groups.push(Group { pgid: pid, inst: k });
+            self.groups.push(Group {
+                pgid: pid,
+                inst: k,
+                leader_gone: false,
+            });
         }
     }
 
