@@ -304,3 +304,29 @@ if [ "$victim" = "$apid" ] && kill -0 "$victim"; then echo ALIVE; kill "$victim"
         assert!(text.contains("ALIVE"), "{mode}: {text}");
     }
 }
+
+/// The engine's peak is its own, not that of the program that started it
+/// (Linux keeps a program's rusage peak across exec): started from this
+/// test after it touched 256 MiB, a marker engine once reported 256 MiB.
+#[test]
+fn the_engine_peak_is_its_own_not_its_parents() {
+    let mut big = vec![0u8; 256 << 20];
+    for i in (0..big.len()).step_by(4096) {
+        big[i] = 1;
+    }
+    let job = Job::new("[process.a]\ncmd = [\"true\"]\n");
+    let events = job.file("ev.ndjson");
+    let out = jobgraph()
+        .env("JOBGRAPH_CONTAINMENT", "marker")
+        .args(["run", "--no-progress", "--events"])
+        .arg(&events)
+        .arg(job.path())
+        .output()
+        .unwrap();
+    drop(big);
+    assert_eq!(out.status.code(), Some(0));
+    let text = std::fs::read_to_string(&events).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let kib = last["engine_peak_rss_kib"].as_u64().unwrap();
+    assert!(kib > 0 && kib < 128 << 10, "{last}");
+}

@@ -266,6 +266,8 @@ struct Engine<'g> {
     groups_checked: Instant,
     /// How many groups' leader is gone (their leftovers still run).
     leaderless: usize,
+    /// rusage's peak is still that of the program that exec'd the engine.
+    rusage_inherited: bool,
     /// Process ids are the host's (no PID namespace): a group id may name
     /// an unrelated process's group once the run's group is empty.
     shared_pids: bool,

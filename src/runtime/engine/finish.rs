@@ -265,8 +265,9 @@ impl Engine<'_> {
         };
         let elapsed = self.started_at.elapsed();
         let queues = self.queue_summaries();
-        let engine_rss = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-            .map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0));
+        // The engine's own peak, not that of the program that started it.
+        let engine_rss =
+            super::launch::engine_hwm_kib().unwrap_or_else(super::launch::rusage_peak_kib);
         self.emit(RunEvent::RunFinished {
             code: i32::from(exit_code),
             duration: elapsed,

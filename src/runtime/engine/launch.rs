@@ -287,7 +287,7 @@ impl Engine<'_> {
         let proc = self.core.insts[k].proc;
         // Read after the spawn: the child ran in the engine's memory until
         // its exec, and the kernel counts that in the child's peak.
-        self.core.insts[k].spawn_rss_kib = engine_peak_rss_kib();
+        self.core.insts[k].spawn_rss_kib = self.engine_peak_rss_kib();
         self.by_pid.insert(pid, k);
         // A process reading the terminal gets its foreground, one at a time, as a
         // shell does for a job; it goes back to the engine when the process exits.
@@ -498,8 +498,37 @@ fn out_of_resources(e: &std::io::Error) -> bool {
     )
 }
 
-/// The engine's own peak resident set size, in KiB (0 if unknown).
-fn engine_peak_rss_kib() -> u64 {
+/// The engine's peak resident set size as the kernel's rusage has it, in
+/// KiB (0 if unknown). After an exec, Linux keeps the peak of the program
+/// that exec'd: an engine started by a 300 MB process reads 300 MB here
+/// until its own memory passes that (see [`engine_hwm_kib`]).
+pub(super) fn rusage_peak_kib() -> u64 {
     use nix::sys::resource::{getrusage, UsageWho};
     getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0))
+}
+
+/// The engine's own peak resident set size (`VmHWM`), in KiB, if readable.
+pub(super) fn engine_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl Engine<'_> {
+    /// The engine's own peak now, in KiB: rusage (one cheap call) unless it
+    /// still holds the peak of the program that started the engine, then
+    /// `/proc/self/status`.
+    fn engine_peak_rss_kib(&mut self) -> u64 {
+        if self.rusage_inherited {
+            match engine_hwm_kib() {
+                // Its own memory passed what it inherited: rusage is exact from now on.
+                Some(own) if own < rusage_peak_kib() => return own,
+                Some(_) => self.rusage_inherited = false,
+                None => {}
+            }
+        }
+        rusage_peak_kib()
+    }
 }

@@ -44,6 +44,8 @@ impl<'g> Engine<'g> {
             groups: Vec::new(),
             groups_checked: Instant::now(),
             leaderless: 0,
+            rusage_inherited: super::launch::engine_hwm_kib()
+                .is_some_and(|own| own + 1024 < super::launch::rusage_peak_kib()),
             shared_pids: opts.containment != super::super::contain::Containment::PidNamespace,
             launches,
             cwd_seen: Default::default(),
