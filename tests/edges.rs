@@ -1297,3 +1297,52 @@ fn instances_that_cannot_fit_in_memory_are_refused_not_aborted() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("1048577 instances need about"), "{err}");
 }
+
+/// Behind a stalled reader, a retry loop printing one line per attempt
+/// keeps only its bytes: each 15-byte line once held a 4 KiB page, and the
+/// engine grew by about 380 KB a second for as long as the reader slept.
+#[test]
+fn a_stalled_reader_costs_the_engine_its_bytes_not_a_page_per_line() {
+    let job = Job::new(
+        r#"
+[process.chatty]
+shell = "yes 'a chatty line of log output that goes to the console' | head -n 2000000"
+[process.crash]
+shell = "echo crash; exit 1"
+retries = 100000
+retry_delay = "5ms"
+"#,
+    );
+    let fifo = job.file("out.fifo");
+    mkfifo(&fifo);
+    let got = job.file("got.txt");
+    let mut reader = stalled_reader(&fifo, 8, &got);
+    let mut engine = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--no-progress"])
+        .arg(job.path())
+        .env("JOBGRAPH_CONTAINMENT", "marker")
+        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss(engine.id());
+    std::thread::sleep(Duration::from_secs(5));
+    let after = rss(engine.id());
+    let stop = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine.id() as i32), sig);
+    stop(nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stop(nix::sys::signal::Signal::SIGINT);
+    engine.wait().unwrap();
+    reader.wait().unwrap();
+    // About 700 attempts in those 5 s: 2.7 MB then, 10 KB of lines now.
+    assert!(after < before + 1024, "engine RSS {before} -> {after} KiB");
+}

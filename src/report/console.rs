@@ -317,7 +317,16 @@ impl Console {
         if self.pending.is_empty() {
             return;
         }
-        let buf = std::mem::replace(&mut self.pending, Vec::with_capacity(64 * 1024));
+        // A small batch goes as a copy of its own size: queued behind a
+        // stalled reader, a 15-byte line in a 64 KiB buffer held a page each
+        // (a retry loop grew the engine without bound). A large one is moved.
+        let buf = if self.pending.len() < 16 * 1024 {
+            let copy = self.pending.clone();
+            self.pending.clear();
+            copy
+        } else {
+            std::mem::replace(&mut self.pending, Vec::with_capacity(64 * 1024))
+        };
         if self.style.logs_to_stderr {
             self.err.send(buf);
         } else {
