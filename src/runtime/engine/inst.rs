@@ -127,6 +127,9 @@ pub(super) struct Inst {
     /// The attempt whose listener was found to be its own: later probes of
     /// that attempt trust the connect (the check walks `/proc`).
     pub(super) listener_owned_in: Option<u32>,
+    /// The attempt, and when, whose listener was found to be another
+    /// program's: trusted for a second (the scan grows with the host's sockets).
+    pub(super) listener_foreign_at: Option<(u32, std::time::Instant)>,
 }
 
 impl Inst {
@@ -156,6 +159,7 @@ impl Inst {
             ready_once: false,
             foreign_listener_noted: false,
             listener_owned_in: None,
+            listener_foreign_at: None,
         }
     }
 
