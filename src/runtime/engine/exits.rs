@@ -262,7 +262,7 @@ impl Engine<'_> {
     /// does): a group of the run that emptied and whose id an unrelated
     /// process took since is left alone.
     pub(super) fn groups_of_the_run(&self) -> Vec<UnitId> {
-        if !self.shared_pids || !self.exec.owns_local_groups() {
+        if self.groups.is_empty() || !self.shared_pids || !self.exec.owns_local_groups() {
             return self.groups.iter().map(|g| g.pgid).collect();
         }
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
