@@ -43,6 +43,31 @@ use std::time::{Duration, Instant, SystemTime};
 const UNIT_SH: &str = include_str!("slurm/unit.sh");
 /// The guardian step of a run in step mode.
 const GUARD_SH: &str = include_str!("slurm/guard.sh");
+/// Touches the heartbeat every [`BEAT_EVERY`] from a thread of its own, as
+/// long as the flag it returns is set: a Slurm command that blocks the loop
+/// for the controller's `MessageTimeout` (10 s, twice in one turn when a
+/// controller pauses) must not look like a dead engine, or the units cancel
+/// a live run. The loop touches it too, and reports a failure to.
+fn start_heartbeat(path: PathBuf) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let alive = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&alive);
+    let started = super::hygiene::spawn_thread("jobgraph-heartbeat", move || {
+        while flag.load(Ordering::Acquire) {
+            std::thread::sleep(BEAT_EVERY);
+            // A failure is the loop's to report (it touches the file too).
+            let touched = File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+            drop(touched);
+        }
+    });
+    // Without the thread, the loop's own touches remain.
+    drop(started);
+    alive
+}
+
 /// How often the engine touches its heartbeat file.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Step mode: a step is looked up in `squeue` (for its id and node) once it
@@ -121,6 +146,8 @@ pub struct Slurm {
     wrapper: PathBuf,
     heartbeat: PathBuf,
     beat_due: Instant,
+    /// Set to stop the heartbeat thread.
+    beating: std::sync::Arc<std::sync::atomic::AtomicBool>,
     uid: u32,
     units: FxHashMap<UnitId, Unit>,
     /// Instances with a live unit (a second spawn meanwhile is a probe).
@@ -243,6 +270,7 @@ impl Slurm {
         write_file(&wrapper, UNIT_SH.as_bytes())?;
         let heartbeat = run_dir.join("heartbeat");
         write_file(&heartbeat, b"")?;
+        let beating = start_heartbeat(heartbeat.clone());
         let prefix = format!("jobgraph-{run}-");
         if let Mode::Step { job } = &config.mode {
             let guard = run_dir.join("guard.sh");
@@ -269,6 +297,7 @@ impl Slurm {
             wrapper,
             heartbeat,
             beat_due: Instant::now() + BEAT_EVERY,
+            beating,
             uid,
             units: FxHashMap::default(),
             live: FxHashMap::default(),
@@ -644,6 +673,8 @@ impl Slurm {
 
 impl Drop for Slurm {
     fn drop(&mut self) {
+        self.beating
+            .store(false, std::sync::atomic::Ordering::Release);
         self.flush_signals();
         self.cancel_all();
         if self.squeue_calls > 0 && std::env::var_os("JOBGRAPH_SLURM_STATS").is_some() {

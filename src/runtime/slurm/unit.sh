@@ -10,15 +10,27 @@
 #   STATUS_FILE    where the exit status goes
 hb=$1 stale=$2 status=$3 prefix=$4
 shift 4
+cancel_run() {
+  squeue -h -u "$(id -u)" -o '%i %j' |
+    awk -v p="$prefix" 'index($2, p) == 1 { print $1 }' | xargs -r scancel --quiet
+}
+stale_beat() {
+  now=$(date +%s)
+  beat=$(stat -c %Y "$hb" 2>/dev/null || echo 0)
+  [ $((now - beat)) -gt "$stale" ]
+}
+# A job that waited in the queue past the engine's death does not run its
+# command: it cancels the run's jobs (pending ones too) and itself.
+if stale_beat; then
+  echo "jobgraph: the engine's heartbeat stopped ($hb) before this unit started: cancelling the run's units" >&2
+  cancel_run
+  exit 1
+fi
 # An asynchronous command's stdin is /dev/null unless given: give it ours.
 exec 9<&0
 "$@" <&9 9<&- &
 child=$!
 exec 9<&- </dev/null
-cancel_run() {
-  squeue -h -u "$(id -u)" -o '%i %j' |
-    awk -v p="$prefix" 'index($2, p) == 1 { print $1 }' | xargs -r scancel --quiet
-}
 (
   trap 'kill "$s" 2>/dev/null; exit 0' TERM
   while :; do
@@ -26,9 +38,7 @@ cancel_run() {
     s=$!
     wait "$s"
     kill -0 "$child" 2>/dev/null || exit 0
-    now=$(date +%s)
-    beat=$(stat -c %Y "$hb" 2>/dev/null || echo 0)
-    if [ $((now - beat)) -gt "$stale" ]; then
+    if stale_beat; then
       echo "jobgraph: the engine's heartbeat stopped ($hb): cancelling the run's units" >&2
       # Slurm kills every process of the unit (the command's descendants
       # too); killing the command from here would orphan them.
