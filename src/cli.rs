@@ -615,7 +615,7 @@ fn make_executor(
     sets: &[(String, String)],
 ) -> Option<Box<dyn crate::runtime::executor::Executor>> {
     match kind {
-        ExecutorKind::Local => Some(Box::new(crate::runtime::executor::Local)),
+        ExecutorKind::Local => Some(Box::new(crate::runtime::executor::Local::default())),
         ExecutorKind::Slurm => match crate::runtime::slurm::Config::new(&g.file, base)
             .map(|mut c| {
                 // Group units run the file again, on a node (not one read from stdin).

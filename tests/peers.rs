@@ -99,17 +99,22 @@ fn an_engine_started_with_sigchld_blocked_or_ignored_sees_every_exit() {
 
 /// dumb-init's and tini's promise: a job starts with every signal at its
 /// default action, glibc's internal real-time signals (32, 33) included.
+/// The first replica is launched with posix_spawn, the others without
+/// waiting for their exec: both launchers keep it.
 #[test]
 fn a_job_starts_with_no_signal_ignored_or_blocked() {
     let job = Job::new(
-        "[process.mask]\nshell = \"grep -E '^Sig(Ign|Blk)' /proc/self/status > mask.txt\"\n",
+        "[process.mask]\nreplicas = 3\nshell = \"grep -E '^Sig(Ign|Blk)' /proc/self/status > mask{replica}.txt\"\n",
     );
     let (code, err) = run_in(&job, "pid-namespace");
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        job.read("mask.txt"),
-        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
-    );
+    for r in 0..3 {
+        assert_eq!(
+            job.read(&format!("mask{r}.txt")),
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "replica {r}"
+        );
+    }
 }
 
 /// A third signal neither changes the exit code nor the verdict: the first

@@ -355,6 +355,32 @@ fn a_command_that_cannot_start_is_a_clear_failure() {
     assert_eq!(summary(&err)["ghost"][..3], ["failed", "not run", "1"]);
 }
 
+/// After its first exec a program is launched without waiting for the
+/// next ones: one that then fails (here the file was replaced by text that
+/// is no program) ends that attempt with 127, and the note says why.
+#[test]
+fn an_exec_that_fails_after_a_first_good_one_is_exit_127_with_the_reason() {
+    let job = Job::new("[process.p]\ncmd = [\"./prog\"]\nretries = 1\n");
+    let prog = job.file("prog");
+    let script =
+        "#!/bin/sh\nprintf 'no program' > prog.new\nchmod +x prog.new\nmv prog.new prog\nexit 3\n";
+    std::fs::write(&prog, script).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&prog, mode).unwrap();
+    let (code, evs, err) = job.run_events(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("p: cannot run `./prog`: exec format error (not a program: a script needs a `#!` line) (exit code 127)"),
+        "{err}"
+    );
+    let codes: Vec<_> = evs
+        .iter()
+        .filter(|e| e["event"] == "exited")
+        .map(|e| e["code"].clone())
+        .collect();
+    assert_eq!(codes, [3, 127], "{err}");
+}
+
 #[test]
 fn log_lines_are_prefixed_and_routed() {
     let job = Job::new(

@@ -324,7 +324,7 @@ pub fn run(
     opts: &RunOptions,
     reporter: Box<dyn Reporter>,
 ) -> Result<RunOutcome, RunError> {
-    run_with(g, base, opts, Box::new(Local), reporter)
+    run_with(g, base, opts, Box::new(Local::default()), reporter)
 }
 
 /// Runs a validated graph with units launched by `exec`.
@@ -531,6 +531,9 @@ fn describe_spawn_error(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory (not on PATH?)".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied (not executable?)".into(),
+        _ if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            "exec format error (not a program: a script needs a `#!` line)".into()
+        }
         _ => e.to_string(),
     }
 }

@@ -112,6 +112,12 @@ pub trait Executor {
     /// Starts a unit with these descriptors; returns its id, which is also
     /// the id of its process group (signals go to the whole group).
     fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId>;
+    /// Why the exec of unit `id`, reaped just now, failed after its launch
+    /// had returned (see [`Local`]), if it did; asked once, right after the
+    /// reap.
+    fn exec_error(&mut self, _id: UnitId) -> Option<io::Error> {
+        None
+    }
     /// Sends `sig` to every process of the unit's group; false if none is left.
     fn signal_group(&mut self, id: UnitId, sig: i32) -> bool;
     /// Sends `sig` to a unit not yet reaped: its group, and its own process
@@ -168,12 +174,86 @@ pub trait Executor {
 }
 
 /// Processes on this machine.
-#[derive(Debug, Default)]
-pub struct Local;
+///
+/// A program's first launch from a directory goes through `posix_spawn`,
+/// which reports a failed exec as the launch's error; once one has exec'd,
+/// the next launches of it from there do not wait for their exec (see
+/// [`super::nowait`]), and a later failure is reported by
+/// [`Executor::exec_error`]. `JOBGRAPH_SPAWN=wait` makes every launch wait.
+#[derive(Debug)]
+pub struct Local {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    nowait: Option<super::nowait::Spawner>,
+    /// Program and directory pairs that have exec'd in this run.
+    proven: std::collections::HashSet<Vec<u8>>,
+    /// The exec error of the child reaped last, if it had one.
+    last_exec_error: Option<(UnitId, i32)>,
+}
+
+impl Default for Local {
+    fn default() -> Local {
+        Local {
+            #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+            nowait: (std::env::var_os("JOBGRAPH_SPAWN").as_deref()
+                != Some(std::ffi::OsStr::new("wait")))
+            .then(super::nowait::Spawner::default),
+            proven: std::collections::HashSet::new(),
+            last_exec_error: None,
+        }
+    }
+}
+
+impl Local {
+    /// Launches with `posix_spawn` until the program has exec'd once from
+    /// that directory, then without waiting for the exec.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn launch(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
+        let Some(spawner) = &mut self.nowait else {
+            return posix::spawn(prepared, fds);
+        };
+        let (program, _, _, cwd) = prepared.c_parts();
+        let mut key = Vec::with_capacity(program.to_bytes().len() + cwd.to_bytes().len() + 1);
+        key.extend_from_slice(program.to_bytes_with_nul());
+        key.extend_from_slice(cwd.to_bytes());
+        if self.proven.contains(&key) {
+            return spawner.spawn(prepared, fds);
+        }
+        let pid = posix::spawn(prepared, fds)?;
+        self.proven.insert(key);
+        Ok(pid)
+    }
+
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    fn launch(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<i32> {
+        posix::spawn(prepared, fds)
+    }
+
+    /// A child was reaped: what the launcher kept for it is freed, and why
+    /// its exec failed is kept for [`Executor::exec_error`].
+    fn reaped(&mut self, pid: i32) {
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        if let Some(spawner) = &mut self.nowait {
+            self.last_exec_error = spawner.reaped(pid).map(|e| (UnitId(pid), e));
+            return;
+        }
+        let _ = pid;
+        self.last_exec_error = None;
+    }
+}
 
 impl Executor for Local {
     fn spawn(&mut self, prepared: &Prepared, fds: &[(i32, Source)]) -> io::Result<UnitId> {
-        posix::spawn(prepared, fds).map(UnitId)
+        self.launch(prepared, fds).map(UnitId)
+    }
+
+    fn exec_error(&mut self, id: UnitId) -> Option<io::Error> {
+        match self.last_exec_error {
+            Some((unit, errno)) if unit == id => {
+                self.last_exec_error = None;
+                Some(io::Error::from_raw_os_error(errno))
+            }
+            _ => None,
+        }
     }
 
     fn signal_group(&mut self, id: UnitId, sig: i32) -> bool {
@@ -203,6 +283,7 @@ impl Executor for Local {
         if pid <= 0 {
             return None;
         }
+        self.reaped(pid);
         let exit = if libc::WIFEXITED(status) {
             Exit::Code(libc::WEXITSTATUS(status))
         } else {

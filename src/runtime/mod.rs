@@ -19,6 +19,8 @@ mod engine;
 pub mod executor;
 pub(crate) mod hygiene;
 pub mod journal;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod nowait;
 pub mod posix;
 pub mod report;
 pub mod slurm;

@@ -8,7 +8,7 @@
 //! instance and each launch is a single `posix_spawn` (vfork + exec in glibc).
 
 use super::spawn::Launch;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -58,6 +58,11 @@ impl Prepared {
             (e.len() > key.len() && e.starts_with(key.as_bytes()) && e[key.len()] == b'=')
                 .then(|| String::from_utf8_lossy(&e[key.len() + 1..]).into_owned())
         })
+    }
+
+    /// Program, argv, envp and working directory, as C strings.
+    pub fn c_parts(&self) -> (&CStr, &[CString], &[CString], &CStr) {
+        (&self.program, &self.argv, &self.envp, &self.cwd)
     }
 
     /// The working directory.

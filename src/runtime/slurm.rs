@@ -291,7 +291,7 @@ impl Slurm {
             mode: config.mode.clone(),
             config,
             tools,
-            local: Local,
+            local: Local::default(),
             prefix,
             run_dir,
             wrapper,
@@ -547,6 +547,10 @@ impl Executor for Slurm {
             Some(Kind::Batch(b)) => b.exit.is_none(),
             _ => self.local.group_alive(id),
         }
+    }
+
+    fn exec_error(&mut self, id: UnitId) -> Option<std::io::Error> {
+        self.local.exec_error(id)
     }
 
     fn reap(&mut self) -> Option<Reaped> {

@@ -131,6 +131,7 @@ impl Engine<'_> {
 
     fn on_reaped(&mut self, r: super::super::executor::Reaped) {
         let pid = r.id;
+        let exec_error = self.exec.exec_error(pid);
         self.leader_reaped(pid);
         if self
             .watchdog
@@ -151,6 +152,9 @@ impl Engine<'_> {
         let Some(k) = self.by_pid.remove(&pid) else {
             return;
         };
+        if let Some(e) = exec_error {
+            self.exec_failed_late(k, &e);
+        }
         // What it held (descriptors, a process slot) is free again.
         self.resource_wait = None;
         if self.tty_holder == Some(k) {

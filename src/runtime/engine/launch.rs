@@ -400,6 +400,28 @@ impl Engine<'_> {
         Ok((pid, plan.log))
     }
 
+    /// The exec of `k`'s unit failed after its launch had returned (see
+    /// [`crate::runtime::executor::Local`]): the unit exited with 127, and
+    /// the note says why, as a failed launch's would.
+    pub(super) fn exec_failed_late(&mut self, k: InstId, e: &std::io::Error) {
+        let Some((launch, Ok(prepared))) = &self.launches[k] else {
+            return;
+        };
+        let program = launch.argv.first().map_or("", String::as_str);
+        let why = if !launch.cwd.is_dir() {
+            format!("working directory {} does not exist", launch.cwd.display())
+        } else if e.kind() == std::io::ErrorKind::NotFound {
+            not_found(&prepared.program_path())
+        } else {
+            describe_spawn_error(e)
+        };
+        let name = self.core.insts[k].name.clone();
+        self.note(
+            &format!("{name}: cannot run `{program}`: {why} (exit code 127)"),
+            true,
+        );
+    }
+
     pub(super) fn watch_pipe(&mut self, k: InstId, fd: OwnedFd) -> bool {
         let raw = fd.as_raw_fd();
         // A fresh pipe's read end has no other status flag to keep.
