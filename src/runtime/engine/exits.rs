@@ -171,6 +171,10 @@ impl Engine<'_> {
                 self.core.stopped_by_user(k, Instant::now());
             }
         }
+        // Read at the reap, when the child's exec is surely past: it ran in
+        // the engine's memory until then (a launch need not wait for its
+        // exec), and the kernel counts that in the child's peak.
+        self.core.insts[k].spawn_rss_kib = self.engine_peak_rss_kib();
         self.core
             .unit_reaped(k, pid, r.exit, r.relayed, r.peak_rss_kib);
         let i = &mut self.core.insts[k];

@@ -90,7 +90,8 @@ pub(super) struct Inst {
     pub(super) last: Option<End>,
     /// The peak over all its attempts.
     pub(super) peak_rss: Option<PeakRss>,
-    /// The engine's own peak RSS (KiB) when its latest attempt was spawned.
+    /// The engine's own peak RSS (KiB) when its latest attempt was reaped:
+    /// the most the child's peak can owe to the engine's memory.
     pub(super) spawn_rss_kib: u64,
     pub(super) finished: bool,
     /// Restarts made under `restart`.

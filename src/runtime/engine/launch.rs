@@ -285,9 +285,6 @@ impl Engine<'_> {
     /// slot, its log pipe is watched, and its probes start afresh.
     fn running_now(&mut self, k: InstId, pid: UnitId, log: Option<OwnedFd>, now: Instant) {
         let proc = self.core.insts[k].proc;
-        // Read after the spawn: the child ran in the engine's memory until
-        // its exec, and the kernel counts that in the child's peak.
-        self.core.insts[k].spawn_rss_kib = self.engine_peak_rss_kib();
         self.by_pid.insert(pid, k);
         // A process reading the terminal gets its foreground, one at a time, as a
         // shell does for a job; it goes back to the engine when the process exits.
@@ -542,7 +539,7 @@ impl Engine<'_> {
     /// The engine's own peak now, in KiB: rusage (one cheap call) unless it
     /// still holds the peak of the program that started the engine, then
     /// `/proc/self/status`.
-    fn engine_peak_rss_kib(&mut self) -> u64 {
+    pub(super) fn engine_peak_rss_kib(&mut self) -> u64 {
         if self.rusage_inherited {
             match engine_hwm_kib() {
                 // Its own memory passed what it inherited: rusage is exact from now on.
