@@ -299,7 +299,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         let mut i = 0;
         while i < r.ndups {
             let (from, to) = *r.dups.add(i);
-            check(r, raw(libc::SYS_dup3, [from as usize, to as usize, 0, 0]));
+            // As glibc's posix_spawn does for a descriptor onto itself: it
+            // only loses its close-on-exec flag.
+            let rc = match from == to {
+                true => raw(libc::SYS_fcntl, [to as usize, libc::F_SETFD as usize, 0, 0]),
+                false => raw(libc::SYS_dup3, [from as usize, to as usize, 0, 0]),
+            };
+            check(r, rc);
             i += 1;
         }
         check(r, raw(libc::SYS_chdir, [r.cwd as usize, 0, 0, 0]));
@@ -418,6 +424,22 @@ mod tests {
         assert_eq!(wait(pid), 5);
         assert_eq!(spawner.reaped(pid), None);
         assert!(spawner.in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_descriptor_placed_onto_its_own_number_stays_open_across_the_exec() {
+        let mut spawner = Spawner::default();
+        let (read, write) = pipe(); // both close-on-exec
+        let fd = write.as_raw_fd();
+        let script = format!("echo through >&{fd}");
+        let prep = prepared(&["/bin/sh", "-c", &script], "/");
+        let pid = spawner.spawn(&prep, &[(fd, Source::Fd(fd))]).unwrap();
+        drop(write);
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "through\n");
+        assert_eq!(wait(pid), 0);
+        assert_eq!(spawner.reaped(pid), None);
     }
 
     #[test]
