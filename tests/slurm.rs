@@ -792,6 +792,60 @@ fn placements(c: &Cluster) {
 }
 both!(placements);
 
+/// Batch: a job this run cancels while it still waits in the queue never
+/// ran, so it has no `placed` event saying it runs, and no duration.
+#[test]
+fn a_job_cancelled_while_queued_never_ran() {
+    let Some(c) = cluster(Mode::Batch) else {
+        return;
+    };
+    let cpus = Command::new("sinfo")
+        .args(["-h", "-o", "%c"])
+        .output()
+        .unwrap();
+    let cpus = String::from_utf8_lossy(&cpus.stdout).trim().to_string();
+    let job = Job::new(&format!(
+        "[process.hog]\nshell = \"touch started; sleep 60\"\nslurm = {{ cpus = {cpus} }}\n[process.waits]\nshell = \"sleep 60\"\n"
+    ));
+    let events = job.file("events.ndjson");
+    let mut engine = c
+        .command(job.dir.path())
+        .arg("--events")
+        .arg(&events)
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    // Polled at least once more while `waits` is queued behind `hog`.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut engine, Duration::from_secs(30)).expect("engine did not exit");
+    assert_eq!(status.code(), Some(130));
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        evs.iter()
+            .filter(|e| e["process"] == "waits" && e["event"] == kind)
+            .collect()
+    };
+    let placed = of("placed");
+    assert!(
+        !placed.is_empty() && placed.iter().all(|e| e["state"] == "queued"),
+        "{placed:?}"
+    );
+    let exited = of("exited");
+    assert_eq!(exited.len(), 1, "{evs:#?}");
+    assert!(exited[0].get("duration_ms").is_none(), "{exited:?}");
+    let left = wait_queue_clear(&job.dir.path().join(".slurm"), Duration::from_secs(3));
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// `--executor local` wins over the file's `executor = "slurm"`: no Slurm needed.
 #[test]
 fn the_command_line_executor_wins_over_the_file() {

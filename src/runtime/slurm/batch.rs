@@ -246,6 +246,7 @@ impl Slurm {
             if b.exit.is_some() {
                 continue;
             }
+            let was_pending = b.state == "PD";
             let (over, node) = match states.get(b.job.as_str()) {
                 Some(&(st, node)) => {
                     b.state = st.to_string();
@@ -253,8 +254,10 @@ impl Slurm {
                 }
                 None => (true, None),
             };
-            // Seen running, or over though no poll saw it run: it ran.
-            let ran = over || b.state != "PD";
+            // Seen running, or over though no poll saw it run: it ran;
+            // unless this run cancelled it while it waited, and it never started.
+            let never_ran = over && was_pending && b.cancelled.is_some();
+            let ran = !never_ran && (over || b.state != "PD");
             if ran && !std::mem::replace(&mut b.started, true) {
                 self.placements.push_back(Placement {
                     id,
