@@ -296,6 +296,50 @@ fn resume_reruns_only_what_did_not_succeed() {
     assert!(!job.file("ran").exists(), "{err}");
 }
 
+/// A full disk: an instance whose log lines could not all be written ended
+/// ok, but `--resume` runs it again (its output is gone); the others stay
+/// cached. /dev/full in place of a log file fails every write with ENOSPC.
+#[test]
+fn resume_reruns_what_lost_its_log_to_a_full_disk() {
+    let job = Job::new("[process.a]\nshell = \"echo a >> ran; echo from-a\"\n[process.b]\nshell = \"echo b >> ran; echo from-b\"\n");
+    let logs = job.file("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::os::unix::fs::symlink("/dev/full", logs.join("b.log")).unwrap();
+    let dir = logs.to_str().unwrap();
+    let (code, _, err) = job.run(&["--log-dir", dir]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot write the log file"), "{err}");
+    std::fs::remove_file(logs.join("b.log")).unwrap();
+    std::fs::remove_file(job.file("ran")).unwrap();
+    let (code, _, err) = job.run(&["--log-dir", dir, "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("ran"), "b\n", "{err}");
+    assert_eq!(summary(&err)["a"][0], "cached", "{err}");
+    assert_eq!(job.read("logs/b.log"), "from-b\n");
+}
+
+/// The same when the console's stdout is on a full disk: every instance's
+/// lines may be lost, so every one runs again.
+#[test]
+fn resume_reruns_everything_whose_console_output_was_lost() {
+    let job = Job::new("[process.a]\nshell = \"echo a >> ran; echo from-a\"\n");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--no-progress"])
+        .arg(job.path())
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, _, err) = job.run(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job.read("ran"), "a\na\n", "{err}");
+}
+
 #[test]
 fn resume_reruns_a_changed_process_and_what_needs_it() {
     let job = Job::new(RESUMABLE);

@@ -3,6 +3,7 @@
 //! the SIGUSR1 status table, and per-process log files.
 
 use super::writer::{Target, Wake, Writer, WriterHandle};
+use crate::runtime::report::LostOutput;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub struct Console {
     err: Writer,
     /// Write errors not yet reported, in words.
     errors: Vec<String>,
+    /// What lost lines so far: instances whose log file failed, and whether
+    /// stdout or stderr did (which carry every instance's lines).
+    lost: LostOutput,
 }
 
 struct LogFile {
@@ -226,6 +230,7 @@ impl Console {
             open_logs_cap: open_log_files_cap(),
             reserve: log_dir.and_then(|_| std::fs::File::open("/dev/null").ok()),
             errors: Vec::new(),
+            lost: LostOutput::default(),
         })
     }
 
@@ -247,6 +252,7 @@ impl Console {
             if let Err(e) = written {
                 // Reported once; the file is then left alone, the console carries on.
                 if let Some(f) = self.log_files[inst].take() {
+                    self.lost.instances.push(inst);
                     self.errors.push(format!(
                         "cannot write the log file {}: {e}",
                         f.path.display()
@@ -358,15 +364,25 @@ impl Console {
     /// Write errors since the last call (log files, stdout, stderr), each once.
     pub fn take_errors(&mut self) -> Vec<String> {
         let mut errors = std::mem::take(&mut self.errors);
-        errors.extend(self.out.take_error());
-        errors.extend(self.err.take_error());
-        for (_, w) in self.streams() {
+        let console = [self.out.take_error(), self.err.take_error()];
+        self.lost.all |= console.iter().any(Option::is_some);
+        errors.extend(console.into_iter().flatten());
+        for (inst, f) in self.log_files.iter().enumerate() {
+            let Some(w) = f.as_ref().and_then(|f| f.stream.as_ref()) else {
+                continue;
+            };
             if let Some(e) = w.take_error() {
+                self.lost.instances.push(inst);
                 // The writer names the path: "cannot write to PATH: why".
                 errors.push(e.replacen("cannot write to", "cannot write the log file", 1));
             }
         }
         errors
+    }
+
+    /// Whose lines were not all written, as far as the errors taken so far say.
+    pub fn lost(&self) -> &LostOutput {
+        &self.lost
     }
 
     /// Updates the bar: done so far, the running / failed counts, and the
@@ -494,20 +510,28 @@ impl Console {
         for inst in 0..self.log_files.len() {
             self.settle_log(inst, false);
         }
-        for f in self.log_files.iter_mut().flatten() {
+        for (inst, f) in self.log_files.iter_mut().enumerate() {
+            let Some(f) = f else {
+                continue;
+            };
             let Some(file) = &mut f.file else {
                 continue;
             };
             if let Err(e) = file.flush() {
+                self.lost.instances.push(inst);
                 self.errors.push(format!(
                     "cannot write the log file {}: {e}",
                     f.path.display()
                 ));
             }
         }
-        for f in self.log_files.iter_mut().flatten() {
+        for (inst, f) in self.log_files.iter_mut().enumerate() {
+            let Some(f) = f else {
+                continue;
+            };
             if let Some(w) = &mut f.stream {
                 if !w.close_unless_stalled(LOG_READER_GRACE, deadline, &mut abandon) {
+                    self.lost.instances.push(inst);
                     self.errors.push(format!(
                         "the reader of the log file {} did not read its last lines",
                         f.path.display()
@@ -522,6 +546,7 @@ impl Console {
         }
         let mut errors = self.take_errors();
         if !out_done || !err_done {
+            self.lost.all = true;
             errors.push("output to a reader that did not read was given up".into());
         }
         errors

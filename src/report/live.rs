@@ -134,6 +134,13 @@ impl Reporter for LiveReporter {
         errors
     }
 
+    fn lost(&self) -> crate::runtime::report::LostOutput {
+        self.console
+            .as_ref()
+            .map(|c| c.lost().clone())
+            .unwrap_or_default()
+    }
+
     fn shutdown_began(&mut self) {
         if let Some(c) = &mut self.console {
             c.hide_bar();

@@ -229,6 +229,15 @@ impl PeakRss {
     }
 }
 
+/// Whose output lines were not all written (see [`Reporter::lost`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LostOutput {
+    /// stdout or stderr failed: any instance's lines may be lost.
+    pub all: bool,
+    /// Instances (by index) whose log file failed.
+    pub instances: Vec<usize>,
+}
+
 /// Why a reporter could not start; the run ends before anything runs.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -296,6 +305,11 @@ pub trait Reporter {
     /// Write errors since the last call, each once, in words.
     fn take_errors(&mut self) -> Vec<String> {
         Vec::new()
+    }
+    /// After [`Reporter::finish`]: whose output lines were not all written
+    /// (a log file or the console failed, or its reader was given up on).
+    fn lost(&self) -> LostOutput {
+        LostOutput::default()
     }
     /// A shutdown began (notes and the summary follow).
     fn shutdown_began(&mut self) {}

@@ -236,11 +236,6 @@ impl Engine<'_> {
 
     pub(super) fn finish(mut self) -> RunOutcome {
         self.apply();
-        if let Some(mut j) = self.journal.take() {
-            if let Err(why) = j.close() {
-                self.note(&format!("{why}; this run is not fully journaled"), true);
-            }
-        }
         if self.tty_holder.take().is_some() {
             hygiene::take_terminal_back();
         }
@@ -278,6 +273,8 @@ impl Engine<'_> {
         for e in &late {
             crate::report::writer::write_stderr(&format!("jobgraph: {e}\n"));
         }
+        // A journal that failed is noted; the run's own result stands.
+        self.close_journal();
         let interrupted = interrupted.or(late_signal);
         if let (None, Some(sig)) = (
             self.core.cancel.as_ref().and_then(Cancel::signal),
@@ -293,6 +290,37 @@ impl Engine<'_> {
             queues,
             elapsed,
             interrupted: interrupted.map(signal_name),
+        }
+    }
+
+    /// Closes the journal once the output is written: an instance recorded
+    /// ok whose lines were not all written (its log file or the console
+    /// failed: a full disk, a reader given up on) is recorded again as
+    /// `output lost`, so that `--resume` runs it again rather than keep a
+    /// result whose output is gone.
+    fn close_journal(&mut self) {
+        let Some(mut j) = self.journal.take() else {
+            return;
+        };
+        let lost = self.reporter.lost();
+        let mut result = Ok(());
+        if lost.all || !lost.instances.is_empty() {
+            for k in self.core.insts.ids() {
+                let i = &self.core.insts[k];
+                let hit = lost.all || lost.instances.contains(&k.index());
+                if hit && i.outcome() == Some(Outcome::Ok) {
+                    let key = self.keys.get(k).map_or("", String::as_str);
+                    result = j.record(&i.name, "output lost", key);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(why) = result.and(j.close()) {
+            crate::report::writer::write_stderr(&format!(
+                "jobgraph: {why}; this run is not fully journaled\n"
+            ));
         }
     }
 
