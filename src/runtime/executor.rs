@@ -216,7 +216,14 @@ impl Local {
         key.extend_from_slice(program.to_bytes_with_nul());
         key.extend_from_slice(cwd.to_bytes());
         if self.proven.contains(&key) {
-            return spawner.spawn(prepared, fds);
+            match spawner.spawn(prepared, fds) {
+                Err(e) if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => {
+                    // A clone this system refuses (a seccomp filter, say):
+                    // posix_spawn from now on.
+                    self.nowait = None;
+                }
+                spawned => return spawned,
+            }
         }
         let pid = posix::spawn(prepared, fds)?;
         self.proven.insert(key);
