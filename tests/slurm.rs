@@ -1068,6 +1068,64 @@ shell = "sleep 60"
 }
 both!(sigint_stops_a_group_unit);
 
+/// A group unit signalled from outside (`scancel --signal=TERM`): its
+/// members failed (as a local process killed by a signal the engine did not
+/// send), though its nested run stopped them. They ignore SIGTERM, so it is
+/// the nested run that stops them (SIGKILL after its grace), and says
+/// `stopped`.
+fn a_group_unit_signalled_from_outside_fails_its_members(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[graph]
+shutdown_grace = "1s"
+[pipe.rpc]
+between = ["a", "b"]
+[process.a]
+shell = "trap '' TERM; touch started; sleep 60"
+[process.b]
+shell = "trap '' TERM; sleep 60"
+"#,
+    );
+    let events = job.file("events.ndjson");
+    let mut engine = c
+        .command(job.dir.path())
+        .arg("--events")
+        .arg(&events)
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    let placed: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "placed")
+        .collect();
+    let last = placed.last().expect("no placed event");
+    let unit = match c.mode {
+        Mode::Step => last["step_id"].as_str(),
+        Mode::Batch => last["job_id"].as_str(),
+    };
+    let unit = unit.expect("no id").to_string();
+    let mut scancel = Command::new("scancel");
+    scancel.arg("--signal=TERM");
+    if c.mode == Mode::Batch {
+        scancel.arg("--full");
+    }
+    assert!(scancel.arg(&unit).status().unwrap().success());
+    let status = wait_exit(&mut engine, Duration::from_secs(60)).expect("engine did not exit");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut engine.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["a"][0], "failed", "{err}");
+    assert_eq!(rows["b"][0], "failed", "{err}");
+}
+both!(a_group_unit_signalled_from_outside_fails_its_members);
+
 /// SIGKILL to the engine: the group unit (nested engine and members) is
 /// cancelled once the heartbeat stops; nothing is left.
 fn engine_sigkill_with_a_group_unit(c: &Cluster) {

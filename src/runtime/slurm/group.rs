@@ -41,6 +41,10 @@ pub(super) struct Member {
     ending: Option<(Exit, Verdict)>,
     /// Its end is known (handed to the engine, or about to be).
     reported: bool,
+    /// The nested run stopped it, though this run did not stop the unit:
+    /// its end waits for the nested run's own end to say why (a signal
+    /// from outside, such as an `scancel`, makes it a failure).
+    held: Option<Exit>,
 }
 
 /// One group unit: its members, its nested run's files, its Slurm unit.
@@ -194,6 +198,7 @@ impl Slurm {
             restarts: 0,
             ending: None,
             reported: false,
+            held: None,
         });
         Ok(id)
     }
@@ -332,7 +337,25 @@ impl Slurm {
                             Some("stopped") => Verdict::Stopped,
                             _ => Verdict::Failed,
                         };
-                        finish_member(m, exit, verdict, &mut self.member_done);
+                        if verdict == Verdict::Stopped && !(g.termed || g.killed) {
+                            m.held = Some(exit);
+                        } else {
+                            finish_member(m, exit, verdict, &mut self.member_done);
+                        }
+                    }
+                }
+                "run-finished" => {
+                    // Interrupted by a signal this run did not send: what it
+                    // stopped failed, as a process killed from outside does.
+                    let outside = e.code.is_some_and(|c| c >= 128) && !(g.termed || g.killed);
+                    let verdict = match outside {
+                        true => Verdict::Failed,
+                        false => Verdict::Stopped,
+                    };
+                    for m in &mut g.members {
+                        if let Some(exit) = m.held.take() {
+                            finish_member(m, exit, verdict, &mut self.member_done);
+                        }
                     }
                 }
                 "skipped" => {
@@ -396,7 +419,7 @@ impl Slurm {
         let unfinished: Vec<String> = g
             .members
             .iter()
-            .filter(|m| !m.reported)
+            .filter(|m| !m.reported && m.held.is_none())
             .map(|m| m.instance.clone())
             .collect();
         // A unit that could not start was reported as such.
@@ -416,6 +439,7 @@ impl Slurm {
         }
         for m in &mut g.members {
             if !m.reported {
+                let exit = m.held.take().unwrap_or(exit);
                 finish_member(m, exit, verdict, &mut self.member_done);
             }
         }
