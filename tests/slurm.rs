@@ -990,6 +990,60 @@ shell = "wc -l > count.{replica}"
 }
 both!(a_queue_group_counts_come_back);
 
+/// A queue's group unit cancelled from outside: its counts come back, or
+/// the run says they were lost with the unit; never silence.
+fn a_cancelled_queue_group_still_accounts_for_its_queue(c: &Cluster) {
+    let job = Job::new(
+        r#"
+[process.producer]
+shell = "touch started; seq 1 100; sleep 60"
+[queue.tasks]
+from = ["producer"]
+to = ["worker"]
+[process.worker]
+shell = "cat > /dev/null"
+"#,
+    );
+    let events = job.file("events.ndjson");
+    let mut engine = c
+        .command(job.dir.path())
+        .arg("--events")
+        .arg(&events)
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    let placed: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "placed")
+        .collect();
+    let last = placed.last().expect("no placed event");
+    let unit = match c.mode {
+        Mode::Step => last["step_id"].as_str(),
+        Mode::Batch => last["job_id"].as_str(),
+    };
+    assert!(Command::new("scancel")
+        .arg(unit.expect("no id"))
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_exit(&mut engine, Duration::from_secs(60)).expect("engine did not exit");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut engine.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("queue tasks: ")
+            && (err.contains(" in, ") || err.contains("no counts: the group unit")),
+        "{err}"
+    );
+}
+both!(a_cancelled_queue_group_still_accounts_for_its_queue);
+
 /// A member's failure, timeout and retries are its nested run's, and the
 /// outer summary says so; the group's other member is stopped (pipefail).
 fn a_group_member_fails_or_times_out(c: &Cluster) {

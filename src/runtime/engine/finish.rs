@@ -231,6 +231,28 @@ impl Engine<'_> {
             });
             queues.push(q);
         }
+        // One whose group unit died before its nested run reported it (an
+        // `scancel`, a node lost): said, not silently left out.
+        for q in &self.g.file.queues {
+            if queues.iter().any(|s| s.name == q.name.value) {
+                continue;
+            }
+            let members: Vec<usize> = (q.from.value.iter().chain(q.to.value.iter()))
+                .filter_map(|p| self.g.process_index(&p.value))
+                .collect();
+            let ran = self
+                .core
+                .insts
+                .iter()
+                .any(|i| i.relayed && i.attempts > 0 && members.contains(&i.proc.index()));
+            if ran {
+                let name = q.name.value.clone();
+                self.note(
+                    &format!("queue {name}: no counts: the group unit it ran in ended before its nested run reported them"),
+                    true,
+                );
+            }
+        }
         queues
     }
 
