@@ -381,6 +381,26 @@ fn an_exec_that_fails_after_a_first_good_one_is_exit_127_with_the_reason() {
     assert_eq!(codes, [3, 127], "{err}");
 }
 
+/// make's background helper: a process a job left running writes after the
+/// job ended and its output's drain passed. Its lines are the job's, and it
+/// is not killed by SIGPIPE at that write: it runs on until the run ends.
+#[test]
+fn a_leftover_helper_writes_on_after_its_job_ended() {
+    let job = Job::new(
+        r#"
+[process.bg]
+shell = "(sleep 1; touch before; echo helper still alive; touch after) & echo launched"
+[process.longer]
+shell = "sleep 2"
+"#,
+    );
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(job.file("after").exists(), "{out}{err}");
+    assert!(out.contains("bg     | helper still alive\n"), "{out}");
+    assert_eq!(summary(&err)["bg"][0], "ok", "{err}");
+}
+
 #[test]
 fn log_lines_are_prefixed_and_routed() {
     let job = Job::new(

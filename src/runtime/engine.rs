@@ -219,6 +219,11 @@ struct Pipe {
     buf: Vec<u8>,
     /// In `Engine::readable`: may hold data not read yet.
     queued: bool,
+    /// Its attempt ended without waiting for it any more (a leftover
+    /// process held it open past the drain): still read, its lines still
+    /// the instance's, until end-of-file or the end of the run. Closing it
+    /// would kill that process with SIGPIPE at its next write.
+    detached: bool,
 }
 
 /// A process group created by the run that may still have members.
@@ -346,6 +351,7 @@ pub fn run_with(
     }
     e.main_loop();
     e.sweep();
+    e.read_detached();
     Ok(e.finish())
 }
 

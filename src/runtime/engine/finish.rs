@@ -7,6 +7,7 @@ impl Engine<'_> {
     /// that escaped their group (double fork, setsid). Stop signal, grace,
     /// then SIGKILL until nothing is left.
     pub(super) fn sweep(&mut self) {
+        self.read_detached();
         let me = std::process::id() as i32;
         let spare = self.watchdog.as_ref().map(Watchdog::pid);
         self.reap_all();

@@ -442,6 +442,7 @@ impl Engine<'_> {
                 file: std::fs::File::from(fd),
                 buf: Vec::new(),
                 queued: false,
+                detached: false,
             }),
         );
         true

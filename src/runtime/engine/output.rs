@@ -147,7 +147,9 @@ impl Engine<'_> {
                         }
                     }
                     let buf = std::mem::take(&mut pipe.buf);
-                    let probing = self.log_probes[self.core.insts[k].proc].is_some()
+                    // A detached pipe's lines are a leftover's, not the attempt's.
+                    let probing = !pipe.detached
+                        && self.log_probes[self.core.insts[k].proc].is_some()
                         && self.core.insts[k]
                             .attempt()
                             .is_some_and(|a| !a.probing.ready);
@@ -207,17 +209,37 @@ impl Engine<'_> {
             self.reporter
                 .line(k.index(), &self.core.insts[k].name, &pipe.buf);
         }
-        if self.core.pipe_closed(k) {
+        if !pipe.detached && self.core.pipe_closed(k) {
             self.attempt_end(k);
         }
     }
 
-    pub(super) fn close_pipes_of(&mut self, k: InstId) {
-        let tokens = self.sources.pipes_of(k);
-        for t in tokens {
+    /// The drain of `k`'s attempt is over, but a leftover process holds its
+    /// output open: the attempt no longer waits for end-of-file, and the
+    /// pipe stays open and read (see `Pipe::detached`).
+    pub(super) fn detach_pipes_of(&mut self, k: InstId) {
+        for t in self.sources.pipes_of(k) {
             // Bounded: a leftover grandchild may write for ever.
             self.read_pipe(t, READ_TURN);
-            self.close_pipe(t);
+            // Still there unless that read reached end-of-file.
+            if let Some(pipe) = self.sources.pipe_mut(t) {
+                pipe.detached = true;
+                self.core.pipe_closed(k);
+            }
         }
+    }
+
+    /// What the leftovers wrote to detached pipes, read before they are
+    /// stopped and once more after: up to 4 MiB each, for one may write
+    /// for ever.
+    pub(super) fn read_detached(&mut self) {
+        for t in self.sources.detached_pipes() {
+            for _ in 0..16 {
+                if !self.read_pipe(t, READ_TURN) {
+                    break;
+                }
+            }
+        }
+        self.reporter.flush();
     }
 }

@@ -91,11 +91,20 @@ impl Sources {
         }
     }
 
-    /// Tokens of the log pipes of instance `k`.
+    /// Tokens of the log pipes of instance `k`'s attempt (not the detached ones).
     pub(super) fn pipes_of(&self, k: InstId) -> Vec<usize> {
         self.map
             .iter()
-            .filter(|(_, s)| matches!(s, Source::Log(p) if p.inst == k))
+            .filter(|(_, s)| matches!(s, Source::Log(p) if p.inst == k && !p.detached))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Tokens of the detached log pipes (see `Pipe::detached`).
+    pub(super) fn detached_pipes(&self) -> Vec<usize> {
+        self.map
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Log(p) if p.detached))
             .map(|(t, _)| *t)
             .collect()
     }

@@ -33,8 +33,9 @@ impl Engine<'_> {
                     self.readiness_timed_out(k, now);
                 }
                 Phase::Draining { since, .. } if now >= self.core.drain_until(since) => {
-                    // A leftover process still holds the output open: stop waiting for EOF.
-                    self.close_pipes_of(k);
+                    // A leftover process still holds the output open: stop
+                    // waiting for EOF, but go on reading what it writes.
+                    self.detach_pipes_of(k);
                     if matches!(self.core.insts[k].phase, Phase::Draining { .. }) {
                         self.attempt_end(k);
                     }
