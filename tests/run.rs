@@ -401,6 +401,23 @@ shell = "sleep 2"
     assert_eq!(summary(&err)["bg"][0], "ok", "{err}");
 }
 
+/// A line past 64 KiB is printed in pieces, each cut between two UTF-8
+/// characters: no piece holds half of one.
+#[test]
+fn a_long_line_is_cut_between_characters() {
+    let job =
+        Job::new("[process.long]\nshell = \"printf x; yes é | head -n 40000 | tr -d '\\\\n'\"\n");
+    let (code, out, err) = job.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\u{fffd}'), "a character was split");
+    let text: String = out
+        .lines()
+        .map(|l| l.strip_prefix("long | ").unwrap_or(l))
+        .collect();
+    assert_eq!(text, format!("x{}", "é".repeat(40000)));
+    assert!(out.lines().count() >= 2, "not cut at all");
+}
+
 #[test]
 fn log_lines_are_prefixed_and_routed() {
     let job = Job::new(

@@ -160,12 +160,15 @@ impl Engine<'_> {
                         // A line that grew past MAX_LINE since the last read is
                         // cut as one that is already that long: the pieces do
                         // not depend on how the pipe's reads fell.
-                        let mut pieces = line.chunks(MAX_LINE);
-                        let first = pieces.next().unwrap_or(b"");
-                        for piece in std::iter::once(first).chain(pieces) {
+                        let mut piece = line;
+                        while piece.len() > MAX_LINE {
+                            let (head, tail) = piece.split_at(cut(piece));
                             self.reporter
-                                .line(k.index(), &self.core.insts[k].name, piece);
+                                .line(k.index(), &self.core.insts[k].name, head);
+                            piece = tail;
                         }
+                        self.reporter
+                            .line(k.index(), &self.core.insts[k].name, piece);
                         if probing && !matched {
                             if let Some(re) = &self.log_probes[self.core.insts[k].proc] {
                                 matched = re.is_match(&String::from_utf8_lossy(line));
@@ -176,8 +179,8 @@ impl Engine<'_> {
                         self.set_ready(k);
                     }
                     let mut rest = buf[start..].to_vec();
-                    while rest.len() >= MAX_LINE {
-                        let tail = rest.split_off(MAX_LINE);
+                    while rest.len() > MAX_LINE {
+                        let tail = rest.split_off(cut(&rest));
                         self.reporter
                             .line(k.index(), &self.core.insts[k].name, &rest);
                         rest = tail;
@@ -241,5 +244,38 @@ impl Engine<'_> {
             }
         }
         self.reporter.flush();
+    }
+}
+
+/// Where a piece of an over-long line (more than [`MAX_LINE`] bytes) ends:
+/// at `MAX_LINE`, or up to 3 bytes before so as not to split a UTF-8
+/// character (text that is not UTF-8 there is cut at `MAX_LINE`).
+fn cut(line: &[u8]) -> usize {
+    let continuation = |at: usize| line.get(at).is_some_and(|b| b & 0xC0 == 0x80);
+    (MAX_LINE - 3..=MAX_LINE)
+        .rev()
+        .find(|&at| !continuation(at))
+        .unwrap_or(MAX_LINE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_line_is_cut_between_utf8_characters() {
+        let line = "é".repeat(MAX_LINE); // two bytes each
+        let at = cut(line.as_bytes());
+        assert_eq!(at, MAX_LINE);
+        let line = format!("x{}", "é".repeat(MAX_LINE));
+        let at = cut(line.as_bytes());
+        assert_eq!(at, MAX_LINE - 1);
+        assert!(std::str::from_utf8(&line.as_bytes()[..at]).is_ok());
+        let line = format!("xy{}", "😀".repeat(MAX_LINE / 4 + 1));
+        let at = cut(line.as_bytes());
+        assert!(std::str::from_utf8(&line.as_bytes()[..at]).is_ok());
+        assert!(at >= MAX_LINE - 3);
+        let bytes = vec![0x80u8; MAX_LINE + 5]; // not UTF-8: cut where it falls
+        assert_eq!(cut(&bytes), MAX_LINE);
     }
 }
