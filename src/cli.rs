@@ -563,7 +563,7 @@ fn run(file: &Path, args: &RunArgs) -> u8 {
         }
     }
     if args.dry_run {
-        return dry_run(&g, &included, args);
+        return dry_run(&g, &included, args, &base, &opts);
     }
     let style = console_style(args);
     // Still single-threaded: the only safe moment to fork into a namespace.

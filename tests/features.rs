@@ -340,6 +340,28 @@ fn resume_reruns_everything_whose_console_output_was_lost() {
     assert_eq!(job.read("ran"), "a\na\n", "{err}");
 }
 
+/// `--dry-run --resume` reads the journal as the run would, and says what
+/// it would take from the cache; it runs nothing.
+#[test]
+fn a_dry_run_with_resume_says_what_would_be_cached() {
+    let job = Job::new(RESUMABLE);
+    let (_, out, err) = job.run(&["--dry-run", "--resume"]);
+    assert!(
+        out.contains("--resume: nothing would be taken from the cache"),
+        "{out}{err}"
+    );
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let ran = job.read("ran");
+    let (code, out, err) = job.run(&["--dry-run", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("--resume: 2 instance(s) ended ok in the last run, unchanged, and would be cached, not run: a, d\n"),
+        "{out}"
+    );
+    assert_eq!(job.read("ran"), ran, "the dry run ran something");
+}
+
 #[test]
 fn resume_reruns_a_changed_process_and_what_needs_it() {
     let job = Job::new(RESUMABLE);

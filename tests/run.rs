@@ -365,8 +365,8 @@ fn an_exec_that_fails_after_a_first_good_one_is_exit_127_with_the_reason() {
     let script =
         "#!/bin/sh\nprintf 'no program' > prog.new\nchmod +x prog.new\nmv prog.new prog\nexit 3\n";
     std::fs::write(&prog, script).unwrap();
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(&prog, mode).unwrap();
+    let mode: std::fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&prog, mode.clone()).unwrap();
     let (code, evs, err) = job.run_events(&[]);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -379,6 +379,21 @@ fn an_exec_that_fails_after_a_first_good_one_is_exit_127_with_the_reason() {
         .map(|e| e["code"].clone())
         .collect();
     assert_eq!(codes, [3, 127], "{err}");
+    // A second process of the same program is launched the same way; it ran
+    // nothing, so it has no peak RSS (the engine's memory is not its).
+    let job = Job::new("[process.first]\ncmd = [\"./prog\"]\n[process.second]\ncmd = [\"./prog\"]\nafter = { first = \"exit\" }\n");
+    let prog = job.file("prog");
+    std::fs::write(&prog, script).unwrap();
+    std::fs::set_permissions(&prog, mode).unwrap();
+    let (code, _, err) = job.run(&["--keep-going"]);
+    assert_eq!(code, 1, "{err}");
+    let rows = summary(&err);
+    assert_eq!(rows["second"][..3], ["failed", "127", "1"], "{err}");
+    let row = err
+        .lines()
+        .find(|l| l.starts_with("second "))
+        .unwrap_or_default();
+    assert!(!row.contains("MiB") && row.contains(" - "), "{err}");
 }
 
 /// make's background helper: a process a job left running writes after the

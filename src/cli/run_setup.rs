@@ -17,7 +17,13 @@ pub(super) fn cli_max_parallel_fits(file: &Path, g: &crate::graph::Graph, args: 
     true
 }
 
-pub(super) fn dry_run(g: &crate::graph::Graph, included: &[bool], args: &RunArgs) -> u8 {
+pub(super) fn dry_run(
+    g: &crate::graph::Graph,
+    included: &[bool],
+    args: &RunArgs,
+    base: &Path,
+    opts: &crate::runtime::RunOptions,
+) -> u8 {
     let mut plan = Plan::of(g, included);
     if let Some(max) = args.max_parallel {
         plan.max_parallel = Some(max);
@@ -28,7 +34,36 @@ pub(super) fn dry_run(g: &crate::graph::Graph, included: &[bool], args: &RunArgs
         plan.keep_going_from_cli = true;
     }
     print(&plan.render());
+    if args.resume {
+        print(&resume_line(g, base, opts));
+    }
     EXIT_OK
+}
+
+/// What `--resume` would take from the cache, for a dry run: read from the
+/// journal as the run would, nothing started.
+fn resume_line(g: &crate::graph::Graph, base: &Path, opts: &crate::runtime::RunOptions) -> String {
+    let Some(path) = opts.journal.as_deref() else {
+        return String::new();
+    };
+    match crate::runtime::resume_preview(g, base, opts, path) {
+        Ok(cached) if cached.is_empty() => format!(
+            "--resume: nothing would be taken from the cache ({} holds no unchanged ok instance): everything runs\n",
+            path.display()
+        ),
+        Ok(cached) => {
+            const SHOWN: usize = 20;
+            let mut names = cached[..cached.len().min(SHOWN)].join(", ");
+            if cached.len() > SHOWN {
+                names.push_str(&format!(", and {} more", cached.len() - SHOWN));
+            }
+            format!(
+                "--resume: {} instance(s) ended ok in the last run, unchanged, and would be cached, not run: {names}\n",
+                cached.len()
+            )
+        }
+        Err(why) => format!("--resume: {why}; everything would run\n"),
+    }
 }
 
 pub(super) fn console_style(args: &RunArgs) -> crate::report::live::ConsoleStyle {

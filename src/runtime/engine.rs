@@ -21,6 +21,8 @@ mod status;
 mod stop;
 mod timers;
 
+pub use resume::resume_preview;
+
 use super::executor::{Executor, Exit, Local, UnitId, Verdict};
 use super::hygiene;
 use super::posix::{self, Prepared};

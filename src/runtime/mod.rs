@@ -28,5 +28,5 @@ mod sockets;
 mod spawn;
 pub mod watchdog;
 
-pub use engine::{run, run_with, RunError, RunOptions, RunOutcome};
+pub use engine::{resume_preview, run, run_with, RunError, RunOptions, RunOutcome};
 pub use report::{Reporter, RunEvent};

@@ -152,9 +152,14 @@ impl Engine<'_> {
         let Some(k) = self.by_pid.remove(&pid) else {
             return;
         };
-        if let Some(e) = exec_error {
-            self.exec_failed_late(k, &e);
-        }
+        // A child whose exec failed ran nothing: its peak is the engine's.
+        let peak_rss_kib = match exec_error {
+            Some(e) => {
+                self.exec_failed_late(k, &e);
+                0
+            }
+            None => r.peak_rss_kib,
+        };
         // What it held (descriptors, a process slot) is free again.
         self.resource_wait = None;
         if self.tty_holder == Some(k) {
@@ -176,7 +181,7 @@ impl Engine<'_> {
         // exec), and the kernel counts that in the child's peak.
         self.core.insts[k].spawn_rss_kib = self.engine_peak_rss_kib();
         self.core
-            .unit_reaped(k, pid, r.exit, r.relayed, r.peak_rss_kib);
+            .unit_reaped(k, pid, r.exit, r.relayed, peak_rss_kib);
         let i = &mut self.core.insts[k];
         if i.attempt().is_some_and(|a| a.open_pipes > 0) {
             i.drain(Instant::now());
