@@ -431,7 +431,8 @@ mod tests {
         let mut spawner = Spawner::default();
         let (read, write) = pipe(); // both close-on-exec
         let fd = write.as_raw_fd();
-        let script = format!("echo through >&{fd}");
+        // Through /proc: dash takes only one digit after `>&`.
+        let script = format!("echo through > /proc/self/fd/{fd}");
         let prep = prepared(&["/bin/sh", "-c", &script], "/");
         let pid = spawner.spawn(&prep, &[(fd, Source::Fd(fd))]).unwrap();
         drop(write);
