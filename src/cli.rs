@@ -272,6 +272,10 @@ pub fn main() -> ExitCode {
                 Err(code) => return ExitCode::from(code),
             };
             args.only.extend(targets);
+            // Not while a file is read from a terminal: Ctrl-C must stop that.
+            if file != Path::new("-") {
+                crate::runtime::contain::hold_signals();
+            }
             run(&file, &args)
         }
         Cmd::Watchdog { marker } => crate::runtime::watchdog::main(&marker) as u8,

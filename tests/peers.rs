@@ -358,3 +358,68 @@ fn a_fifo_as_the_journal_is_refused_not_waited_on() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a regular file"), "{err}");
 }
+
+/// tini and dumb-init act on a signal however early it comes. A SIGTERM
+/// that reaches `run` while it still reads its file interrupts the run as
+/// soon as it starts: exit 143, with its events. Without that, jobgraph died
+/// of the signal (no exit code of its own, no events). The file is long
+/// enough to take a while to read; the signal is sent once `/proc` shows it
+/// held.
+#[test]
+fn a_signal_while_the_file_is_read_interrupts_the_run() {
+    let mut text = String::new();
+    text.push_str("[process.p0]\nshell = \"true\"\n");
+    for i in 1..=5000 {
+        text.push_str(&format!(
+            "[process.p{i}]\nshell = \"true\"\nafter = [\"p{}\"]\n",
+            i - 1
+        ));
+    }
+    text.push_str("[process.last]\nshell = \"touch ran\"\nafter = [\"p5000\"]\n");
+    for containment in ["pid-namespace", "marker"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("job.toml");
+        std::fs::write(&file, &text).unwrap();
+        let events = dir.path().join("events.ndjson");
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"));
+        if containment == "marker" {
+            cmd.env("JOBGRAPH_CONTAINMENT", "marker");
+        }
+        let mut engine = cmd
+            .args(["run", "--no-progress", "--events"])
+            .arg(&events)
+            .arg(&file)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            // A file: the summary of 5,002 rows would fill a pipe.
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let status = format!("/proc/{}/status", engine.id());
+        let sigterm_held = || {
+            std::fs::read_to_string(&status).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigBlk:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                    .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
+            })
+        };
+        let start = Instant::now();
+        while !sigterm_held() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = wait_exit(&mut engine, Duration::from_secs(30));
+        let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        let err: String = err.lines().rev().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(143),
+            "{containment}: {err}"
+        );
+        let evs = std::fs::read_to_string(&events).unwrap_or_default();
+        assert!(evs.contains("\"run-finished\""), "{containment}");
+        assert!(!dir.path().join("ran").exists(), "{containment}: it ran");
+    }
+}

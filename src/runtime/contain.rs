@@ -71,7 +71,8 @@ pub fn check_env() -> Result<(), String> {
 /// Puts the run in a PID namespace if it can. Must be called while the
 /// process has a single thread (before any thread is started).
 pub fn enter() -> Entered {
-    super::hygiene::reset_inherited_signals();
+    let held = HELD.load(std::sync::atomic::Ordering::SeqCst);
+    super::hygiene::reset_inherited_signals(held.then(forwarded).as_ref());
     if std::env::var(ENV).is_ok_and(|v| v == "marker") {
         return Entered::Engine(Containment::Marker);
     }
@@ -175,8 +176,23 @@ fn forwarded() -> nix::sys::signal::SigSet {
         .collect()
 }
 
-/// Whether [`enter`] blocked the forwarded signals.
+/// Whether the forwarded signals are blocked ([`hold_signals`], [`enter`]).
 static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Blocks the signals a run acts on from the start of `run`, before the
+/// file is read: one that arrives before the engine has its handlers waits,
+/// and interrupts the run as soon as it starts, instead of killing jobgraph
+/// with the default action (no exit code of its own, no events file).
+/// [`release_signals`] lets them in.
+pub fn hold_signals() {
+    let held = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&forwarded()),
+        None,
+    )
+    .is_ok();
+    HELD.store(held, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// Unblocks the signals [`enter`] blocked, once this process has its
 /// handlers for them; those that arrived meanwhile are delivered now.

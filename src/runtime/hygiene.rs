@@ -200,12 +200,13 @@ pub fn ignore_ttou() {
 /// blocked (a blocked SIGCHLD hid every exit, and the run hung) and an
 /// ignored SIGCHLD (the kernel then reaps children itself, so no exit status
 /// is ever seen). Call before anything is forked.
-pub fn reset_inherited_signals() {
+pub fn reset_inherited_signals(held: Option<&nix::sys::signal::SigSet>) {
     use nix::sys::signal::{
         pthread_sigmask, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal,
     };
-    // An empty mask is always a valid argument.
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // A valid set is always a valid argument. What the run holds stays held.
+    let mask = held.copied().unwrap_or_else(SigSet::empty);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: installing SIG_DFL runs no handler code; SIGCHLD is a valid signal.
     let _ = unsafe { sigaction(Signal::SIGCHLD, &default) };
