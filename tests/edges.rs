@@ -725,6 +725,18 @@ fn running_out_of_descriptors_delays_stream_groups_instead_of_failing_them() {
     delayed_not_failed_under_ulimit(&body, 40, "40 ok");
 }
 
+/// Processes that leave a background process holding their output: each
+/// exited, but its pipe stays open while it drains (and then, within a cap,
+/// detached). Launches wait for those descriptors too, instead of failing
+/// when no process runs.
+#[test]
+fn running_out_of_descriptors_to_draining_pipes_delays_launches() {
+    let body: String = std::iter::once("[graph]\nmax_parallel = 8\n".to_string())
+        .chain((0..60).map(|i| format!("[process.s{i}]\nshell = \"sleep 30 & echo x\"\n")))
+        .collect();
+    delayed_not_failed_under_ulimit(&body, 32, "60 ok");
+}
+
 #[test]
 fn log_files_do_not_hold_a_descriptor_per_process() {
     // 200 processes with --log-dir under `ulimit -n 32`: log files are opened

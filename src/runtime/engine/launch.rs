@@ -59,7 +59,7 @@ impl Engine<'_> {
         // A group launches whole: out of descriptors half-way, it would fail
         // (and fail-fast the run). Like a single launch refused for lack of
         // them, it waits for running processes to exit instead.
-        if self.core.running > 0 {
+        if self.something_frees_resources() {
             if let Err(err) = self.descriptors_for(members) {
                 if out_of_resources(&err) {
                     self.core.group_deferred(members);
@@ -252,7 +252,9 @@ impl Engine<'_> {
         let (pid, log) = match spawned {
             Ok(spawned) => spawned,
             Err(err)
-                if matches!(ends, Ends::Own) && out_of_resources(&err) && self.core.running > 0 =>
+                if matches!(ends, Ends::Own)
+                    && out_of_resources(&err)
+                    && self.something_frees_resources() =>
             {
                 self.wait_for_resources(k, was_restart, &err);
                 return;
@@ -446,6 +448,18 @@ impl Engine<'_> {
             }),
         );
         true
+    }
+
+    /// Whether waiting frees descriptors or processes: one runs, or one
+    /// that exited still drains its output (at most 500 ms more, then its
+    /// pipe is closed or detached, within a cap).
+    fn something_frees_resources(&self) -> bool {
+        self.core.running > 0
+            || self
+                .core
+                .active
+                .iter()
+                .any(|&k| matches!(self.core.insts[k].phase, Phase::Draining { .. }))
     }
 
     /// The machine is out of descriptors or processes for now (EMFILE,

@@ -207,6 +207,8 @@ impl Engine<'_> {
             .poll
             .registry()
             .deregister(&mut SourceFd(&pipe.file.as_raw_fd()));
+        // Its descriptor is free again.
+        self.resource_wait = None;
         let k = pipe.inst;
         if !pipe.buf.is_empty() {
             self.reporter
@@ -221,7 +223,16 @@ impl Engine<'_> {
     /// output open: the attempt no longer waits for end-of-file, and the
     /// pipe stays open and read (see `Pipe::detached`).
     pub(super) fn detach_pipes_of(&mut self, k: InstId) {
+        // Each holds a descriptor for as long as its leftover lives: past a
+        // cap (a quarter of the descriptor limit, at most 256), the pipe is
+        // closed as it used to be, so that launches keep their descriptors.
+        let cap = detached_cap();
         for t in self.sources.pipes_of(k) {
+            if self.sources.detached_pipes().len() >= cap {
+                self.read_pipe(t, READ_TURN);
+                self.close_pipe(t);
+                continue;
+            }
             // Bounded: a leftover grandchild may write for ever.
             self.read_pipe(t, READ_TURN);
             // Still there unless that read reached end-of-file.
@@ -245,6 +256,13 @@ impl Engine<'_> {
         }
         self.reporter.flush();
     }
+}
+
+/// Most detached pipes kept at once (see `Engine::detach_pipes_of`).
+fn detached_cap() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 4).unwrap_or(256).min(256)
 }
 
 /// Where a piece of an over-long line (more than [`MAX_LINE`] bytes) ends:
