@@ -807,28 +807,13 @@ fn a_job_cancelled_while_queued_never_ran() {
     let job = Job::new(&format!(
         "[process.hog]\nshell = \"touch started; sleep 60\"\nslurm = {{ cpus = {cpus} }}\n[process.waits]\nshell = \"sleep 60\"\n"
     ));
-    let events = job.file("events.ndjson");
-    let mut engine = c
-        .command(job.dir.path())
-        .arg("--events")
-        .arg(&events)
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
     // Polled at least once more while `waits` is queued behind `hog`.
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut engine = start_with_events(&c, &job, Duration::from_millis(1500));
     let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = wait_exit(&mut engine, Duration::from_secs(30)).expect("engine did not exit");
     assert_eq!(status.code(), Some(130));
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let evs = events_in(&job);
     let of = |kind: &str| -> Vec<&serde_json::Value> {
         evs.iter()
             .filter(|e| e["process"] == "waits" && e["event"] == kind)
@@ -990,6 +975,48 @@ shell = "wc -l > count.{replica}"
 }
 both!(a_queue_group_counts_come_back);
 
+/// Starts the run in the background with `--events events.ndjson` (stderr
+/// piped), and returns once its `started` file exists and `settle` passed.
+fn start_with_events(c: &Cluster, job: &Job, settle: Duration) -> std::process::Child {
+    let engine = c
+        .command(job.dir.path())
+        .arg("--events")
+        .arg(job.file("events.ndjson"))
+        .arg(job.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
+    std::thread::sleep(settle);
+    engine
+}
+
+/// The events written so far by [`start_with_events`]'s run.
+fn events_in(job: &Job) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(job.file("events.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// [`start_with_events`], then its last unit's Slurm id (the step in step
+/// mode, the job in batch mode), from its `placed` events.
+fn start_and_find_the_unit(c: &Cluster, job: &Job) -> (std::process::Child, String) {
+    let engine = start_with_events(c, job, Duration::from_millis(500));
+    let placed: Vec<serde_json::Value> = events_in(job)
+        .into_iter()
+        .filter(|e| e["event"] == "placed")
+        .collect();
+    let last = placed.last().expect("no placed event");
+    let unit = match c.mode {
+        Mode::Step => last["step_id"].as_str(),
+        Mode::Batch => last["job_id"].as_str(),
+    };
+    (engine, unit.expect("no id").to_string())
+}
+
 /// A queue's group unit cancelled from outside: its counts come back, or
 /// the run says they were lost with the unit; never silence.
 fn a_cancelled_queue_group_still_accounts_for_its_queue(c: &Cluster) {
@@ -1004,31 +1031,9 @@ to = ["worker"]
 shell = "cat > /dev/null"
 "#,
     );
-    let events = job.file("events.ndjson");
-    let mut engine = c
-        .command(job.dir.path())
-        .arg("--events")
-        .arg(&events)
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(500));
-    let placed: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["event"] == "placed")
-        .collect();
-    let last = placed.last().expect("no placed event");
-    let unit = match c.mode {
-        Mode::Step => last["step_id"].as_str(),
-        Mode::Batch => last["job_id"].as_str(),
-    };
+    let (mut engine, unit) = start_and_find_the_unit(c, &job);
     assert!(Command::new("scancel")
-        .arg(unit.expect("no id"))
+        .arg(unit)
         .status()
         .unwrap()
         .success());
@@ -1140,30 +1145,7 @@ shell = "trap '' TERM; touch started; sleep 60"
 shell = "trap '' TERM; sleep 60"
 "#,
     );
-    let events = job.file("events.ndjson");
-    let mut engine = c
-        .command(job.dir.path())
-        .arg("--events")
-        .arg(&events)
-        .arg(job.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_for_file(&job.file("started"), Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(300));
-    let placed: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["event"] == "placed")
-        .collect();
-    let last = placed.last().expect("no placed event");
-    let unit = match c.mode {
-        Mode::Step => last["step_id"].as_str(),
-        Mode::Batch => last["job_id"].as_str(),
-    };
-    let unit = unit.expect("no id").to_string();
+    let (mut engine, unit) = start_and_find_the_unit(c, &job);
     let mut scancel = Command::new("scancel");
     scancel.arg("--signal=TERM");
     if c.mode == Mode::Batch {

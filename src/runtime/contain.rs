@@ -91,13 +91,7 @@ pub fn enter() -> Entered {
     // wait, blocked: the engine is pid 1 of the namespace, and the kernel
     // drops a signal that pid 1 has no handler for (a SIGTERM sent a few
     // milliseconds after the start was lost, and the run went on).
-    let held = nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&forwarded()),
-        None,
-    )
-    .is_ok();
-    HELD.store(held, std::sync::atomic::Ordering::SeqCst);
+    hold_signals();
     // SAFETY: single-threaded here (the caller's contract); the child only
     // makes async-signal-safe calls before it continues as the engine.
     match unsafe { fork() } {
