@@ -423,3 +423,53 @@ fn a_signal_while_the_file_is_read_interrupts_the_run() {
         assert!(!dir.path().join("ran").exists(), "{containment}: it ran");
     }
 }
+
+/// A SIGUSR2 (forwarded to running processes) or SIGUSR1 (the status table)
+/// that comes while `run` still reads its file, before anything runs, is
+/// dropped: held, it reached the first processes to start and killed them.
+#[test]
+fn a_sigusr2_before_anything_runs_is_dropped() {
+    let mut text = String::from("[process.last]\nshell = \"touch ran\"\n");
+    for i in 0..5000 {
+        text.push_str(&format!("[process.f{i}]\nshell = \"true\"\n"));
+    }
+    for containment in ["pid-namespace", "marker"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("job.toml");
+        std::fs::write(&file, &text).unwrap();
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"));
+        if containment == "marker" {
+            cmd.env("JOBGRAPH_CONTAINMENT", "marker");
+        }
+        let mut engine = cmd
+            .args(["run", "--no-progress", "--only", "last"])
+            .arg(&file)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = format!("/proc/{}/status", engine.id());
+        let usr2_ignored = || {
+            std::fs::read_to_string(&status).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigIgn:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                    .is_some_and(|m| m & (1 << (libc::SIGUSR2 - 1)) != 0)
+            })
+        };
+        let start = Instant::now();
+        while !usr2_ignored() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(
+            usr2_ignored(),
+            "{containment}: SIGUSR2 not set aside while the file is read"
+        );
+        let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
+        let status = wait_exit(&mut engine, Duration::from_secs(30));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{containment}");
+        assert!(dir.path().join("ran").exists(), "{containment}");
+    }
+}

@@ -91,7 +91,13 @@ pub fn enter() -> Entered {
     // wait, blocked: the engine is pid 1 of the namespace, and the kernel
     // drops a signal that pid 1 has no handler for (a SIGTERM sent a few
     // milliseconds after the start was lost, and the run went on).
-    hold_signals();
+    let held = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&forwarded()),
+        None,
+    )
+    .is_ok();
+    HELD.store(held, std::sync::atomic::Ordering::SeqCst);
     // SAFETY: single-threaded here (the caller's contract); the child only
     // makes async-signal-safe calls before it continues as the engine.
     match unsafe { fork() } {
@@ -173,25 +179,49 @@ fn forwarded() -> nix::sys::signal::SigSet {
 /// Whether the forwarded signals are blocked ([`hold_signals`], [`enter`]).
 static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Blocks the signals a run acts on from the start of `run`, before the
-/// file is read: one that arrives before the engine has its handlers waits,
-/// and interrupts the run as soon as it starts, instead of killing jobgraph
-/// with the default action (no exit code of its own, no events file).
-/// [`release_signals`] lets them in.
+/// From the start of `run`, before the file is read: the signals that end
+/// a run are blocked, so that one arriving before the engine has its
+/// handlers waits, and interrupts the run as soon as it starts, instead of
+/// killing jobgraph with the default action (no exit code of its own, no
+/// events file). SIGUSR1 and SIGUSR2 are ignored until then: a status
+/// request or a signal to forward to running processes means nothing before
+/// any runs (held, SIGUSR2 would reach the first processes to start).
+/// [`release_signals`] lets the others in.
 pub fn hold_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal::*};
+    let ending: SigSet = [SIGINT, SIGTERM, SIGHUP, SIGQUIT].into_iter().collect();
     let held = nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&forwarded()),
+        Some(&ending),
         None,
     )
     .is_ok();
     HELD.store(held, std::sync::atomic::Ordering::SeqCst);
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for sig in [SIGUSR1, SIGUSR2] {
+        // SAFETY: SIG_IGN runs no code; the engine installs its handlers later.
+        let _ = unsafe { sigaction(sig, &ignore) };
+    }
 }
 
 /// Unblocks the signals [`enter`] blocked, once this process has its
 /// handlers for them; those that arrived meanwhile are delivered now.
 pub fn release_signals() {
     if HELD.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        // A SIGUSR1 or SIGUSR2 held until now is stale (see [`hold_signals`]).
+        let stale: nix::sys::signal::SigSet = [
+            nix::sys::signal::Signal::SIGUSR1,
+            nix::sys::signal::Signal::SIGUSR2,
+        ]
+        .into_iter()
+        .collect();
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: sigtimedwait takes a pending, blocked signal of the set, if
+        // any, without waiting; the set and the timeout are valid.
+        while unsafe { libc::sigtimedwait(stale.as_ref(), std::ptr::null_mut(), &now) } > 0 {}
         // Unblocking a valid set cannot fail.
         let _ = nix::sys::signal::pthread_sigmask(
             nix::sys::signal::SigmaskHow::SIG_UNBLOCK,

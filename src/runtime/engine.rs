@@ -64,6 +64,10 @@ const WAKE: Token = Token(usize::MAX);
 const READ_CHUNK: usize = 64 * 1024;
 /// At most this much is read from one output pipe before others get a turn.
 const READ_TURN: usize = 256 * 1024;
+/// Most bytes asked of an exited process's pipe while the console is
+/// backlogged: one pipe's worth, what the process itself could have left,
+/// and a byte more so that the same turn sees its end-of-file.
+const BACKLOGGED_DRAIN: usize = 64 * 1024 + 1;
 /// How long one pass may spend launching before the loop serves timers,
 /// exits and signals again (a launch costs about half a millisecond).
 const LAUNCH_SLICE: Duration = Duration::from_millis(4);
@@ -226,6 +230,8 @@ struct Pipe {
     /// the instance's, until end-of-file or the end of the run. Closing it
     /// would kill that process with SIGPIPE at its next write.
     detached: bool,
+    /// Bytes read while the console was backlogged (see `BACKLOGGED_DRAIN`).
+    read_backlogged: usize,
 }
 
 /// A process group created by the run that may still have members.

@@ -445,6 +445,7 @@ impl Engine<'_> {
                 buf: Vec::new(),
                 queued: false,
                 detached: false,
+                read_backlogged: 0,
             }),
         );
         true

@@ -70,10 +70,28 @@ impl Engine<'_> {
                 self.readable.push(t);
                 continue;
             }
+            // Served while backlogged, a draining pipe gets one pipe's worth
+            // (64 KiB) per drain: a leftover that writes on (`yes &`) must not
+            // fill the engine's memory behind a stalled reader.
+            let limit = match backlogged {
+                true => {
+                    let Some(pipe) = self.sources.pipe_mut(t) else {
+                        continue;
+                    };
+                    let left = BACKLOGGED_DRAIN.saturating_sub(pipe.read_backlogged);
+                    if left == 0 {
+                        self.readable.push(t);
+                        continue;
+                    }
+                    pipe.read_backlogged += left;
+                    left
+                }
+                false => READ_TURN,
+            };
             if let Some(pipe) = self.sources.pipe_mut(t) {
                 pipe.queued = false;
             }
-            if self.read_pipe(t, READ_TURN) {
+            if self.read_pipe(t, limit) {
                 self.queue_read(t);
             }
         }
@@ -224,17 +242,22 @@ impl Engine<'_> {
     /// pipe stays open and read (see `Pipe::detached`).
     pub(super) fn detach_pipes_of(&mut self, k: InstId) {
         // Each holds a descriptor for as long as its leftover lives: past a
-        // cap (a quarter of the descriptor limit, at most 256), the pipe is
+        // cap (an eighth of the descriptor limit, at most 256), the pipe is
         // closed as it used to be, so that launches keep their descriptors.
         let cap = detached_cap();
+        // Behind a stalled reader, what is in the pipe stays there.
+        let turn = match self.reporter.backlogged() {
+            true => 0,
+            false => READ_TURN,
+        };
         for t in self.sources.pipes_of(k) {
             if self.sources.detached_pipes().len() >= cap {
-                self.read_pipe(t, READ_TURN);
+                self.read_pipe(t, turn);
                 self.close_pipe(t);
                 continue;
             }
             // Bounded: a leftover grandchild may write for ever.
-            self.read_pipe(t, READ_TURN);
+            self.read_pipe(t, turn);
             // Still there unless that read reached end-of-file.
             if let Some(pipe) = self.sources.pipe_mut(t) {
                 pipe.detached = true;
@@ -249,7 +272,8 @@ impl Engine<'_> {
     pub(super) fn read_detached(&mut self) {
         for t in self.sources.detached_pipes() {
             for _ in 0..16 {
-                if !self.read_pipe(t, READ_TURN) {
+                // Not behind a stalled reader: each turn would stay in memory.
+                if self.reporter.backlogged() || !self.read_pipe(t, READ_TURN) {
                     break;
                 }
             }
@@ -262,7 +286,7 @@ impl Engine<'_> {
 fn detached_cap() -> usize {
     let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(1024, |(soft, _)| soft);
-    usize::try_from(soft / 4).unwrap_or(256).min(256)
+    usize::try_from(soft / 8).unwrap_or(256).min(256)
 }
 
 /// Where a piece of an over-long line (more than [`MAX_LINE`] bytes) ends:

@@ -191,7 +191,9 @@ impl Engine<'_> {
     /// Says whether it stalled the run (the loop then settles again at once:
     /// daemons still running are released).
     pub(super) fn check_stall(&mut self) -> bool {
-        if self.launch_more || !self.probe_pids.is_empty() {
+        // A launch put back for lack of descriptors is tried again when its
+        // wait ends (then it starts, or fails as a start failure).
+        if self.launch_more || !self.probe_pids.is_empty() || self.resource_wait.is_some() {
             return false;
         }
         let Some(stuck) = self.core.stuck() else {
