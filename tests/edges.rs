@@ -151,6 +151,36 @@ fn stalled_reader(
         .unwrap()
 }
 
+/// Runs `job` (marker containment) with its stdout on a FIFO whose reader
+/// sleeps `pause` seconds before it reads; returns the engine and the reader.
+fn run_behind_a_stalled_reader(
+    job: &Job,
+    pause: u32,
+) -> (std::process::Child, std::process::Child) {
+    let fifo = job.file("out.fifo");
+    mkfifo(&fifo);
+    let reader = stalled_reader(&fifo, pause, &job.file("got.txt"));
+    let engine = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
+        .args(["run", "--no-progress"])
+        .arg(job.path())
+        .env("JOBGRAPH_CONTAINMENT", "marker")
+        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (engine, reader)
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 if unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 fn mkfifo(path: &std::path::Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 }
@@ -1325,26 +1355,8 @@ retries = 100000
 retry_delay = "5ms"
 "#,
     );
-    let fifo = job.file("out.fifo");
-    mkfifo(&fifo);
-    let got = job.file("got.txt");
-    let mut reader = stalled_reader(&fifo, 8, &got);
-    let mut engine = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
-        .args(["run", "--no-progress"])
-        .arg(job.path())
-        .env("JOBGRAPH_CONTAINMENT", "marker")
-        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let rss = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let (mut engine, mut reader) = run_behind_a_stalled_reader(&job, 8);
+    let rss = |pid: u32| status_kib(pid, "VmRSS:");
     std::thread::sleep(Duration::from_secs(2));
     let before = rss(engine.id());
     std::thread::sleep(Duration::from_secs(5));
@@ -1367,25 +1379,9 @@ fn a_leftover_writing_behind_a_stalled_reader_costs_the_engine_a_pipe() {
     let job = Job::new(
         "[process.a]\nreplicas = 8\nshell = \"yes & echo launched\"\n[process.b]\nshell = \"sleep 2\"\n",
     );
-    let fifo = job.file("out.fifo");
-    mkfifo(&fifo);
-    let got = job.file("got.txt");
-    let mut reader = stalled_reader(&fifo, 4, &got);
-    let mut engine = Command::new(assert_cmd::cargo::cargo_bin("jobgraph"))
-        .args(["run", "--no-progress"])
-        .arg(job.path())
-        .env("JOBGRAPH_CONTAINMENT", "marker")
-        .stdout(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut engine, mut reader) = run_behind_a_stalled_reader(&job, 4);
     std::thread::sleep(Duration::from_millis(1500));
-    let peak = std::fs::read_to_string(format!("/proc/{}/status", engine.id()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let peak = status_kib(engine.id(), "VmHWM:");
     let status = wait_exit(&mut engine, Duration::from_secs(30));
     reader.wait().unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0));

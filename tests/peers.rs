@@ -395,19 +395,7 @@ fn a_signal_while_the_file_is_read_interrupts_the_run() {
             .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .unwrap();
-        let status = format!("/proc/{}/status", engine.id());
-        let sigterm_held = || {
-            std::fs::read_to_string(&status).is_ok_and(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("SigBlk:"))
-                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-                    .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
-            })
-        };
-        let start = Instant::now();
-        while !sigterm_held() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        wait_for_signal_bit(engine.id(), "SigBlk:", libc::SIGTERM);
         let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = wait_exit(&mut engine, Duration::from_secs(30));
@@ -449,21 +437,8 @@ fn a_sigusr2_before_anything_runs_is_dropped() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let status = format!("/proc/{}/status", engine.id());
-        let usr2_ignored = || {
-            std::fs::read_to_string(&status).is_ok_and(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("SigIgn:"))
-                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-                    .is_some_and(|m| m & (1 << (libc::SIGUSR2 - 1)) != 0)
-            })
-        };
-        let start = Instant::now();
-        while !usr2_ignored() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
         assert!(
-            usr2_ignored(),
+            wait_for_signal_bit(engine.id(), "SigIgn:", libc::SIGUSR2),
             "{containment}: SIGUSR2 not set aside while the file is read"
         );
         let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
@@ -472,4 +447,23 @@ fn a_sigusr2_before_anything_runs_is_dropped() {
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{containment}");
         assert!(dir.path().join("ran").exists(), "{containment}");
     }
+}
+
+/// Waits (up to 5 s) until `sig` is in the `field` mask (`SigBlk:`,
+/// `SigIgn:`) of `/proc/PID/status`; whether it got there.
+fn wait_for_signal_bit(pid: u32, field: &str, sig: i32) -> bool {
+    let status = format!("/proc/{pid}/status");
+    let set = || {
+        std::fs::read_to_string(&status).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+        })
+    };
+    let start = Instant::now();
+    while !set() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    set()
 }
